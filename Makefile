@@ -1,0 +1,27 @@
+# The two commands README promises: `make demo` and `make test`. Both install first (idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHELL := /bin/bash
+
+.PHONY: install demo test lint bench model-archive clean
+
+install:
+	@scripts/install.sh
+
+demo: install model-archive
+	$(PY) -m scripts.demo
+
+test: install model-archive
+	$(PY) -m pytest -q tests
+
+lint: install
+	$(VENV)/bin/ruff check ahi_connector app container model scripts tests
+
+model-archive: install
+	$(PY) -m model.package --output build/model.tar.gz
+
+bench: install
+	$(PY) scripts/bench_connector.py
+
+clean:
+	rm -rf build .pytest_cache
