@@ -1,0 +1,266 @@
+"""``ImageSetExporter``: the pythonic API over metadata, frame fetching, DICOMize and volumes.
+
+One exporter owns one persistent frame worker pool and decoder registry; create it once and reuse it (it is
+thread-safe), then :meth:`close` it (or use it as a context manager) to stop its workers and decoder processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import botocore.exceptions as bce
+import numpy as np
+from pydicom.dataset import FileDataset
+
+from .client import make_ahi_client
+from .decoders import Codec, DecoderRegistry
+from .dicomize import make_dataset, set_pixel_data
+from .errors import AHIConfigError, AHICredentialsError, AHIRequestError, ImageSetNotFoundError
+from .fetch import FrameFetcher, FrameTask, JobStats, RetryPolicy
+from .metadata import ImageSetMetadata, parse_metadata_blob
+from .volume import Volume, allocate, plan_series
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int], None]
+
+
+def _client_error(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, bce.NoCredentialsError):
+        return AHICredentialsError(f"{what}: no AWS credentials found; configure the default chain or pass a client")
+    if not isinstance(exc, bce.ClientError):
+        return AHIRequestError(f"{what}: {type(exc).__name__}: {exc}")
+    resp = exc.response or {}
+    status = int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode") or 502)
+    code = str(resp.get("Error", {}).get("Code", ""))
+    if status == 404 or code == "ResourceNotFoundException":
+        return ImageSetNotFoundError(f"{what}: not found ({code}): {exc}", error_code=code)
+    if status == 403 or code in ("AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException"):
+        return AHICredentialsError(f"{what}: access denied ({code}): {exc}")
+    return AHIRequestError(f"{what}: {code or status}: {exc}", http_status=status if status >= 400 else 502,
+                           error_code=code)
+
+
+class ImageSetExporter:
+    """Export AHI image sets as pydicom Datasets or as a :class:`Volume`.
+
+    :param client: a botocore ``medical-imaging`` client (see :func:`make_ahi_client`); built from the default
+        chain (and ``endpoint_url`` / ``region_name``) when omitted.
+    :param decoder: HTJ2K/J2K backend preference: ``auto``, ``openjph``, ``openjpeg`` or ``jpeg2k``.
+    :param max_workers: frame worker threads (each holds at most one request and one decode).
+    :param deadline_s: default overall deadline of one export call.
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        decoder: str = "auto",
+        max_workers: int = 16,
+        deadline_s: float = 600.0,
+        *,
+        retry: RetryPolicy | None = None,
+        metadata_cache_size: int = 16,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+    ) -> None:
+        if deadline_s <= 0:
+            raise AHIConfigError(f"deadline_s must be > 0, got {deadline_s}")
+        try:
+            self.decoders = DecoderRegistry(decoder)
+        except ValueError as exc:
+            raise AHIConfigError(str(exc)) from exc
+        self.client = client or make_ahi_client(endpoint_url, region_name, max_pool_connections=max(64, max_workers))
+        self.deadline_s = deadline_s
+        self.fetcher = FrameFetcher(self.client, self.decoders, max_workers=max_workers, retry=retry)
+        self._cache: OrderedDict[tuple[str, str, str | None], ImageSetMetadata] = OrderedDict()
+        self._cache_size = metadata_cache_size
+        self._cache_lock = threading.Lock()
+        self.last_stats: JobStats | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the frame workers and decoder processes (the exporter restarts them lazily if used again)."""
+        self.fetcher.close()
+        self.decoders.close()
+
+    def __enter__(self) -> ImageSetExporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- metadata and search -------------------------------------------------------------------------------------
+    def current_version(self, datastore_id: str, image_set_id: str) -> str | None:
+        try:
+            return self.client.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id).get("versionId")
+        except (bce.ClientError, bce.NoCredentialsError) as exc:
+            raise _client_error(exc, f"GetImageSet for image set {image_set_id} (datastore {datastore_id})") from exc
+
+    def get_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None = None) -> ImageSetMetadata:
+        """Parsed metadata, cached per (datastore, image set, version); the current version is looked up first."""
+        version = version_id or self.current_version(datastore_id, image_set_id)
+        key = (datastore_id, image_set_id, version)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        kwargs = {"datastoreId": datastore_id, "imageSetId": image_set_id}
+        if version:
+            kwargs["versionId"] = version
+        what = f"GetImageSetMetadata for image set {image_set_id} version {version} (datastore {datastore_id})"
+        try:
+            resp = self.client.get_image_set_metadata(**kwargs)
+            body = resp["imageSetMetadataBlob"]
+            try:
+                blob = body.read()
+            finally:
+                body.close()
+        except (bce.ClientError, bce.NoCredentialsError) as exc:
+            raise _client_error(exc, what) from exc
+        doc = parse_metadata_blob(blob, datastore_id, image_set_id)
+        meta = ImageSetMetadata.from_json(doc, datastore_id, image_set_id, version)
+        with self._cache_lock:
+            self._cache[key] = meta
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return meta
+
+    def series_uids(self, datastore_id: str, image_set_id: str) -> list[str]:
+        return self.get_metadata(datastore_id, image_set_id).series_uids()
+
+    def iter_image_sets(self, datastore_id: str, search_criteria: dict[str, Any] | None = None) -> Iterator[dict]:
+        """Every SearchImageSets summary (all pages)."""
+        paginator = self.client.get_paginator("search_image_sets")
+        kwargs: dict[str, Any] = {"datastoreId": datastore_id}
+        if search_criteria:
+            kwargs["searchCriteria"] = search_criteria
+        try:
+            for page in paginator.paginate(**kwargs):
+                yield from page.get("imageSetsMetadataSummaries", [])
+        except (bce.ClientError, bce.NoCredentialsError) as exc:
+            raise _client_error(exc, f"SearchImageSets in datastore {datastore_id}") from exc
+
+    def search_image_sets(self, datastore_id: str, search_criteria: dict[str, Any] | None = None) -> list[dict]:
+        return list(self.iter_image_sets(datastore_id, search_criteria))
+
+    def find_image_sets_for_study(self, datastore_id: str, study_uid: str) -> list[str]:
+        """Image set IDs holding ``study_uid`` (all pages, in the order returned)."""
+        criteria = {"filters": [{"values": [{"DICOMStudyInstanceUID": study_uid}], "operator": "EQUAL"}]}
+        ids = []
+        for summary in self.iter_image_sets(datastore_id, criteria):
+            if summary["imageSetId"] not in ids:
+                ids.append(summary["imageSetId"])
+        return ids
+
+    # -- pixels --------------------------------------------------------------------------------------------------
+    def _run(self, tasks: list[FrameTask], deadline_s: float | None) -> None:
+        t0 = time.perf_counter()
+        self.last_stats = self.fetcher.run(tasks, deadline_s or self.deadline_s)
+        log.debug("fetched %d frames in %.3f s (%d retries; %s)", len(tasks), time.perf_counter() - t0,
+                  self.last_stats.retries, self.last_stats.backends)
+
+    def to_datasets(
+        self,
+        datastore_id: str,
+        image_set_id: str,
+        series_uid: str | None = None,
+        *,
+        deadline_s: float | None = None,
+        progress: Progress | None = None,
+    ) -> list[FileDataset]:
+        """One Dataset per instance (all series, or ``series_uid``), sorted by series then Instance Number."""
+        meta = self.get_metadata(datastore_id, image_set_id)
+        tasks: list[FrameTask] = []
+        out: list[tuple[FileDataset, np.ndarray | None, dict[str, Codec]]] = []
+        for inst in meta.iter_instances(series_uid):
+            ds = make_dataset(meta, inst)
+            if not inst.frames:
+                out.append((ds, None, {}))
+                continue
+            spec = inst.frame_spec()
+            pixels = np.empty((len(inst.frames), *spec.shape), dtype=spec.dtype)
+            seen: dict[str, Codec] = {}
+
+            def sink(task: FrameTask, frame: np.ndarray, codec: Codec, _px: np.ndarray = pixels,
+                     _seen: dict[str, Codec] = seen) -> None:
+                _px[task.ref.frame_index] = frame
+                _seen["codec"] = codec
+                if progress:
+                    progress(1)
+
+            for frame in inst.frames:
+                tasks.append(FrameTask(meta.frame_ref(inst, frame), spec, frame.checksum,
+                                       inst.stored_transfer_syntax, sink))
+            out.append((ds, pixels, seen))
+        self._run(tasks, deadline_s)
+        datasets = []
+        for ds, pixels, seen in out:
+            if pixels is not None:
+                multi = pixels.shape[0] > 1 or "NumberOfFrames" in ds
+                set_pixel_data(ds, pixels if multi else pixels[0], seen.get("codec"))
+            datasets.append(ds)
+        return datasets
+
+    def to_volume(
+        self,
+        datastore_id: str,
+        image_set_id: str,
+        series_uid: str | None = None,
+        *,
+        rescale: bool = True,
+        deadline_s: float | None = None,
+        progress: Progress | None = None,
+    ) -> Volume:
+        """One series as a DHW :class:`Volume` (see ``ahi_connector.volume``); frames decode straight into place.
+
+        ``series_uid`` may be omitted only when the image set holds exactly one series.
+        """
+        meta = self.get_metadata(datastore_id, image_set_id)
+        if series_uid is None:
+            uids = meta.series_uids()
+            if len(uids) != 1:
+                raise AHIConfigError(
+                    f"image set {image_set_id} (datastore {datastore_id}) holds {len(uids)} series {uids}; "
+                    "pass series_uid"
+                )
+            series_uid = uids[0]
+        series = meta.get_series(series_uid)[0]
+        plan = plan_series(meta, series)
+        array = allocate(plan, rescale)
+        convert = array.dtype == np.float32 and plan.spec.dtype != np.float32
+        slot = {f.id: k for k, f in enumerate(plan.frames)}
+
+        def sink(task: FrameTask, frame: np.ndarray, codec: Codec) -> None:
+            k = slot[task.ref.frame_id]
+            if convert:
+                np.multiply(frame, plan.slopes[k], out=array[k], dtype=np.float32, casting="unsafe")
+                if plan.intercepts[k]:
+                    array[k] += np.float32(plan.intercepts[k])
+            else:
+                array[k] = frame
+            if progress:
+                progress(1)
+
+        tasks = [
+            FrameTask(meta.frame_ref(inst, frame), plan.spec, frame.checksum, inst.stored_transfer_syntax, sink)
+            for inst, frame in zip(plan.instances, plan.frames)
+        ]
+        self._run(tasks, deadline_s)
+        return Volume(
+            array=array,
+            geometry=plan.geometry,
+            datastore_id=datastore_id,
+            image_set_id=image_set_id,
+            series_uid=series_uid,
+            study_uid=meta.study_instance_uid,
+            modality=series.modality,
+            sop_instance_uids=tuple(i.sop_instance_uid for i in plan.instances),
+            frame_ids=tuple(f.id for f in plan.frames),
+            rescaled=convert,
+            rescale_slope=plan.slopes,
+            rescale_intercept=plan.intercepts,
+        )
