@@ -1,0 +1,63 @@
+"""``upload-model``: build ``model.tar.gz`` with ``model.package`` (when asked or missing) and upload it
+under the
+MME model prefix ``s3://<bucket>/<name>/models/`` so it is addressable as ``TargetModel="model.tar.gz"``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripts.aws.names import Names
+from scripts.aws.session import Aws
+from scripts.aws.state import State
+from scripts.aws.storage import ensure_bucket, upload_file
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ARCHIVE = Path("build/model.tar.gz")
+
+
+@dataclass(frozen=True)
+class UploadedModel:
+    archive: Path
+    s3_uri: str
+    model_prefix_uri: str
+    target_model: str
+    uploaded: bool
+
+
+def package_archive(output: Path) -> Path:
+    """Build the archive with the model package's own builder (reproducible, byte-identical for same
+    inputs)."""
+    from model.package import build_archive  # heavy-ish import only when packaging is asked for
+
+    return build_archive(output)
+
+
+def upload_model(
+    aws: Aws,
+    names: Names,
+    bucket: str,
+    state: State,
+    archive: Path = DEFAULT_ARCHIVE,
+    build: bool = False,
+    target_model: str | None = None,
+) -> UploadedModel:
+    """Upload ``archive`` (building it first when ``build`` is set or it does not exist)."""
+    if build or not archive.is_file():
+        logger.info("packaging %s with model.package", archive)
+        package_archive(archive)
+    target = target_model or archive.name
+    if not target.endswith(".tar.gz"):
+        raise ValueError(
+            f"--target-model {target!r} must end in .tar.gz (SageMaker MME loads tar.gz archives)"
+        )
+    ensure_bucket(aws, bucket, names.name, state)
+    key = names.model_key(target)
+    result = upload_file(aws, archive, bucket, key)
+    if not aws.dry_run:
+        state.add("s3_prefixes", f"s3://{bucket}/{names.s3_root}")
+    return UploadedModel(
+        archive, f"s3://{bucket}/{key}", f"s3://{bucket}/{names.model_prefix}", target, result.uploaded
+    )

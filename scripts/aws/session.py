@@ -1,0 +1,257 @@
+"""boto3 clients for the ``ahi-spleen`` CLI, the dry-run/change recorder and polling with progress.
+
+Every AWS call that changes something goes through :meth:`Aws.call`: it is recorded (so a command can report
+what it
+changed, and a second run can prove it changed nothing) and, in dry-run mode, not sent. Read calls go
+straight to the
+client, so a dry run still reports accurately what *would* be created or updated.
+
+Endpoints: a per-service override (``service_endpoints["sagemaker"]``) wins over ``endpoint_url`` (all
+services),
+which wins over boto3's own chain (``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL``, config file).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+#: Services the CLI talks to; the keys accepted by ``service_endpoints``.
+SERVICES = (
+    "s3",
+    "ecr",
+    "iam",
+    "sts",
+    "sagemaker",
+    "sagemaker-runtime",
+    "codebuild",
+    "codepipeline",
+    "application-autoscaling",
+    "cloudwatch",
+    "sns",
+    "medical-imaging",
+)
+
+#: Tag put on everything the CLI creates; cleanup deletes only resources carrying it (unless forced).
+PROJECT_TAG = "ahi-spleen-project"
+MANAGED_BY_TAG = "managed-by"
+MANAGED_BY_VALUE = "ahi-spleen"
+
+
+class AwsCliError(RuntimeError):
+    """A step of the CLI failed; the message says which resource and what to do."""
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """How to reach AWS (or moto / local services): validated once, at creation."""
+
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    service_endpoints: Mapping[str, str] = field(default_factory=dict)
+    dry_run: bool = False
+    max_attempts: int = 8
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.service_endpoints) - set(SERVICES))
+        if unknown:
+            raise ValueError(f"unknown service(s) in endpoint overrides: {unknown}; known: {list(SERVICES)}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+
+    def endpoint_for(self, service: str) -> str | None:
+        """Explicit endpoint for ``service``, or None to let boto3's chain decide."""
+        return self.service_endpoints.get(service) or self.endpoint_url or None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One mutating API call, as made (or as it would be made in a dry run)."""
+
+    service: str
+    operation: str
+    params: Mapping[str, Any]
+
+    def render(self) -> str:
+        args = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items())
+        return f"{self.service}.{self.operation}({args})"
+
+
+def _short(value: Any, limit: int = 2000) -> str:
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Planned(dict):  # type: ignore[type-arg]
+    """Response stand-in for a call not sent in dry-run mode: any key reads as a placeholder string."""
+
+    def __init__(self, call: Call) -> None:
+        super().__init__()
+        self._call = call
+
+    def __missing__(self, key: str) -> str:
+        return f"<{self._call.operation}.{key}>"
+
+
+class Aws:
+    """Cached boto3 clients plus the record of mutating calls."""
+
+    def __init__(self, settings: AwsSettings, session: boto3.Session | None = None) -> None:
+        self.settings = settings
+        self.session = session or boto3.Session(profile_name=settings.profile, region_name=settings.region)
+        self._clients: dict[str, Any] = {}
+        self.calls: list[Call] = []
+        self._account_id: str | None = None
+
+    @property
+    def dry_run(self) -> bool:
+        return self.settings.dry_run
+
+    @property
+    def region(self) -> str:
+        region = self.session.region_name
+        if not region:
+            raise AwsCliError(
+                "no AWS region configured: pass --region or set AWS_DEFAULT_REGION / a profile region"
+            )
+        return region
+
+    def client(self, service: str) -> Any:
+        """A client for ``service`` with retries configured (and no host prefix for a local AHI endpoint)."""
+        if service not in self._clients:
+            endpoint = self.settings.endpoint_for(service)
+            options: dict[str, Any] = {
+                "retries": {"max_attempts": self.settings.max_attempts, "mode": "standard"}
+            }
+            if service == "medical-imaging" and (
+                endpoint or os.environ.get("AWS_ENDPOINT_URL_MEDICAL_IMAGING")
+            ):
+                options["inject_host_prefix"] = False
+            if service == "s3" and endpoint:
+                options["s3"] = {"addressing_style": "path"}
+            self._clients[service] = self.session.client(
+                service, region_name=self.region, endpoint_url=endpoint, config=Config(**options)
+            )
+        return self._clients[service]
+
+    def account_id(self) -> str:
+        if self._account_id is None:
+            self._account_id = str(self.client("sts").get_caller_identity()["Account"])
+        return self._account_id
+
+    def call(self, service: str, operation: str, **params: Any) -> Any:
+        """Make (or, in dry-run mode, only record) a mutating call; return its response."""
+        call = Call(service, operation, params)
+        self.calls.append(call)
+        if self.dry_run:
+            logger.info("dry-run: would call %s", call.render())
+            return Planned(call)
+        logger.info("calling %s.%s", service, operation)
+        return getattr(self.client(service), operation)(**params)
+
+    def paginate(self, service: str, operation: str, result_key: str, **params: Any) -> Iterable[Any]:
+        """Items of ``result_key`` over every page of a list call."""
+        paginator = self.client(service).get_paginator(operation)
+        for page in paginator.paginate(**params):
+            yield from page.get(result_key, [])
+
+    def changes_since(self, mark: int) -> list[Call]:
+        return self.calls[mark:]
+
+
+def tag_list(name: str, key: str = "Key", value: str = "Value") -> list[dict[str, str]]:
+    """The project tags in the ``[{"Key":..,"Value":..}]`` shape (key names vary by service)."""
+    return [{key: PROJECT_TAG, value: name}, {key: MANAGED_BY_TAG, value: MANAGED_BY_VALUE}]
+
+
+def tag_map(name: str) -> dict[str, str]:
+    return {PROJECT_TAG: name, MANAGED_BY_TAG: MANAGED_BY_VALUE}
+
+
+def is_ours(tags: Iterable[Mapping[str, str]] | Mapping[str, str], name: str) -> bool:
+    """Whether a resource's tags (list of Key/Value or key/value dicts, or a plain map) carry our project
+    tag."""
+    if isinstance(tags, Mapping):
+        return tags.get(PROJECT_TAG) == name
+    for tag in tags:
+        key = tag.get("Key", tag.get("key"))
+        if key == PROJECT_TAG and tag.get("Value", tag.get("value")) == name:
+            return True
+    return False
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError ('' for anything else)."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def subset_equal(desired: Any, actual: Any) -> bool:
+    """True when every field we set in ``desired`` has the same value in ``actual`` (extra fields ignored)."""
+    if isinstance(desired, Mapping):
+        return isinstance(actual, Mapping) and all(
+            k in actual and subset_equal(v, actual[k]) for k, v in desired.items()
+        )
+    if isinstance(desired, list | tuple):
+        return (
+            isinstance(actual, list | tuple)
+            and len(desired) == len(actual)
+            and all(subset_equal(d, a) for d, a in zip(desired, actual, strict=True))
+        )
+    if isinstance(desired, float | int) and isinstance(actual, float | int) and not isinstance(desired, bool):
+        return float(desired) == float(actual)
+    return bool(desired == actual)
+
+
+def wait_for(
+    describe: Callable[[], str],
+    *,
+    what: str,
+    done: Iterable[str],
+    failed: Iterable[str] = (),
+    timeout_s: float = 3600.0,
+    interval_s: float = 15.0,
+    progress: bool = True,
+    failure_detail: Callable[[], str] | None = None,
+) -> str:
+    """Poll ``describe()`` (returns a status string) until it is in ``done``; show the status on a tqdm bar.
+
+    Raises :class:`AwsCliError` when the status is in ``failed`` (with ``failure_detail()`` if given) or on
+    timeout.
+    """
+    done_set, failed_set = set(done), set(failed)
+    start = time.monotonic()
+    delay = min(1.0, interval_s)
+    with tqdm(desc=what, unit="poll", disable=not progress, leave=False) as bar:
+        while True:
+            status = describe()
+            bar.set_postfix_str(status)
+            bar.update(1)
+            logger.debug("%s: %s", what, status)
+            if status in done_set:
+                return status
+            if status in failed_set:
+                detail = failure_detail() if failure_detail else ""
+                raise AwsCliError(f"{what}: status {status}{': ' + detail if detail else ''}")
+            elapsed = time.monotonic() - start
+            if elapsed > timeout_s:
+                raise AwsCliError(
+                    f"{what}: still {status} after {elapsed:.0f} s; check the AWS console or re-run the "
+                    "command (it resumes where it stopped)"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, interval_s)
