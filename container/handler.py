@@ -1,0 +1,149 @@
+"""``ModelHandler``: what one MMS worker does with one model (plain class, testable without MMS).
+
+* :meth:`initialize` (once per model and worker): find the bundle in the model directory MMS gives, build
+  ``app.service.SpleenSegService`` (loads the network, imports the SDK). Pins the worker to its GPU.
+* :meth:`preprocess`: request body → validated :class:`~container.payload.Invocation` (400 on a bad payload).
+* :meth:`inference`: :func:`container.invocation.run_invocation` (per-request working directories).
+* :meth:`handle`: the MMS entry point; sets status, content type and custom attributes on the MMS context.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from container.errors import ModelLoadError
+from container.invocation import InvocationResult, error_body, run_invocation
+from container.payload import Invocation, PayloadError, S3Location, parse_invocation
+from container.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
+_REASONS = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 413: "Payload Too Large", 422: "Unprocessable",
+            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+            504: "Gateway Timeout", 507: "Insufficient Storage"}
+
+
+def request_body(data: list[dict[str, Any]] | None) -> bytes | None:
+    """The raw body MMS hands the handler (``data[0]["body"]``; form posts land under other names)."""
+    if not data:
+        return None
+    item = data[0]
+    body = item.get("body")
+    if body is None:
+        body = item.get("data")
+    if body is None and len(item) == 1:
+        body = next(iter(item.values()))
+    if isinstance(body, str):
+        return body.encode()
+    return bytes(body) if body is not None else None
+
+
+def header(headers: dict[str, Any], name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered and isinstance(value, str):
+            return value
+    return None
+
+
+class ModelHandler:
+    """Serve one model (an extracted ``model.tar.gz``) with ``SpleenSegService``."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+        self.service: Any = None
+        self.model_dir: Path | None = None
+        self.load_seconds: float | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env(detect_gpu=False)
+        return self._settings
+
+    def initialize(self, context: Any) -> None:
+        """Build the service for ``context.system_properties["model_dir"]``; :class:`ModelLoadError` on failure."""
+        props = context.system_properties
+        model_dir = Path(props["model_dir"])
+        gpu_id = props.get("gpu_id")
+        started = time.perf_counter()
+        if gpu_id is not None and int(gpu_id) >= 0:
+            # One worker per GPU: MMS hands each worker its gpu_id; expose only that device to this process.
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_id)
+        try:
+            from model.bundle import find_bundle_dir
+
+            bundle = find_bundle_dir(model_dir)
+            from app.service import SpleenSegService
+
+            self.service = SpleenSegService(bundle)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load model from {model_dir}: {type(exc).__name__}: {exc}") from exc
+        self.model_dir = model_dir
+        self.load_seconds = time.perf_counter() - started
+        logger.info("model %s loaded from %s in %.2f s (gpu_id=%s)", getattr(context, "model_name", "?"), bundle,
+                    self.load_seconds, gpu_id)
+
+    def preprocess(self, body: bytes | None) -> Invocation:
+        default_s3 = None
+        return parse_invocation(body, default_s3)
+
+    def inference(self, invocation: Invocation, request_id: str) -> InvocationResult:
+        if self.service is None:
+            raise ModelLoadError("model is not loaded (initialize was not called or failed)")
+        return run_invocation(
+            self.service,
+            invocation,
+            request_id,
+            work_root=self.settings.request_work_root(),
+            inline_limit=self.settings.inline_seg_max_bytes,
+        )
+
+    def serve(self, body: bytes | None, request_id: str) -> InvocationResult:
+        """preprocess + inference, every failure turned into a status and an error object."""
+        try:
+            return self.inference(self.preprocess(body), request_id)
+        except Exception as exc:
+            status, err = error_body(exc, request_id)
+            return InvocationResult(status, {"requestId": request_id, "error": err})
+
+    def handle(self, data: list[dict[str, Any]] | None, context: Any) -> list[str] | None:
+        if data is None:  # MMS never calls a class handler without data; nothing to do
+            return None
+        request_id = _request_id(context)
+        headers = _request_headers(context)
+        body = request_body(data)
+        result = self.serve(body, request_id)
+        if result.status != 200:
+            context.set_response_status(code=result.status, phrase=_REASONS.get(result.status, "Error"))
+        context.set_response_content_type(0, JSON)
+        attributes = header(headers, CUSTOM_ATTRIBUTES)
+        echo = f"request-id={request_id}" + (f";{attributes}" if attributes else "")
+        context.set_response_header(0, CUSTOM_ATTRIBUTES, echo[:1024])
+        return [result.to_json()]
+
+
+def _request_id(context: Any) -> str:
+    try:
+        rid = context.get_request_id(0)
+    except (AttributeError, TypeError, KeyError):
+        rid = None
+    return str(rid) if rid else uuid.uuid4().hex
+
+
+def _request_headers(context: Any) -> dict[str, Any]:
+    try:
+        return dict(context.request_processor[0].get_request_properties())
+    except (AttributeError, TypeError, IndexError):
+        return {}
+
+
+__all__ = ["ModelHandler", "PayloadError", "S3Location"]

@@ -1,0 +1,173 @@
+"""Parse and validate an invocation body (plain functions, no MMS).
+
+Body (JSON)::
+
+    {"inputs": [{"datastoreId": "...", "imageSetId": "..."} | {"datastoreId": "...", "studyInstanceUid": "..."}, ...],
+     "output": {"s3Uri": "s3://bucket/prefix",          # optional: where SEG, STL and report go
+                "inlineSeg": false,                     # optional: SEG bytes base64 in the response (if < 6 MB)
+                "writeBackToAHI": {                     # optional, opt-in: import the SEG into AHI
+                    "dataAccessRoleArn": "arn:aws:iam::...:role/...",
+                    "datastoreId": "...",               # default: the input's datastore
+                    "wait": false}}}
+
+A bare input object (``{"datastoreId", "imageSetId"}``, the asynchronous endpoint's S3 input object) is accepted as
+one input. Every input is validated by ``app.service.SegRequest.from_json`` before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+#: At most this many inputs per invocation (each runs the full pipeline; keep requests within the timeout).
+MAX_INPUTS = 16
+_S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/.+$")
+_OUTPUT_KEYS = {"s3Uri", "inlineSeg", "writeBackToAHI"}
+_WRITE_BACK_KEYS = {"dataAccessRoleArn", "datastoreId", "wait"}
+
+
+class PayloadError(ValueError):
+    """The request body is not a valid invocation; ``http_status`` 400, message names the field and the fix."""
+
+    http_status = 400
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str  # prefix without leading/trailing "/" ("" for the bucket root)
+
+    @classmethod
+    def parse(cls, uri: str, field: str) -> S3Location:
+        match = _S3_URI.match(uri.strip()) if isinstance(uri, str) else None
+        if match is None:
+            raise PayloadError(f"{field}={uri!r} is not an S3 URI; use s3://bucket/prefix")
+        return cls(match["bucket"], (match["key"] or "").strip("/"))
+
+    def child(self, *parts: str) -> S3Location:
+        key = "/".join(p.strip("/") for p in (self.key, *parts) if p and p.strip("/"))
+        return S3Location(self.bucket, key)
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteBack:
+    role_arn: str
+    datastore_id: str | None = None
+    wait: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputOptions:
+    s3: S3Location | None = None
+    inline_seg: bool = False
+    write_back: WriteBack | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Invocation:
+    """A validated invocation: the raw input objects, their parsed requests, and the output options."""
+
+    raw_inputs: tuple[dict[str, Any], ...]
+    requests: tuple[Any, ...]  # app.service.SegRequest, one per raw input
+    output: OutputOptions
+
+
+def decode_body(body: bytes | bytearray | str | dict[str, Any] | None) -> dict[str, Any]:
+    """Body bytes → JSON object, or :class:`PayloadError` saying what is wrong with it."""
+    if isinstance(body, dict):
+        return body
+    if body is None or len(body) == 0:
+        raise PayloadError('empty request body; send JSON like {"inputs": [{"datastoreId": ..., "imageSetId": ...}]}')
+    try:
+        obj = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError(f"request body is not valid JSON ({exc}); send Content-Type application/json") from exc
+    if not isinstance(obj, dict):
+        raise PayloadError(f"request body must be a JSON object, not {type(obj).__name__}")
+    return obj
+
+
+def _parse_write_back(obj: Any) -> WriteBack | None:
+    if obj is None or obj is False:
+        return None
+    if not isinstance(obj, dict):
+        raise PayloadError("output.writeBackToAHI must be an object with dataAccessRoleArn (and optional datastoreId)")
+    unknown = set(obj) - _WRITE_BACK_KEYS
+    if unknown:
+        raise PayloadError(f"output.writeBackToAHI: unknown field(s) {sorted(unknown)}; allowed {sorted(_WRITE_BACK_KEYS)}")
+    role = obj.get("dataAccessRoleArn")
+    if not isinstance(role, str) or not _ROLE_ARN.match(role):
+        raise PayloadError(
+            f"output.writeBackToAHI.dataAccessRoleArn={role!r} is not an IAM role ARN "
+            "(arn:aws:iam::<account>:role/<name>); AHI reads the SEG from S3 with this role"
+        )
+    datastore = obj.get("datastoreId")
+    if datastore is not None and not (isinstance(datastore, str) and re.fullmatch(r"[0-9a-z]{32}", datastore)):
+        raise PayloadError(f"output.writeBackToAHI.datastoreId={datastore!r} is not a 32-character AHI ID")
+    wait = obj.get("wait", False)
+    if not isinstance(wait, bool):
+        raise PayloadError(f"output.writeBackToAHI.wait must be true or false, not {wait!r}")
+    return WriteBack(role_arn=role, datastore_id=datastore, wait=wait)
+
+
+def parse_output(obj: Any, default_s3: S3Location | None = None) -> OutputOptions:
+    if obj is None:
+        obj = {}
+    if not isinstance(obj, dict):
+        raise PayloadError("output must be an object: {\"s3Uri\": ..., \"inlineSeg\": ..., \"writeBackToAHI\": ...}")
+    unknown = set(obj) - _OUTPUT_KEYS
+    if unknown:
+        raise PayloadError(f"output: unknown field(s) {sorted(unknown)}; allowed {sorted(_OUTPUT_KEYS)}")
+    s3 = S3Location.parse(obj["s3Uri"], "output.s3Uri") if obj.get("s3Uri") is not None else default_s3
+    inline = obj.get("inlineSeg", False)
+    if not isinstance(inline, bool):
+        raise PayloadError(f"output.inlineSeg must be true or false, not {inline!r}")
+    write_back = _parse_write_back(obj.get("writeBackToAHI"))
+    if write_back is not None and s3 is None:
+        raise PayloadError(
+            "output.writeBackToAHI needs output.s3Uri: the SEG is staged there for the AHI import job"
+        )
+    return OutputOptions(s3=s3, inline_seg=inline, write_back=write_back)
+
+
+def parse_invocation(
+    body: bytes | bytearray | str | dict[str, Any] | None, default_s3: S3Location | None = None
+) -> Invocation:
+    """Validate a whole invocation; raises :class:`PayloadError` (400) naming the bad field."""
+    from app.errors import RequestError
+    from app.service import SegRequest
+
+    obj = decode_body(body)
+    if "inputs" in obj:
+        inputs = obj["inputs"]
+        unknown = set(obj) - {"inputs", "output"}
+        if unknown:
+            raise PayloadError(f"unknown top-level field(s) {sorted(unknown)}; allowed ['inputs', 'output']")
+    else:
+        inputs = [{k: v for k, v in obj.items() if k != "output"}]
+    if not isinstance(inputs, list) or not inputs:
+        raise PayloadError('"inputs" must be a non-empty list of {"datastoreId", "imageSetId"|"studyInstanceUid"}')
+    if len(inputs) > MAX_INPUTS:
+        raise PayloadError(f'"inputs" has {len(inputs)} items; at most {MAX_INPUTS} per invocation')
+    requests = []
+    for index, item in enumerate(inputs):
+        if not isinstance(item, dict):
+            raise PayloadError(f"inputs[{index}] must be an object, not {type(item).__name__}")
+        if not isinstance(item.get("datastoreId"), str):
+            # The endpoint reads from AHI only; local folders of the serving host are not an input.
+            raise PayloadError(
+                f"inputs[{index}] needs datastoreId plus imageSetId or studyInstanceUid (got fields {sorted(item)})"
+            )
+        try:
+            requests.append(SegRequest.from_json(item))
+        except RequestError as exc:
+            raise PayloadError(f"inputs[{index}]: {exc}") from exc
+    output = parse_output(obj.get("output"), default_s3)
+    return Invocation(raw_inputs=tuple(inputs), requests=tuple(requests), output=output)
