@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, empty_value_for_VR
 from pydicom.datadict import dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -72,7 +72,21 @@ def _binary(value: Any, where: str) -> bytes:
         raise DicomizeError(f"{where}: binary value is not base64 ({exc})") from exc
 
 
+_INT_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV"})
+_FLOAT_VRS = frozenset({"FL", "FD"})
+
+
 def _scalar(vr: str, value: Any) -> Any:
+    if vr in _INT_VRS:
+        return int(value)
+    if vr in _FLOAT_VRS:
+        return float(value)
+    if vr == "DS" and isinstance(value, str):
+        float(value)  # validates; the original string is kept
+        return value
+    if vr == "IS" and isinstance(value, str):
+        float(value)
+        return value
     if vr == "PN" and isinstance(value, Mapping):
         return value.get("Alphabetic", "")
     if vr == "AT" and isinstance(value, str):
@@ -85,8 +99,8 @@ def _scalar(vr: str, value: Any) -> Any:
 
 
 def _value(vr: str, value: Any, vrs: Mapping[str, str], context: Mapping[str, Any], where: str) -> Any:
-    if value is None:
-        return None
+    if value is None or value == []:
+        return empty_value_for_VR(vr)
     if vr == "SQ":
         items = value if isinstance(value, list) else [value]
         return Sequence([build_attributes(item or {}, vrs, context, where) for item in items])
