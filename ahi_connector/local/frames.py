@@ -1,0 +1,144 @@
+"""Frame storage encoding: what GetImageFrame will serve for each frame of an imported instance.
+
+The rule (mirrors AHI):
+
+* Lossy inputs keep their original bytes and syntax, because transcoding would lose quality twice:
+  JPEG Baseline / Extended (1.2.840.10008.1.2.4.50 / .51) → ``image/jpeg``; JPEG 2000 (1.2.840.10008.1.2.4.91,
+  "may be lossy") → ``image/j2c``. HTJ2K inputs (1.2.840.10008.1.2.4.201/.202/.203) are kept too → ``image/jph``.
+* Everything else pydicom can decode (native little/big endian, deflate, RLE, JPEG lossless, JPEG 2000
+  lossless, JPEG-LS when a plugin is installed) is decoded and re-encoded **losslessly** as HTJ2K with
+  ``imagecodecs.htj2k_encode`` (stored syntax 1.2.840.10008.1.2.4.201, ``image/jph``); the encoder output is
+  decoded again and must equal the input pixels, or the instance fails.
+* Float pixel data and 1-bit data cannot go to HTJ2K: frames are stored as decoded little-endian sample bytes,
+  ``application/octet-stream`` (stored syntax Explicit VR Little Endian).
+
+Each frame records the CRC32 of its *decoded* full-resolution pixel bytes (numpy ``tobytes()`` of the frame
+as pydicom decodes it, without colour conversion), its min/max sample value and its stored size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import zlib
+from collections.abc import Iterator
+
+import imagecodecs
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+logger = logging.getLogger(__name__)
+
+HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
+CONTENT_TYPE_HTJ2K = "image/jph"
+CONTENT_TYPE_JPEG = "image/jpeg"
+CONTENT_TYPE_J2C = "image/j2c"
+CONTENT_TYPE_OCTET = "application/octet-stream"
+KEEP_ORIGINAL: dict[str, str] = {
+    "1.2.840.10008.1.2.4.50": CONTENT_TYPE_JPEG,
+    "1.2.840.10008.1.2.4.51": CONTENT_TYPE_JPEG,
+    "1.2.840.10008.1.2.4.91": CONTENT_TYPE_J2C,
+    "1.2.840.10008.1.2.4.201": CONTENT_TYPE_HTJ2K,
+    "1.2.840.10008.1.2.4.202": CONTENT_TYPE_HTJ2K,
+    "1.2.840.10008.1.2.4.203": CONTENT_TYPE_HTJ2K,
+}
+EXTENSIONS = {
+    CONTENT_TYPE_HTJ2K: "jph",
+    CONTENT_TYPE_JPEG: "jpg",
+    CONTENT_TYPE_J2C: "j2c",
+    CONTENT_TYPE_OCTET: "bin",
+}
+CONTENT_TYPES = {ext: ctype for ctype, ext in EXTENSIONS.items()}
+
+
+class FrameEncodingError(Exception):
+    """An instance's pixel data cannot be decoded or stored; the message names the instance and the cause."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedFrame:
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+    checksum: int
+    min_value: float
+    max_value: float
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedInstance:
+    stored_transfer_syntax: str
+    frames: list[EncodedFrame]
+
+
+def _number_of_frames(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError) as exc:
+        raise FrameEncodingError(f"(0028,0008) Number of Frames {ds.get('NumberOfFrames')!r} is not a number") from exc
+
+
+def _decoded_frames(ds: Dataset, transfer_syntax: UID) -> Iterator[np.ndarray]:
+    decoder = get_decoder(transfer_syntax)
+    if not decoder.is_available:
+        missing = decoder.missing_dependencies
+        raise FrameEncodingError(f"no decoder available for {transfer_syntax.name}: {missing}")
+    for arr, _meta in decoder.iter_array(ds, as_rgb=False):
+        yield np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+
+
+def _stats(arr: np.ndarray) -> tuple[int, float, float]:
+    data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    lo, hi = (arr.min().item(), arr.max().item()) if arr.size else (0, 0)
+    return zlib.crc32(data), lo, hi
+
+
+def _htj2k(arr: np.ndarray) -> bytes:
+    encoded = imagecodecs.htj2k_encode(arr)
+    back = imagecodecs.htj2k_decode(encoded)
+    if back.shape != arr.shape or not np.array_equal(back, arr):
+        raise FrameEncodingError("HTJ2K round trip changed the pixels (encoder fault); refusing to store")
+    return bytes(encoded)
+
+
+def _frame(data: bytes, content_type: str, arr: np.ndarray) -> EncodedFrame:
+    checksum, lo, hi = _stats(arr)
+    return EncodedFrame(data, content_type, int(arr.shape[1]), int(arr.shape[0]), checksum, lo, hi)
+
+
+def encode_instance(ds: Dataset) -> EncodedInstance | None:
+    """Encode the frames of ``ds`` for storage (None when it has no pixel data). See the module docstring."""
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        return None
+    transfer_syntax = UID(ds.file_meta.TransferSyntaxUID)
+    try:
+        return _encode(ds, transfer_syntax)
+    except FrameEncodingError:
+        raise
+    except Exception as exc:  # decoder plugins raise many types; report them with the instance's syntax
+        raise FrameEncodingError(f"cannot decode pixel data ({transfer_syntax.name}): {exc}") from exc
+
+
+def _encode(ds: Dataset, transfer_syntax: UID) -> EncodedInstance:
+    decoded = _decoded_frames(ds, transfer_syntax)
+    if transfer_syntax in KEEP_ORIGINAL and "PixelData" in ds:
+        content_type = KEEP_ORIGINAL[transfer_syntax]
+        count = _number_of_frames(ds)
+        originals = generate_frames(ds.PixelData, number_of_frames=count)
+        frames = [_frame(bytes(raw), content_type, arr) for raw, arr in zip(originals, decoded, strict=True)]
+        return EncodedInstance(str(transfer_syntax), frames)
+    frames = []
+    octet = False
+    for arr in decoded:
+        if arr.dtype.kind == "f" or ds.get("BitsAllocated") == 1:
+            octet = True
+            data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            frames.append(_frame(data, CONTENT_TYPE_OCTET, arr))
+        else:
+            frames.append(_frame(_htj2k(arr), CONTENT_TYPE_HTJ2K, arr))
+    stored = str(ExplicitVRLittleEndian) if octet else HTJ2K_LOSSLESS
+    return EncodedInstance(stored, frames)

@@ -1,0 +1,305 @@
+"""DICOM import jobs: read P10 files from S3, store frames and versioned image sets, write the AHI job output.
+
+Grouping (as AHI does): an image set holds one DICOM series. Instances are grouped by the study-level elements
+StudyInstanceUID, PatientID, StudyDate, AccessionNumber, StudyID and the series-level elements
+SeriesInstanceUID, SeriesNumber. A group joins the primary image set of the same study + series as a new version
+(a re-imported SOP instance replaces the old one in that version; older versions keep it). If its grouping
+elements conflict with that primary image set, or with another primary image set of the same study, it becomes
+a new **non-primary** image set; nothing is ever overwritten silently.
+
+Output under ``<outputS3Uri>/<datastoreId>-DicomImport-<jobId>/``: ``job-output-manifest.json`` (``jobSummary``),
+``SUCCESS/success.ndjson`` (``{"inputFile", "importResponse": {"imageSetId", "isPrimary"}}`` per imported file)
+and ``FAILURE/failure.ndjson`` (``{"inputFile", "exception": {"exceptionType", "message"}}`` per rejected
+file). Every input object lands in exactly one of the two lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from . import metadata
+from .frames import FrameEncodingError, encode_instance
+from .ids import now
+from .records import ImageSetRecord, JobRecord
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+STUDY_GROUPING = ("StudyInstanceUID", "PatientID", "StudyDate", "AccessionNumber", "StudyID")
+SERIES_GROUPING = ("SeriesInstanceUID", "SeriesNumber")
+SUMMARY_NAMES = {
+    "StudyInstanceUID": "DICOMStudyInstanceUID", "PatientID": "DICOMPatientId", "StudyDate": "DICOMStudyDate",
+    "AccessionNumber": "DICOMAccessionNumber", "StudyID": "DICOMStudyId",
+    "SeriesInstanceUID": "DICOMSeriesInstanceUID", "SeriesNumber": "DICOMSeriesNumber",
+}
+REQUIRED = (("SOPInstanceUID", "(0008,0018) SOP Instance UID"), ("StudyInstanceUID", "(0020,000D) Study Instance UID"),
+            ("SeriesInstanceUID", "(0020,000E) Series Instance UID"))
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        rest = uri[len("s3://"):] if uri.startswith("s3://") else ""
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise ValueError(f"{uri!r} is not an s3://bucket/prefix URI")
+        return cls(bucket, prefix)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+
+@dataclasses.dataclass(frozen=True)
+class FileFailure:
+    input_file: str
+    exception_type: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"inputFile": self.input_file,
+                "exception": {"exceptionType": self.exception_type, "message": self.message}}
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedInstance:
+    input_file: str
+    grouping: tuple[tuple[str, str], ...]
+    flat: metadata.FlatInstance
+
+
+def _normalise(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def grouping_of(ds: pydicom.Dataset) -> tuple[tuple[str, str], ...]:
+    return tuple((k, _normalise(ds.get(k))) for k in STUDY_GROUPING + SERIES_GROUPING)
+
+
+def grouping_of_record(record: ImageSetRecord) -> dict[str, str]:
+    return {k: _normalise(record.dicom_tags.get(name)) for k, name in SUMMARY_NAMES.items()}
+
+
+def _fix_transfer_syntax(ds: pydicom.Dataset) -> None:
+    """Files without (0002,0010) get the syntax pydicom read them with."""
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit, _little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+
+
+def prepare_instance(store: Store, datastore_id: str, input_file: str, body: bytes) -> PreparedInstance | FileFailure:
+    """Parse one file, store its frames, return its flat metadata (or why it was rejected)."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(body))
+    except InvalidDicomError as exc:
+        return FileFailure(input_file, "InvalidDICOMFile", f"not a DICOM Part 10 file: {exc}")
+    except Exception as exc:  # pydicom raises many types for damaged files
+        return FileFailure(input_file, "InvalidDICOMFile", f"cannot parse DICOM: {type(exc).__name__}: {exc}")
+    for keyword, label in REQUIRED:
+        if not _normalise(ds.get(keyword)):
+            return FileFailure(input_file, "MissingRequiredElement", f"{label} is missing or empty")
+    try:
+        _fix_transfer_syntax(ds)
+        encoded = encode_instance(ds)
+        frames = []
+        stored_ts = None
+        if encoded is not None:
+            stored_ts = encoded.stored_transfer_syntax
+            for frame in encoded.frames:
+                frame_id = store.write_frame(datastore_id, frame.data, frame.content_type)
+                frames.append(metadata.FrameInfo(frame_id, len(frame.data), frame.min_value, frame.max_value,
+                                                 frame.width, frame.height, frame.checksum))
+        flat = metadata.flat_instance(ds, stored_ts, frames)
+        json.dumps(flat.dicom)  # fail here, not at commit, on values JSON cannot hold
+    except FrameEncodingError as exc:
+        return FileFailure(input_file, "InvalidPixelData", f"SOP instance {ds.SOPInstanceUID}: {exc}")
+    except Exception as exc:
+        logger.debug("instance %s rejected", input_file, exc_info=True)
+        return FileFailure(input_file, "InvalidDICOMFile",
+                           f"SOP instance {ds.get('SOPInstanceUID')}: {type(exc).__name__}: {exc}")
+    return PreparedInstance(input_file, grouping_of(ds), flat)
+
+
+class ImportRunner:
+    """Runs import jobs one at a time on a background thread; files within a job on ``workers`` threads."""
+
+    def __init__(self, store: Store, s3_factory: Callable[[], Any], workers: int = 2) -> None:
+        self.store = store
+        self.s3_factory = s3_factory
+        self.workers = max(1, workers)
+        self._queue: queue.Queue[JobRecord | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="ahi-local-import", daemon=True)
+
+    def start(self) -> None:
+        for jobs in self.store.jobs.values():
+            for job in sorted(jobs.values(), key=lambda j: j.submitted_at):
+                if job.status in ("SUBMITTED", "IN_PROGRESS"):
+                    logger.info("re-queueing import job %s interrupted by a restart", job.job_id)
+                    job.status = "SUBMITTED"
+                    self.store.save_job(job)
+                    self._queue.put(job)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def submit(self, job: JobRecord) -> None:
+        self.store.save_job(job)
+        self._queue.put(job)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            self._run(job)
+
+    def _run(self, job: JobRecord) -> None:
+        job.status = "IN_PROGRESS"
+        self.store.save_job(job)
+        try:
+            message = self._import(job)
+            job.status, job.message = "COMPLETED", message
+        except Exception as exc:
+            logger.exception("import job %s failed", job.job_id)
+            job.status, job.message = "FAILED", f"{type(exc).__name__}: {exc}"[:2000]
+        job.ended_at = now()
+        if job.datastore_id in self.store.datastores:
+            self.store.save_job(job)
+        logger.info("import job %s %s: %s", job.job_id, job.status, job.message)
+
+    def _import(self, job: JobRecord) -> str:
+        s3 = self.s3_factory()
+        source = S3Location.parse(job.input_s3_uri)
+        keys = [
+            obj["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=source.bucket, Prefix=source.prefix)
+            for obj in page.get("Contents", [])
+            if not obj["Key"].endswith("/")
+        ]
+        if not keys:
+            raise ValueError(f"no objects under inputS3Uri {job.input_s3_uri}")
+
+        def one(key: str) -> PreparedInstance | FileFailure:
+            uri = source.uri(key)
+            try:
+                body = s3.get_object(Bucket=source.bucket, Key=key)["Body"].read()
+            except Exception as exc:
+                return FileFailure(uri, "S3ReadError", f"cannot read {uri}: {exc}")
+            return prepare_instance(self.store, job.datastore_id, uri, body)
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="ahi-local-file") as pool:
+            results = list(pool.map(one, keys))
+        prepared = [r for r in results if isinstance(r, PreparedInstance)]
+        failures = [r for r in results if isinstance(r, FileFailure)]
+        success, image_sets = commit_groups(self.store, job.datastore_id, prepared)
+        write_job_output(s3, job, keys, success, failures, image_sets)
+        return f"{len(success)} of {len(keys)} files imported into {len(image_sets)} image sets"
+
+
+def _conflicts(grouping: dict[str, str], record: ImageSetRecord, keys: tuple[str, ...]) -> bool:
+    existing = grouping_of_record(record)
+    return any(existing[k] != grouping[k] for k in keys)
+
+
+def _place(store: Store, datastore_id: str, grouping: dict[str, str]) -> tuple[str | None, bool]:
+    """(primary image set to add a version to or None, is_primary) for a group of instances."""
+    same_study = [
+        r for r in store.live_image_sets(datastore_id)
+        if r.is_primary and _normalise(r.dicom_tags.get("DICOMStudyInstanceUID")) == grouping["StudyInstanceUID"]
+    ]
+    same_series = [
+        r for r in same_study if _normalise(r.dicom_tags.get("DICOMSeriesInstanceUID")) == grouping["SeriesInstanceUID"]
+    ]
+    if any(_conflicts(grouping, r, STUDY_GROUPING) for r in same_study):
+        return None, False
+    if same_series:
+        if _conflicts(grouping, same_series[0], SERIES_GROUPING):
+            return None, False
+        return same_series[0].image_set_id, True
+    return None, True
+
+
+def commit_groups(
+    store: Store, datastore_id: str, prepared: list[PreparedInstance]
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Commit prepared instances as image set versions; return success lines and {imageSetId: instance count}."""
+    groups: dict[tuple[tuple[str, str], ...], list[PreparedInstance]] = {}
+    for item in prepared:
+        groups.setdefault(item.grouping, []).append(item)
+    success: list[dict[str, Any]] = []
+    image_sets: dict[str, int] = {}
+    for grouping, items in groups.items():
+        with store.lock:
+            target, primary = _place(store, datastore_id, dict(grouping))
+            existing: list[metadata.FlatInstance] = []
+            if target is not None:
+                existing = metadata.flatten_document(store.document(store.image_set(datastore_id, target)))
+            new_uids = {item.flat.sop_uid for item in items}
+            merged = [inst for inst in existing if inst.sop_uid not in new_uids]
+            merged += list({item.flat.sop_uid: item.flat for item in items}.values())
+
+            def build(image_set_id: str, merged: list[metadata.FlatInstance] = merged) -> dict[str, Any]:
+                return metadata.build_document(datastore_id, image_set_id, merged)
+
+            status = "IMPORTED" if target else "CREATED"
+            record = store.commit_version(datastore_id, target, build, status, is_primary=primary)
+        image_sets[record.image_set_id] = image_sets.get(record.image_set_id, 0) + len(items)
+        for item in items:
+            success.append({"inputFile": item.input_file,
+                            "importResponse": {"imageSetId": record.image_set_id, "isPrimary": record.is_primary}})
+    return success, image_sets
+
+
+def _put_text(s3: Any, location: S3Location, key: str, text: str, content_type: str) -> None:
+    s3.put_object(Bucket=location.bucket, Key=key, Body=text.encode(), ContentType=content_type)
+
+
+def write_job_output(
+    s3: Any,
+    job: JobRecord,
+    keys: list[str],
+    success: list[dict[str, Any]],
+    failures: list[FileFailure],
+    image_sets: dict[str, int],
+) -> None:
+    out = S3Location.parse(job.output_s3_uri)
+    base = f"{out.prefix.rstrip('/')}/" if out.prefix.strip("/") else ""
+    base += f"{job.datastore_id}-DicomImport-{job.job_id}"
+    summary = {
+        "jobId": job.job_id,
+        "datastoreId": job.datastore_id,
+        "inputS3Uri": job.input_s3_uri,
+        "outputS3Uri": job.output_s3_uri,
+        "successOutputS3Uri": out.uri(f"{base}/SUCCESS/"),
+        "failureOutputS3Uri": out.uri(f"{base}/FAILURE/"),
+        "numberOfScannedFiles": len(keys),
+        "numberOfImportedFiles": len(success),
+        "numberOfFilesWithCustomerError": len(failures),
+        "numberOfFilesWithServerError": 0,
+        "numberOfGeneratedImageSets": len(image_sets),
+        "imageSetsSummary": [
+            {"imageSetId": image_set_id, "numberOfMatchedSOPInstances": count}
+            for image_set_id, count in image_sets.items()
+        ],
+    }
+    ndjson = "application/x-ndjson"
+    _put_text(s3, out, f"{base}/SUCCESS/success.ndjson", "".join(json.dumps(s) + "\n" for s in success), ndjson)
+    _put_text(s3, out, f"{base}/FAILURE/failure.ndjson",
+              "".join(json.dumps(f.to_json()) + "\n" for f in failures), ndjson)
+    _put_text(s3, out, f"{base}/job-output-manifest.json", json.dumps({"jobSummary": summary}), "application/json")

@@ -1,0 +1,226 @@
+"""The Starlette app of ahi-local: routes, request parsing and validation derived from botocore's model.
+
+Every operation of the ``medical-imaging`` service model gets a route from its ``http.requestUri``; request
+members are read from the URI, query string and JSON body as the model's serialization says, then checked
+with botocore's own ``ParamValidator`` (types, required members, lengths, ranges) and the ID patterns.
+Errors are answered like AWS rest-json: ``x-amzn-ErrorType`` header and ``{"message": ...}``.
+
+Non-AWS routes: ``GET /_local/health`` and ``GET|PUT /_local/faults`` (runtime fault settings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.model import OperationModel, Shape
+from botocore.validate import ParamValidator
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .errors import InternalError, ServiceError, UnknownOperationError, ValidationError
+from .faults import FaultInjector, FaultSettings, corrupt_bytes
+from .ids import ID_PATTERN, new_id
+from .importer import ImportRunner
+from .operations import Operations, RawResponse
+from .settings import ServeSettings
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+ID_MEMBERS = {"datastoreId", "imageSetId", "sourceImageSetId"}
+_validator = ParamValidator()
+
+
+def service_model() -> Any:
+    return botocore.session.get_session().get_service_model("medical-imaging")
+
+
+def error_response(error: ServiceError, request_id: str) -> JSONResponse:
+    return JSONResponse(
+        {"message": error.message},
+        status_code=error.status,
+        headers={"x-amzn-ErrorType": error.code, "x-amzn-RequestId": request_id},
+    )
+
+
+def _query_value(shape: Shape, request: Request, wire: str) -> Any:
+    if shape.type_name == "list":
+        return request.query_params.getlist(wire)
+    raw = request.query_params[wire]
+    try:
+        if shape.type_name == "integer":
+            return int(raw)
+        if shape.type_name == "boolean":
+            return {"true": True, "false": False}[raw.lower()]
+    except (ValueError, KeyError) as exc:
+        raise ValidationError(f"query parameter {wire}={raw!r} is not a valid {shape.type_name}") from exc
+    return raw
+
+
+async def parse_params(op: OperationModel, request: Request) -> dict[str, Any]:
+    """The operation's input members from the request, validated against the model."""
+    shape = op.input_shape
+    params: dict[str, Any] = {}
+    if shape is None:
+        return params
+    raw = await request.body()
+    body: dict[str, Any] = {}
+    if raw:
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise ValidationError(f"{op.name}: request body is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise ValidationError(f"{op.name}: request body must be a JSON object")
+    payload = shape.serialization.get("payload")
+    if payload:
+        if raw:
+            params[payload] = body
+        body = {}
+    for name, member in shape.members.items():
+        if name == payload:
+            continue
+        location = member.serialization.get("location")
+        wire = member.serialization.get("name", name)
+        if location == "uri":
+            params[name] = request.path_params[wire]
+        elif location == "querystring":
+            if wire in request.query_params:
+                params[name] = _query_value(member, request, wire)
+        elif location == "header":
+            if wire in request.headers:
+                params[name] = request.headers[wire]
+        elif name in body:
+            params[name] = body[name]
+    unknown = sorted(set(body) - set(shape.members))
+    if unknown:
+        raise ValidationError(f"{op.name}: unknown request members {unknown}")
+    report = _validator.validate(params, shape)
+    if report.has_errors():
+        raise ValidationError(f"{op.name}: {report.generate_report()}")
+    for name in ID_MEMBERS & set(params):
+        if not ID_PATTERN.fullmatch(params[name]):
+            raise ValidationError(f"{name} {params[name]!r} is malformed: expected 32 characters [0-9a-z]")
+    return params
+
+
+class LocalAHIApp:
+    """Builds the Starlette app; owns the store, the import runner and the fault injector."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.store = Store(settings.data_dir)
+        self.runner = ImportRunner(self.store, self._s3_client, settings.import_workers)
+        self.operations = Operations(self.store, self.runner)
+        self.faults = FaultInjector(settings.faults)
+        self.model = service_model()
+        routes = [
+            Route("/_local/health", self.health, methods=["GET"]),
+            Route("/_local/faults", self.fault_settings, methods=["GET", "PUT"]),
+        ]
+        for name in self.model.operation_names:
+            op = self.model.operation_model(name)
+            path = re.sub(r"\{resourceArn\}", "{resourceArn:path}", op.http["requestUri"])
+            routes.append(Route(path, self._endpoint(op), methods=[op.http["method"]], name=name))
+        self.app = Starlette(
+            routes=routes, lifespan=self._lifespan, exception_handlers={404: self.not_found, 405: self.not_found}
+        )
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.runner.start()
+        try:
+            yield
+        finally:
+            self.runner.stop()
+
+    def _s3_client(self) -> Any:
+        config = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
+        return boto3.client("s3", endpoint_url=self.settings.s3_endpoint_url, config=config)
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "datastores": len(self.store.datastores)})
+
+    async def fault_settings(self, request: Request) -> Response:
+        request_id = new_id()
+        if request.method == "PUT":
+            try:
+                values = json.loads(await request.body() or b"{}")
+                if not isinstance(values, dict):
+                    raise ValidationError("fault settings must be a JSON object")
+                self.faults.update(FaultSettings.from_mapping(values, self.faults.settings))
+            except ServiceError as exc:
+                return error_response(exc, request_id)
+            except ValueError as exc:
+                return error_response(ValidationError(f"invalid fault settings: {exc}"), request_id)
+            logger.warning("fault settings changed: %s", self.faults.settings.to_json())
+        return JSONResponse(self.faults.settings.to_json())
+
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        error = UnknownOperationError(f"no operation matches {request.method} {request.url.path}")
+        return error_response(error, new_id())
+
+    def _endpoint(self, op: OperationModel) -> Callable[[Request], Any]:
+        handler = self.operations.handlers[op.name]
+
+        async def endpoint(request: Request) -> Response:
+            request_id = new_id()
+            try:
+                if self.faults.latency_s():
+                    await asyncio.sleep(self.faults.latency_s())
+                self.faults.check_request(op.name)
+                params = await parse_params(op, request)
+                if op.name == "GetImageFrame":
+                    return await self._frame(params, request_id)
+                result = handler(params)
+            except ServiceError as exc:
+                if exc.status >= 500:
+                    logger.warning("%s request %s: %s", op.name, request_id, exc.message)
+                return error_response(exc, request_id)
+            except Exception:
+                logger.exception("%s request %s failed", op.name, request_id)
+                error = InternalError(f"{op.name} failed unexpectedly; request ID {request_id} (see server log)")
+                return error_response(error, request_id)
+            return self._respond(result, request_id)
+
+        endpoint.__name__ = op.name
+        return endpoint
+
+    async def _frame(self, params: dict[str, Any], request_id: str) -> Response:
+        location = self.operations.frame_location(params)
+        frame_id = params["imageFrameInformation"]["imageFrameId"]
+        fault = self.faults.frame_fault(frame_id)
+        if fault == "fail":
+            raise InternalError(f"image frame {frame_id} failed (ahi-local fault injection: fail_frames)")
+        if fault == "hang":
+            logger.warning("hanging GetImageFrame %s for %.0f s (fault injection)", frame_id,
+                           self.faults.settings.hang_seconds)
+            await asyncio.sleep(self.faults.settings.hang_seconds)
+        data = location.path.read_bytes()
+        if fault == "corrupt":
+            data = corrupt_bytes(data)
+        return Response(data, media_type=location.content_type, headers={"x-amzn-RequestId": request_id})
+
+    @staticmethod
+    def _respond(result: Any, request_id: str) -> Response:
+        headers = {"x-amzn-RequestId": request_id}
+        if isinstance(result, RawResponse):
+            if result.content_encoding:
+                headers["Content-Encoding"] = result.content_encoding
+            return Response(result.body, media_type=result.content_type, headers=headers)
+        return JSONResponse(result, headers=headers)
+
+
+def create_app(settings: ServeSettings) -> Starlette:
+    return LocalAHIApp(settings).app

@@ -1,0 +1,273 @@
+"""The durable store behind ahi-local: datastores, image sets (versioned metadata), frames and import jobs.
+
+Layout under ``data_dir``::
+
+    datastores/<datastoreId>/datastore.json
+    datastores/<datastoreId>/jobs/<jobId>.json
+    datastores/<datastoreId>/imagesets/<imageSetId>/imageset.json      (record: versions, frame IDs, tags)
+    datastores/<datastoreId>/imagesets/<imageSetId>/v<N>.json.gz       (GetImageSetMetadata body of version N)
+    datastores/<datastoreId>/frames/<id[:2]>/<frameId>.<jph|jpg|j2c|bin> (GetImageFrame body; extension = type)
+
+Every file is written atomically (temp file + fsync + rename); frames first, then metadata, then the record
+that points at them, so a crash never leaves a record naming missing data. Everything is loaded into memory
+indexes at start; GetImageFrame is a dictionary lookup plus one file read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from . import metadata
+from .errors import ConflictError, NotFoundError
+from .frames import CONTENT_TYPES, EXTENSIONS
+from .ids import check_id, new_id, now
+from .records import DatastoreRecord, ImageSetRecord, JobRecord, VersionRecord
+from .storage import gzip_json, read_json, write_bytes_atomic, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameLocation:
+    path: Path
+    content_type: str
+
+
+class Store:
+    """Thread-safe store; one instance per server process owns ``data_dir``."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.root = Path(data_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self.datastores: dict[str, DatastoreRecord] = {}
+        self.image_sets: dict[str, dict[str, ImageSetRecord]] = {}
+        self.jobs: dict[str, dict[str, JobRecord]] = {}
+        self.frames: dict[str, dict[str, FrameLocation]] = {}
+        self._frame_sets: dict[tuple[str, str], frozenset[str]] = {}
+        self._load()
+
+    # ---- paths ---------------------------------------------------------------------------------------
+    def _ds_dir(self, datastore_id: str) -> Path:
+        return self.root / "datastores" / datastore_id
+
+    def _is_dir(self, datastore_id: str, image_set_id: str) -> Path:
+        return self._ds_dir(datastore_id) / "imagesets" / image_set_id
+
+    def _frame_path(self, datastore_id: str, frame_id: str, content_type: str) -> Path:
+        return self._ds_dir(datastore_id) / "frames" / frame_id[:2] / f"{frame_id}.{EXTENSIONS[content_type]}"
+
+    # ---- loading -------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        base = self.root / "datastores"
+        if not base.is_dir():
+            return
+        for ds_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            record_path = ds_dir / "datastore.json"
+            if not record_path.is_file():
+                logger.warning("ignoring %s: no datastore.json (incomplete create or delete)", ds_dir)
+                continue
+            record = DatastoreRecord(**read_json(record_path))
+            ds_id = record.datastore_id
+            self.datastores[ds_id] = record
+            self.image_sets[ds_id] = {}
+            self.jobs[ds_id] = {}
+            self.frames[ds_id] = {}
+            for path in sorted((ds_dir / "imagesets").glob("*/imageset.json")):
+                image_set = ImageSetRecord.from_json(read_json(path))
+                self.image_sets[ds_id][image_set.image_set_id] = image_set
+                self._frame_sets[(ds_id, image_set.image_set_id)] = frozenset(image_set.frame_ids)
+            for path in sorted((ds_dir / "jobs").glob("*.json")):
+                job = JobRecord(**read_json(path))
+                self.jobs[ds_id][job.job_id] = job
+            frames_dir = ds_dir / "frames"
+            if frames_dir.is_dir():
+                for path in frames_dir.glob("*/*.*"):
+                    ctype = CONTENT_TYPES.get(path.suffix.lstrip("."))
+                    if ctype:
+                        self.frames[ds_id][path.stem] = FrameLocation(path, ctype)
+        logger.info(
+            "loaded %d datastores, %d image sets, %d frames from %s",
+            len(self.datastores), sum(len(v) for v in self.image_sets.values()),
+            sum(len(v) for v in self.frames.values()), self.root,
+        )
+
+    # ---- datastores ----------------------------------------------------------------------------------
+    def create_datastore(self, name: str, **options: Any) -> DatastoreRecord:
+        with self.lock:
+            ts = now()
+            record = DatastoreRecord(new_id(), name, "ACTIVE", ts, ts, **options)
+            ds_id = record.datastore_id
+            write_json_atomic(self._ds_dir(ds_id) / "datastore.json", dataclasses.asdict(record))
+            self.datastores[ds_id] = record
+            self.image_sets[ds_id], self.jobs[ds_id], self.frames[ds_id] = {}, {}, {}
+            return record
+
+    def datastore(self, datastore_id: str) -> DatastoreRecord:
+        check_id(datastore_id, "datastoreId")
+        record = self.datastores.get(datastore_id)
+        if record is None:
+            raise NotFoundError(f"datastore {datastore_id} not found")
+        return record
+
+    def save_datastore(self, record: DatastoreRecord) -> None:
+        with self.lock:
+            write_json_atomic(self._ds_dir(record.datastore_id) / "datastore.json", dataclasses.asdict(record))
+
+    def delete_datastore(self, datastore_id: str) -> DatastoreRecord:
+        with self.lock:
+            record = self.datastore(datastore_id)
+            live = [i for i in self.image_sets[datastore_id].values() if i.state != "DELETED"]
+            if live:
+                raise ConflictError(
+                    f"datastore {datastore_id} still holds {len(live)} image sets "
+                    f"(e.g. {live[0].image_set_id}); delete them first"
+                )
+            running = [j for j in self.jobs[datastore_id].values() if j.status in ("SUBMITTED", "IN_PROGRESS")]
+            if running:
+                raise ConflictError(f"datastore {datastore_id} has a running import job {running[0].job_id}")
+            (self._ds_dir(datastore_id) / "datastore.json").unlink()
+            shutil.rmtree(self._ds_dir(datastore_id), ignore_errors=True)
+            for table in (self.datastores, self.image_sets, self.jobs, self.frames):
+                table.pop(datastore_id, None)
+            record.status = "DELETING"
+            return record
+
+    # ---- import jobs ---------------------------------------------------------------------------------
+    def save_job(self, job: JobRecord) -> None:
+        with self.lock:
+            write_json_atomic(self._ds_dir(job.datastore_id) / "jobs" / f"{job.job_id}.json", dataclasses.asdict(job))
+            self.jobs[job.datastore_id][job.job_id] = job
+
+    def job(self, datastore_id: str, job_id: str) -> JobRecord:
+        self.datastore(datastore_id)
+        job = self.jobs[datastore_id].get(job_id)
+        if job is None:
+            raise NotFoundError(f"import job {job_id} not found in datastore {datastore_id}")
+        return job
+
+    # ---- frames --------------------------------------------------------------------------------------
+    def write_frame(self, datastore_id: str, data: bytes, content_type: str) -> str:
+        """Store one frame's bytes durably; return its new image frame ID."""
+        frame_id = new_id()
+        path = self._frame_path(datastore_id, frame_id, content_type)
+        write_bytes_atomic(path, data)
+        self.frames[datastore_id][frame_id] = FrameLocation(path, content_type)
+        return frame_id
+
+    def frame(self, datastore_id: str, image_set_id: str, frame_id: str) -> FrameLocation:
+        self.image_set(datastore_id, image_set_id)
+        check_id(frame_id, "imageFrameId")
+        if frame_id not in self._frame_sets.get((datastore_id, image_set_id), frozenset()):
+            raise NotFoundError(
+                f"image frame {frame_id} not found in image set {image_set_id} of datastore {datastore_id}"
+            )
+        return self.frames[datastore_id][frame_id]
+
+    # ---- image sets ----------------------------------------------------------------------------------
+    def image_set(self, datastore_id: str, image_set_id: str) -> ImageSetRecord:
+        self.datastore(datastore_id)
+        check_id(image_set_id, "imageSetId")
+        record = self.image_sets[datastore_id].get(image_set_id)
+        if record is None or record.state == "DELETED":
+            raise NotFoundError(f"image set {image_set_id} not found in datastore {datastore_id}")
+        return record
+
+    def live_image_sets(self, datastore_id: str) -> list[ImageSetRecord]:
+        self.datastore(datastore_id)
+        return [r for r in self.image_sets[datastore_id].values() if r.state != "DELETED"]
+
+    def version(self, record: ImageSetRecord, version_id: str | None) -> VersionRecord:
+        if version_id is None:
+            return record.versions[-1]
+        for version in record.versions:
+            if str(version.version_id) == str(version_id):
+                return version
+        raise NotFoundError(f"version {version_id} of image set {record.image_set_id} not found")
+
+    def metadata_blob(self, record: ImageSetRecord, version_id: int) -> bytes:
+        return (self._is_dir(record.datastore_id, record.image_set_id) / f"v{version_id}.json.gz").read_bytes()
+
+    def document(self, record: ImageSetRecord, version_id: int | None = None) -> dict[str, Any]:
+        blob = self.metadata_blob(record, version_id or record.latest_version)
+        return json.loads(gzip.decompress(blob))
+
+    def check_latest(self, record: ImageSetRecord, latest_version_id: str, what: str) -> None:
+        if str(latest_version_id) != str(record.latest_version):
+            raise ConflictError(
+                f"{what}: latest version of image set {record.image_set_id} is {record.latest_version}, "
+                f"not {latest_version_id}; read it again and retry"
+            )
+
+    def commit_version(
+        self,
+        datastore_id: str,
+        image_set_id: str | None,
+        build: Callable[[str], dict[str, Any]],
+        workflow_status: str,
+        is_primary: bool | None = None,
+        forced: bool | None = None,
+    ) -> ImageSetRecord:
+        """Write a new version (a new image set when ``image_set_id`` is None) whose document is
+        ``build(image_set_id)``; frames it names must already be stored."""
+        with self.lock:
+            ts = now()
+            if image_set_id is None:
+                record = ImageSetRecord(
+                    new_id(), datastore_id, ts, ts, "ACTIVE", workflow_status, bool(is_primary), [], {}, [], []
+                )
+            else:
+                record = self.image_set(datastore_id, image_set_id)
+            document = build(record.image_set_id)
+            version_id = record.latest_version + 1 if record.versions else 1
+            primary = record.is_primary if is_primary is None else is_primary
+            version = VersionRecord(version_id, ts, ts, workflow_status, primary, forced=forced)
+            folder = self._is_dir(datastore_id, record.image_set_id)
+            write_bytes_atomic(folder / f"v{version_id}.json.gz", gzip_json(document))
+            record.versions.append(version)
+            record.updated_at, record.workflow_status, record.is_primary = ts, workflow_status, primary
+            record.frame_ids = metadata.frame_ids(document)
+            record.sop_uids = [inst.sop_uid for inst in metadata.flatten_document(document)]
+            record.dicom_tags = metadata.summary_tags(document)
+            self._save_image_set(record)
+            self.image_sets[datastore_id][record.image_set_id] = record
+            self._frame_sets[(datastore_id, record.image_set_id)] = frozenset(record.frame_ids)
+            return record
+
+    def _save_image_set(self, record: ImageSetRecord) -> None:
+        path = self._is_dir(record.datastore_id, record.image_set_id) / "imageset.json"
+        write_json_atomic(path, record.to_json())
+
+    def save_image_set(self, record: ImageSetRecord) -> None:
+        with self.lock:
+            self._save_image_set(record)
+
+    def delete_image_set(self, datastore_id: str, image_set_id: str) -> ImageSetRecord:
+        with self.lock:
+            record = self.image_set(datastore_id, image_set_id)
+            ts = now()
+            record.state, record.workflow_status, record.deleted_at, record.updated_at = "DELETED", "DELETED", ts, ts
+            self._save_image_set(record)
+            self._frame_sets.pop((datastore_id, image_set_id), None)
+            return record
+
+    def study_counts(self, datastore_id: str, study_uid: str | None) -> tuple[int, int]:
+        """(series, instances) of the primary image sets of one study."""
+        sets = [
+            r for r in self.live_image_sets(datastore_id)
+            if r.is_primary and r.dicom_tags.get("DICOMStudyInstanceUID") == study_uid
+        ]
+        return len(sets), sum(len(r.sop_uids) for r in sets)
+
+    def all_resources(self) -> Iterable[DatastoreRecord | ImageSetRecord]:
+        yield from self.datastores.values()
+        for sets in self.image_sets.values():
+            yield from (r for r in sets.values() if r.state != "DELETED")
