@@ -85,6 +85,7 @@ def _endpoint_spec(
         data_url = f"s3://{args.bucket}/{names.model_prefix}"
     else:
         data_url = f"s3://{args.bucket}/{names.model_key(args.target_model)}"
+    model_artifact.require_model_data(aws, data_url)
     role = iam.ensure_role(aws, names, "sagemaker", args.bucket, args.role, args.create_roles)
     return deploy.EndpointSpec(
         kind=kind,

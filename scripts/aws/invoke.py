@@ -26,7 +26,7 @@ JSON = "application/json"
 
 
 def request_body(body: str | None, datastore_id: str | None, image_set_id: str | None) -> bytes:
-    """The request JSON: ``body`` as given, or ``{"datastoreId", "imageSetId"}`` built from the IDs."""
+    """The request JSON: ``body`` as given, or ``{"inputs": [{"datastoreId", "imageSetId"}]}`` (IDs)."""
     if body is not None:
         try:
             json.loads(body)
@@ -35,7 +35,7 @@ def request_body(body: str | None, datastore_id: str | None, image_set_id: str |
         return body.encode()
     if not (datastore_id and image_set_id):
         raise AwsCliError("pass --body JSON (or --body-file), or both --datastore-id and --image-set-id")
-    return json.dumps({"datastoreId": datastore_id, "imageSetId": image_set_id}).encode()
+    return json.dumps({"inputs": [{"datastoreId": datastore_id, "imageSetId": image_set_id}]}).encode()
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.aws.names import Names
-from scripts.aws.session import Aws
+from scripts.aws.session import Aws, AwsCliError
 from scripts.aws.state import State
-from scripts.aws.storage import ensure_bucket, upload_file
+from scripts.aws.storage import bucket_exists, ensure_bucket, list_keys, parse_s3_uri, upload_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,3 +61,19 @@ def upload_model(
     return UploadedModel(
         archive, f"s3://{bucket}/{key}", f"s3://{bucket}/{names.model_prefix}", target, result.uploaded
     )
+
+
+def require_model_data(aws: Aws, model_data_url: str) -> None:
+    """Fail early, with the fix, when the archive (or, for a prefix, any archive) is not in S3."""
+    bucket, key = parse_s3_uri(model_data_url)
+    found = (
+        any(k.endswith(".tar.gz") if key.endswith("/") else k == key for k in list_keys(aws, bucket, key))
+        if bucket_exists(aws, bucket)
+        else False
+    )
+    if not found and aws.dry_run:
+        logger.warning("no model archive at %s yet; a real run would stop here", model_data_url)
+    elif not found:
+        raise AwsCliError(
+            f"no model archive at {model_data_url}: run `ahi-spleen upload-model --bucket {bucket}` first"
+        )
