@@ -2,7 +2,7 @@
 
 Preferences (``ImageSetExporter(decoder=...)``): ``auto`` (OpenJPH, then imagecodecs-OpenJPEG, then
 pylibjpeg-openjpeg), ``openjph``, ``openjpeg`` (pylibjpeg-openjpeg in a process pool), ``jpeg2k`` (imagecodecs
-OpenJPEG in threads). JPEG baseline frames use libjpeg-turbo and native frames need no decoder whatever the preference.
+OpenJPEG in threads). JPEG frames use pylibjpeg-libjpeg (else libjpeg-turbo) and native frames need no decoder whatever the preference.
 """
 
 from .base import Codec, DecoderBackend, FrameSpec, normalize

@@ -11,6 +11,7 @@ import numpy as np
 from .base import Codec, DecoderBackend, FrameSpec, normalize
 from .jpeg import JpegBackend
 from .jpeg2k import Jpeg2kBackend
+from .libjpeg import LibjpegBackend
 from .native import NativeBackend
 from .openjpeg import OpenJPEGBackend
 from .openjph import OpenJPHBackend
@@ -24,7 +25,7 @@ PREFERENCES: dict[str, tuple[str, ...]] = {
     "openjpeg": ("openjpeg",),
     "jpeg2k": ("jpeg2k",),
 }
-_FIXED: dict[Codec, tuple[str, ...]] = {Codec.JPEG: ("libjpeg-turbo",), Codec.NATIVE: ("native",)}
+_FIXED: dict[Codec, tuple[str, ...]] = {Codec.JPEG: ("libjpeg", "libjpeg-turbo"), Codec.NATIVE: ("native",)}
 
 CONTENT_TYPES: dict[str, Codec] = {
     "image/jph": Codec.HTJ2K,
@@ -97,7 +98,8 @@ class DecoderRegistry:
         if preference not in PREFERENCES:
             raise ValueError(f"decoder={preference!r} is not one of {sorted(PREFERENCES)}")
         self.preference = preference
-        default = (OpenJPHBackend(), Jpeg2kBackend(), OpenJPEGBackend(), JpegBackend(), NativeBackend())
+        default = (OpenJPHBackend(), Jpeg2kBackend(), OpenJPEGBackend(), LibjpegBackend(), JpegBackend(),
+                   NativeBackend())
         self.backends: dict[str, DecoderBackend] = {b.name: b for b in (backends or default)}
         self._chosen: dict[Codec, DecoderBackend] = {}
         self._lock = threading.Lock()

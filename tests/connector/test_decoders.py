@@ -74,7 +74,7 @@ def test_auto_prefers_openjph_for_htj2k_and_jpeg2k_for_j2k():
     reg = DecoderRegistry("auto")
     assert reg.select(Codec.HTJ2K).name == "openjph"
     assert reg.select(Codec.J2K).name == "jpeg2k"
-    assert reg.select(Codec.JPEG).name == "libjpeg-turbo"
+    assert reg.select(Codec.JPEG).name == "libjpeg"
     assert reg.select(Codec.NATIVE).name == "native"
 
 
