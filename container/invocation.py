@@ -168,25 +168,41 @@ def _wait_import(ctx: _Context, ahi: Any, datastore: str, job_id: str, out: S3Lo
     return result
 
 
-def _one_input(ctx: _Context, service: Any, index: int, raw: dict[str, Any], request: Any, work: Path) -> dict[str, Any]:
+def _public_report(report: dict[str, Any], seg_uri: str | None, stl_uri: str | None) -> dict[str, Any]:
+    """The report without paths of the (deleted) working directory: S3 URIs where stored, else None."""
+    out = dict(report)
+    if isinstance(out.get("seg"), dict):
+        out["seg"] = {**out["seg"], "path": seg_uri}
+    if "stlPath" in out:
+        out["stlPath"] = stl_uri
+    return out
+
+
+def _one_input(
+    ctx: _Context, service: Any, index: int, raw: dict[str, Any], request: Any, work: Path
+) -> dict[str, Any]:
     result = service.run(request, work)
-    report = result.report
     output = ctx.invocation.output
     loc = output.s3.child(ctx.request_id, f"{index:02d}-{_input_label(raw)}") if output.s3 else None
+    seg = _seg_entry(ctx, Path(result.seg_path), loc)
+    stl_uri = None
+    if loc is not None and result.stl_path is not None and Path(result.stl_path).is_file():
+        stl_uri = _upload(ctx.s3, Path(result.stl_path), loc.child(STL_NAME), "model/stl")
+    report = _public_report(result.report, seg["s3Uri"], stl_uri)
     entry: dict[str, Any] = {
         "index": index,
         "input": raw,
         "status": "succeeded",
-        "spleenVolumeMl": report.get("spleenVolumeMl", report.get("spleen_volume_ml")),
+        "spleenVolumeMl": (report.get("spleen") or {}).get("volumeMl"),
+        "seg": seg,
+        "stlS3Uri": stl_uri,
+        "reportS3Uri": None,
         "report": report,
-        "seg": _seg_entry(ctx, Path(result.seg_path), loc),
     }
     if loc is not None:
         report_path = work / f"_{REPORT_NAME}"
         report_path.write_text(json.dumps(report, indent=2, default=str))
         entry["reportS3Uri"] = _upload(ctx.s3, report_path, loc.child(REPORT_NAME), "application/json")
-        if result.stl_path is not None and Path(result.stl_path).is_file():
-            entry["stlS3Uri"] = _upload(ctx.s3, Path(result.stl_path), loc.child(STL_NAME), "model/stl")
     if output.write_back is not None and loc is not None:
         entry["writeBackToAHI"] = _write_back(ctx, output.write_back, raw, Path(result.seg_path), loc)
     return entry

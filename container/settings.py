@@ -36,6 +36,8 @@ MODEL_MEMORY_OVERHEAD_MB_ENV = "SPLEEN_MODEL_MEMORY_OVERHEAD_MB"
 INLINE_SEG_MAX_BYTES_ENV = "SPLEEN_INLINE_SEG_MAX_BYTES"
 
 DEFAULT_PORT = 8080
+#: multi-model-server 1.1.11 rejects ports >= Short.MAX_VALUE (32767).
+MAX_PORT = 32767
 DEFAULT_TIMEOUT_S = 600
 DEFAULT_STARTUP_TIMEOUT_S = 600
 #: MMS's own default request limit (bytes); SageMaker real-time payloads are at most 6 MB.
@@ -111,8 +113,10 @@ class Settings:
     inline_seg_max_bytes: int = DEFAULT_INLINE_SEG_MAX_BYTES
 
     def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise SettingsError(f"{BIND_TO_PORT_ENV}={self.port} is not a TCP port")
+        if not 0 < self.port < MAX_PORT:
+            raise SettingsError(
+                f"{BIND_TO_PORT_ENV}={self.port}: multi-model-server 1.1.11 only accepts ports 1..{MAX_PORT - 1}"
+            )
         if self.workers is not None and self.workers < 1:
             raise SettingsError(f"{MODEL_SERVER_WORKERS_ENV}={self.workers}: need at least one worker")
 

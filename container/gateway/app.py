@@ -1,0 +1,220 @@
+"""Starlette app implementing the two sagemaker-runtime operations boto3 sends.
+
+* ``POST /endpoints/{EndpointName}/invocations`` (InvokeEndpoint): ``X-Amzn-SageMaker-Target-Model`` selects the
+  archive; it is fetched, extracted and loaded once, then ``POST /models/{name}/invoke`` on the container. The
+  container's Content-Type and ``X-Amzn-SageMaker-Custom-Attributes`` come back unchanged; a container error becomes
+  ``ModelError`` (424, OriginalStatusCode/OriginalMessage) as on SageMaker.
+* ``POST /endpoints/{EndpointName}/async-invocations`` (InvokeEndpointAsync): answers 202 with InferenceId and
+  OutputLocation at once; in the background reads ``InputLocation`` from S3, calls the container's
+  ``/invocations`` (or a multi-model target) and writes ``<S3OutputPath>/<id>.out`` or ``<S3FailurePath>/<id>-error.out``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from container.gateway.errors import RuntimeApiError, internal_failure, model_error, validation_error
+from container.gateway.models import ContainerClient, HttpReply, ModelManager, ModelSource
+from container.payload import PayloadError, S3Location
+
+logger = logging.getLogger(__name__)
+
+#: SageMaker real-time payload limit.
+MAX_PAYLOAD = 6 * 1024 * 1024
+H_TARGET = "X-Amzn-SageMaker-Target-Model"
+H_CUSTOM = "X-Amzn-SageMaker-Custom-Attributes"
+H_INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
+FORWARD_HEADERS = ("Content-Type", "Accept", H_CUSTOM, H_TARGET, H_INFERENCE_ID)
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayConfig:
+    container_url: str
+    model_data_url: str  # local folder or s3://bucket/prefix holding the model archives
+    models_dir: Path  # where archives are extracted (/opt/ml/models on SageMaker)
+    async_output: str | None = None  # S3OutputPath
+    async_failure: str | None = None  # S3FailurePath (default: S3OutputPath)
+    async_container_url: str | None = None  # single-model container for async; None: the MME container
+    async_target_model: str = "model.tar.gz"  # used when async goes to the MME container
+    endpoint_name: str | None = None  # accept only this EndpointName (None: any)
+    max_loaded_models: int = 8
+
+
+class Gateway:
+    """State behind the routes: the container client, the model manager, S3, async jobs."""
+
+    def __init__(self, config: GatewayConfig, s3_factory: Callable[[], Any]) -> None:
+        self.config = config
+        self.container = ContainerClient(config.container_url)
+        self._s3_factory = s3_factory
+        self._s3: Any = None
+        self._s3_lock = threading.Lock()
+        self.models = ModelManager(
+            self.container, ModelSource(config.model_data_url, self.s3), config.models_dir, config.max_loaded_models
+        )
+        self.async_container = ContainerClient(config.async_container_url) if config.async_container_url else None
+        self.async_jobs: dict[str, str] = {}  # inference id -> "pending" | "succeeded" | "failed"
+
+    def s3(self) -> Any:
+        with self._s3_lock:
+            if self._s3 is None:
+                self._s3 = self._s3_factory()
+            return self._s3
+
+    def check_endpoint(self, name: str) -> None:
+        if self.config.endpoint_name and name != self.config.endpoint_name:
+            raise validation_error(f"Endpoint {name} not found (this gateway serves {self.config.endpoint_name!r})")
+
+    # --- InvokeEndpoint -------------------------------------------------------------------------------------------
+    def invoke(self, target: str | None, body: bytes, headers: dict[str, str]) -> HttpReply:
+        if not target:
+            raise validation_error(
+                "TargetModel is required: this is a multi-model endpoint (pass TargetModel='model.tar.gz')"
+            )
+        name = self.models.ensure_loaded(target)
+        reply = self.container.invoke(name, body, headers)
+        if reply.status in (404, 503) and _model_gone(reply):
+            # The container no longer has it (restarted / unloaded / failed workers): load again, once.
+            logger.info("container lost model %s (%d); reloading", target, reply.status)
+            self.models.forget(target)
+            self.container.unload(name)
+            name = self.models.ensure_loaded(target)
+            reply = self.container.invoke(name, body, headers)
+        return reply
+
+    # --- InvokeEndpointAsync --------------------------------------------------------------------------------------
+    def run_async(self, inference_id: str, input_loc: S3Location, out: S3Location, fail: S3Location,
+                  headers: dict[str, str]) -> None:
+        s3 = self.s3()
+        try:
+            body = s3.get_object(Bucket=input_loc.bucket, Key=input_loc.key)["Body"].read()
+            if self.async_container is not None:
+                reply = self.async_container.invocations(body, headers)
+            else:
+                reply = self.invoke(self.config.async_target_model, body, headers)
+        except RuntimeApiError as exc:
+            reply = HttpReply(exc.status, json.dumps({"error": exc.message}).encode(), {})
+        except Exception as exc:
+            logger.exception("async inference %s failed before reaching the container", inference_id)
+            reply = HttpReply(500, json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode(), {})
+        ok = 200 <= reply.status < 300
+        dest = out if ok else fail
+        content_type = reply.headers.get("content-type") or reply.headers.get("Content-Type") or "application/json"
+        try:
+            s3.put_object(Bucket=dest.bucket, Key=dest.key, Body=reply.body, ContentType=content_type)
+        except Exception:
+            logger.exception("async inference %s: cannot write %s", inference_id, dest.uri)
+            self.async_jobs[inference_id] = "failed"
+            return
+        self.async_jobs[inference_id] = "succeeded" if ok else "failed"
+        logger.info("async inference %s %s (%d) -> %s", inference_id, self.async_jobs[inference_id], reply.status,
+                    dest.uri)
+
+
+def _model_gone(reply: HttpReply) -> bool:
+    text = reply.text()
+    return "ModelNotFoundException" in text or "ServiceUnavailableException" in text
+
+
+def _forward_headers(request: Request) -> dict[str, str]:
+    return {name: request.headers[name] for name in FORWARD_HEADERS if name in request.headers}
+
+
+async def _invoke_endpoint(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    try:
+        gw.check_endpoint(request.path_params["name"])
+        body = await request.body()
+        if len(body) > MAX_PAYLOAD:
+            raise validation_error(
+                f"Request body is {len(body)} bytes; InvokeEndpoint payloads are limited to {MAX_PAYLOAD} bytes "
+                "(use InvokeEndpointAsync for larger inputs)"
+            )
+        headers = _forward_headers(request)
+        reply = await run_in_threadpool(gw.invoke, request.headers.get(H_TARGET), body, headers)
+        if not 200 <= reply.status < 300:
+            raise model_error(reply.status, reply.text())
+    except RuntimeApiError as exc:
+        return exc.response()
+    except Exception:
+        logger.exception("InvokeEndpoint failed")
+        return internal_failure("the local SageMaker runtime failed; see its log").response()
+    out_headers = {"x-Amzn-Invoked-Production-Variant": "AllTraffic"}
+    custom = reply.headers.get(H_CUSTOM) or reply.headers.get(H_CUSTOM.lower())
+    if custom:
+        out_headers[H_CUSTOM] = custom
+    content_type = reply.headers.get("content-type") or reply.headers.get("Content-Type") or "application/json"
+    return Response(reply.body, status_code=200, media_type=content_type, headers=out_headers)
+
+
+def _s3_header(request: Request, name: str) -> S3Location:
+    value = request.headers.get(name)
+    if not value:
+        raise validation_error(f"{name} is required: the S3 URI of the input object")
+    try:
+        return S3Location.parse(value, "InputLocation")
+    except PayloadError as exc:
+        raise validation_error(str(exc)) from exc
+
+
+async def _invoke_endpoint_async(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    try:
+        gw.check_endpoint(request.path_params["name"])
+        if not gw.config.async_output:
+            raise validation_error("this endpoint has no AsyncInferenceConfig (start sagemaker-local with --async-output)")
+        input_loc = _s3_header(request, "X-Amzn-SageMaker-InputLocation")
+        inference_id = request.headers.get(H_INFERENCE_ID) or str(uuid.uuid4())
+        out = S3Location.parse(gw.config.async_output, "S3OutputPath").child(f"{inference_id}.out")
+        fail_root = gw.config.async_failure or gw.config.async_output
+        fail = S3Location.parse(fail_root, "S3FailurePath").child(f"{inference_id}-error.out")
+        headers = {"Content-Type": request.headers.get("X-Amzn-SageMaker-Content-Type", "application/json")}
+        if "X-Amzn-SageMaker-Accept" in request.headers:
+            headers["Accept"] = request.headers["X-Amzn-SageMaker-Accept"]
+        if H_CUSTOM in request.headers:
+            headers[H_CUSTOM] = request.headers[H_CUSTOM]
+    except RuntimeApiError as exc:
+        return exc.response()
+    gw.async_jobs[inference_id] = "pending"
+    threading.Thread(
+        target=gw.run_async, args=(inference_id, input_loc, out, fail, headers), daemon=True,
+        name=f"async-{inference_id[:8]}",
+    ).start()
+    return JSONResponse(
+        {"InferenceId": inference_id},
+        status_code=202,
+        headers={"X-Amzn-SageMaker-OutputLocation": out.uri, "X-Amzn-SageMaker-FailureLocation": fail.uri},
+    )
+
+
+async def _health(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    container_ok = await run_in_threadpool(gw.container.ping)
+    return JSONResponse(
+        {"status": "ok", "container": container_ok, "loadedModels": gw.models.loaded(), "asyncJobs": gw.async_jobs}
+    )
+
+
+def create_app(config: GatewayConfig, s3_factory: Callable[[], Any]) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/endpoints/{name}/invocations", _invoke_endpoint, methods=["POST"]),
+            Route("/endpoints/{name}/async-invocations", _invoke_endpoint_async, methods=["POST"]),
+            Route("/_local/health", _health, methods=["GET"]),
+        ]
+    )
+    app.state.gateway = Gateway(config, s3_factory)
+    return app
