@@ -1,0 +1,259 @@
+"""AHIDataLoaderOperator: an AWS HealthImaging image set (or study) -> the SDK's ``dicom_study_list``.
+
+The operator emits exactly what the SDK's ``DICOMDataLoaderOperator`` emits for the same instances read from
+P10
+files (a list of ``DICOMStudy`` holding ``DICOMSeries`` of ``DICOMSOPInstance`` wrapping pydicom Datasets,
+with the
+same study/series attributes), so the rest of the chain is unchanged. The Datasets come from
+``ahi_connector.ImageSetExporter`` (frames fetched and decoded in memory); nothing is written to disk.
+
+The logic lives in plain functions (:func:`studies_from_datasets`, :func:`load_ahi_studies`); ``compute()``
+only
+receives, calls and emits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
+from monai.deploy.core.domain.dicom_series import DICOMSeries
+from monai.deploy.core.domain.dicom_study import DICOMStudy
+from pydicom.dataset import Dataset
+from pydicom.valuerep import IS
+
+from ..errors import InputNotFoundError, RequestError
+from ..request import SegRequest
+from ..run_record import STAGE_FETCH, RunRecord
+from ..selection import choose_series
+
+logger = logging.getLogger(__name__)
+
+#: Media Storage Directory (DICOMDIR) instances are skipped, as the SDK loader does.
+SOP_CLASSES_TO_IGNORE = ("1.2.840.10008.1.3.10",)
+#: Study-level attributes copied onto DICOMStudy (the SDK loader's set).
+STUDY_ATTRIBUTES = ("StudyID", "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber")
+#: Series-level attributes copied onto DICOMSeries (the SDK loader's set, besides spacing and orientation).
+#: BodyPartExamined is read from its tag (0018,0015); the SDK 4.0 loader reads (0008,0015) and never sets it.
+SERIES_ATTRIBUTES = (
+    "SeriesDate",
+    "SeriesTime",
+    "Modality",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "PatientPosition",
+    "Laterality",
+)
+
+
+def _populate_study(study: DICOMStudy, ds: Dataset) -> None:
+    for keyword in STUDY_ATTRIBUTES:
+        if keyword in ds:
+            setattr(study, keyword, ds[keyword].value)
+
+
+def _populate_series(series: DICOMSeries, ds: Dataset) -> None:
+    for keyword in SERIES_ATTRIBUTES:
+        if keyword in ds:
+            setattr(series, keyword, ds[keyword].value)
+    if "SeriesNumber" in ds and ds.SeriesNumber is not None:
+        number = ds.SeriesNumber
+        series.SeriesNumber = number.real if isinstance(number, IS) else int(number)
+    spacing = ds.get("PixelSpacing", None) or ds.get("ImagerPixelSpacing", None)
+    if spacing is not None:
+        series.row_pixel_spacing = spacing[0]
+        series.col_pixel_spacing = spacing[1]
+    if "ImageOrientationPatient" in ds and ds.ImageOrientationPatient is not None:
+        cosines = [float(v) for v in ds.ImageOrientationPatient]
+        series.row_direction_cosine = cosines[0:3]
+        series.col_direction_cosine = cosines[3:6]
+
+
+def _acquisition_number(ds: Dataset) -> int:
+    value = ds.get("AcquisitionNumber", None)
+    return -1 if value is None or value == "" else int(value)
+
+
+def _keep_instance(kept: dict[Any, Dataset], ds: Dataset) -> None:
+    """Keep one instance per ImagePositionPatient (the highest AcquisitionNumber wins), as the SDK loader
+    does."""
+    ipp = ds.get("ImagePositionPatient", None)
+    if ipp is None:
+        kept[("no-ipp", str(ds.SOPInstanceUID))] = ds
+        return
+    key = tuple(float(v) for v in ipp)
+    existing = kept.get(key)
+    if existing is None:
+        kept[key] = ds
+        return
+    if _acquisition_number(ds) > _acquisition_number(existing):
+        kept[key] = ds
+    logger.info(
+        "duplicate ImagePositionPatient %s in series %s: kept the instance with the higher AcquisitionNumber",
+        key,
+        ds.SeriesInstanceUID,
+    )
+
+
+def studies_from_datasets(datasets: Iterable[Dataset]) -> list[DICOMStudy]:
+    """Group pydicom Datasets into the SDK's ``DICOMStudy``/``DICOMSeries``/``DICOMSOPInstance`` objects.
+
+    Same grouping and attributes as ``DICOMDataLoaderOperator``: study and series keyed by their UIDs (as
+    str),
+    attributes from the first instance seen, DICOMDIR instances skipped, one instance per
+    ImagePositionPatient.
+    Instances without SOPInstanceUID / SOPClassUID / StudyInstanceUID / SeriesInstanceUID are skipped with a
+    warning.
+    """
+    studies: dict[str, DICOMStudy] = {}
+    series_by_uid: dict[str, DICOMSeries] = {}
+    kept: dict[str, dict[Any, Dataset]] = {}
+    for ds in datasets:
+        missing = [
+            k
+            for k in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
+            if k not in ds
+        ]
+        if missing:
+            logger.warning(
+                "instance %s ignored: missing %s", ds.get("SOPInstanceUID", "?"), ", ".join(missing)
+            )
+            continue
+        if str(ds.SOPClassUID) in SOP_CLASSES_TO_IGNORE:
+            logger.warning("instance %s ignored: SOP class %s", ds.SOPInstanceUID, ds.SOPClassUID)
+            continue
+        study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+        if study_uid not in studies:
+            studies[study_uid] = DICOMStudy(study_uid)
+            _populate_study(studies[study_uid], ds)
+        if series_uid not in series_by_uid:
+            series = DICOMSeries(series_uid)
+            _populate_series(series, ds)
+            series_by_uid[series_uid] = series
+            studies[study_uid].add_series(series)
+        _keep_instance(kept.setdefault(series_uid, {}), ds)
+    for series_uid, instances in kept.items():
+        for ds in instances.values():
+            series_by_uid[series_uid].add_sop_instance(ds)
+    return list(studies.values())
+
+
+def _image_set_ids_for_study(exporter: Any, datastore_id: str, study_uid: str) -> list[str]:
+    found = exporter.find_image_sets_for_study(datastore_id, study_uid)
+    ids = [f if isinstance(f, str) else f["imageSetId"] for f in found]
+    if not ids:
+        raise InputNotFoundError(
+            f"no image set in datastore {datastore_id} holds study {study_uid}; "
+            "check the StudyInstanceUID and that the import job finished"
+        )
+    return ids
+
+
+def resolve_study(exporter: Any, datastore_id: str, study_uid: str) -> tuple[str, str]:
+    """Pick the (image set ID, series UID) to segment for an AHI study: the selection rules across its image
+    sets.
+
+    Only metadata is read here (no frames): header-only Datasets of every image set of the study go through
+    :func:`app.selection.choose_series`, so a study request and an image set request select the same way.
+    """
+    image_set_of_series: dict[str, str] = {}
+    headers: list[Dataset] = []
+    for image_set_id in _image_set_ids_for_study(exporter, datastore_id, study_uid):
+        for ds in exporter.to_header_datasets(datastore_id, image_set_id):
+            if str(ds.get("StudyInstanceUID", "")) != study_uid:
+                continue
+            image_set_of_series.setdefault(str(ds.SeriesInstanceUID), image_set_id)
+            headers.append(ds)
+    studies = studies_from_datasets(headers)
+    selected = choose_series(studies, source=f"study {study_uid} in datastore {datastore_id}")
+    series_uid = str(selected[0].selected_series[0].series.SeriesInstanceUID)
+    return image_set_of_series[series_uid], series_uid
+
+
+def load_ahi_studies(exporter: Any, request: SegRequest, record: RunRecord | None = None) -> list[DICOMStudy]:
+    """Fetch and decode the request's instances with the connector and group them like the SDK loader.
+
+    An image set request loads every series of the image set (the selector chooses); a study request loads
+    only
+    the series chosen by :func:`resolve_study`. ``record`` (if given) gets the datastore and image set IDs.
+    """
+    if not request.is_ahi or request.datastore_id is None:
+        raise RequestError(f"{request.describe()} is not an AWS HealthImaging request")
+    datastore_id = request.datastore_id
+    if request.image_set_id is not None:
+        image_set_id, series_uid = request.image_set_id, None
+    else:
+        assert request.study_instance_uid is not None
+        image_set_id, series_uid = resolve_study(exporter, datastore_id, request.study_instance_uid)
+    logger.info(
+        "loading image set %s (series %s) from datastore %s", image_set_id, series_uid or "all", datastore_id
+    )
+    datasets = exporter.to_datasets(datastore_id, image_set_id, series_uid=series_uid)
+    if record is not None:
+        record.datastore_id = datastore_id
+        record.image_set_ids = [image_set_id]
+    studies = studies_from_datasets(datasets)
+    if not studies:
+        raise InputNotFoundError(
+            f"image set {image_set_id} in datastore {datastore_id} holds no DICOM instances"
+        )
+    return studies
+
+
+class AHIDataLoaderOperator(Operator):
+    """Loads the DICOM instances of an AWS HealthImaging request into memory.
+
+    Named input:
+        input_file (optional, no sender required): path of a JSON request file; overrides the constructor
+        request.
+
+    Named output:
+        dicom_study_list: list of ``DICOMStudy`` (as emitted by the SDK's ``DICOMDataLoaderOperator``).
+
+    Constructor: ``exporter`` (``ahi_connector.ImageSetExporter``), and ``request``
+    (:class:`~app.request.SegRequest`)
+    or ``input_file`` (JSON ``{"datastoreId", "imageSetId"}`` or ``{"datastoreId", "studyInstanceUid"}``).
+    Needs ``CountCondition(fragment, 1)`` to run once per application run.
+    """
+
+    INPUT_FILE = "input_file"
+    OUTPUT_STUDY_LIST = "dicom_study_list"
+
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args: Any,
+        exporter: Any,
+        request: SegRequest | None = None,
+        input_file: Path | None = None,
+        record: RunRecord | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._exporter = exporter
+        self._request = request
+        self._input_file = Path(input_file) if input_file else None
+        self._record = record if record is not None else RunRecord()
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input(self.INPUT_FILE).condition(ConditionType.NONE)
+        spec.output(self.OUTPUT_STUDY_LIST)
+
+    def _resolve_request(self, port_value: Any) -> SegRequest:
+        if port_value:
+            return SegRequest.from_file(Path(port_value))
+        if self._request is not None:
+            return self._request
+        if self._input_file is not None:
+            return SegRequest.from_file(self._input_file)
+        raise RequestError("AHIDataLoaderOperator needs a request or an input JSON file; got neither")
+
+    def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
+        port_value = op_input.receive(self.INPUT_FILE)
+        with self._record.stage(STAGE_FETCH):
+            request = self._resolve_request(port_value)
+            studies = load_ahi_studies(self._exporter, request, self._record)
+        op_output.emit(studies, self.OUTPUT_STUDY_LIST)

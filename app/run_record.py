@@ -1,0 +1,57 @@
+"""Per-run facts shared by the app's operators: stage timings and where the input came from.
+
+One :class:`RunRecord` is made for each run of the application; the operators write into it and the report
+operator reads it. The holoscan scheduler runs the operators of this app one at a time (greedy scheduler),
+so the
+stage timings are wall-clock times that add up to the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+STAGE_FETCH = "fetch_decode"
+STAGE_SELECT = "select"
+STAGE_VOLUME = "volume"
+STAGE_INFERENCE = "inference"
+STAGE_MASK = "mask"
+STAGE_SEG_WRITE = "seg_write"
+STAGE_STL = "stl"
+STAGE_REPORT = "report"
+STAGES = (
+    STAGE_FETCH,
+    STAGE_SELECT,
+    STAGE_VOLUME,
+    STAGE_INFERENCE,
+    STAGE_MASK,
+    STAGE_SEG_WRITE,
+    STAGE_STL,
+    STAGE_REPORT,
+)
+
+
+@dataclass
+class RunRecord:
+    """Stage timings (seconds) and the provenance of the input of one run."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    datastore_id: str | None = None
+    image_set_ids: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Add the wall time of the ``with`` body to stage ``name`` (also when the body raises)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def timings_ordered(self) -> dict[str, float]:
+        """Timings in pipeline order, rounded to milliseconds."""
+        known = [s for s in STAGES if s in self.timings]
+        other = sorted(s for s in self.timings if s not in STAGES)
+        return {s: round(self.timings[s], 3) for s in known + other}
