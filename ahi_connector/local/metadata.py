@@ -11,7 +11,8 @@ Layout (what GetImageSetMetadata returns, gzip-compressed)::
                                                  {"Width", "Height", "Checksum"}]}]}}}}}}
 
 Values are keyed by DICOM keyword; private, repeating-group and unknown tags by 8-hex tag (e.g. ``"00091010"``)
-with their VR in the instance's ``DICOMVRs`` (as are elements whose dictionary VR is ambiguous). Encoding by VR:
+with their VR in the instance's ``DICOMVRs`` (as are elements whose dictionary VR is ambiguous); inside
+sequence items such VRs go in the item's own ``DICOMVRs`` object. Encoding by VR:
 text VRs as strings (VM > 1 as lists), DS/IS as their original strings, binary VRs (OB/OW/OD/OF/OL/OV/UN)
 base64, AT as 8-hex strings, sequences as lists of objects, numbers as JSON numbers.
 
@@ -129,7 +130,7 @@ def encode_value(elem: DataElement, vrs: dict[str, str]) -> Any:
     vr = elem.VR
     value = elem.value
     if vr == "SQ":
-        return [encode_dataset(item, vrs) for item in value]
+        return [_encode_item(item) for item in value]
     if vr in BINARY_VRS:
         if value is None:
             return None
@@ -143,6 +144,15 @@ def encode_value(elem: DataElement, vrs: dict[str, str]) -> Any:
     if vr in NUMBER_VRS:
         return _number(value)
     return _text(value)
+
+
+def _encode_item(item: Dataset) -> dict[str, Any]:
+    """A sequence item; VRs of its own private/ambiguous elements go in the item's ``DICOMVRs``."""
+    item_vrs: dict[str, str] = {}
+    encoded = encode_dataset(item, item_vrs)
+    if item_vrs:
+        encoded["DICOMVRs"] = item_vrs
+    return encoded
 
 
 def encode_dataset(ds: Dataset, vrs: dict[str, str], skip: frozenset[str] = frozenset()) -> dict[str, Any]:

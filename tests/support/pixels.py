@@ -1,0 +1,45 @@
+"""Reference pixel decoding for tests: original files via pydicom, served frames via imagecodecs."""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pydicom
+from pydicom.pixels import get_decoder
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+
+def original_frames(path: str | Path) -> list[np.ndarray]:
+    """Every frame of a file as pydicom decodes it (stored values, no colour conversion)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        if syntax is None:  # files without (0002,0010): the syntax pydicom read them with
+            syntax = ImplicitVRLittleEndian if ds.original_encoding[0] else ExplicitVRLittleEndian
+            ds.file_meta.TransferSyntaxUID = syntax
+        return [np.array(arr) for arr, _ in get_decoder(syntax).iter_array(ds, as_rgb=False)]
+
+
+def decode_served(data: bytes, content_type: str, like: np.ndarray) -> np.ndarray:
+    """Decode a GetImageFrame body (HTJ2K or raw little-endian samples shaped like ``like``)."""
+    if content_type == "image/jph":
+        return imagecodecs.htj2k_decode(data)
+    if content_type == "application/octet-stream":
+        return np.frombuffer(data, dtype=like.dtype.newbyteorder("<")).reshape(like.shape)
+    raise ValueError(f"no test decoder for content type {content_type}")
+
+
+def crc32_of(arr: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+
+
+def original_fragments(path: str | Path) -> list[bytes]:
+    """The encapsulated frame bytes of a compressed file (one item per frame)."""
+    ds = pydicom.dcmread(path)
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    return [bytes(f) for f in pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=nframes)]
