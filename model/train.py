@@ -1,0 +1,267 @@
+"""Train the bundle's UNet on synthetic phantoms and export it as the bundle's ``models/model.ts``.
+
+    python -m model.train all --work model/work          # cache + fit + export (what we ran, see README "Model")
+    python -m model.train export --work model/work       # export the best checkpoint so far
+
+Data: phantoms of ``--train-seeds`` (validation: ``--val-seeds``) are generated once, resampled with the bundle's
+own transforms (Orientation RAS, Spacing 1.5x1.5x2.0, ScaleIntensityRange -57..164 -> 0..1) and cached as .npy.
+Training: 96^3 patches, positive/negative crops, DiceCE loss, Adam with cosine decay, seeded (torch, numpy).
+The curve goes to ``<work>/log.jsonl`` while running and to ``model/training_log.json`` (+ PNG) on export.
+``--channels`` is the one switch for a narrower UNet; the default is the official architecture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.bundle import SOURCE_BUNDLE_DIR, read_configs, write_bundle
+from model.network import OFFICIAL_CHANNELS, build_network, network_def
+from model.train_data import CachedCase, build_cache, random_patch
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR = Path(__file__).resolve().parent
+TRAINING_LOG = MODEL_DIR / "training_log.json"
+TRAINING_PLOT = MODEL_DIR / "training_curve.png"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9,20"`` -> [0..9, 20]."""
+    seeds: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "-" in part[1:]:
+            a, b = part.split("-", 1)
+            seeds += range(int(a), int(b) + 1)
+        else:
+            seeds.append(int(part))
+    return seeds
+
+
+@dataclass
+class TrainConfig:
+    work_dir: Path = MODEL_DIR / "work"
+    train_seeds: list[int] = field(default_factory=lambda: list(range(100, 140)))
+    val_seeds: list[int] = field(default_factory=lambda: list(range(900, 902)))
+    seed: int = 0
+    steps: int = 2400
+    batch: int = 2
+    patch: int = 96
+    lr: float = 1e-3
+    positive_fraction: float = 0.67
+    val_every: int = 400
+    max_minutes: float = 62.0
+    threads: int = 2
+    channels: tuple[int, ...] = OFFICIAL_CHANNELS
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.work_dir / "cache"
+
+
+def _lr_at(cfg: TrainConfig, step: int) -> float:
+    warm = 50
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(1, cfg.steps - warm)
+    return 1e-5 + 0.5 * (cfg.lr - 1e-5) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def validate(net: Any, cases: list[CachedCase], patch: int, overlap: float = 0.25) -> list[float]:
+    """Dice of the spleen (argmax) per validation case, sliding-window inference in the cached space."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    net.eval()
+    dices = []
+    with torch.no_grad():
+        for case in cases:
+            x = torch.from_numpy(np.asarray(case.image, dtype=np.float32))[None, None]
+            logits = sliding_window_inference(x, (patch,) * 3, 4, net, overlap=overlap)
+            pred = logits.argmax(1)[0].numpy().astype(bool)
+            gt = case.label.astype(bool)
+            denom = pred.sum() + gt.sum()
+            dices.append(float(2 * (pred & gt).sum() / denom) if denom else 1.0)
+    net.train()
+    return dices
+
+
+def _batch(cases: list[CachedCase], rng: np.random.Generator, cfg: TrainConfig) -> tuple[Any, Any]:
+    import torch
+
+    xs, ys = [], []
+    for _ in range(cfg.batch):
+        case = cases[int(rng.integers(len(cases)))]
+        x, y = random_patch(case, rng, cfg.patch, positive=rng.random() < cfg.positive_fraction)
+        x = x * np.float32(rng.uniform(0.92, 1.08)) + np.float32(rng.uniform(-0.04, 0.04))  # window jitter
+        xs.append(x)
+        ys.append(y)
+    return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None].astype(np.int64))
+
+
+def fit(cfg: TrainConfig) -> Path:
+    """Train; keeps ``best.pt`` (highest mean validation Dice) and ``last.pt`` in the work dir. Returns best.pt."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    train = [CachedCase.load(cfg.cache_dir, s) for s in cfg.train_seeds]
+    val = [CachedCase.load(cfg.cache_dir, s) for s in cfg.val_seeds]
+    net = build_network(cfg.channels)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    log_path = cfg.work_dir / "log.jsonl"
+    best_path, best = cfg.work_dir / "best.pt", -1.0
+    start, losses = time.monotonic(), []
+    with open(log_path, "w") as log:
+        log.write(json.dumps({"event": "config", **_jsonable(asdict(cfg))}) + "\n")
+        for step in range(cfg.steps):
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(cfg, step)
+            x, y = _batch(train, rng, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            elapsed = (time.monotonic() - start) / 60
+            out_of_time = elapsed > cfg.max_minutes
+            if (step + 1) % 25 == 0:
+                rec = {"event": "train", "step": step + 1, "loss": float(np.mean(losses[-25:])),
+                       "lr": _lr_at(cfg, step), "minutes": round(elapsed, 2)}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+            if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps or out_of_time:
+                dices = validate(net, val, cfg.patch)
+                rec = {"event": "val", "step": step + 1, "dice": dices, "mean_dice": float(np.mean(dices)),
+                       "minutes": round((time.monotonic() - start) / 60, 2)}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                logger.info("step %d val dice %s", step + 1, [round(d, 4) for d in dices])
+                torch.save(net.state_dict(), cfg.work_dir / "last.pt")
+                if rec["mean_dice"] > best:
+                    best = rec["mean_dice"]
+                    torch.save(net.state_dict(), best_path)
+            if out_of_time:
+                logger.warning("stopping at step %d: time budget of %.0f min used", step + 1, cfg.max_minutes)
+                log.write(json.dumps({"event": "stopped", "step": step + 1, "reason": "time budget"}) + "\n")
+                break
+    return best_path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return str(obj) if isinstance(obj, Path) else obj
+
+
+def read_log(work_dir: Path) -> list[dict[str, Any]]:
+    path = work_dir / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def export(cfg: TrainConfig, checkpoint: Path | None = None, bundle_dir: Path = SOURCE_BUNDLE_DIR) -> Path:
+    """Write the checkpoint into the bundle (model.ts + configs with this network_def) and the training log."""
+    import torch
+
+    checkpoint = checkpoint or cfg.work_dir / "best.pt"
+    net = build_network(cfg.channels)
+    net.load_state_dict(torch.load(checkpoint, map_location="cpu"))
+    metadata, inference = read_configs(SOURCE_BUNDLE_DIR)
+    inference["network_def"] = network_def(cfg.channels)
+    records = read_log(cfg.work_dir)
+    vals = [r for r in records if r["event"] == "val"]
+    if vals:
+        best = max(vals, key=lambda r: r["mean_dice"])
+        metadata["eval_metrics"] = {"val_mean_dice_synthetic": round(best["mean_dice"], 4),
+                                    "val_seeds": cfg.val_seeds, "step": best["step"]}
+    path = write_bundle(bundle_dir, net, metadata, inference)
+    TRAINING_LOG.write_text(json.dumps(records, indent=1) + "\n")
+    plot_curve(records, TRAINING_PLOT)
+    return path
+
+
+def plot_curve(records: list[dict[str, Any]], path: Path) -> None:
+    """Loss (blue) and validation Dice (red) vs step as a small PNG (PIL only)."""
+    from PIL import Image, ImageDraw
+
+    train = [(r["step"], r["loss"]) for r in records if r["event"] == "train"]
+    val = [(r["step"], r["mean_dice"]) for r in records if r["event"] == "val"]
+    if not train:
+        return
+    w, h, m = 640, 360, 40
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    last = max(s for s, _ in train + val)
+    top = max(v for _, v in train)
+
+    def xy(step: float, v: float, vmax: float) -> tuple[float, float]:
+        return m + (w - 2 * m) * step / last, h - m - (h - 2 * m) * v / vmax
+
+    d.rectangle([m, m, w - m, h - m], outline="black")
+    d.line([xy(s, v, top) for s, v in train], fill="blue", width=2)
+    if len(val) > 1:
+        d.line([xy(s, v, 1.0) for s, v in val], fill="red", width=2)
+    d.text((m, 10), f"DiceCE loss (blue, max {top:.2f}) / val Dice (red, 0..1) vs step (0..{last})", fill="black")
+    img.save(path)
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    cfg = TrainConfig(work_dir=args.work, seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr,
+                      val_every=args.val_every, max_minutes=args.max_minutes, threads=args.threads,
+                      channels=tuple(args.channels))
+    if args.train_seeds:
+        cfg.train_seeds = parse_seeds(args.train_seeds)
+    if args.val_seeds:
+        cfg.val_seeds = parse_seeds(args.val_seeds)
+    overlap = set(cfg.train_seeds) & set(cfg.val_seeds)
+    if overlap:
+        raise SystemExit(f"seeds {sorted(overlap)} are in both --train-seeds and --val-seeds")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    ap = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=["prepare", "fit", "export", "all"])
+    ap.add_argument("--work", type=Path, default=TrainConfig.work_dir)
+    ap.add_argument("--train-seeds", default="")
+    ap.add_argument("--val-seeds", default="")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=TrainConfig.steps)
+    ap.add_argument("--batch", type=int, default=TrainConfig.batch)
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--val-every", type=int, default=TrainConfig.val_every)
+    ap.add_argument("--max-minutes", type=float, default=TrainConfig.max_minutes)
+    ap.add_argument("--threads", type=int, default=TrainConfig.threads)
+    ap.add_argument("--channels", type=int, nargs=5, default=list(OFFICIAL_CHANNELS),
+                    help="UNet channels (default: the official 16 32 64 128 256)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = _config_from_args(args)
+    if args.command in ("prepare", "all"):
+        seeds = cfg.train_seeds + cfg.val_seeds
+        with tqdm(total=len(seeds), desc="phantom cache", unit="case") as bar:
+            build_cache(seeds, cfg.cache_dir, cfg.patch, progress=bar.update)
+    if args.command in ("fit", "all"):
+        fit(cfg)
+    if args.command in ("export", "all"):
+        logger.info("exported %s", export(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
