@@ -155,11 +155,13 @@ class FrameFetcher:
                 self._pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="ahi-frame")
             return self._pool
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Stop the pool: queued frames are cancelled; a request still in flight (e.g. after a deadline) ends on
+        its own within the client's read timeout, so ``wait=False`` (default) never blocks on a hung server."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=wait, cancel_futures=True)
 
     # -- one job -------------------------------------------------------------------------------------------------
     def run(self, tasks: Iterable[FrameTask], deadline_s: float) -> JobStats:
