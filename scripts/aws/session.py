@@ -235,7 +235,7 @@ def wait_for(
     """
     done_set, failed_set = set(done), set(failed)
     start = time.monotonic()
-    delay = min(1.0, interval_s)
+    delay = min(0.2, interval_s)
     with tqdm(desc=what, unit="poll", disable=not progress, leave=False) as bar:
         while True:
             status = describe()
