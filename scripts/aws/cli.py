@@ -119,6 +119,8 @@ def cmd_deploy_async(args: argparse.Namespace, aws: Aws, names: Names, state: St
     settings = scaling.ScalingSettings(
         min_capacity=args.min_capacity, max_capacity=args.max_capacity, backlog_target=args.backlog_target
     )
+    # fail before creating topics when the archive is missing
+    model_artifact.require_model_data(aws, f"s3://{args.bucket}/{names.model_key(args.target_model)}")
     success, error = args.success_topic_arn, args.error_topic_arn
     if args.sns:
         success = success or scaling.ensure_topic(aws, names, "success")
