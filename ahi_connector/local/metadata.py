@@ -268,7 +268,7 @@ def _first_value(value: Any) -> Any:
     return value
 
 
-def summary_tags(document: Mapping[str, Any], study_counts: tuple[int, int] | None = None) -> dict[str, Any]:
+def summary_tags(document: Mapping[str, Any]) -> dict[str, Any]:
     """``DICOMTags`` of a SearchImageSets summary, taken from the document (first series / instance)."""
     flat = flatten_document(document)
     first = flat[0].dicom if flat else {}
@@ -284,12 +284,7 @@ def summary_tags(document: Mapping[str, Any], study_counts: tuple[int, int] | No
         value = _first_value(first.get(keyword))
         if value is not None:
             tags[name] = str(value)
-    series_number = _first_value(first.get("SeriesNumber"))
-    if series_number not in (None, ""):
-        try:
-            tags["DICOMSeriesNumber"] = int(str(series_number).strip())
-        except ValueError:
-            pass
-    if study_counts:
-        tags["DICOMNumberOfStudyRelatedSeries"], tags["DICOMNumberOfStudyRelatedInstances"] = study_counts
+    series_number = str(_first_value(first.get("SeriesNumber")) or "").strip()
+    if series_number.lstrip("+-").isdigit():
+        tags["DICOMSeriesNumber"] = int(series_number)
     return tags

@@ -150,7 +150,19 @@ class Operations:
     # ---- image sets ----------------------------------------------------------------------------------
     def SearchImageSets(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         records = self.store.live_image_sets(p["datastoreId"])
-        return search(records, p.get("searchCriteria"), p.get("maxResults"), p.get("nextToken"))
+        out = search(records, p.get("searchCriteria"), p.get("maxResults"), p.get("nextToken"))
+        counts: dict[str, list[int]] = {}
+        for record in records:
+            if record.is_primary:
+                study = counts.setdefault(str(record.dicom_tags.get("DICOMStudyInstanceUID")), [0, 0])
+                study[0] += 1
+                study[1] += len(record.sop_uids)
+        for summary in out["imageSetsMetadataSummaries"]:
+            study = counts.get(str(summary["DICOMTags"].get("DICOMStudyInstanceUID")))
+            if study:
+                summary["DICOMTags"]["DICOMNumberOfStudyRelatedSeries"] = study[0]
+                summary["DICOMTags"]["DICOMNumberOfStudyRelatedInstances"] = study[1]
+        return out
 
     def GetImageSet(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         record = self.store.image_set(p["datastoreId"], p["imageSetId"])

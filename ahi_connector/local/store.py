@@ -259,14 +259,6 @@ class Store:
             self._frame_sets.pop((datastore_id, image_set_id), None)
             return record
 
-    def study_counts(self, datastore_id: str, study_uid: str | None) -> tuple[int, int]:
-        """(series, instances) of the primary image sets of one study."""
-        sets = [
-            r for r in self.live_image_sets(datastore_id)
-            if r.is_primary and r.dicom_tags.get("DICOMStudyInstanceUID") == study_uid
-        ]
-        return len(sets), sum(len(r.sop_uids) for r in sets)
-
     def all_resources(self) -> Iterable[DatastoreRecord | ImageSetRecord]:
         yield from self.datastores.values()
         for sets in self.image_sets.values():
