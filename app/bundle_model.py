@@ -67,6 +67,9 @@ class BundleModel(Model):
     model_type = "monai_bundle_directory"
 
     def __init__(self, bundle_path: str | Path, device: str | None = None) -> None:
+        bundle_path = Path(bundle_path)
+        if bundle_path.is_file() and bundle_path.name == MODEL_REL.name:  # -m <bundle>/models/model.ts
+            bundle_path = bundle_path.parent.parent
         try:
             bundle_dir = find_bundle_dir(bundle_path)
             loaded = load_bundle(bundle_dir, device=device)

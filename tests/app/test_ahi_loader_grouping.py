@@ -14,8 +14,8 @@ from tests.support.synthetic import SeriesSpec, write_series
 
 
 def _properties(obj: Any) -> dict[str, Any]:
-    # BodyPartExamined: the SDK loader reads tag (0008,0015) instead of (0018,0015) and never sets it; ours does
-    # (checked separately below).
+    # BodyPartExamined: the SDK loader reads tag (0008,0015) instead of (0018,0015) and never sets it;
+    # ours does (checked separately below).
     names = [n for n, v in vars(type(obj)).items() if isinstance(v, property) and n != "BodyPartExamined"]
     return {n: getattr(obj, n) for n in names}
 

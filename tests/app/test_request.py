@@ -30,7 +30,10 @@ def test_study_request_from_json_text() -> None:
 @pytest.mark.parametrize(
     ("obj", "match"),
     [
-        ({"datastoreId": DS, "imageSetId": IS, "extra": 1, "another": 2}, r"unknown key\(s\).*'another', 'extra'"),
+        (
+            {"datastoreId": DS, "imageSetId": IS, "extra": 1, "another": 2},
+            r"unknown key\(s\).*'another', 'extra'",
+        ),
         ({"imageSetId": IS}, r"missing 'datastoreId'"),
         ({"datastoreId": DS}, r"exactly one of 'imageSetId' or 'studyInstanceUid', got neither"),
         ({"datastoreId": DS, "imageSetId": IS, "studyInstanceUid": STUDY}, r"exactly one .* got both"),

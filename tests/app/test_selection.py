@@ -66,16 +66,22 @@ def test_sdk_rule_engine_and_operator_filter_agree(tmp_path: Path) -> None:
     mr = _series(tmp_path / "b", slices=MIN_SLICES + 5, study_uid=study, modality="MR")
     operator = CTSeriesSelectorOperator(Fragment(), name="selector")
     selected = operator.filter(json.loads(CT_SELECTION_RULES), studies_from_datasets(ct + mr))
-    assert [str(s.series.SeriesInstanceUID) for s in selected[0].selected_series] == [str(ct[0].SeriesInstanceUID)]
+    uids = [str(s.series.SeriesInstanceUID) for s in selected[0].selected_series]
+    assert uids == [str(ct[0].SeriesInstanceUID)]
 
 
 @pytest.mark.parametrize(
     ("edit", "spec", "error", "match"),
     [
         (None, {"modality": "MR"}, NoCTSeriesError, r"no CT series in the input; series found: .* \(MR\)"),
-        (_localizer, {}, LocalizerOnlyError, r"localizer/scout \(ImageType \['ORIGINAL', 'PRIMARY', 'LOCALIZER'\]"),
+        (_localizer, {}, LocalizerOnlyError, r"localizer/scout \(ImageType \[.*'LOCALIZER'\]"),
         (None, {"series_description": "Topogram 0.6 T20f"}, LocalizerOnlyError, r"localizer/scout"),
-        (None, {"slices": MIN_SLICES - 1}, TooFewSlicesError, rf"{MIN_SLICES - 1} slices, fewer than .* {MIN_SLICES}"),
+        (
+            None,
+            {"slices": MIN_SLICES - 1},
+            TooFewSlicesError,
+            rf"{MIN_SLICES - 1} slices, fewer .* {MIN_SLICES}",
+        ),
         (
             None,
             {"photometric": "RGB", "bits_allocated": 8, "bits_stored": 8, "signed": False},
@@ -101,7 +107,8 @@ def test_mixed_rejections_list_every_series(tmp_path: Path) -> None:
     study = "1.2.826.0.1.3680043.8.498.102"
     short = _series(tmp_path / "a", slices=MIN_SLICES - 4, study_uid=study)
     scout = _series(tmp_path / "b", _localizer, slices=3, study_uid=study)
-    with pytest.raises(TooFewSlicesError, match=r"no CT series in image set X can be segmented: .*slices.*; .*scout"):
+    match = r"no CT series in image set X can be segmented: .*slices.*; .*scout"
+    with pytest.raises(TooFewSlicesError, match=match):
         choose_series(studies_from_datasets(short + scout), source="image set X")
 
 

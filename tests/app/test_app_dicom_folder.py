@@ -1,0 +1,76 @@
+"""The app on a folder of DICOM files with the official-architecture bundle (random weights), in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from stl import mesh
+
+from app.errors import NoCTSeriesError
+from tests.app.seg_checks import check_seg, voxel_volume_mm3
+from tests.support.synthetic import SeriesSpec, SyntheticSeries, write_series
+
+
+@pytest.fixture(scope="module")
+def folder_run(
+    folder_service: Any, small_ct: SyntheticSeries, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    return folder_service.run(Path(small_ct.paths[0].parent), tmp_path_factory.mktemp("run") / "out")
+
+
+def test_seg_is_a_spleen_seg_of_the_source_series(folder_run: Any, small_ct: SyntheticSeries) -> None:
+    source = [pydicom.dcmread(p) for p in small_ct.paths]
+    mask = check_seg(folder_run.seg_path, source)
+    report = folder_run.report
+    assert report["spleen"]["voxelCount"] == int(mask.sum())
+    expected_ml = int(mask.sum()) * voxel_volume_mm3(source) / 1000.0
+    assert report["spleen"]["volumeMl"] == pytest.approx(expected_ml, rel=1e-6, abs=1e-3)
+
+
+def test_report_names_input_model_and_stages(
+    folder_run: Any, small_ct: SyntheticSeries, random_bundle: Path
+) -> None:
+    report = json.loads((folder_run.seg_path.parent.parent / "report.json").read_text())
+    assert report == folder_run.report
+    assert report["seriesInstanceUid"] == small_ct.series_uid
+    assert report["studyInstanceUid"] == small_ct.study_uid
+    assert report["sliceCount"] == small_ct.spec.slices
+    metadata = json.loads((random_bundle / "configs" / "metadata.json").read_text())
+    assert (report["model"]["name"], report["model"]["version"]) == (metadata["name"], metadata["version"])
+    assert report["imageSetIds"] == [] and report["datastoreId"] is None
+    assert set(report["timingsSeconds"]) >= {"fetch_decode", "volume", "inference", "seg_write", "total"}
+
+
+def test_stl_holds_the_spleen_mask_surface(folder_run: Any) -> None:
+    if folder_run.report["spleen"]["voxelCount"] == 0:
+        assert folder_run.stl_path is None
+        return
+    surface = mesh.Mesh.from_file(str(folder_run.stl_path))
+    assert len(surface.vectors) > 0
+
+
+def test_selection_error_then_same_service_runs_again_without_reloading_the_model(
+    folder_service: Any,
+    folder_run: Any,
+    small_ct: SyntheticSeries,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write_series(tmp_path / "mr", SeriesSpec(slices=20, rows=16, columns=16, modality="MR"))
+    with pytest.raises(NoCTSeriesError, match=r"no CT series in the input; series found: .*\(MR\)") as info:
+        folder_service.run(tmp_path / "mr", tmp_path / "out_mr")
+    assert info.value.http_status == 422
+
+    loads: list[str] = []
+    real_load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loads.append(str(a[0])) or real_load(*a, **k))
+    again = folder_service.run(Path(small_ct.paths[0].parent), tmp_path / "out_again")
+    assert loads == []
+    first = pydicom.dcmread(folder_run.seg_path).pixel_array
+    np.testing.assert_array_equal(pydicom.dcmread(again.seg_path).pixel_array, first)
