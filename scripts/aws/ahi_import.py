@@ -216,7 +216,8 @@ def import_folder(
     input_uri, uploaded = upload_dicom_folder(aws, names, folder, bucket, state)
     output_uri = f"s3://{bucket}/{names.import_output_prefix}"
     job_name = f"{names.name}-{input_uri.rstrip('/').rsplit('/', 1)[-1]}"
-    job = _find_job(aws, datastore_id, job_name)
+    planned_datastore = aws.dry_run and datastore_id.startswith("<")  # would be created by this run
+    job = None if planned_datastore else _find_job(aws, datastore_id, job_name)
     reused = job is not None
     if job is None:
         started = aws.call(

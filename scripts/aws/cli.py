@@ -18,6 +18,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from scripts.aws import ahi_import, cleanup, deploy, iam, invoke, model_artifact, pipeline, scaling
 from scripts.aws.names import Names
 from scripts.aws.session import SERVICES, Aws, AwsCliError, AwsSettings
@@ -74,7 +76,17 @@ def cmd_upload_model(args: argparse.Namespace, aws: Aws, names: Names, state: St
 
 
 def _image(args: argparse.Namespace, aws: Aws, names: Names) -> str:
-    return args.image or f"{pipeline.repository_uri(aws, names)}:{args.image_tag}"
+    if args.image:
+        return str(args.image)
+    try:
+        return f"{pipeline.repository_uri(aws, names)}:{args.image_tag}"
+    except AwsCliError:
+        if not aws.dry_run:
+            raise
+        logger.warning(
+            "ECR repository %s does not exist yet; a real run would stop here", names.ecr_repository
+        )
+        return f"<ECR repository {names.ecr_repository}>:{args.image_tag}"
 
 
 def _endpoint_spec(
@@ -414,6 +426,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AwsCliError, ValueError) as exc:
         logger.debug("failed", exc_info=True)
         print(f"ahi-spleen: error: {exc}", file=sys.stderr)
+        return 1
+    except (ClientError, BotoCoreError) as exc:
+        logger.debug("AWS call failed", exc_info=True)
+        print(
+            f"ahi-spleen: AWS error: {exc}\n(re-run with -v for the trace; the command is safe to re-run)",
+            file=sys.stderr,
+        )
         return 1
     print(text)
     return code

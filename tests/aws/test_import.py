@@ -38,6 +38,21 @@ def test_import_reports_image_sets_and_failures_and_is_idempotent(
     series = write_series(folder / "ct", SeriesSpec(slices=6, rows=32, columns=32))
     (folder / "notes.txt").write_text("not a DICOM file")
 
+    ahi = ahi_client(ahi_local)
+    dry = run_import(
+        "import", str(folder), "--bucket", BUCKET, "--create-datastore", "--create-roles", "--dry-run"
+    )
+    operations = [c.split("(")[0] for c in dry["would_call"]]
+    assert operations.count("s3.upload_file") == 7
+    assert {
+        "medical-imaging.create_datastore",
+        "iam.create_role",
+        "medical-imaging.start_dicom_import_job",
+    } <= set(operations)
+    assert f"{NAME}-datastore" not in {
+        d["datastoreName"] for d in ahi.list_datastores()["datastoreSummaries"]
+    }
+
     out = run_import("import", str(folder), "--bucket", BUCKET, "--create-datastore", "--create-roles")
     result = out["result"]
     assert result["status"] == "COMPLETED"
@@ -49,7 +64,6 @@ def test_import_reports_image_sets_and_failures_and_is_idempotent(
     assert failure["input_file"].endswith("/notes.txt")
     assert failure["reason"].startswith("InvalidDICOMFile: not a DICOM Part 10 file")
 
-    ahi = ahi_client(ahi_local)
     datastore_id = result["datastore_id"]
     props = ahi.get_datastore(datastoreId=datastore_id)["datastoreProperties"]
     assert props["datastoreName"] == f"{NAME}-datastore"
