@@ -4,8 +4,8 @@ Fault flags (each also settable by environment variable, see :mod:`ahi_connector
 ``--throttle-rate R`` (AHI_LOCAL_THROTTLE_RATE), ``--error-rate R`` (AHI_LOCAL_ERROR_RATE),
 ``--latency-ms MS`` (AHI_LOCAL_LATENCY_MS), ``--corrupt-rate R`` (AHI_LOCAL_CORRUPT_RATE),
 ``--fail-frame ID`` / ``--hang-frame ID`` / ``--corrupt-frame ID`` (repeatable; AHI_LOCAL_FAIL_FRAMES,
-AHI_LOCAL_HANG_FRAMES, AHI_LOCAL_CORRUPT_FRAMES as comma lists), ``--fault-operation NAME`` (limit rate faults to
-operations; AHI_LOCAL_FAULT_OPERATIONS), ``--hang-seconds S`` (AHI_LOCAL_HANG_SECONDS), ``--fault-seed N``
+AHI_LOCAL_HANG_FRAMES, AHI_LOCAL_CORRUPT_FRAMES as comma lists), ``--fault-operation NAME`` (limit rate faults
+to operations; AHI_LOCAL_FAULT_OPERATIONS), ``--hang-seconds S`` (AHI_LOCAL_HANG_SECONDS), ``--fault-seed N``
 (AHI_LOCAL_FAULT_SEED).
 """
 
@@ -24,26 +24,44 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ahi-local", description="Local AWS HealthImaging-compatible service")
+    parser = argparse.ArgumentParser(
+        prog="ahi-local", description="Local AWS HealthImaging-compatible service"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8089)
     serve.add_argument("--data-dir", type=Path, required=True, help="durable store (created if missing)")
     serve.add_argument("--s3-endpoint-url", help=f"S3 endpoint for import jobs (env {ENV_S3_ENDPOINT_URL})")
-    serve.add_argument("--import-workers", type=int, help=f"threads per import job (env {ENV_IMPORT_WORKERS})")
+    serve.add_argument(
+        "--import-workers", type=int, help=f"threads per import job (env {ENV_IMPORT_WORKERS})"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     faults = serve.add_argument_group("fault injection (tests only)")
-    faults.add_argument("--throttle-rate", type=float, help="fraction of requests answered ThrottlingException")
-    faults.add_argument("--error-rate", type=float, help="fraction of requests answered InternalServerException")
+    faults.add_argument(
+        "--throttle-rate", type=float, help="fraction of requests answered ThrottlingException"
+    )
+    faults.add_argument(
+        "--error-rate", type=float, help="fraction of requests answered InternalServerException"
+    )
     faults.add_argument("--latency-ms", type=float, help="added latency per AWS API request")
-    faults.add_argument("--corrupt-rate", type=float, help="fraction of GetImageFrame answers with garbled bytes")
-    faults.add_argument("--fail-frame", action="append", dest="fail_frames", metavar="ID", help="500 for frame")
+    faults.add_argument(
+        "--corrupt-rate", type=float, help="fraction of GetImageFrame answers with garbled bytes"
+    )
+    faults.add_argument(
+        "--fail-frame", action="append", dest="fail_frames", metavar="ID", help="500 for frame"
+    )
     faults.add_argument("--hang-frame", action="append", dest="hang_frames", metavar="ID", help="hang frame")
-    faults.add_argument("--corrupt-frame", action="append", dest="corrupt_frames", metavar="ID",
-                        help="garble frame")
-    faults.add_argument("--fault-operation", action="append", dest="operations", metavar="NAME",
-                        help="limit throttle/error rates to these operations")
+    faults.add_argument(
+        "--corrupt-frame", action="append", dest="corrupt_frames", metavar="ID", help="garble frame"
+    )
+    faults.add_argument(
+        "--fault-operation",
+        action="append",
+        dest="operations",
+        metavar="NAME",
+        help="limit throttle/error rates to these operations",
+    )
     faults.add_argument("--hang-seconds", type=float, help="how long a hung frame waits (default 300)")
     faults.add_argument("--fault-seed", type=int, dest="seed", help="seed for the random faults")
     return parser
@@ -51,8 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeSettings:
     values = faults_from_env(environ)
-    for field in ("throttle_rate", "error_rate", "latency_ms", "corrupt_rate", "fail_frames", "hang_frames",
-                  "corrupt_frames", "operations", "hang_seconds", "seed"):
+    for field in (
+        "throttle_rate",
+        "error_rate",
+        "latency_ms",
+        "corrupt_rate",
+        "fail_frames",
+        "hang_frames",
+        "corrupt_frames",
+        "operations",
+        "hang_seconds",
+        "seed",
+    ):
         value = getattr(args, field)
         if value is not None:
             values[field] = value
@@ -75,13 +103,23 @@ def serve(settings: ServeSettings) -> None:
 
     app = create_app(settings)
     logger.info("ahi-local serving %s on http://%s:%d", settings.data_dir, settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, http="h11", loop="asyncio",
-                log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http="h11",
+        loop="asyncio",
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = settings_from_args(args, default_environ())
     except Exception as exc:

@@ -70,7 +70,7 @@ class FaultSettings:
 
 
 class FaultInjector:
-    """Decides, per request, which fault (if any) to inject. Thread-safe; settings can be swapped at runtime."""
+    """Decides, per request, which fault (if any) to inject. Thread-safe; settings can change at runtime."""
 
     def __init__(self, settings: FaultSettings) -> None:
         self._lock = threading.Lock()

@@ -4,7 +4,8 @@ The rule (mirrors AHI):
 
 * Lossy inputs keep their original bytes and syntax, because transcoding would lose quality twice:
   JPEG Baseline / Extended (1.2.840.10008.1.2.4.50 / .51) → ``image/jpeg``; JPEG 2000 (1.2.840.10008.1.2.4.91,
-  "may be lossy") → ``image/j2c``. HTJ2K inputs (1.2.840.10008.1.2.4.201/.202/.203) are kept too → ``image/jph``.
+  "may be lossy") → ``image/j2c``. HTJ2K inputs (1.2.840.10008.1.2.4.201/.202/.203) are kept too
+  → ``image/jph``.
 * Everything else pydicom can decode (native little/big endian, deflate, RLE, JPEG lossless, JPEG 2000
   lossless, JPEG-LS when a plugin is installed) is decoded and re-encoded **losslessly** as HTJ2K with
   ``imagecodecs.htj2k_encode`` (stored syntax 1.2.840.10008.1.2.4.201, ``image/jph``); the encoder output is
@@ -79,7 +80,9 @@ def _number_of_frames(ds: Dataset) -> int:
     try:
         return max(1, int(ds.get("NumberOfFrames", 1) or 1))
     except (TypeError, ValueError) as exc:
-        raise FrameEncodingError(f"(0028,0008) Number of Frames {ds.get('NumberOfFrames')!r} is not a number") from exc
+        raise FrameEncodingError(
+            f"(0028,0008) Number of Frames {ds.get('NumberOfFrames')!r} is not a number"
+        ) from exc
 
 
 def _decoded_frames(ds: Dataset, transfer_syntax: UID) -> Iterator[np.ndarray]:

@@ -23,7 +23,7 @@ def new_id() -> str:
 
 
 def check_id(value: str, what: str) -> str:
-    """Return ``value`` if it is a well-formed 32-character ID, else raise ValidationException naming ``what``."""
+    """Return ``value`` if it is a well-formed 32-character ID, else raise ValidationException."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise ValidationError(f"{what} {value!r} is malformed: expected 32 characters [0-9a-z]")
     return value
@@ -33,7 +33,9 @@ def datastore_arn(datastore_id: str, region: str = REGION, account: str = ACCOUN
     return f"arn:aws:medical-imaging:{region}:{account}:datastore/{datastore_id}"
 
 
-def image_set_arn(datastore_id: str, image_set_id: str, region: str = REGION, account: str = ACCOUNT_ID) -> str:
+def image_set_arn(
+    datastore_id: str, image_set_id: str, region: str = REGION, account: str = ACCOUNT_ID
+) -> str:
     return f"{datastore_arn(datastore_id, region, account)}/imageset/{image_set_id}"
 
 

@@ -1,16 +1,16 @@
 """DICOM import jobs: read P10 files from S3, store frames and versioned image sets, write the AHI job output.
 
-Grouping (as AHI does): an image set holds one DICOM series. Instances are grouped by the study-level elements
-StudyInstanceUID, PatientID, StudyDate, AccessionNumber, StudyID and the series-level elements
-SeriesInstanceUID, SeriesNumber. A group joins the primary image set of the same study + series as a new version
-(a re-imported SOP instance replaces the old one in that version; older versions keep it). If its grouping
-elements conflict with that primary image set, or with another primary image set of the same study, it becomes
-a new **non-primary** image set; nothing is ever overwritten silently.
+Grouping (as AHI does): an image set holds one DICOM series. Instances are grouped by the study-level
+elements StudyInstanceUID, PatientID, StudyDate, AccessionNumber, StudyID and the series-level elements
+SeriesInstanceUID, SeriesNumber. A group joins the primary image set of the same study + series as a new
+version (a re-imported SOP instance replaces the old one in that version; older versions keep it). If its
+grouping elements conflict with that primary image set, or with another primary image set of the same study,
+it becomes a new **non-primary** image set; nothing is ever overwritten silently.
 
-Output under ``<outputS3Uri>/<datastoreId>-DicomImport-<jobId>/``: ``job-output-manifest.json`` (``jobSummary``),
-``SUCCESS/success.ndjson`` (``{"inputFile", "importResponse": {"imageSetId", "isPrimary"}}`` per imported file)
-and ``FAILURE/failure.ndjson`` (``{"inputFile", "exception": {"exceptionType", "message"}}`` per rejected
-file). Every input object lands in exactly one of the two lists.
+Output under ``<outputS3Uri>/<datastoreId>-DicomImport-<jobId>/``: ``job-output-manifest.json``
+(``jobSummary``), ``SUCCESS/success.ndjson`` (one ``{"inputFile", "importResponse": {"imageSetId",
+"isPrimary"}}`` per imported file) and ``FAILURE/failure.ndjson`` (one ``{"inputFile", "exception":
+{"exceptionType", "message"}}`` per rejected file). Every input object lands in exactly one of the two lists.
 """
 
 from __future__ import annotations
@@ -40,12 +40,19 @@ logger = logging.getLogger(__name__)
 STUDY_GROUPING = ("StudyInstanceUID", "PatientID", "StudyDate", "AccessionNumber", "StudyID")
 SERIES_GROUPING = ("SeriesInstanceUID", "SeriesNumber")
 SUMMARY_NAMES = {
-    "StudyInstanceUID": "DICOMStudyInstanceUID", "PatientID": "DICOMPatientId", "StudyDate": "DICOMStudyDate",
-    "AccessionNumber": "DICOMAccessionNumber", "StudyID": "DICOMStudyId",
-    "SeriesInstanceUID": "DICOMSeriesInstanceUID", "SeriesNumber": "DICOMSeriesNumber",
+    "StudyInstanceUID": "DICOMStudyInstanceUID",
+    "PatientID": "DICOMPatientId",
+    "StudyDate": "DICOMStudyDate",
+    "AccessionNumber": "DICOMAccessionNumber",
+    "StudyID": "DICOMStudyId",
+    "SeriesInstanceUID": "DICOMSeriesInstanceUID",
+    "SeriesNumber": "DICOMSeriesNumber",
 }
-REQUIRED = (("SOPInstanceUID", "(0008,0018) SOP Instance UID"), ("StudyInstanceUID", "(0020,000D) Study Instance UID"),
-            ("SeriesInstanceUID", "(0020,000E) Series Instance UID"))
+REQUIRED = (
+    ("SOPInstanceUID", "(0008,0018) SOP Instance UID"),
+    ("StudyInstanceUID", "(0020,000D) Study Instance UID"),
+    ("SeriesInstanceUID", "(0020,000E) Series Instance UID"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +62,7 @@ class S3Location:
 
     @classmethod
     def parse(cls, uri: str) -> S3Location:
-        rest = uri[len("s3://"):] if uri.startswith("s3://") else ""
+        rest = uri[len("s3://") :] if uri.startswith("s3://") else ""
         bucket, _, prefix = rest.partition("/")
         if not bucket:
             raise ValueError(f"{uri!r} is not an s3://bucket/prefix URI")
@@ -72,8 +79,10 @@ class FileFailure:
     message: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"inputFile": self.input_file,
-                "exception": {"exceptionType": self.exception_type, "message": self.message}}
+        return {
+            "inputFile": self.input_file,
+            "exception": {"exceptionType": self.exception_type, "message": self.message},
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +111,9 @@ def _fix_transfer_syntax(ds: pydicom.Dataset) -> None:
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
 
 
-def prepare_instance(store: Store, datastore_id: str, input_file: str, body: bytes) -> PreparedInstance | FileFailure:
+def prepare_instance(
+    store: Store, datastore_id: str, input_file: str, body: bytes
+) -> PreparedInstance | FileFailure:
     """Parse one file, store its frames, return its flat metadata (or why it was rejected)."""
     try:
         ds = pydicom.dcmread(io.BytesIO(body))
@@ -122,16 +133,28 @@ def prepare_instance(store: Store, datastore_id: str, input_file: str, body: byt
             stored_ts = encoded.stored_transfer_syntax
             for frame in encoded.frames:
                 frame_id = store.write_frame(datastore_id, frame.data, frame.content_type)
-                frames.append(metadata.FrameInfo(frame_id, len(frame.data), frame.min_value, frame.max_value,
-                                                 frame.width, frame.height, frame.checksum))
+                frames.append(
+                    metadata.FrameInfo(
+                        frame_id,
+                        len(frame.data),
+                        frame.min_value,
+                        frame.max_value,
+                        frame.width,
+                        frame.height,
+                        frame.checksum,
+                    )
+                )
         flat = metadata.flat_instance(ds, stored_ts, frames)
         json.dumps(flat.dicom)  # fail here, not at commit, on values JSON cannot hold
     except FrameEncodingError as exc:
         return FileFailure(input_file, "InvalidPixelData", f"SOP instance {ds.SOPInstanceUID}: {exc}")
     except Exception as exc:
         logger.debug("instance %s rejected", input_file, exc_info=True)
-        return FileFailure(input_file, "InvalidDICOMFile",
-                           f"SOP instance {ds.get('SOPInstanceUID')}: {type(exc).__name__}: {exc}")
+        return FileFailure(
+            input_file,
+            "InvalidDICOMFile",
+            f"SOP instance {ds.get('SOPInstanceUID')}: {type(exc).__name__}: {exc}",
+        )
     return PreparedInstance(input_file, grouping_of(ds), flat)
 
 
@@ -188,7 +211,9 @@ class ImportRunner:
         source = S3Location.parse(job.input_s3_uri)
         keys = [
             obj["Key"]
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=source.bucket, Prefix=source.prefix)
+            for page in s3.get_paginator("list_objects_v2").paginate(
+                Bucket=source.bucket, Prefix=source.prefix
+            )
             for obj in page.get("Contents", [])
             if not obj["Key"].endswith("/")
         ]
@@ -220,11 +245,15 @@ def _conflicts(grouping: dict[str, str], record: ImageSetRecord, keys: tuple[str
 def _place(store: Store, datastore_id: str, grouping: dict[str, str]) -> tuple[str | None, bool]:
     """(primary image set to add a version to or None, is_primary) for a group of instances."""
     same_study = [
-        r for r in store.live_image_sets(datastore_id)
-        if r.is_primary and _normalise(r.dicom_tags.get("DICOMStudyInstanceUID")) == grouping["StudyInstanceUID"]
+        r
+        for r in store.live_image_sets(datastore_id)
+        if r.is_primary
+        and _normalise(r.dicom_tags.get("DICOMStudyInstanceUID")) == grouping["StudyInstanceUID"]
     ]
     same_series = [
-        r for r in same_study if _normalise(r.dicom_tags.get("DICOMSeriesInstanceUID")) == grouping["SeriesInstanceUID"]
+        r
+        for r in same_study
+        if _normalise(r.dicom_tags.get("DICOMSeriesInstanceUID")) == grouping["SeriesInstanceUID"]
     ]
     if any(_conflicts(grouping, r, STUDY_GROUPING) for r in same_study):
         return None, False
@@ -238,7 +267,7 @@ def _place(store: Store, datastore_id: str, grouping: dict[str, str]) -> tuple[s
 def commit_groups(
     store: Store, datastore_id: str, prepared: list[PreparedInstance]
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Commit prepared instances as image set versions; return success lines and {imageSetId: instance count}."""
+    """Commit prepared instances as image set versions; return success lines, {imageSetId: count}."""
     groups: dict[tuple[tuple[str, str], ...], list[PreparedInstance]] = {}
     for item in prepared:
         groups.setdefault(item.grouping, []).append(item)
@@ -261,8 +290,12 @@ def commit_groups(
             record = store.commit_version(datastore_id, target, build, status, is_primary=primary)
         image_sets[record.image_set_id] = image_sets.get(record.image_set_id, 0) + len(items)
         for item in items:
-            success.append({"inputFile": item.input_file,
-                            "importResponse": {"imageSetId": record.image_set_id, "isPrimary": record.is_primary}})
+            success.append(
+                {
+                    "inputFile": item.input_file,
+                    "importResponse": {"imageSetId": record.image_set_id, "isPrimary": record.is_primary},
+                }
+            )
     return success, image_sets
 
 
@@ -299,7 +332,16 @@ def write_job_output(
         ],
     }
     ndjson = "application/x-ndjson"
-    _put_text(s3, out, f"{base}/SUCCESS/success.ndjson", "".join(json.dumps(s) + "\n" for s in success), ndjson)
-    _put_text(s3, out, f"{base}/FAILURE/failure.ndjson",
-              "".join(json.dumps(f.to_json()) + "\n" for f in failures), ndjson)
-    _put_text(s3, out, f"{base}/job-output-manifest.json", json.dumps({"jobSummary": summary}), "application/json")
+    _put_text(
+        s3, out, f"{base}/SUCCESS/success.ndjson", "".join(json.dumps(s) + "\n" for s in success), ndjson
+    )
+    _put_text(
+        s3,
+        out,
+        f"{base}/FAILURE/failure.ndjson",
+        "".join(json.dumps(f.to_json()) + "\n" for f in failures),
+        ndjson,
+    )
+    _put_text(
+        s3, out, f"{base}/job-output-manifest.json", json.dumps({"jobSummary": summary}), "application/json"
+    )

@@ -10,9 +10,9 @@ Layout (what GetImageSetMetadata returns, gzip-compressed)::
                                              "PixelDataChecksumFromBaseToFullResolution": [
                                                  {"Width", "Height", "Checksum"}]}]}}}}}}
 
-Values are keyed by DICOM keyword; private, repeating-group and unknown tags by 8-hex tag (e.g. ``"00091010"``)
-with their VR in the instance's ``DICOMVRs`` (as are elements whose dictionary VR is ambiguous); inside
-sequence items such VRs go in the item's own ``DICOMVRs`` object. Encoding by VR:
+Values are keyed by DICOM keyword; private, repeating-group and unknown tags by 8-hex tag
+(e.g. ``"00091010"``) with their VR in the instance's ``DICOMVRs`` (as are elements whose dictionary VR is
+ambiguous); inside sequence items such VRs go in the item's own ``DICOMVRs`` object. Encoding by VR:
 text VRs as strings (VM > 1 as lists), DS/IS as their original strings, binary VRs (OB/OW/OD/OF/OL/OV/UN)
 base64, AT as 8-hex strings, sequences as lists of objects, numbers as JSON numbers.
 
@@ -50,7 +50,8 @@ PATIENT_KEYWORDS = frozenset(
 STUDY_KEYWORDS = frozenset(
     "StudyInstanceUID StudyDate StudyTime ReferringPhysicianName ReferringPhysicianIdentificationSequence "
     "StudyID AccessionNumber IssuerOfAccessionNumberSequence StudyDescription PhysiciansOfRecord "
-    "NameOfPhysiciansReadingStudy ProcedureCodeSequence ReferencedStudySequence AdmittingDiagnosesDescription "
+    "NameOfPhysiciansReadingStudy ProcedureCodeSequence ReferencedStudySequence "
+    "AdmittingDiagnosesDescription "
     "PatientAge PatientSize PatientWeight Occupation AdditionalPatientHistory MedicalAlerts Allergies "
     "PregnancyStatus SmokingStatus RequestingService".split()
 )
@@ -231,7 +232,7 @@ def build_document(datastore_id: str, image_set_id: str, instances: list[FlatIns
 
 
 def flatten_document(document: Mapping[str, Any]) -> list[FlatInstance]:
-    """Inverse of :func:`build_document`: each instance with the level attributes merged in (instance wins)."""
+    """Inverse of :func:`build_document`: each instance with the levels merged in (instance wins)."""
     patient = document.get("Patient", {}).get("DICOM", {})
     study_doc = document.get("Study", {})
     study = study_doc.get("DICOM", {})
@@ -273,11 +274,19 @@ def summary_tags(document: Mapping[str, Any]) -> dict[str, Any]:
     flat = flatten_document(document)
     first = flat[0].dicom if flat else {}
     names = {
-        "DICOMPatientId": "PatientID", "DICOMPatientName": "PatientName", "DICOMPatientBirthDate": "PatientBirthDate",
-        "DICOMPatientSex": "PatientSex", "DICOMStudyInstanceUID": "StudyInstanceUID", "DICOMStudyId": "StudyID",
-        "DICOMStudyDescription": "StudyDescription", "DICOMAccessionNumber": "AccessionNumber",
-        "DICOMSeriesInstanceUID": "SeriesInstanceUID", "DICOMSeriesModality": "Modality",
-        "DICOMSeriesBodyPart": "BodyPartExamined", "DICOMStudyDate": "StudyDate", "DICOMStudyTime": "StudyTime",
+        "DICOMPatientId": "PatientID",
+        "DICOMPatientName": "PatientName",
+        "DICOMPatientBirthDate": "PatientBirthDate",
+        "DICOMPatientSex": "PatientSex",
+        "DICOMStudyInstanceUID": "StudyInstanceUID",
+        "DICOMStudyId": "StudyID",
+        "DICOMStudyDescription": "StudyDescription",
+        "DICOMAccessionNumber": "AccessionNumber",
+        "DICOMSeriesInstanceUID": "SeriesInstanceUID",
+        "DICOMSeriesModality": "Modality",
+        "DICOMSeriesBodyPart": "BodyPartExamined",
+        "DICOMStudyDate": "StudyDate",
+        "DICOMStudyTime": "StudyTime",
     }
     tags: dict[str, Any] = {}
     for name, keyword in names.items():

@@ -118,16 +118,30 @@ class Operations:
                 raise ValidationError(f"{member}: {exc}") from exc
         for job in self.store.jobs[datastore.datastore_id].values():
             if job.client_token == p["clientToken"]:
-                return {"datastoreId": job.datastore_id, "jobId": job.job_id, "jobStatus": job.status,
-                        "submittedAt": job.submitted_at}
+                return {
+                    "datastoreId": job.datastore_id,
+                    "jobId": job.job_id,
+                    "jobStatus": job.status,
+                    "submittedAt": job.submitted_at,
+                }
         job = JobRecord(
-            job_id=new_id(), job_name=p.get("jobName") or "import", datastore_id=datastore.datastore_id,
-            status="SUBMITTED", data_access_role_arn=p["dataAccessRoleArn"], input_s3_uri=p["inputS3Uri"],
-            output_s3_uri=p["outputS3Uri"], submitted_at=now(), client_token=p["clientToken"],
+            job_id=new_id(),
+            job_name=p.get("jobName") or "import",
+            datastore_id=datastore.datastore_id,
+            status="SUBMITTED",
+            data_access_role_arn=p["dataAccessRoleArn"],
+            input_s3_uri=p["inputS3Uri"],
+            output_s3_uri=p["outputS3Uri"],
+            submitted_at=now(),
+            client_token=p["clientToken"],
         )
         self.runner.submit(job)
-        return {"datastoreId": job.datastore_id, "jobId": job.job_id, "jobStatus": "SUBMITTED",
-                "submittedAt": job.submitted_at}
+        return {
+            "datastoreId": job.datastore_id,
+            "jobId": job.job_id,
+            "jobStatus": "SUBMITTED",
+            "submittedAt": job.submitted_at,
+        }
 
     def GetDICOMImportJob(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         return {"jobProperties": self.store.job(p["datastoreId"], p["jobId"]).properties()}
@@ -195,8 +209,12 @@ class Operations:
 
     def DeleteImageSet(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         record = self.store.delete_image_set(p["datastoreId"], p["imageSetId"])
-        return {"datastoreId": record.datastore_id, "imageSetId": record.image_set_id,
-                "imageSetState": "DELETED", "imageSetWorkflowStatus": "DELETING"}
+        return {
+            "datastoreId": record.datastore_id,
+            "imageSetId": record.image_set_id,
+            "imageSetState": "DELETED",
+            "imageSetWorkflowStatus": "DELETING",
+        }
 
     def UpdateImageSetMetadata(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         store = self.store
@@ -205,26 +223,41 @@ class Operations:
             store.check_latest(record, p["latestVersionId"], "UpdateImageSetMetadata")
             updates = p["updateImageSetMetadataUpdates"]
             if updates.get("revertToVersionId"):
-                document = store.document(record, int(store.version(record, updates["revertToVersionId"]).version_id))
+                document = store.document(
+                    record, int(store.version(record, updates["revertToVersionId"]).version_id)
+                )
             else:
                 document = store.document(record)
                 dicom_updates = updates.get("DICOMUpdates") or {}
                 if not dicom_updates:
-                    raise ValidationError("updateImageSetMetadataUpdates needs DICOMUpdates or revertToVersionId")
+                    raise ValidationError(
+                        "updateImageSetMetadataUpdates needs DICOMUpdates or revertToVersionId"
+                    )
                 if dicom_updates.get("removableAttributes"):
-                    apply_removal(document, _json_blob(dicom_updates["removableAttributes"], "removableAttributes"))
+                    apply_removal(
+                        document, _json_blob(dicom_updates["removableAttributes"], "removableAttributes")
+                    )
                 if dicom_updates.get("updatableAttributes"):
-                    merge_update(document, _json_blob(dicom_updates["updatableAttributes"], "updatableAttributes"))
+                    merge_update(
+                        document, _json_blob(dicom_updates["updatableAttributes"], "updatableAttributes")
+                    )
             if not metadata.flatten_document(document):
                 raise ValidationError(f"update would leave image set {record.image_set_id} without instances")
             record = store.commit_version(
-                record.datastore_id, record.image_set_id, lambda _id: document, "UPDATED",
+                record.datastore_id,
+                record.image_set_id,
+                lambda _id: document,
+                "UPDATED",
                 forced=bool(p.get("force")) or None,
             )
         return {
-            "datastoreId": record.datastore_id, "imageSetId": record.image_set_id,
-            "latestVersionId": str(record.latest_version), "imageSetState": record.state,
-            "imageSetWorkflowStatus": "UPDATED", "createdAt": record.created_at, "updatedAt": record.updated_at,
+            "datastoreId": record.datastore_id,
+            "imageSetId": record.image_set_id,
+            "latestVersionId": str(record.latest_version),
+            "imageSetState": record.state,
+            "imageSetWorkflowStatus": "UPDATED",
+            "createdAt": record.created_at,
+            "updatedAt": record.updated_at,
         }
 
     def CopyImageSet(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
@@ -242,7 +275,9 @@ class Operations:
             target = None
             existing: list[metadata.FlatInstance] = []
             if dest_info:
-                dest = store.image_set(p["datastoreId"], check_id(dest_info["imageSetId"], "destination imageSetId"))
+                dest = store.image_set(
+                    p["datastoreId"], check_id(dest_info["imageSetId"], "destination imageSetId")
+                )
                 store.check_latest(dest, dest_info["latestVersionId"], "CopyImageSet destination")
                 target = dest.image_set_id
                 existing = metadata.flatten_document(store.document(dest))
@@ -251,8 +286,12 @@ class Operations:
             ds_id = source.datastore_id
             primary = True if p.get("promoteToPrimary") else (None if target else False)
             dest_record = store.commit_version(
-                ds_id, target, lambda is_id: metadata.build_document(ds_id, is_id, merged), "COPIED",
-                is_primary=primary, forced=bool(p.get("force")) or None,
+                ds_id,
+                target,
+                lambda is_id: metadata.build_document(ds_id, is_id, merged),
+                "COPIED",
+                is_primary=primary,
+                forced=bool(p.get("force")) or None,
             )
         return {
             "datastoreId": ds_id,
@@ -298,13 +337,15 @@ class Operations:
 def _select_instances(
     instances: list[metadata.FlatInstance], copiable: str, source: ImageSetRecord
 ) -> list[metadata.FlatInstance]:
-    """Instances named by a ``copiableAttributes`` JSON (``{"Study": {"Series": {uid: {"Instances": {...}}}}}``)."""
+    """Instances named by ``copiableAttributes`` (``{"Study": {"Series": {uid: {"Instances": {...}}}}}``)."""
     try:
         spec = json.loads(copiable)
         series = spec["Study"]["Series"]
         wanted = {(s_uid, i_uid) for s_uid, s in series.items() for i_uid in (s.get("Instances") or {})}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ValidationError(f"copiableAttributes is not a Study/Series/Instances JSON object: {exc}") from exc
+        raise ValidationError(
+            f"copiableAttributes is not a Study/Series/Instances JSON object: {exc}"
+        ) from exc
     chosen = [i for i in instances if (i.series_uid, i.sop_uid) in wanted]
     missing = wanted - {(i.series_uid, i.sop_uid) for i in chosen}
     if missing:

@@ -1,4 +1,4 @@
-"""Typed records of the local store (datastores, image sets and their versions, import jobs) and their JSON."""
+"""Typed records of the local store (datastores, image sets and versions, import jobs) and their JSON."""
 
 from __future__ import annotations
 

@@ -35,7 +35,9 @@ def _date_time_value(value: dict[str, Any]) -> str:
 
 def _key_and_value(entry: dict[str, Any]) -> tuple[str, Any]:
     if len(entry) != 1:
-        raise ValidationError(f"each search filter value must name exactly one attribute, got {sorted(entry)}")
+        raise ValidationError(
+            f"each search filter value must name exactly one attribute, got {sorted(entry)}"
+        )
     return next(iter(entry.items()))
 
 
@@ -66,7 +68,9 @@ def _predicate(flt: dict[str, Any]) -> Callable[[ImageSetRecord], bool]:
     pairs = [_key_and_value(v) for v in flt.get("values", [])]
     keys = {k for k, _ in pairs}
     if len(keys) != 1:
-        raise ValidationError(f"a search filter's values must all name the same attribute, got {sorted(keys)}")
+        raise ValidationError(
+            f"a search filter's values must all name the same attribute, got {sorted(keys)}"
+        )
     key = keys.pop()
     get = _accessor(key)
     values = [_normalise(key, v) for _, v in pairs]
@@ -76,8 +80,10 @@ def _predicate(flt: dict[str, Any]) -> Callable[[ImageSetRecord], bool]:
         return lambda r: get(r) == values[0]
     if operator == "BETWEEN":
         if len(values) != 2 or key in STRING_FILTERS or key == "isPrimary":
-            raise ValidationError(f"operator BETWEEN takes two values of createdAt, updatedAt or "
-                                  f"DICOMStudyDateAndTime, got {len(values)} of {key}")
+            raise ValidationError(
+                f"operator BETWEEN takes two values of createdAt, updatedAt or "
+                f"DICOMStudyDateAndTime, got {len(values)} of {key}"
+            )
         low, high = values
         return lambda r: low <= get(r) <= high
     raise ValidationError(f"unknown search operator {operator!r}; use EQUAL or BETWEEN")
@@ -100,7 +106,10 @@ def _offset(token: str | None, fingerprint: str) -> int:
 
 
 def search(
-    records: list[ImageSetRecord], criteria: dict[str, Any] | None, max_results: int | None, next_token: str | None
+    records: list[ImageSetRecord],
+    criteria: dict[str, Any] | None,
+    max_results: int | None,
+    next_token: str | None,
 ) -> dict[str, Any]:
     """SearchImageSets response for ``records``. Default order: updatedAt descending, then imageSetId."""
     criteria = criteria or {}
@@ -123,7 +132,9 @@ def search(
     return out
 
 
-def paginate(items: list[Any], max_results: int | None, next_token: str | None, what: str) -> tuple[list[Any], str | None]:
+def paginate(
+    items: list[Any], max_results: int | None, next_token: str | None, what: str
+) -> tuple[list[Any], str | None]:
     """Offset pagination for the List* operations."""
     limit = max_results or 50
     if not 1 <= limit <= 50:

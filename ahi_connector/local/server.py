@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 ID_MEMBERS = {"datastoreId", "imageSetId", "sourceImageSetId"}
 _validator = ParamValidator()
+_ABSENT = object()
 
 
 def service_model() -> Any:
@@ -68,6 +69,31 @@ def _query_value(shape: Shape, request: Request, wire: str) -> Any:
     return raw
 
 
+def _json_body(op: OperationModel, raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ValidationError(f"{op.name}: request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ValidationError(f"{op.name}: request body must be a JSON object")
+    return body
+
+
+def _member_value(name: str, member: Shape, request: Request, body: dict[str, Any]) -> Any:
+    """The member's value from where the model serialises it, or _ABSENT."""
+    location = member.serialization.get("location")
+    wire = member.serialization.get("name", name)
+    if location == "uri":
+        return request.path_params[wire]
+    if location == "querystring":
+        return _query_value(member, request, wire) if wire in request.query_params else _ABSENT
+    if location == "header":
+        return request.headers.get(wire, _ABSENT)
+    return body.get(name, _ABSENT)
+
+
 async def parse_params(op: OperationModel, request: Request) -> dict[str, Any]:
     """The operation's input members from the request, validated against the model."""
     shape = op.input_shape
@@ -75,14 +101,7 @@ async def parse_params(op: OperationModel, request: Request) -> dict[str, Any]:
     if shape is None:
         return params
     raw = await request.body()
-    body: dict[str, Any] = {}
-    if raw:
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise ValidationError(f"{op.name}: request body is not JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise ValidationError(f"{op.name}: request body must be a JSON object")
+    body = _json_body(op, raw)
     payload = shape.serialization.get("payload")
     if payload:
         if raw:
@@ -91,18 +110,9 @@ async def parse_params(op: OperationModel, request: Request) -> dict[str, Any]:
     for name, member in shape.members.items():
         if name == payload:
             continue
-        location = member.serialization.get("location")
-        wire = member.serialization.get("name", name)
-        if location == "uri":
-            params[name] = request.path_params[wire]
-        elif location == "querystring":
-            if wire in request.query_params:
-                params[name] = _query_value(member, request, wire)
-        elif location == "header":
-            if wire in request.headers:
-                params[name] = request.headers[wire]
-        elif name in body:
-            params[name] = body[name]
+        value = _member_value(name, member, request, body)
+        if value is not _ABSENT:
+            params[name] = value
     unknown = sorted(set(body) - set(shape.members))
     if unknown:
         raise ValidationError(f"{op.name}: unknown request members {unknown}")
@@ -134,7 +144,9 @@ class LocalAHIApp:
             path = re.sub(r"\{resourceArn\}", "{resourceArn:path}", op.http["requestUri"])
             routes.append(Route(path, self._endpoint(op), methods=[op.http["method"]], name=name))
         self.app = Starlette(
-            routes=routes, lifespan=self._lifespan, exception_handlers={404: self.not_found, 405: self.not_found}
+            routes=routes,
+            lifespan=self._lifespan,
+            exception_handlers={404: self.not_found, 405: self.not_found},
         )
 
     @contextlib.asynccontextmanager
@@ -190,7 +202,9 @@ class LocalAHIApp:
                 return error_response(exc, request_id)
             except Exception:
                 logger.exception("%s request %s failed", op.name, request_id)
-                error = InternalError(f"{op.name} failed unexpectedly; request ID {request_id} (see server log)")
+                error = InternalError(
+                    f"{op.name} failed unexpectedly; request ID {request_id} (see server log)"
+                )
                 return error_response(error, request_id)
             return self._respond(result, request_id)
 
@@ -204,8 +218,11 @@ class LocalAHIApp:
         if fault == "fail":
             raise InternalError(f"image frame {frame_id} failed (ahi-local fault injection: fail_frames)")
         if fault == "hang":
-            logger.warning("hanging GetImageFrame %s for %.0f s (fault injection)", frame_id,
-                           self.faults.settings.hang_seconds)
+            logger.warning(
+                "hanging GetImageFrame %s for %.0f s (fault injection)",
+                frame_id,
+                self.faults.settings.hang_seconds,
+            )
             await asyncio.sleep(self.faults.settings.hang_seconds)
         data = location.path.read_bytes()
         if fault == "corrupt":

@@ -6,7 +6,7 @@ Layout under ``data_dir``::
     datastores/<datastoreId>/jobs/<jobId>.json
     datastores/<datastoreId>/imagesets/<imageSetId>/imageset.json      (record: versions, frame IDs, tags)
     datastores/<datastoreId>/imagesets/<imageSetId>/v<N>.json.gz       (GetImageSetMetadata body of version N)
-    datastores/<datastoreId>/frames/<id[:2]>/<frameId>.<jph|jpg|j2c|bin> (GetImageFrame body; extension = type)
+    datastores/<datastoreId>/frames/<id[:2]>/<frameId>.<jph|jpg|j2c|bin>   (GetImageFrame body; ext = type)
 
 Every file is written atomically (temp file + fsync + rename); frames first, then metadata, then the record
 that points at them, so a crash never leaves a record naming missing data. Everything is loaded into memory
@@ -96,8 +96,10 @@ class Store:
                         self.frames[ds_id][path.stem] = FrameLocation(path, ctype)
         logger.info(
             "loaded %d datastores, %d image sets, %d frames from %s",
-            len(self.datastores), sum(len(v) for v in self.image_sets.values()),
-            sum(len(v) for v in self.frames.values()), self.root,
+            len(self.datastores),
+            sum(len(v) for v in self.image_sets.values()),
+            sum(len(v) for v in self.frames.values()),
+            self.root,
         )
 
     # ---- datastores ----------------------------------------------------------------------------------
@@ -120,7 +122,9 @@ class Store:
 
     def save_datastore(self, record: DatastoreRecord) -> None:
         with self.lock:
-            write_json_atomic(self._ds_dir(record.datastore_id) / "datastore.json", dataclasses.asdict(record))
+            write_json_atomic(
+                self._ds_dir(record.datastore_id) / "datastore.json", dataclasses.asdict(record)
+            )
 
     def delete_datastore(self, datastore_id: str) -> DatastoreRecord:
         with self.lock:
@@ -131,7 +135,9 @@ class Store:
                     f"datastore {datastore_id} still holds {len(live)} image sets "
                     f"(e.g. {live[0].image_set_id}); delete them first"
                 )
-            running = [j for j in self.jobs[datastore_id].values() if j.status in ("SUBMITTED", "IN_PROGRESS")]
+            running = [
+                j for j in self.jobs[datastore_id].values() if j.status in ("SUBMITTED", "IN_PROGRESS")
+            ]
             if running:
                 raise ConflictError(f"datastore {datastore_id} has a running import job {running[0].job_id}")
             (self._ds_dir(datastore_id) / "datastore.json").unlink()
@@ -144,7 +150,9 @@ class Store:
     # ---- import jobs ---------------------------------------------------------------------------------
     def save_job(self, job: JobRecord) -> None:
         with self.lock:
-            write_json_atomic(self._ds_dir(job.datastore_id) / "jobs" / f"{job.job_id}.json", dataclasses.asdict(job))
+            write_json_atomic(
+                self._ds_dir(job.datastore_id) / "jobs" / f"{job.job_id}.json", dataclasses.asdict(job)
+            )
             self.jobs[job.datastore_id][job.job_id] = job
 
     def job(self, datastore_id: str, job_id: str) -> JobRecord:
@@ -194,7 +202,9 @@ class Store:
         raise NotFoundError(f"version {version_id} of image set {record.image_set_id} not found")
 
     def metadata_blob(self, record: ImageSetRecord, version_id: int) -> bytes:
-        return (self._is_dir(record.datastore_id, record.image_set_id) / f"v{version_id}.json.gz").read_bytes()
+        return (
+            self._is_dir(record.datastore_id, record.image_set_id) / f"v{version_id}.json.gz"
+        ).read_bytes()
 
     def document(self, record: ImageSetRecord, version_id: int | None = None) -> dict[str, Any]:
         blob = self.metadata_blob(record, version_id or record.latest_version)
@@ -222,7 +232,17 @@ class Store:
             ts = now()
             if image_set_id is None:
                 record = ImageSetRecord(
-                    new_id(), datastore_id, ts, ts, "ACTIVE", workflow_status, bool(is_primary), [], {}, [], []
+                    new_id(),
+                    datastore_id,
+                    ts,
+                    ts,
+                    "ACTIVE",
+                    workflow_status,
+                    bool(is_primary),
+                    [],
+                    {},
+                    [],
+                    [],
                 )
             else:
                 record = self.image_set(datastore_id, image_set_id)
@@ -254,7 +274,12 @@ class Store:
         with self.lock:
             record = self.image_set(datastore_id, image_set_id)
             ts = now()
-            record.state, record.workflow_status, record.deleted_at, record.updated_at = "DELETED", "DELETED", ts, ts
+            record.state, record.workflow_status, record.deleted_at, record.updated_at = (
+                "DELETED",
+                "DELETED",
+                ts,
+                ts,
+            )
             self._save_image_set(record)
             self._frame_sets.pop((datastore_id, image_set_id), None)
             return record

@@ -83,9 +83,9 @@ class ImportedFile:
     failure: dict[str, Any] | None
 
 
-def import_files(ahi: Any, s3: Any, datastore_id: str, files: list[Path], folder: Path) -> tuple[
-    ImportResult, dict[Path, ImportedFile]
-]:
+def import_files(
+    ahi: Any, s3: Any, datastore_id: str, files: list[Path], folder: Path
+) -> tuple[ImportResult, dict[Path, ImportedFile]]:
     names = stage(files, folder)
     result = import_folder(ahi, s3, datastore_id, folder)
     by_path: dict[Path, ImportedFile] = {}
@@ -124,7 +124,9 @@ def assert_datasets_equal(original: pydicom.Dataset, restored: pydicom.Dataset, 
             for i, (item, other) in enumerate(zip(elem.value, got, strict=True)):
                 assert_datasets_equal(item, other, f"{name}/{i}")
             continue
-        assert got == elem.value or (not got and not elem.value), f"{name}: metadata {got!r} != file {elem.value!r}"
+        assert got == elem.value or (not got and not elem.value), (
+            f"{name}: metadata {got!r} != file {elem.value!r}"
+        )
 
 
 def assert_attributes_equal(original: pydicom.Dataset, restored: pydicom.Dataset, where: str) -> None:
@@ -140,7 +142,9 @@ def fetch_frame(ahi: Any, datastore_id: str, image_set_id: str, frame_id: str) -
     return resp["imageFrameBlob"].read(), resp["contentType"]
 
 
-def assert_frames_equal(ahi: Any, datastore_id: str, image_set_id: str, inst: dict[str, Any], path: Path) -> None:
+def assert_frames_equal(
+    ahi: Any, datastore_id: str, image_set_id: str, inst: dict[str, Any], path: Path
+) -> None:
     """Every frame served for ``inst`` equals the original file's frame, pixel for pixel."""
     ds = pydicom.dcmread(path, stop_before_pixels=False)
     if not any(k in ds for k in PIXEL_KEYWORDS):
@@ -163,7 +167,9 @@ def assert_frames_equal(ahi: Any, datastore_id: str, image_set_id: str, inst: di
             continue
         decoded = decode_served(data, content_type, reference)
         assert decoded.shape == reference.shape, f"{where}: shape {decoded.shape} != {reference.shape}"
-        assert np.array_equal(decoded, reference), f"{where}: pixels differ (max {np.abs(decoded - reference).max()})"
+        assert np.array_equal(decoded, reference), (
+            f"{where}: pixels differ (max {np.abs(decoded - reference).max()})"
+        )
         assert checksum["Checksum"] == crc32_of(decoded), f"{where}: CRC32 in metadata does not match pixels"
         assert frame["MinPixelValue"] == reference.min() and frame["MaxPixelValue"] == reference.max(), where
 

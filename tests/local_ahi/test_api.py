@@ -33,9 +33,17 @@ def many(ahi: Any, moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> di
     for i in range(N_SERIES):
         patient = f"PAT{i % 5}"
         study_uids.setdefault(patient, f"1.2.826.0.1.3680043.10.1.{i % 5}")
-        spec = SeriesSpec(slices=1, rows=8, columns=8, patient_id=patient, study_uid=study_uids[patient],
-                          accession_number=f"ACC{i % 5}", study_date=f"2024010{1 + i % 5}", series_number=i + 1,
-                          seed=i)
+        spec = SeriesSpec(
+            slices=1,
+            rows=8,
+            columns=8,
+            patient_id=patient,
+            study_uid=study_uids[patient],
+            accession_number=f"ACC{i % 5}",
+            study_date=f"2024010{1 + i % 5}",
+            series_number=i + 1,
+            seed=i,
+        )
         write_series(folder, spec)
     datastore_id = create_datastore(ahi, "many")
     result = import_folder(ahi, s3_client(moto_s3), datastore_id, folder)
@@ -66,51 +74,107 @@ def test_paginator_walks_more_than_120_image_sets(ahi: Any, many: dict[str, Any]
     assert len(ids) == len(set(ids)) == N_SERIES
     assert len(pages) == 3 and all(len(p["imageSetsMetadataSummaries"]) <= 50 for p in pages)
     assert set(ids) == set(many["result"].image_set_ids)
-    small_pages = list(ahi.get_paginator("search_image_sets").paginate(
-        datastoreId=many["datastore_id"], PaginationConfig={"PageSize": 7}))
+    small_pages = list(
+        ahi.get_paginator("search_image_sets").paginate(
+            datastoreId=many["datastore_id"], PaginationConfig={"PageSize": 7}
+        )
+    )
     assert len(small_pages) == 18
 
 
 def test_search_filters(ahi: Any, many: dict[str, Any]) -> None:
     ds = many["datastore_id"]
-    by_patient = _search(ahi, ds, {"filters": [{"values": [{"DICOMPatientId": "PAT3"}], "operator": "EQUAL"}]})
+    by_patient = _search(
+        ahi, ds, {"filters": [{"values": [{"DICOMPatientId": "PAT3"}], "operator": "EQUAL"}]}
+    )
     assert len(by_patient) == 25 and {s["DICOMTags"]["DICOMPatientId"] for s in by_patient} == {"PAT3"}
     study = many["study_uids"]["PAT1"]
-    by_study = _search(ahi, ds, {"filters": [{"values": [{"DICOMStudyInstanceUID": study}], "operator": "EQUAL"}]})
+    by_study = _search(
+        ahi, ds, {"filters": [{"values": [{"DICOMStudyInstanceUID": study}], "operator": "EQUAL"}]}
+    )
     assert len(by_study) == 25
     assert by_study[0]["DICOMTags"]["DICOMNumberOfStudyRelatedSeries"] == 25
     assert by_study[0]["DICOMTags"]["DICOMNumberOfStudyRelatedInstances"] == 25
-    by_accession = _search(ahi, ds, {"filters": [{"values": [{"DICOMAccessionNumber": "ACC2"}], "operator": "EQUAL"}]})
-    assert {s["DICOMTags"]["DICOMAccessionNumber"] for s in by_accession} == {"ACC2"} and len(by_accession) == 25
+    by_accession = _search(
+        ahi, ds, {"filters": [{"values": [{"DICOMAccessionNumber": "ACC2"}], "operator": "EQUAL"}]}
+    )
+    assert {s["DICOMTags"]["DICOMAccessionNumber"] for s in by_accession} == {"ACC2"} and len(
+        by_accession
+    ) == 25
     series_uid = by_accession[0]["DICOMTags"]["DICOMSeriesInstanceUID"]
-    by_series = _search(ahi, ds, {"filters": [{"values": [{"DICOMSeriesInstanceUID": series_uid}],
-                                               "operator": "EQUAL"}]})
+    by_series = _search(
+        ahi, ds, {"filters": [{"values": [{"DICOMSeriesInstanceUID": series_uid}], "operator": "EQUAL"}]}
+    )
     assert [s["imageSetId"] for s in by_series] == [by_accession[0]["imageSetId"]]
-    dates = {"filters": [{"operator": "BETWEEN", "values": [
-        {"DICOMStudyDateAndTime": {"DICOMStudyDate": "20240102", "DICOMStudyTime": "000000"}},
-        {"DICOMStudyDateAndTime": {"DICOMStudyDate": "20240103", "DICOMStudyTime": "235959"}}]}]}
+    dates = {
+        "filters": [
+            {
+                "operator": "BETWEEN",
+                "values": [
+                    {"DICOMStudyDateAndTime": {"DICOMStudyDate": "20240102", "DICOMStudyTime": "000000"}},
+                    {"DICOMStudyDateAndTime": {"DICOMStudyDate": "20240103", "DICOMStudyTime": "235959"}},
+                ],
+            }
+        ]
+    }
     between = _search(ahi, ds, dates)
-    assert len(between) == 50 and {s["DICOMTags"]["DICOMStudyDate"] for s in between} == {"20240102", "20240103"}
+    assert len(between) == 50 and {s["DICOMTags"]["DICOMStudyDate"] for s in between} == {
+        "20240102",
+        "20240103",
+    }
     now = datetime.now(timezone.utc)
-    recent = _search(ahi, ds, {"filters": [{"operator": "BETWEEN", "values": [
-        {"updatedAt": now - timedelta(hours=1)}, {"updatedAt": now + timedelta(minutes=1)}]}]})
+    recent = _search(
+        ahi,
+        ds,
+        {
+            "filters": [
+                {
+                    "operator": "BETWEEN",
+                    "values": [
+                        {"updatedAt": now - timedelta(hours=1)},
+                        {"updatedAt": now + timedelta(minutes=1)},
+                    ],
+                }
+            ]
+        },
+    )
     assert len(recent) == N_SERIES
-    future = _search(ahi, ds, {"filters": [{"operator": "BETWEEN", "values": [
-        {"createdAt": now + timedelta(hours=1)}, {"createdAt": now + timedelta(hours=2)}]}]})
+    future = _search(
+        ahi,
+        ds,
+        {
+            "filters": [
+                {
+                    "operator": "BETWEEN",
+                    "values": [
+                        {"createdAt": now + timedelta(hours=1)},
+                        {"createdAt": now + timedelta(hours=2)},
+                    ],
+                }
+            ]
+        },
+    )
     assert future == []
 
 
 def test_search_sort_and_bad_criteria(ahi: Any, many: dict[str, Any]) -> None:
     ds = many["datastore_id"]
-    asc = ahi.search_image_sets(datastoreId=ds, maxResults=50, searchCriteria={
-        "sort": {"sortField": "updatedAt", "sortOrder": "ASC"}})["imageSetsMetadataSummaries"]
+    asc = ahi.search_image_sets(
+        datastoreId=ds, maxResults=50, searchCriteria={"sort": {"sortField": "updatedAt", "sortOrder": "ASC"}}
+    )["imageSetsMetadataSummaries"]
     stamps = [s["updatedAt"] for s in asc]
     assert stamps == sorted(stamps)
     with pytest.raises(ClientError, match="ValidationException.*maxResults"):
         ahi.search_image_sets(datastoreId=ds, maxResults=51)
     with pytest.raises(ClientError, match="ValidationException.*EQUAL takes exactly one value"):
-        ahi.search_image_sets(datastoreId=ds, searchCriteria={"filters": [{"operator": "EQUAL", "values": [
-            {"DICOMPatientId": "A"}, {"DICOMPatientId": "B"}]}]})
+        ahi.search_image_sets(
+            datastoreId=ds,
+            searchCriteria={
+                "filters": [
+                    {"operator": "EQUAL", "values": [{"DICOMPatientId": "A"}, {"DICOMPatientId": "B"}]}
+                ]
+            },
+        )
     with pytest.raises(ClientError, match="ValidationException.*nextToken"):
         ahi.search_image_sets(datastoreId=ds, nextToken="bm90LWEtdG9rZW4=")
 
@@ -141,9 +205,13 @@ def test_error_codes_for_image_sets(ahi: Any, small: dict[str, Any]) -> None:
     with pytest.raises(ahi.exceptions.ResourceNotFoundException, match=f"datastore {MISSING_ID} not found"):
         ahi.get_image_set_metadata(datastoreId=MISSING_ID, imageSetId=image_set)
     with pytest.raises(ahi.exceptions.ResourceNotFoundException, match=f"image frame {MISSING_ID} not found"):
-        ahi.get_image_frame(datastoreId=ds, imageSetId=image_set, imageFrameInformation={"imageFrameId": MISSING_ID})
+        ahi.get_image_frame(
+            datastoreId=ds, imageSetId=image_set, imageFrameInformation={"imageFrameId": MISSING_ID}
+        )
     with pytest.raises(ahi.exceptions.ValidationException, match="imageFrameId 'xyz' is malformed"):
-        ahi.get_image_frame(datastoreId=ds, imageSetId=image_set, imageFrameInformation={"imageFrameId": "xyz"})
+        ahi.get_image_frame(
+            datastoreId=ds, imageSetId=image_set, imageFrameInformation={"imageFrameId": "xyz"}
+        )
     with pytest.raises(ahi.exceptions.ValidationException, match="imageSetId 'Bad' is malformed"):
         ahi.get_image_set(datastoreId=ds, imageSetId="Bad")
     with pytest.raises(ahi.exceptions.ResourceNotFoundException, match="version 9 of image set"):
@@ -153,8 +221,13 @@ def test_error_codes_for_image_sets(ahi: Any, small: dict[str, Any]) -> None:
     with pytest.raises(ahi.exceptions.ResourceNotFoundException, match="import job"):
         ahi.get_dicom_import_job(datastoreId=ds, jobId="abc")
     with pytest.raises(ahi.exceptions.ValidationException, match="inputS3Uri"):
-        ahi.start_dicom_import_job(datastoreId=ds, dataAccessRoleArn="arn:aws:iam::123456789012:role/x",
-                                   clientToken="t1", inputS3Uri="http://not-s3", outputS3Uri="s3://bucket/out/")
+        ahi.start_dicom_import_job(
+            datastoreId=ds,
+            dataAccessRoleArn="arn:aws:iam::123456789012:role/x",
+            clientToken="t1",
+            inputS3Uri="http://not-s3",
+            outputS3Uri="s3://bucket/out/",
+        )
 
 
 def test_raw_http_errors_are_aws_shaped(ahi_local: str) -> None:
@@ -182,8 +255,13 @@ def test_image_set_properties_and_metadata_layout(ahi: Any, small: dict[str, Any
     inst = series["Instances"][small["series"].sop_instance_uids[0]]
     assert inst["DICOMVRs"]["00091011"] == "DS" and inst["DICOM"]["00091012"] == "AAEC/g=="
     assert inst["StoredTransferSyntaxUID"] == "1.2.840.10008.1.2.4.201"
-    assert set(inst["ImageFrames"][0]) == {"ID", "FrameSizeInBytes", "MinPixelValue", "MaxPixelValue",
-                                           "PixelDataChecksumFromBaseToFullResolution"}
+    assert set(inst["ImageFrames"][0]) == {
+        "ID",
+        "FrameSizeInBytes",
+        "MinPixelValue",
+        "MaxPixelValue",
+        "PixelDataChecksumFromBaseToFullResolution",
+    }
     assert doc["Patient"]["DICOM"]["PatientID"] == "SYN-0001"
 
 
@@ -194,74 +272,130 @@ def _blob(value: dict[str, Any]) -> bytes:
 def test_update_metadata_makes_versions(ahi: Any, small: dict[str, Any]) -> None:
     ds, image_set, series = small["datastore_id"], small["image_set_id"], small["series"]
     updated = ahi.update_image_set_metadata(
-        datastoreId=ds, imageSetId=image_set, latestVersionId="1",
-        updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": _blob(
-            {"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "renamed"}}})}})
+        datastoreId=ds,
+        imageSetId=image_set,
+        latestVersionId="1",
+        updateImageSetMetadataUpdates={
+            "DICOMUpdates": {
+                "updatableAttributes": _blob(
+                    {"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "renamed"}}}
+                )
+            }
+        },
+    )
     assert updated["latestVersionId"] == "2"
     assert read_metadata(ahi, ds, image_set)["Study"]["DICOM"]["StudyDescription"] == "renamed"
     assert read_metadata(ahi, ds, image_set, "1")["Study"]["DICOM"]["StudyDescription"] == "synthetic study"
     removed_sop = series.sop_instance_uids[2]
     ahi.update_image_set_metadata(
-        datastoreId=ds, imageSetId=image_set, latestVersionId="2",
-        updateImageSetMetadataUpdates={"DICOMUpdates": {"removableAttributes": _blob(
-            {"SchemaVersion": 1.1, "Study": {"Series": {series.series_uid: {"Instances": {removed_sop: {}}}}}})}})
+        datastoreId=ds,
+        imageSetId=image_set,
+        latestVersionId="2",
+        updateImageSetMetadataUpdates={
+            "DICOMUpdates": {
+                "removableAttributes": _blob(
+                    {
+                        "SchemaVersion": 1.1,
+                        "Study": {"Series": {series.series_uid: {"Instances": {removed_sop: {}}}}},
+                    }
+                )
+            }
+        },
+    )
     doc = read_metadata(ahi, ds, image_set)
     assert removed_sop not in doc["Study"]["Series"][series.series_uid]["Instances"]
-    versions = [v for p in ahi.get_paginator("list_image_set_versions").paginate(datastoreId=ds, imageSetId=image_set)
-                for v in p["imageSetPropertiesList"]]
+    versions = [
+        v
+        for p in ahi.get_paginator("list_image_set_versions").paginate(datastoreId=ds, imageSetId=image_set)
+        for v in p["imageSetPropertiesList"]
+    ]
     assert [v["versionId"] for v in versions] == ["3", "2", "1"]
     with pytest.raises(ahi.exceptions.ConflictException, match="latest version of image set .* is 3, not 1"):
         ahi.update_image_set_metadata(
-            datastoreId=ds, imageSetId=image_set, latestVersionId="1",
-            updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": _blob({"Patient": {}})}})
-    with pytest.raises(ahi.exceptions.ValidationException, match="removableAttributes names Patient.DICOM.Nope"):
+            datastoreId=ds,
+            imageSetId=image_set,
+            latestVersionId="1",
+            updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": _blob({"Patient": {}})}},
+        )
+    with pytest.raises(
+        ahi.exceptions.ValidationException, match="removableAttributes names Patient.DICOM.Nope"
+    ):
         ahi.update_image_set_metadata(
-            datastoreId=ds, imageSetId=image_set, latestVersionId="3",
-            updateImageSetMetadataUpdates={"DICOMUpdates": {"removableAttributes": _blob(
-                {"Patient": {"DICOM": {"Nope": "x"}}})}})
-    reverted = ahi.update_image_set_metadata(datastoreId=ds, imageSetId=image_set, latestVersionId="3",
-                                             updateImageSetMetadataUpdates={"revertToVersionId": "1"})
+            datastoreId=ds,
+            imageSetId=image_set,
+            latestVersionId="3",
+            updateImageSetMetadataUpdates={
+                "DICOMUpdates": {"removableAttributes": _blob({"Patient": {"DICOM": {"Nope": "x"}}})}
+            },
+        )
+    reverted = ahi.update_image_set_metadata(
+        datastoreId=ds,
+        imageSetId=image_set,
+        latestVersionId="3",
+        updateImageSetMetadataUpdates={"revertToVersionId": "1"},
+    )
     assert reverted["latestVersionId"] == "4"
     assert read_metadata(ahi, ds, image_set)["Study"]["DICOM"]["StudyDescription"] == "synthetic study"
 
 
 def test_copy_image_set_shares_frames(ahi: Any, small: dict[str, Any]) -> None:
     ds, image_set, series = small["datastore_id"], small["image_set_id"], small["series"]
-    copied = ahi.copy_image_set(datastoreId=ds, sourceImageSetId=image_set, copyImageSetInformation={
-        "sourceImageSet": {"latestVersionId": "1"}})
+    copied = ahi.copy_image_set(
+        datastoreId=ds,
+        sourceImageSetId=image_set,
+        copyImageSetInformation={"sourceImageSet": {"latestVersionId": "1"}},
+    )
     dest = copied["destinationImageSetProperties"]["imageSetId"]
     assert dest != image_set and copied["sourceImageSetProperties"]["imageSetId"] == image_set
     doc = read_metadata(ahi, ds, dest)
     inst = doc["Study"]["Series"][series.series_uid]["Instances"][series.sop_instance_uids[0]]
-    frame = ahi.get_image_frame(datastoreId=ds, imageSetId=dest,
-                                imageFrameInformation={"imageFrameId": inst["ImageFrames"][0]["ID"]})
+    frame = ahi.get_image_frame(
+        datastoreId=ds, imageSetId=dest, imageFrameInformation={"imageFrameId": inst["ImageFrames"][0]["ID"]}
+    )
     assert frame["contentType"] == "image/jph" and len(frame["imageFrameBlob"].read()) > 0
     assert ahi.get_image_set(datastoreId=ds, imageSetId=dest)["isPrimary"] is False
-    one = json.dumps({"SchemaVersion": "1.1", "Study": {"Series": {series.series_uid: {"Instances": {
-        series.sop_instance_uids[1]: {}}}}}})
-    partial = ahi.copy_image_set(datastoreId=ds, sourceImageSetId=image_set, copyImageSetInformation={
-        "sourceImageSet": {"latestVersionId": "1", "DICOMCopies": {"copiableAttributes": one}},
-        "destinationImageSet": {"imageSetId": dest, "latestVersionId": "1"}})
+    one = json.dumps(
+        {
+            "SchemaVersion": "1.1",
+            "Study": {"Series": {series.series_uid: {"Instances": {series.sop_instance_uids[1]: {}}}}},
+        }
+    )
+    partial = ahi.copy_image_set(
+        datastoreId=ds,
+        sourceImageSetId=image_set,
+        copyImageSetInformation={
+            "sourceImageSet": {"latestVersionId": "1", "DICOMCopies": {"copiableAttributes": one}},
+            "destinationImageSet": {"imageSetId": dest, "latestVersionId": "1"},
+        },
+    )
     assert partial["destinationImageSetProperties"]["latestVersionId"] == "2"
     with pytest.raises(ahi.exceptions.ConflictException, match="not 7"):
-        ahi.copy_image_set(datastoreId=ds, sourceImageSetId=image_set, copyImageSetInformation={
-            "sourceImageSet": {"latestVersionId": "7"}})
+        ahi.copy_image_set(
+            datastoreId=ds,
+            sourceImageSetId=image_set,
+            copyImageSetInformation={"sourceImageSet": {"latestVersionId": "7"}},
+        )
 
 
 def test_delete_image_set_and_then_datastore(ahi: Any, small: dict[str, Any]) -> None:
     ds, image_set = small["datastore_id"], small["image_set_id"]
     frame_id = read_metadata(ahi, ds, image_set)["Study"]["Series"][small["series"].series_uid]["Instances"][
-        small["series"].sop_instance_uids[0]]["ImageFrames"][0]["ID"]
+        small["series"].sop_instance_uids[0]
+    ]["ImageFrames"][0]["ID"]
     deleted = ahi.delete_image_set(datastoreId=ds, imageSetId=image_set)
     assert deleted["imageSetState"] == "DELETED"
     with pytest.raises(ahi.exceptions.ResourceNotFoundException, match=f"image set {image_set} not found"):
-        ahi.get_image_frame(datastoreId=ds, imageSetId=image_set, imageFrameInformation={"imageFrameId": frame_id})
+        ahi.get_image_frame(
+            datastoreId=ds, imageSetId=image_set, imageFrameInformation={"imageFrameId": frame_id}
+        )
     assert _search(ahi, ds) == []
     ahi.delete_datastore(datastoreId=ds)
 
 
 def test_tags_on_image_sets(ahi: Any, small: dict[str, Any]) -> None:
-    arn = ahi.get_image_set(datastoreId=small["datastore_id"], imageSetId=small["image_set_id"])["imageSetArn"]
+    arn = ahi.get_image_set(datastoreId=small["datastore_id"], imageSetId=small["image_set_id"])[
+        "imageSetArn"
+    ]
     ahi.tag_resource(resourceArn=arn, tags={"a": "1", "b": "2"})
     ahi.untag_resource(resourceArn=arn, tagKeys=["a"])
     assert ahi.list_tags_for_resource(resourceArn=arn)["tags"] == {"b": "2"}
@@ -273,8 +407,13 @@ def test_tags_on_image_sets(ahi: Any, small: dict[str, Any]) -> None:
 
 
 def test_import_job_listing(ahi: Any, many: dict[str, Any]) -> None:
-    jobs = [j for p in ahi.get_paginator("list_dicom_import_jobs").paginate(datastoreId=many["datastore_id"])
-            for j in p["jobSummaries"]]
+    jobs = [
+        j
+        for p in ahi.get_paginator("list_dicom_import_jobs").paginate(datastoreId=many["datastore_id"])
+        for j in p["jobSummaries"]
+    ]
     assert [j["jobId"] for j in jobs] == [many["result"].job_id] and jobs[0]["jobStatus"] == "COMPLETED"
-    completed = ahi.list_dicom_import_jobs(datastoreId=many["datastore_id"], jobStatus="FAILED")["jobSummaries"]
+    completed = ahi.list_dicom_import_jobs(datastoreId=many["datastore_id"], jobStatus="FAILED")[
+        "jobSummaries"
+    ]
     assert completed == []

@@ -10,7 +10,6 @@ import pytest
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -34,28 +33,55 @@ SPECS = dict(
         _spec("explicit-int16-16bit", bits_stored=16),
         _spec("explicit-int16-12bit-rescale", bits_stored=12, rescale_intercept=-1024.0, rescale_slope=1.0),
         _spec("implicit-uint16-12bit", transfer_syntax=ImplicitVRLittleEndian, signed=False),
-        _spec("deflate-uint16-16bit", transfer_syntax=DeflatedExplicitVRLittleEndian, signed=False, bits_stored=16),
+        _spec(
+            "deflate-uint16-16bit",
+            transfer_syntax=DeflatedExplicitVRLittleEndian,
+            signed=False,
+            bits_stored=16,
+        ),
         _spec("explicit-uint8", bits_allocated=8, bits_stored=8, signed=False),
         _spec("explicit-int8", bits_allocated=8, bits_stored=8, signed=True),
         _spec("monochrome1", photometric="MONOCHROME1", signed=False),
         _spec("rgb-native", photometric="RGB", bits_allocated=8, bits_stored=8, signed=False),
-        _spec("rgb-rle", photometric="RGB", bits_allocated=8, bits_stored=8, signed=False, transfer_syntax=RLELossless),
+        _spec(
+            "rgb-rle",
+            photometric="RGB",
+            bits_allocated=8,
+            bits_stored=8,
+            signed=False,
+            transfer_syntax=RLELossless,
+        ),
         _spec("rle-int16", transfer_syntax=RLELossless),
         _spec("jpeg-lossless-int16-12bit", transfer_syntax=JPEGLosslessSV1),
         _spec("jpeg-lossless-uint16-16bit", transfer_syntax=JPEGLosslessSV1, signed=False, bits_stored=16),
         _spec("j2k-lossless-int16", transfer_syntax=JPEG2000Lossless),
         _spec("j2k-lossy-uint16", transfer_syntax=JPEG2000, signed=False),
-        _spec("jpeg-baseline-gray", transfer_syntax=JPEGBaseline8Bit, bits_allocated=8, bits_stored=8, signed=False),
-        _spec("jpeg-baseline-rgb", transfer_syntax=JPEGBaseline8Bit, photometric="RGB", bits_allocated=8,
-              bits_stored=8, signed=False),
+        _spec(
+            "jpeg-baseline-gray",
+            transfer_syntax=JPEGBaseline8Bit,
+            bits_allocated=8,
+            bits_stored=8,
+            signed=False,
+        ),
+        _spec(
+            "jpeg-baseline-rgb",
+            transfer_syntax=JPEGBaseline8Bit,
+            photometric="RGB",
+            bits_allocated=8,
+            bits_stored=8,
+            signed=False,
+        ),
         _spec("multiframe-explicit", multiframe=True, slices=4),
         _spec("multiframe-j2k-lossless", multiframe=True, slices=3, transfer_syntax=JPEG2000Lossless),
         _spec("multiframe-rle-2frames", multiframe=True, slices=2, transfer_syntax=RLELossless),
     ]
 )
 LOSSLESS_CONTENT = "image/jph"
-EXPECTED_CONTENT = {"j2k-lossy-uint16": "image/j2c", "jpeg-baseline-gray": "image/jpeg",
-                    "jpeg-baseline-rgb": "image/jpeg"}
+EXPECTED_CONTENT = {
+    "j2k-lossy-uint16": "image/j2c",
+    "jpeg-baseline-gray": "image/jpeg",
+    "jpeg-baseline-rgb": "image/jpeg",
+}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +112,9 @@ def test_series_round_trip(imported: dict[str, Any], name: str) -> None:
     for path, source_pixels in zip(series.paths, series.pixels, strict=True):
         entry = imported["files"][path]
         assert_round_trip(ahi, cache, entry, path)
-        _, inst = cache.instances(entry.datastore_id, entry.image_set_id)[series.sop_instance_uids[series.paths.index(path)]]
+        _, inst = cache.instances(entry.datastore_id, entry.image_set_id)[
+            series.sop_instance_uids[series.paths.index(path)]
+        ]
         frames = [source_pixels] if not series.spec.multiframe else list(source_pixels)
         assert len(inst["ImageFrames"]) == len(frames)
         for frame, expected in zip(inst["ImageFrames"], frames, strict=True):
@@ -99,7 +127,9 @@ def test_series_round_trip(imported: dict[str, Any], name: str) -> None:
 def test_synthetic_geometry_survives(imported: dict[str, Any]) -> None:
     series: SyntheticSeries = imported["series"]["explicit-int16-16bit"]
     entry = imported["files"][Path(series.paths[1])]
-    restored, _ = imported["cache"].instances(entry.datastore_id, entry.image_set_id)[series.sop_instance_uids[1]]
+    restored, _ = imported["cache"].instances(entry.datastore_id, entry.image_set_id)[
+        series.sop_instance_uids[1]
+    ]
     assert [float(v) for v in restored.ImagePositionPatient] == [-24.0, -24.0, 102.5]
     assert [float(v) for v in restored.PixelSpacing] == [0.75, 0.75]
     assert restored.FrameOfReferenceUID and restored.ImageOrientationPatient == [1, 0, 0, 0, 1, 0]

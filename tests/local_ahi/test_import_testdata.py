@@ -56,7 +56,9 @@ def test_file_round_trip(imported: dict[str, Any], path: Path) -> None:
     exp: Expectation = EXPECTATIONS[path]
     result: ImportedFile = imported["files"][path]
     if not exp.importable:
-        assert result.failure is not None, f"{path.name} ({exp.reason}) was imported into {result.image_set_id}"
+        assert result.failure is not None, (
+            f"{path.name} ({exp.reason}) was imported into {result.image_set_id}"
+        )
         assert result.failure["exception"]["message"], result.failure
         return
     assert_round_trip(imported["ahi"], imported["cache"], result, path)

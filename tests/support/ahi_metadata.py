@@ -20,7 +20,9 @@ from pydicom.tag import Tag
 BINARY = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"}
 
 
-def read_metadata(ahi: Any, datastore_id: str, image_set_id: str, version_id: str | None = None) -> dict[str, Any]:
+def read_metadata(
+    ahi: Any, datastore_id: str, image_set_id: str, version_id: str | None = None
+) -> dict[str, Any]:
     """GetImageSetMetadata, gunzipped and parsed."""
     kwargs = {"versionId": version_id} if version_id else {}
     resp = ahi.get_image_set_metadata(datastoreId=datastore_id, imageSetId=image_set_id, **kwargs)
@@ -40,8 +42,10 @@ def _tag_and_vr(key: str, vrs: dict[str, str]) -> tuple[int, str]:
 
 def _value(vr: str, value: Any, vrs: dict[str, str]) -> Any:
     if vr == "SQ":  # items carry their own DICOMVRs for private / ambiguous elements
-        return [to_dataset({k: v for k, v in item.items() if k != "DICOMVRs"}, item.get("DICOMVRs", {}))
-                for item in value or []]
+        return [
+            to_dataset({k: v for k, v in item.items() if k != "DICOMVRs"}, item.get("DICOMVRs", {}))
+            for item in value or []
+        ]
     if vr in BINARY and isinstance(value, str):
         return base64.b64decode(value)
     if vr == "AT" and value is not None:

@@ -65,7 +65,7 @@ def upload_folder(s3: Any, folder: str | Path, bucket: str, prefix: str) -> list
 def _read_ndjson(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    except s3.exceptions.NoSuchKey:
+    except (s3.exceptions.NoSuchKey, s3.exceptions.NoSuchBucket):
         return []
     return [json.loads(line) for line in body.splitlines() if line.strip()]
 
