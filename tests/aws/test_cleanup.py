@@ -50,6 +50,26 @@ def _leftovers(client) -> dict[str, list]:
 def test_cleanup_all_leaves_nothing(ahi_spleen, client, deployed) -> None:
     before = _leftovers(client)
     assert all(before.values()), {k: len(v) for k, v in before.items()}
+
+    # the dry run lists the deletions and deletes nothing
+    dry = ahi_spleen("cleanup", "--name", NAME, "--all", "--dry-run")
+    operations = {c.split("(")[0] for c in dry["would_call"]}
+    assert {
+        "sagemaker.delete_endpoint",
+        "sagemaker.delete_endpoint_config",
+        "sagemaker.delete_model",
+        "application-autoscaling.delete_scaling_policy",
+        "application-autoscaling.deregister_scalable_target",
+        "cloudwatch.delete_alarms",
+        "sns.delete_topic",
+        "codepipeline.delete_pipeline",
+        "codebuild.delete_project",
+        "ecr.delete_repository",
+        "iam.delete_role",
+        "s3.delete_objects",
+    } <= operations
+    assert json.dumps(_leftovers(client), default=str) == json.dumps(before, default=str)
+
     out = ahi_spleen("cleanup", "--name", NAME, "--all")
     assert out["result"]["kept"] == []
     assert {k: v for k, v in _leftovers(client).items() if v} == {}
@@ -93,24 +113,3 @@ def test_cleanup_never_deletes_what_it_did_not_create(ahi_spleen, client, deploy
     forced = ahi_spleen("cleanup", "--name", NAME, "--force")
     assert sorted(forced["result"]["deleted"]) == [f"model {NAME}-mme-0123abcd", f"model {NAME}-mme-89abcdef"]
     assert sm.list_models()["Models"] == []
-
-
-def test_cleanup_dry_run_deletes_nothing(ahi_spleen, client, deployed) -> None:
-    before = _leftovers(client)
-    out = ahi_spleen("cleanup", "--name", NAME, "--all", "--dry-run")
-    operations = {c.split("(")[0] for c in out["would_call"]}
-    assert {
-        "sagemaker.delete_endpoint",
-        "sagemaker.delete_endpoint_config",
-        "sagemaker.delete_model",
-        "application-autoscaling.delete_scaling_policy",
-        "application-autoscaling.deregister_scalable_target",
-        "cloudwatch.delete_alarms",
-        "sns.delete_topic",
-        "codepipeline.delete_pipeline",
-        "codebuild.delete_project",
-        "ecr.delete_repository",
-        "iam.delete_role",
-        "s3.delete_objects",
-    } <= operations
-    assert json.dumps(_leftovers(client), default=str) == json.dumps(before, default=str)
