@@ -93,12 +93,15 @@ def build_archive(output: str | Path, bundle_dir: str | Path = SOURCE_BUNDLE_DIR
         code = None if code_dir is None else Path(code_dir)
     entries = archive_entries(Path(bundle_dir), code)
     buf = io.BytesIO()
+    items: list[tuple[str, Path | None]] = [(name, None) for name in _dir_names(entries)]
+    items += [(e.arcname, e.source) for e in entries]
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name in _dir_names(entries):
-            tar.addfile(_tarinfo(name, 0, True))
-        for entry in entries:
-            data = entry.source.read_bytes()
-            tar.addfile(_tarinfo(entry.arcname, len(data), False), io.BytesIO(data))
+        for name, source in sorted(items):  # each directory right before its contents
+            if source is None:
+                tar.addfile(_tarinfo(name, 0, True))
+            else:
+                data = source.read_bytes()
+                tar.addfile(_tarinfo(name, len(data), False), io.BytesIO(data))
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
