@@ -96,6 +96,7 @@ class SpleenSegService:
         self._app_context = make_app_context(self._model)
         self._app = AISpleenSegApp(IN_PROCESS_ARGV)
         self._exporter = exporter
+        self._owns_exporter = exporter is None
         self._ahi_client = ahi_client
         self._endpoint_url = endpoint_url
         self._write_stl = write_stl
@@ -104,6 +105,17 @@ class SpleenSegService:
     @property
     def model(self) -> ModelIdentity:
         return self._model.identity
+
+    def close(self) -> None:
+        """Stop the frame workers of the exporter this service created (a later AHI request restarts them)."""
+        if self._exporter is not None and self._owns_exporter:
+            self._exporter.close()
+
+    def __enter__(self) -> SpleenSegService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _get_exporter(self) -> Any:
         if self._exporter is None:

@@ -25,6 +25,8 @@ from monai.deploy.core.domain.dicom_study import DICOMStudy
 from pydicom.dataset import Dataset
 from pydicom.valuerep import IS
 
+from ahi_connector.dicomize import make_dataset
+
 from ..errors import InputNotFoundError, RequestError
 from ..request import SegRequest
 from ..run_record import STAGE_FETCH, RunRecord
@@ -141,9 +143,14 @@ def studies_from_datasets(datasets: Iterable[Dataset]) -> list[DICOMStudy]:
     return list(studies.values())
 
 
+def header_datasets(exporter: Any, datastore_id: str, image_set_id: str) -> list[Dataset]:
+    """Attribute-only Datasets (no pixel data, no frame fetched) of every instance of an image set."""
+    meta = exporter.get_metadata(datastore_id, image_set_id)
+    return [make_dataset(meta, inst) for inst in meta.iter_instances()]
+
+
 def _image_set_ids_for_study(exporter: Any, datastore_id: str, study_uid: str) -> list[str]:
-    found = exporter.find_image_sets_for_study(datastore_id, study_uid)
-    ids = [f if isinstance(f, str) else f["imageSetId"] for f in found]
+    ids = list(exporter.find_image_sets_for_study(datastore_id, study_uid))
     if not ids:
         raise InputNotFoundError(
             f"no image set in datastore {datastore_id} holds study {study_uid}; "
@@ -162,7 +169,7 @@ def resolve_study(exporter: Any, datastore_id: str, study_uid: str) -> tuple[str
     image_set_of_series: dict[str, str] = {}
     headers: list[Dataset] = []
     for image_set_id in _image_set_ids_for_study(exporter, datastore_id, study_uid):
-        for ds in exporter.to_header_datasets(datastore_id, image_set_id):
+        for ds in header_datasets(exporter, datastore_id, image_set_id):
             if str(ds.get("StudyInstanceUID", "")) != study_uid:
                 continue
             image_set_of_series.setdefault(str(ds.SeriesInstanceUID), image_set_id)
