@@ -1,7 +1,8 @@
 """Phantom study imported into ahi-local (real moto S3 + ahi-local processes) -> the app with an AHI request.
 
 The SEG/report checks run with whatever model the repository commits (``model/spleen_ct_segmentation``); the
-accuracy checks (Dice >= 0.9 against the phantom truth, volume within 5 %) need the trained weights and are skipped,
+accuracy checks (Dice >= 0.9 against the phantom truth, volume within 5 %) need the trained weights and are
+skipped,
 with the reason, while the committed bundle's ``eval_metrics.mean_dice`` is null (placeholder random weights).
 """
 
@@ -182,7 +183,8 @@ def _trained() -> bool:
 
 needs_trained_model = pytest.mark.skipif(
     not _trained(),
-    reason="committed bundle has placeholder random weights (configs/metadata.json eval_metrics.mean_dice is null)",
+    reason="committed bundle has placeholder random weights "
+    "(configs/metadata.json eval_metrics.mean_dice is null)",
 )
 
 
