@@ -43,9 +43,23 @@ _LAZY = {
 }
 
 __all__ = [
-    "AHIConfigError", "AHICredentialsError", "AHIError", "AHIRequestError", "DicomizeError", "ExportDeadlineError",
-    "FrameChecksumError", "FrameDecodeError", "FrameError", "FrameFetchError", "FrameRef", "GeometryError",
-    "ImageSetNotFoundError", "MetadataError", "SeriesNotFoundError", "UnsupportedFrameFormatError", *_LAZY,
+    "AHIConfigError",
+    "AHICredentialsError",
+    "AHIError",
+    "AHIRequestError",
+    "DicomizeError",
+    "ExportDeadlineError",
+    "FrameChecksumError",
+    "FrameDecodeError",
+    "FrameError",
+    "FrameFetchError",
+    "FrameRef",
+    "GeometryError",
+    "ImageSetNotFoundError",
+    "MetadataError",
+    "SeriesNotFoundError",
+    "UnsupportedFrameFormatError",
+    *_LAZY,
 ]
 
 

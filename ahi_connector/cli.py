@@ -23,14 +23,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datastore_id")
     p.add_argument("image_set_id")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder (created)")
-    p.add_argument("--series", help="SeriesInstanceUID (default: all series; required for volumes of multi-series)")
+    p.add_argument(
+        "--series", help="SeriesInstanceUID (default: all series; required for volumes of multi-series)"
+    )
     p.add_argument("--format", choices=("dicom", "nifti", "npz"), default="dicom")
     p.add_argument("--endpoint-url", help="AHI endpoint (default: AWS_ENDPOINT_URL_MEDICAL_IMAGING or AWS)")
     p.add_argument("--region", help="AWS region (default: the boto3 chain)")
     p.add_argument("--decoder", choices=sorted(PREFERENCES), default="auto")
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--deadline", type=float, default=600.0, help="overall deadline in seconds")
-    p.add_argument("--no-rescale", action="store_true", help="volumes: keep stored values (no slope/intercept)")
+    p.add_argument(
+        "--no-rescale", action="store_true", help="volumes: keep stored values (no slope/intercept)"
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -38,18 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> list[Path]:
     client = make_ahi_client(endpoint_url=args.endpoint_url, region_name=args.region)
     args.output.mkdir(parents=True, exist_ok=True)
-    with ImageSetExporter(client, decoder=args.decoder, max_workers=args.workers, deadline_s=args.deadline) as ex:
+    with ImageSetExporter(
+        client, decoder=args.decoder, max_workers=args.workers, deadline_s=args.deadline
+    ) as ex:
         meta = ex.get_metadata(args.datastore_id, args.image_set_id)
         series = meta.get_series(args.series)
         total = sum(s.frame_count for s in series)
         with tqdm(total=total, unit="frame", desc=args.image_set_id[:12], disable=None) as bar:
             if args.format == "dicom":
-                datasets = ex.to_datasets(args.datastore_id, args.image_set_id, args.series, progress=bar.update)
+                datasets = ex.to_datasets(
+                    args.datastore_id, args.image_set_id, args.series, progress=bar.update
+                )
                 return write_dicom(datasets, args.output)
             paths = []
             for s in series:
-                vol = ex.to_volume(args.datastore_id, args.image_set_id, s.series_uid, rescale=not args.no_rescale,
-                                   progress=bar.update)
+                vol = ex.to_volume(
+                    args.datastore_id,
+                    args.image_set_id,
+                    s.series_uid,
+                    rescale=not args.no_rescale,
+                    progress=bar.update,
+                )
                 if args.format == "nifti":
                     paths.append(write_nifti(vol, args.output / f"{s.series_uid}.nii.gz"))
                 else:
@@ -59,7 +72,9 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
     try:
         paths = run(args)
     except AHIError as exc:

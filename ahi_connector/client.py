@@ -1,8 +1,10 @@
 """boto3 ``medical-imaging`` client factory.
 
-Credentials come only from the default boto3 chain (environment, profile, SSO, instance/role, STS session tokens) or
+Credentials come only from the default boto3 chain (environment, profile, SSO, instance/role, STS session
+tokens) or
 from an explicit ``boto3.Session``. The endpoint comes from ``endpoint_url`` or the standard
-``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` variable; against a non-AWS endpoint host-prefix injection (``runtime-``) is off.
+``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` variable; against a non-AWS endpoint host-prefix injection (``runtime-``)
+is off.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def make_ahi_client(
     """Build a botocore ``medical-imaging`` client.
 
     ``retry_mode`` is botocore's ``standard`` (default; retries throttling, 5xx and connection errors with
-    exponential backoff) or ``adaptive`` (adds client-side rate limiting). Timeouts bound every call so that a dead
+    exponential backoff) or ``adaptive`` (adds client-side rate limiting). Timeouts bound every call so that a
+    dead
     endpoint or a credential provider that never answers cannot hang the caller.
     """
     if retry_mode not in RETRY_MODES:
@@ -60,7 +63,12 @@ def make_ahi_client(
     )
     session = session or boto3.session.Session()
     region = region_name or session.region_name or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    log.debug("medical-imaging client: endpoint=%s region=%s host_prefix=%s", endpoint_url, region, inject_host_prefix)
+    log.debug(
+        "medical-imaging client: endpoint=%s region=%s host_prefix=%s",
+        endpoint_url,
+        region,
+        inject_host_prefix,
+    )
     return session.client("medical-imaging", endpoint_url=endpoint_url, region_name=region, config=config)
 
 
@@ -73,7 +81,9 @@ def client_from_keys(
 ) -> Any:
     """Convenience for callers holding explicit keys (the AHItoDICOM compat constructor): both or neither."""
     if bool(aws_access_key) != bool(aws_secret_key):
-        raise AHIConfigError("pass both aws_access_key and aws_secret_key, or neither (to use the default chain)")
+        raise AHIConfigError(
+            "pass both aws_access_key and aws_secret_key, or neither (to use the default chain)"
+        )
     session = None
     if aws_access_key:
         session = boto3.session.Session(

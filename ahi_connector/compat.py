@@ -1,8 +1,11 @@
 """``AHItoDICOM``: drop-in for the ``ahitodicominterface`` API, thin over :class:`ImageSetExporter`.
 
-Differences that fix the anchor's defects: one persistent worker pool per object (no processes per call), every
-series of an image set, every frame of multi-frame instances, pagination, frame-level retries, a deadline instead of
-a hang, and errors raised (``AHIError`` subclasses) instead of logged-and-``None`` — except ``getMetadata``, which
+Differences that fix the anchor's defects: one persistent worker pool per object (no processes per call),
+every
+series of an image set, every frame of multi-frame instances, pagination, frame-level retries, a deadline
+instead of
+a hang, and errors raised (``AHIError`` subclasses) instead of logged-and-``None`` — except ``getMetadata``,
+which
 keeps the anchor's ``None`` on failure (logged) for compatibility.
 """
 
@@ -26,7 +29,8 @@ log = logging.getLogger(__name__)
 class AHItoDICOM:
     """Same constructor and methods as the anchor, plus ``client=`` / ``endpoint_url=`` / ``region_name=``.
 
-    ``fetcher_process_count`` sets the number of frame worker threads (default 16); ``dicomizer_process_count`` is
+    ``fetcher_process_count`` sets the number of frame worker threads (default 16);
+    ``dicomizer_process_count`` is
     accepted for compatibility and sets the openjpeg decoder's process count when ``decoder="openjpeg"``.
     """
 
@@ -34,7 +38,7 @@ class AHItoDICOM:
         self,
         aws_access_key: str | None = None,
         aws_secret_key: str | None = None,
-        AHI_endpoint: str | None = None,  # noqa: N803 - the anchor's name
+        AHI_endpoint: str | None = None,
         fetcher_process_count: int | None = None,
         dicomizer_process_count: int | None = None,
         *,
@@ -63,17 +67,17 @@ class AHItoDICOM:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def DICOMizeImageSet(self, datastore_id: str, image_set_id: str) -> list[Dataset]:  # noqa: N802
+    def DICOMizeImageSet(self, datastore_id: str, image_set_id: str) -> list[Dataset]:
         """Every instance of every series of the image set, as pydicom Datasets sorted by Instance Number."""
         return list(self.exporter.to_datasets(datastore_id, image_set_id))
 
-    def DICOMizeByStudyInstanceUID(self, datastore_id: str, study_instance_uid: str) -> list[Dataset]:  # noqa: N802
+    def DICOMizeByStudyInstanceUID(self, datastore_id: str, study_instance_uid: str) -> list[Dataset]:
         out: list[Dataset] = []
         for image_set_id in self.exporter.find_image_sets_for_study(datastore_id, study_instance_uid):
             out += self.DICOMizeImageSet(datastore_id, image_set_id)
         return out
 
-    def getMetadata(self, datastore_id: str, imageset_id: str, client: Any = None) -> dict | None:  # noqa: N802
+    def getMetadata(self, datastore_id: str, imageset_id: str, client: Any = None) -> dict | None:
         """The metadata JSON as a dict, or None (logged) when it cannot be read, like the anchor."""
         try:
             return dict(self.exporter.get_metadata(datastore_id, imageset_id).raw)
@@ -81,30 +85,32 @@ class AHItoDICOM:
             log.error("getMetadata(%s, %s) failed: %s", datastore_id, imageset_id, exc)
             return None
 
-    def getImageSetToSeriesUIDMap(self, datastore_id: str, study_instance_uid: str) -> list[dict]:  # noqa: N802
+    def getImageSetToSeriesUIDMap(self, datastore_id: str, study_instance_uid: str) -> list[dict]:
         """One descriptor per series of every image set of the study (the anchor listed only the first)."""
         out = []
         for image_set_id in self.exporter.find_image_sets_for_study(datastore_id, study_instance_uid):
             meta = self.exporter.get_metadata(datastore_id, image_set_id)
             for series in meta.series.values():
-                out.append({
-                    "ImageSetId": image_set_id,
-                    "SeriesNumber": series.dicom.get("SeriesNumber"),
-                    "Modality": series.dicom.get("Modality"),
-                    "SeriesDescription": series.dicom.get("SeriesDescription", ""),
-                    "SeriesInstanceUID": series.series_uid,
-                    "InstanceCount": len(series.instances),
-                })
+                out.append(
+                    {
+                        "ImageSetId": image_set_id,
+                        "SeriesNumber": series.dicom.get("SeriesNumber"),
+                        "Modality": series.dicom.get("Modality"),
+                        "SeriesDescription": series.dicom.get("SeriesDescription", ""),
+                        "SeriesInstanceUID": series.series_uid,
+                        "InstanceCount": len(series.instances),
+                    }
+                )
         return out
 
-    def saveAsDICOM(self, ds: Dataset, destination: str = "./out") -> bool:  # noqa: N802
+    def saveAsDICOM(self, ds: Dataset, destination: str = "./out") -> bool:
         """Write ``ds`` as ``<destination>/<SOPInstanceUID>.dcm`` (Part 10 with preamble)."""
         folder = Path(destination)
         folder.mkdir(parents=True, exist_ok=True)
         ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
         return True
 
-    def saveAsPngPIL(self, ds: Dataset, destination: str) -> bool:  # noqa: N802
+    def saveAsPngPIL(self, ds: Dataset, destination: str) -> bool:
         """Save the (first frame of the) image as an 8-bit PNG, min–max scaled; MONOCHROME1 inverted."""
         from PIL import Image
 

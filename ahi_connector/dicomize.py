@@ -1,7 +1,8 @@
 """Metadata JSON (+ decoded frames) → pydicom Datasets with native, Explicit VR Little Endian pixel data.
 
 Attributes merge Patient, Study, Series and Instance levels (later levels win). VRs come from the instance's
-``DICOMVRs`` (private and ambiguous tags), else pydicom's dictionary; binary VRs are base64; sequences recurse.
+``DICOMVRs`` (private and ambiguous tags), else pydicom's dictionary; binary VRs are base64; sequences
+recurse.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.dataelem import DataElement, empty_value_for_VR
 from pydicom.datadict import dictionary_VR, keyword_dict
+from pydicom.dataelem import DataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 from pydicom.valuerep import DSfloat
 
 from .decoders.base import Codec
@@ -151,7 +152,8 @@ def merged_attributes(meta: ImageSetMetadata, inst: InstanceInfo) -> dict[str, A
 
 
 def output_photometric(original: str | None, codec: Codec | None, samples: int) -> str | None:
-    """Photometric Interpretation of the native pixels we emit: decoders return RGB for colour JPEG / J2K (MCT)."""
+    """Photometric Interpretation of the native pixels we emit: decoders return RGB for colour JPEG / J2K
+    (MCT)."""
     if samples != 3 or original is None:
         return original
     if codec is Codec.JPEG and original in _YBR:
@@ -184,7 +186,8 @@ def make_dataset(meta: ImageSetMetadata, inst: InstanceInfo) -> FileDataset:
 
 
 def set_pixel_data(ds: Dataset, pixels: np.ndarray, codec: Codec | None) -> None:
-    """Attach native little-endian pixels (frames, rows, cols[, samples]) and fix the pixel module attributes."""
+    """Attach native little-endian pixels (frames, rows, cols[, samples]) and fix the pixel module
+    attributes."""
     data = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes()
     if len(data) % 2:
         data += b"\0"
@@ -195,7 +198,12 @@ def set_pixel_data(ds: Dataset, pixels: np.ndarray, codec: Codec | None) -> None
         ds.PlanarConfiguration = 0
     photometric = output_photometric(getattr(ds, "PhotometricInterpretation", None), codec, samples)
     if photometric is not None and photometric != ds.get("PhotometricInterpretation"):
-        log.debug("%s: Photometric Interpretation %s -> %s", ds.SOPInstanceUID, ds.PhotometricInterpretation, photometric)
+        log.debug(
+            "%s: Photometric Interpretation %s -> %s",
+            ds.SOPInstanceUID,
+            ds.PhotometricInterpretation,
+            photometric,
+        )
         ds.PhotometricInterpretation = photometric
 
 

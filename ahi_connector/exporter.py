@@ -1,7 +1,8 @@
 """``ImageSetExporter``: the pythonic API over metadata, frame fetching, DICOMize and volumes.
 
 One exporter owns one persistent frame worker pool and decoder registry; create it once and reuse it (it is
-thread-safe), then :meth:`close` it (or use it as a context manager) to stop its workers and decoder processes.
+thread-safe), then :meth:`close` it (or use it as a context manager) to stop its workers and decoder
+processes.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import botocore.exceptions as bce
@@ -31,7 +32,9 @@ Progress = Callable[[int], None]
 
 def _client_error(exc: Exception, what: str) -> Exception:
     if isinstance(exc, bce.NoCredentialsError):
-        return AHICredentialsError(f"{what}: no AWS credentials found; configure the default chain or pass a client")
+        return AHICredentialsError(
+            f"{what}: no AWS credentials found; configure the default chain or pass a client"
+        )
     if not isinstance(exc, bce.ClientError):
         return AHIRequestError(f"{what}: {type(exc).__name__}: {exc}")
     resp = exc.response or {}
@@ -39,10 +42,15 @@ def _client_error(exc: Exception, what: str) -> Exception:
     code = str(resp.get("Error", {}).get("Code", ""))
     if status == 404 or code == "ResourceNotFoundException":
         return ImageSetNotFoundError(f"{what}: not found ({code}): {exc}", error_code=code)
-    if status == 403 or code in ("AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException"):
+    if status == 403 or code in (
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "ExpiredTokenException",
+    ):
         return AHICredentialsError(f"{what}: access denied ({code}): {exc}")
-    return AHIRequestError(f"{what}: {code or status}: {exc}", http_status=status if status >= 400 else 502,
-                           error_code=code)
+    return AHIRequestError(
+        f"{what}: {code or status}: {exc}", http_status=status if status >= 400 else 502, error_code=code
+    )
 
 
 class ImageSetExporter:
@@ -73,7 +81,9 @@ class ImageSetExporter:
             self.decoders = DecoderRegistry(decoder)
         except ValueError as exc:
             raise AHIConfigError(str(exc)) from exc
-        self.client = client or make_ahi_client(endpoint_url, region_name, max_pool_connections=max(64, max_workers))
+        self.client = client or make_ahi_client(
+            endpoint_url, region_name, max_pool_connections=max(64, max_workers)
+        )
         self.deadline_s = deadline_s
         self.fetcher = FrameFetcher(self.client, self.decoders, max_workers=max_workers, retry=retry)
         self._cache: OrderedDict[tuple[str, str, str | None], ImageSetMetadata] = OrderedDict()
@@ -81,7 +91,8 @@ class ImageSetExporter:
         self._cache_lock = threading.Lock()
         self.last_stats: JobStats | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------------------------------
+    # -- lifecycle
+    # -----------------------------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the frame workers and decoder processes (the exporter restarts them lazily if used again)."""
         self.fetcher.close()
@@ -93,15 +104,23 @@ class ImageSetExporter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- metadata and search -------------------------------------------------------------------------------------
+    # -- metadata and search
+    # -------------------------------------------------------------------------------------
     def current_version(self, datastore_id: str, image_set_id: str) -> str | None:
         try:
-            return self.client.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id).get("versionId")
+            return self.client.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id).get(
+                "versionId"
+            )
         except (bce.ClientError, bce.NoCredentialsError) as exc:
-            raise _client_error(exc, f"GetImageSet for image set {image_set_id} (datastore {datastore_id})") from exc
+            raise _client_error(
+                exc, f"GetImageSet for image set {image_set_id} (datastore {datastore_id})"
+            ) from exc
 
-    def get_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None = None) -> ImageSetMetadata:
-        """Parsed metadata, cached per (datastore, image set, version); the current version is looked up first."""
+    def get_metadata(
+        self, datastore_id: str, image_set_id: str, version_id: str | None = None
+    ) -> ImageSetMetadata:
+        """Parsed metadata, cached per (datastore, image set, version); the current version is looked up
+        first."""
         version = version_id or self.current_version(datastore_id, image_set_id)
         key = (datastore_id, image_set_id, version)
         with self._cache_lock:
@@ -111,7 +130,9 @@ class ImageSetExporter:
         kwargs = {"datastoreId": datastore_id, "imageSetId": image_set_id}
         if version:
             kwargs["versionId"] = version
-        what = f"GetImageSetMetadata for image set {image_set_id} version {version} (datastore {datastore_id})"
+        what = (
+            f"GetImageSetMetadata for image set {image_set_id} version {version} (datastore {datastore_id})"
+        )
         try:
             resp = self.client.get_image_set_metadata(**kwargs)
             body = resp["imageSetMetadataBlob"]
@@ -132,7 +153,9 @@ class ImageSetExporter:
     def series_uids(self, datastore_id: str, image_set_id: str) -> list[str]:
         return self.get_metadata(datastore_id, image_set_id).series_uids()
 
-    def iter_image_sets(self, datastore_id: str, search_criteria: dict[str, Any] | None = None) -> Iterator[dict]:
+    def iter_image_sets(
+        self, datastore_id: str, search_criteria: dict[str, Any] | None = None
+    ) -> Iterator[dict]:
         """Every SearchImageSets summary (all pages)."""
         paginator = self.client.get_paginator("search_image_sets")
         kwargs: dict[str, Any] = {"datastoreId": datastore_id}
@@ -144,7 +167,9 @@ class ImageSetExporter:
         except (bce.ClientError, bce.NoCredentialsError) as exc:
             raise _client_error(exc, f"SearchImageSets in datastore {datastore_id}") from exc
 
-    def search_image_sets(self, datastore_id: str, search_criteria: dict[str, Any] | None = None) -> list[dict]:
+    def search_image_sets(
+        self, datastore_id: str, search_criteria: dict[str, Any] | None = None
+    ) -> list[dict]:
         return list(self.iter_image_sets(datastore_id, search_criteria))
 
     def find_image_sets_for_study(self, datastore_id: str, study_uid: str) -> list[str]:
@@ -156,12 +181,18 @@ class ImageSetExporter:
                 ids.append(summary["imageSetId"])
         return ids
 
-    # -- pixels --------------------------------------------------------------------------------------------------
-    def _run(self, tasks: list[FrameTask], deadline_s: float | None) -> None:
+    # -- pixels
+    # --------------------------------------------------------------------------------------------------
+    def _run(self, tasks: Iterable[FrameTask], deadline_s: float | None) -> None:
         t0 = time.perf_counter()
         self.last_stats = self.fetcher.run(tasks, deadline_s or self.deadline_s)
-        log.debug("fetched %d frames in %.3f s (%d retries; %s)", len(tasks), time.perf_counter() - t0,
-                  self.last_stats.retries, self.last_stats.backends)
+        log.debug(
+            "fetched %d frames in %.3f s (%d retries; %s)",
+            self.last_stats.frames,
+            time.perf_counter() - t0,
+            self.last_stats.retries,
+            self.last_stats.backends,
+        )
 
     def to_datasets(
         self,
@@ -174,29 +205,39 @@ class ImageSetExporter:
     ) -> list[FileDataset]:
         """One Dataset per instance (all series, or ``series_uid``), sorted by series then Instance Number."""
         meta = self.get_metadata(datastore_id, image_set_id)
-        tasks: list[FrameTask] = []
+        meta.get_series(series_uid)  # unknown series: fail before any work
         out: list[tuple[FileDataset, np.ndarray | None, dict[str, Codec]]] = []
-        for inst in meta.iter_instances(series_uid):
-            ds = make_dataset(meta, inst)
-            if not inst.frames:
-                out.append((ds, None, {}))
-                continue
-            spec = inst.frame_spec()
-            pixels = np.empty((len(inst.frames), *spec.shape), dtype=spec.dtype)
-            seen: dict[str, Codec] = {}
 
-            def sink(task: FrameTask, frame: np.ndarray, codec: Codec, _px: np.ndarray = pixels,
-                     _seen: dict[str, Codec] = seen) -> None:
-                _px[task.ref.frame_index] = frame
-                _seen["codec"] = codec
-                if progress:
-                    progress(1)
+        def tasks() -> Iterator[FrameTask]:
+            # Built lazily: the fetcher pulls tasks as slots free up, so DICOMizing overlaps with fetching.
+            for inst in meta.iter_instances(series_uid):
+                ds = make_dataset(meta, inst)
+                if not inst.frames:
+                    out.append((ds, None, {}))
+                    continue
+                spec = inst.frame_spec()
+                pixels = np.empty((len(inst.frames), *spec.shape), dtype=spec.dtype)
+                seen: dict[str, Codec] = {}
+                out.append((ds, pixels, seen))
 
-            for frame in inst.frames:
-                tasks.append(FrameTask(meta.frame_ref(inst, frame), spec, frame.checksum,
-                                       inst.stored_transfer_syntax, sink))
-            out.append((ds, pixels, seen))
-        self._run(tasks, deadline_s)
+                def sink(
+                    task: FrameTask,
+                    frame: np.ndarray,
+                    codec: Codec,
+                    _px: np.ndarray = pixels,
+                    _seen: dict[str, Codec] = seen,
+                ) -> None:
+                    _px[task.ref.frame_index] = frame
+                    _seen["codec"] = codec
+                    if progress:
+                        progress(1)
+
+                for frame in inst.frames:
+                    yield FrameTask(
+                        meta.frame_ref(inst, frame), spec, frame.checksum, inst.stored_transfer_syntax, sink
+                    )
+
+        self._run(tasks(), deadline_s)
         datasets = []
         for ds, pixels, seen in out:
             if pixels is not None:
@@ -215,7 +256,8 @@ class ImageSetExporter:
         deadline_s: float | None = None,
         progress: Progress | None = None,
     ) -> Volume:
-        """One series as a DHW :class:`Volume` (see ``ahi_connector.volume``); frames decode straight into place.
+        """One series as a DHW :class:`Volume` (see ``ahi_connector.volume``); frames decode straight into
+        place.
 
         ``series_uid`` may be omitted only when the image set holds exactly one series.
         """
@@ -246,8 +288,10 @@ class ImageSetExporter:
                 progress(1)
 
         tasks = [
-            FrameTask(meta.frame_ref(inst, frame), plan.spec, frame.checksum, inst.stored_transfer_syntax, sink)
-            for inst, frame in zip(plan.instances, plan.frames)
+            FrameTask(
+                meta.frame_ref(inst, frame), plan.spec, frame.checksum, inst.stored_transfer_syntax, sink
+            )
+            for inst, frame in zip(plan.instances, plan.frames, strict=True)
         ]
         self._run(tasks, deadline_s)
         return Volume(

@@ -2,10 +2,13 @@
 
 - Bounded: at most ``max_in_flight`` frames are submitted at once; each worker thread holds one request.
 - Keep-alive: one botocore client (urllib3 pool of ``max_pool_connections``) shared by every worker.
-- Retries: botocore retries each call (standard/adaptive mode); on top, a frame is retried with exponential backoff
-  and jitter on the explicit ``RETRYABLE`` tuple (throttling, 5xx, connection errors, checksum mismatch, corrupt
+- Retries: botocore retries each call (standard/adaptive mode); on top, a frame is retried with exponential
+backoff
+  and jitter on the explicit ``RETRYABLE`` tuple (throttling, 5xx, connection errors, checksum mismatch,
+  corrupt
   bytes), at most ``RetryPolicy.max_attempts`` times, each logged at debug.
-- Deadline: a job that is not done by its deadline raises ExportDeadlineError naming the outstanding frames; queued
+- Deadline: a job that is not done by its deadline raises ExportDeadlineError naming the outstanding frames;
+queued
   work is cancelled, running attempts stop at their next step. Never a hang.
 """
 
@@ -41,10 +44,27 @@ from .errors import (
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-RETRYABLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestTimeout",
-                             "InternalServerException", "ServiceUnavailable", "InternalFailure"})
-CREDENTIAL_CODES = frozenset({"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException",
-                              "ExpiredTokenException", "SignatureDoesNotMatch", "InvalidClientTokenId"})
+RETRYABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "InternalServerException",
+        "ServiceUnavailable",
+        "InternalFailure",
+    }
+)
+CREDENTIAL_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+        "SignatureDoesNotMatch",
+        "InvalidClientTokenId",
+    }
+)
 
 
 class _RetryableClientError(Exception):
@@ -61,7 +81,7 @@ class _CorruptFrame(Exception):
 
 RETRYABLE: tuple[type[BaseException], ...] = (
     _RetryableClientError,
-    bce.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError
+    bce.ConnectionError,  # Endpoint/ConnectTimeout/ReadTimeout/ConnectionClosed errors
     bce.HTTPClientError,
     bce.IncompleteReadError,
     bce.ResponseStreamingError,
@@ -125,7 +145,9 @@ class _Job:
 
 def _status(exc: bce.ClientError) -> tuple[int, str]:
     resp = exc.response or {}
-    return int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0), str(resp.get("Error", {}).get("Code", ""))
+    return int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0), str(
+        resp.get("Error", {}).get("Code", "")
+    )
 
 
 class FrameFetcher:
@@ -156,14 +178,17 @@ class FrameFetcher:
             return self._pool
 
     def close(self, wait: bool = False) -> None:
-        """Stop the pool: queued frames are cancelled; a request still in flight (e.g. after a deadline) ends on
-        its own within the client's read timeout, so ``wait=False`` (default) never blocks on a hung server."""
+        """Stop the pool: queued frames are cancelled; a request still in flight (e.g. after a deadline) ends
+        on
+        its own within the client's read timeout, so ``wait=False`` (default) never blocks on a hung
+        server."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
 
-    # -- one job -------------------------------------------------------------------------------------------------
+    # -- one job
+    # -------------------------------------------------------------------------------------------------
     def run(self, tasks: Iterable[FrameTask], deadline_s: float) -> JobStats:
         """Fetch every task (bounded in flight); the first frame error or the deadline ends the job."""
         job = _Job(time.monotonic() + deadline_s)
@@ -199,8 +224,10 @@ class FrameFetcher:
         first = refs[0]
         shown = ", ".join(r.frame_id for r in refs[:5]) + (" ..." if len(refs) > 5 else "")
         return ExportDeadlineError(
-            f"export of image set {first.image_set_id} (datastore {first.datastore_id}) exceeded its deadline of "
-            f"{deadline_s:.1f} s with {len(refs)} frame(s) outstanding, e.g. {first.describe()}; outstanding frame "
+            f"export of image set {first.image_set_id} (datastore {first.datastore_id}) exceeded its "
+            f"deadline of "
+            f"{deadline_s:.1f} s with {len(refs)} frame(s) outstanding, e.g. {first.describe()}; "
+            f"outstanding frame "
             f"IDs: {shown}. Raise deadline_s or check the service's health."
         )
 
@@ -216,14 +243,22 @@ class FrameFetcher:
             except RETRYABLE as exc:
                 last = exc
                 delay = policy.delay(attempt)
-                log.debug("%s: attempt %d/%d failed (%s: %s); retry in %.3f s", task.ref.frame_id, attempt,
-                          policy.max_attempts, type(exc).__name__, exc, delay)
+                log.debug(
+                    "%s: attempt %d/%d failed (%s: %s); retry in %.3f s",
+                    task.ref.frame_id,
+                    attempt,
+                    policy.max_attempts,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
                 job.stats.retries += 1
                 if attempt == policy.max_attempts:
                     break
                 if job.remaining() <= delay:
                     raise ExportDeadlineError(
-                        f"{task.ref.describe()}: deadline reached while retrying (attempt {attempt}, last error "
+                        f"{task.ref.describe()}: deadline reached while retrying (attempt {attempt}, last "
+                        f"error "
                         f"{type(exc).__name__}: {exc})"
                     ) from exc
                 if job.cancelled.wait(delay):
@@ -239,14 +274,19 @@ class FrameFetcher:
         cause = last.__cause__ if isinstance(last, _RetryableClientError) and last.__cause__ else last
         if isinstance(last, _ChecksumMismatch):
             err: FrameError = FrameChecksumError(
-                f"{task.ref.describe()}: {last} on all {attempts} attempts; the stored frame or its metadata checksum"
-                " is corrupt", task.ref)
+                f"{task.ref.describe()}: {last} on all {attempts} attempts; the stored frame or its "
+                f"metadata checksum"
+                " is corrupt",
+                task.ref,
+            )
         elif isinstance(last, _CorruptFrame):
             err = FrameDecodeError(f"{task.ref.describe()}: {last} on all {attempts} attempts", task.ref)
         else:
             err = FrameFetchError(
                 f"{task.ref.describe()}: GetImageFrame failed {attempts} times; last error "
-                f"{type(cause).__name__}: {cause}", task.ref)
+                f"{type(cause).__name__}: {cause}",
+                task.ref,
+            )
         err.__cause__ = cause
         return err
 
@@ -266,7 +306,9 @@ class FrameFetcher:
         except AHIError:
             raise
         except Exception as exc:  # decoder libraries raise their own types; treated as corrupt bytes, retried
-            raise _CorruptFrame(f"{backend.name} could not decode {len(data)} {codec.value} bytes: {exc}") from exc
+            raise _CorruptFrame(
+                f"{backend.name} could not decode {len(data)} {codec.value} bytes: {exc}"
+            ) from exc
         if task.checksum is not None:
             crc = zlib.crc32(pixels) & 0xFFFFFFFF
             if crc != task.checksum:
@@ -293,7 +335,9 @@ class FrameFetcher:
                 raise _RetryableClientError(f"{code or status}: {exc}") from exc
             if code in CREDENTIAL_CODES or status == 403:
                 raise AHICredentialsError(f"{ref.describe()}: access denied ({code}): {exc}") from exc
-            err = FrameFetchError(f"{ref.describe()}: GetImageFrame failed ({code}, HTTP {status}): {exc}", ref)
+            err = FrameFetchError(
+                f"{ref.describe()}: GetImageFrame failed ({code}, HTTP {status}): {exc}", ref
+            )
             err.http_status = 404 if status == 404 else 502
             raise err from exc
         except bce.NoCredentialsError as exc:

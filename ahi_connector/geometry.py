@@ -1,11 +1,14 @@
-"""THE DICOM geometry module of the project: slice sorting, spacing, direction cosines, affine. LPS throughout.
+"""THE DICOM geometry module of the project: slice sorting, spacing, direction cosines, affine. LPS
+throughout.
 
 Conventions (DICOM PS3.3 C.7.6.2):
-- ImageOrientationPatient (IOP) = row cosine (direction of increasing column index) then column cosine (direction
+- ImageOrientationPatient (IOP) = row cosine (direction of increasing column index) then column cosine
+(direction
   of increasing row index); slice normal = row × column.
 - ImagePositionPatient (IPP) = LPS position in mm of the centre of the first transmitted pixel.
 - PixelSpacing = (row spacing, column spacing) = (distance between rows, distance between columns).
-- Volumes are arrays in (slices, rows, columns) order, "DHW", slices sorted by increasing projection of IPP on the
+- Volumes are arrays in (slices, rows, columns) order, "DHW", slices sorted by increasing projection of IPP on
+the
   normal. ``VolumeGeometry.affine`` maps an index (d, h, w, 1) of that array to LPS mm.
 """
 
@@ -37,8 +40,10 @@ class SlicePlane:
 class VolumeGeometry:
     """Geometry of a regular stack of slices.
 
-    ``order[k]`` is the index (in the input list) of the plane that becomes slice ``k``. ``spacing`` is in DHW order:
-    (slice spacing, row spacing, column spacing) in mm. ``direction`` is 3×3 with columns = LPS unit vectors of
+    ``order[k]`` is the index (in the input list) of the plane that becomes slice ``k``. ``spacing`` is in DHW
+    order:
+    (slice spacing, row spacing, column spacing) in mm. ``direction`` is 3×3 with columns = LPS unit vectors
+    of
     increasing slice (d), row (h) and column (w) index, so ``affine[:3, :3] == direction * spacing``.
     """
 
@@ -51,7 +56,8 @@ class VolumeGeometry:
 
     @property
     def direction(self) -> np.ndarray:
-        """3×3 whose column ``a`` is the LPS unit vector of array axis ``a`` in DHW order (normal, column, row)."""
+        """3×3 whose column ``a`` is the LPS unit vector of array axis ``a`` in DHW order (normal, column,
+        row)."""
         return np.column_stack([self.normal, self.column_cosine, self.row_cosine]).astype(float)
 
     @property
@@ -66,7 +72,8 @@ class VolumeGeometry:
         return aff
 
     def affine_ijk_ras(self) -> np.ndarray:
-        """4×4 mapping (w, h, d, 1) indices (array transposed to (cols, rows, slices)) to RAS mm, as NIfTI wants."""
+        """4×4 mapping (w, h, d, 1) indices (array transposed to (cols, rows, slices)) to RAS mm, as NIfTI
+        wants."""
         dz, dy, dx = self.spacing
         aff = np.eye(4)
         aff[:3, 0] = np.asarray(self.row_cosine) * dx
@@ -80,11 +87,15 @@ def slice_normal(orientation: Sequence[float]) -> np.ndarray:
     """Unit normal (row cosine × column cosine) of an IOP; raises GeometryError when degenerate."""
     iop = np.asarray(orientation, dtype=float)
     if iop.shape != (6,) or not np.all(np.isfinite(iop)):
-        raise GeometryError(f"(0020,0037) Image Orientation (Patient) must be 6 numbers, got {list(orientation)}")
+        raise GeometryError(
+            f"(0020,0037) Image Orientation (Patient) must be 6 numbers, got {list(orientation)}"
+        )
     normal = np.cross(iop[:3], iop[3:])
     norm = np.linalg.norm(normal)
     if norm < 1e-6:
-        raise GeometryError(f"(0020,0037) Image Orientation (Patient) {list(orientation)} has parallel cosines")
+        raise GeometryError(
+            f"(0020,0037) Image Orientation (Patient) {list(orientation)} has parallel cosines"
+        )
     return normal / norm
 
 
@@ -98,7 +109,9 @@ def _require(planes: Sequence[SlicePlane]) -> None:
         raise GeometryError("no slices to build a volume from")
     for p in planes:
         if p.position is None:
-            raise GeometryError(f"{p.label} has no (0020,0032) Image Position (Patient); cannot place it in a volume")
+            raise GeometryError(
+                f"{p.label} has no (0020,0032) Image Position (Patient); cannot place it in a volume"
+            )
         if p.orientation is None:
             raise GeometryError(
                 f"{p.label} has no (0020,0037) Image Orientation (Patient); cannot place it in a volume"
@@ -112,7 +125,8 @@ def _check_same_orientation(planes: Sequence[SlicePlane]) -> None:
     for p in planes[1:]:
         if np.max(np.abs(np.asarray(p.orientation, dtype=float) - ref)) > ORIENTATION_TOL:
             raise GeometryError(
-                f"mixed orientations: {p.label} has (0020,0037) Image Orientation (Patient) {list(p.orientation or ())}"
+                f"mixed orientations: {p.label} has (0020,0037) Image Orientation (Patient) "
+                f"{list(p.orientation or ())}"
                 f" but {planes[0].label} has {list(ref)}; select slices of one orientation"
             )
     ref_ps = np.asarray(planes[0].pixel_spacing, dtype=float)
@@ -128,7 +142,8 @@ def _check_spacing(gaps: np.ndarray, sorted_planes: list[SlicePlane]) -> float:
     if np.any(gaps < 1e-4):
         k = int(np.argmin(gaps))
         raise GeometryError(
-            f"duplicate slice position: {sorted_planes[k].label} and {sorted_planes[k + 1].label} lie at the same "
+            f"duplicate slice position: {sorted_planes[k].label} and {sorted_planes[k + 1].label} lie at "
+            f"the same "
             "place along the slice normal; the series holds overlapping stacks"
         )
     median = float(np.median(gaps))
@@ -136,17 +151,22 @@ def _check_spacing(gaps: np.ndarray, sorted_planes: list[SlicePlane]) -> float:
     k = int(np.argmax(dev))
     if dev[k] > max(SPACING_RTOL * median, 1e-3):
         raise GeometryError(
-            f"non-uniform slice spacing: gap between {sorted_planes[k].label} and {sorted_planes[k + 1].label} is "
+            f"non-uniform slice spacing: gap between {sorted_planes[k].label} and "
+            f"{sorted_planes[k + 1].label} is "
             f"{gaps[k]:.4f} mm, median gap {median:.4f} mm (tolerance {SPACING_RTOL:.0%}); missing slices?"
         )
     return median
 
 
-def compute_geometry(planes: Sequence[SlicePlane], default_slice_spacing: float | None = None) -> VolumeGeometry:
+def compute_geometry(
+    planes: Sequence[SlicePlane], default_slice_spacing: float | None = None
+) -> VolumeGeometry:
     """Sort ``planes`` along their common normal and validate that they form one regular volume.
 
-    Raises GeometryError on missing IPP/IOP/PixelSpacing, mixed orientation or pixel spacing, duplicate positions,
-    non-uniform spacing, or slices that drift in-plane (sheared / tilted stacks). With one slice, the slice spacing is
+    Raises GeometryError on missing IPP/IOP/PixelSpacing, mixed orientation or pixel spacing, duplicate
+    positions,
+    non-uniform spacing, or slices that drift in-plane (sheared / tilted stacks). With one slice, the slice
+    spacing is
     ``default_slice_spacing`` (e.g. Spacing Between Slices or Slice Thickness) or 1.0.
     """
     _require(planes)
@@ -163,7 +183,8 @@ def compute_geometry(planes: Sequence[SlicePlane], default_slice_spacing: float 
         worst = int(np.argmax(np.linalg.norm(drift, axis=1)))
         if np.linalg.norm(drift[worst]) > max(STACK_TOL_MM, SPACING_RTOL * spacing_z):
             raise GeometryError(
-                f"{sorted_planes[worst].label} is {np.linalg.norm(drift[worst]):.3f} mm off the stack axis of "
+                f"{sorted_planes[worst].label} is {np.linalg.norm(drift[worst]):.3f} mm off the stack axis "
+                f"of "
                 f"{sorted_planes[0].label}: the slices do not stack along their normal (gantry tilt / shear)"
             )
     else:

@@ -1,8 +1,10 @@
 """ImageSet metadata: the gzip JSON of GetImageSetMetadata parsed into typed, read-only views.
 
-Layout (AHI): ``{SchemaVersion, DatastoreID, ImageSetID, Patient:{DICOM}, Study:{DICOM, Series:{<SeriesUID>:{DICOM,
+Layout (AHI): ``{SchemaVersion, DatastoreID, ImageSetID, Patient:{DICOM}, Study:{DICOM,
+Series:{<SeriesUID>:{DICOM,
 Instances:{<SOPInstanceUID>:{DICOM, DICOMVRs, StoredTransferSyntaxUID, ImageFrames:[{ID, FrameSizeInBytes,
-PixelDataChecksumFromBaseToFullResolution:[{Width, Height, Checksum}]}]}}}}}}``. Keys are DICOM keywords (private
+PixelDataChecksumFromBaseToFullResolution:[{Width, Height, Checksum}]}]}}}}}}``. Keys are DICOM keywords
+(private
 tags as 8 hex digits), DS/IS often as strings, binary as base64.
 """
 
@@ -133,7 +135,8 @@ def _sort_key(inst: InstanceInfo) -> tuple[int, int, str]:
 
 @dataclass(frozen=True)
 class ImageSetMetadata:
-    """Parsed metadata of one image set version. ``raw`` is the JSON document as returned (treat as read-only)."""
+    """Parsed metadata of one image set version. ``raw`` is the JSON document as returned (treat as
+    read-only)."""
 
     datastore_id: str
     image_set_id: str
@@ -156,14 +159,20 @@ class ImageSetMetadata:
             return list(self.series.values())
         if series_uid not in self.series:
             raise SeriesNotFoundError(
-                f"series {series_uid} is not in image set {self.image_set_id} (datastore {self.datastore_id}); "
+                f"series {series_uid} is not in image set {self.image_set_id} (datastore "
+                f"{self.datastore_id}); "
                 f"it holds {sorted(self.series)}"
             )
         return [self.series[series_uid]]
 
     def frame_ref(self, inst: InstanceInfo, frame: FrameInfo) -> FrameRef:
         return FrameRef(
-            self.datastore_id, self.image_set_id, inst.series_uid, inst.sop_instance_uid, frame.id, frame.index
+            self.datastore_id,
+            self.image_set_id,
+            inst.series_uid,
+            inst.sop_instance_uid,
+            frame.id,
+            frame.index,
         )
 
     def iter_instances(self, series_uid: str | None = None) -> Iterator[InstanceInfo]:
@@ -204,7 +213,9 @@ class ImageSetMetadata:
                     )
                 )
             instances.sort(key=_sort_key)
-            series[series_uid] = SeriesInfo(series_uid, MappingProxyType(sdoc.get("DICOM") or {}), tuple(instances))
+            series[series_uid] = SeriesInfo(
+                series_uid, MappingProxyType(sdoc.get("DICOM") or {}), tuple(instances)
+            )
         return cls(
             datastore_id=datastore_id,
             image_set_id=image_set_id,
@@ -226,5 +237,7 @@ def parse_metadata_blob(blob: bytes, datastore_id: str, image_set_id: str) -> di
             f"metadata of image set {image_set_id} (datastore {datastore_id}) is not valid gzip JSON: {exc}"
         ) from exc
     if not isinstance(doc, dict):
-        raise MetadataError(f"metadata of image set {image_set_id} is a {type(doc).__name__}, expected an object")
+        raise MetadataError(
+            f"metadata of image set {image_set_id} is a {type(doc).__name__}, expected an object"
+        )
     return doc

@@ -2,7 +2,8 @@
 
 Axis order is (slices, rows, columns) = DHW, slices sorted by increasing position along the slice normal
 (row cosine × column cosine); coordinates are DICOM LPS in mm. With ``rescale=True`` (default) and a Rescale
-Slope/Intercept present, the array is float32 ``stored * slope + intercept`` (e.g. Hounsfield units for CT); otherwise
+Slope/Intercept present, the array is float32 ``stored * slope + intercept`` (e.g. Hounsfield units for CT);
+otherwise
 it keeps the stored integer type and ``rescaled`` is False (slope/intercept are still reported).
 """
 
@@ -81,22 +82,39 @@ def _first_item(ds: Mapping[str, Any] | None, keyword: str) -> Mapping[str, Any]
 
 
 def _frame_attrs(merged: Mapping[str, Any], frame_index: int, multi: bool) -> dict[str, Any]:
-    """IPP, IOP, PixelSpacing, RescaleSlope/Intercept for one frame (functional groups win for multi-frame)."""
-    out = {k: merged.get(k) for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
-                                      "RescaleSlope", "RescaleIntercept")}
+    """IPP, IOP, PixelSpacing, RescaleSlope/Intercept for one frame (functional groups win for
+    multi-frame)."""
+    out = {
+        k: merged.get(k)
+        for k in (
+            "ImagePositionPatient",
+            "ImageOrientationPatient",
+            "PixelSpacing",
+            "RescaleSlope",
+            "RescaleIntercept",
+        )
+    }
     if not multi:
         return out
     shared = _first_item(merged, "SharedFunctionalGroupsSequence")
     per_frame = as_list(merged.get("PerFrameFunctionalGroupsSequence"))
-    frame = per_frame[frame_index] if frame_index < len(per_frame) and isinstance(per_frame[frame_index], Mapping) else {}
+    frame = (
+        per_frame[frame_index]
+        if frame_index < len(per_frame) and isinstance(per_frame[frame_index], Mapping)
+        else {}
+    )
     for group in (shared, frame):
         pos = _first_item(group, "PlanePositionSequence").get("ImagePositionPatient")
         ori = _first_item(group, "PlaneOrientationSequence").get("ImageOrientationPatient")
         meas = _first_item(group, "PixelMeasuresSequence")
         pvt = _first_item(group, "PixelValueTransformationSequence")
-        for key, val in (("ImagePositionPatient", pos), ("ImageOrientationPatient", ori),
-                         ("PixelSpacing", meas.get("PixelSpacing")), ("RescaleSlope", pvt.get("RescaleSlope")),
-                         ("RescaleIntercept", pvt.get("RescaleIntercept"))):
+        for key, val in (
+            ("ImagePositionPatient", pos),
+            ("ImageOrientationPatient", ori),
+            ("PixelSpacing", meas.get("PixelSpacing")),
+            ("RescaleSlope", pvt.get("RescaleSlope")),
+            ("RescaleIntercept", pvt.get("RescaleIntercept")),
+        ):
             if val is not None:
                 out[key] = val
     if not _first_item(frame, "PlanePositionSequence").get("ImagePositionPatient"):
@@ -130,23 +148,36 @@ def plan_series(meta: ImageSetMetadata, series: SeriesInfo) -> SlicePlan:
         inst_spec = inst.frame_spec()
         if spec is None:
             spec = inst_spec
-        elif (inst_spec.rows, inst_spec.columns, inst_spec.samples_per_pixel) != (spec.rows, spec.columns,
-                                                                                   spec.samples_per_pixel):
+        elif (inst_spec.rows, inst_spec.columns, inst_spec.samples_per_pixel) != (
+            spec.rows,
+            spec.columns,
+            spec.samples_per_pixel,
+        ):
             raise GeometryError(
-                f"instance {inst.sop_instance_uid} is {inst_spec.rows}x{inst_spec.columns}x{inst_spec.samples_per_pixel}"
-                f" but series {series.series_uid} started with {spec.rows}x{spec.columns}x{spec.samples_per_pixel}"
+                f"instance {inst.sop_instance_uid} is "
+                f"{inst_spec.rows}x{inst_spec.columns}x{inst_spec.samples_per_pixel}"
+                f" but series {series.series_uid} started with "
+                f"{spec.rows}x{spec.columns}x{spec.samples_per_pixel}"
             )
         multi = len(inst.frames) > 1
         for frame in inst.frames:
             attrs = _frame_attrs(merged, frame.index, multi)
             label = f"frame #{frame.index + 1} ({frame.id}) of instance {inst.sop_instance_uid}"
             iop = as_floats(attrs["ImageOrientationPatient"], 6)
-            planes.append(SlicePlane(label, as_floats(attrs["ImagePositionPatient"], 3), iop,  # type: ignore[arg-type]
-                                     as_floats(attrs["PixelSpacing"], 2)))  # type: ignore[arg-type]
+            planes.append(
+                SlicePlane(
+                    label,
+                    as_floats(attrs["ImagePositionPatient"], 3),
+                    iop,  # type: ignore[arg-type]
+                    as_floats(attrs["PixelSpacing"], 2),
+                )
+            )  # type: ignore[arg-type]
             slope, intercept = as_floats(attrs["RescaleSlope"], 1), as_floats(attrs["RescaleIntercept"], 1)
             entries.append((inst, frame, slope[0] if slope else None, intercept[0] if intercept else None))
     if spec is None:
-        raise MetadataError(f"series {series.series_uid} of image set {meta.image_set_id} has no image frames")
+        raise MetadataError(
+            f"series {series.series_uid} of image set {meta.image_set_id} has no image frames"
+        )
     default_dz = as_floats(base.get("SpacingBetweenSlices") or base.get("SliceThickness"), 1)
     where = f"series {series.series_uid} of image set {meta.image_set_id} (datastore {meta.datastore_id})"
     try:

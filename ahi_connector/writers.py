@@ -37,7 +37,8 @@ def write_nifti(volume: Volume, path: Path) -> Path:
 
 
 def write_npz(volume: Volume, path: Path) -> Path:
-    """``array`` (DHW), ``spacing`` (DHW mm), ``origin`` (LPS), ``direction`` (3×3, DHW columns), ``affine``."""
+    """``array`` (DHW), ``spacing`` (DHW mm), ``origin`` (LPS), ``direction`` (3×3, DHW columns),
+    ``affine``."""
     np.savez(
         path,
         array=volume.array,

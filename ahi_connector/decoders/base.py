@@ -36,7 +36,9 @@ class FrameSpec:
     @property
     def dtype(self) -> np.dtype:
         if self.bits_allocated not in (8, 16, 32):
-            raise ValueError(f"(0028,0100) Bits Allocated {self.bits_allocated} is not supported (8, 16 or 32)")
+            raise ValueError(
+                f"(0028,0100) Bits Allocated {self.bits_allocated} is not supported (8, 16 or 32)"
+            )
         kind = "i" if self.pixel_representation == 1 else "u"
         return np.dtype(f"<{kind}{self.bits_allocated // 8}")
 
@@ -55,7 +57,8 @@ class DecoderBackend:
     """One decoding library. Subclasses set ``name``/``codecs`` and implement ``_decode``.
 
     ``unavailable_reason()`` returns ``None`` when usable, else why not (e.g. missing package).
-    ``decode()`` returns a C-contiguous array of ``spec.shape`` (samples interleaved, i.e. planar configuration 0).
+    ``decode()`` returns a C-contiguous array of ``spec.shape`` (samples interleaved, i.e. planar
+    configuration 0).
     """
 
     name: str = "?"
@@ -81,7 +84,8 @@ class DecoderBackend:
 def normalize(decoded: np.ndarray, spec: FrameSpec) -> np.ndarray:
     """Bring a decoder's output to ``spec.shape`` and ``spec.dtype`` (signedness and Bits Allocated honoured).
 
-    Same-width integers are reinterpreted (identical bytes); narrower output (e.g. 8-bit data with Bits Allocated
+    Same-width integers are reinterpreted (identical bytes); narrower output (e.g. 8-bit data with Bits
+    Allocated
     16) is widened. Raises ValueError naming the mismatch otherwise.
     """
     arr = np.asarray(decoded)

@@ -1,7 +1,8 @@
 """JPEG baseline / extended (8 and 12 bit) via libjpeg-turbo in imagecodecs (``jpeg8_decode``).
 
 Colour frames stored as YBR_* are returned as decoded YCbCr (no colour transform), exactly the bytes the frame
-checksum covers; :func:`to_rgb` converts them afterwards (DICOMize then writes Photometric Interpretation RGB).
+checksum covers; :func:`to_rgb` converts them afterwards (DICOMize then writes Photometric Interpretation
+RGB).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""JPEG 2000 and HTJ2K via the OpenJPEG library bundled in imagecodecs (``jpeg2k_decode``), GIL-free threads."""
+"""JPEG 2000 and HTJ2K via the OpenJPEG library bundled in imagecodecs (``jpeg2k_decode``), GIL-free
+threads."""
 
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
-"""JPEG baseline / extended / lossless via pylibjpeg-libjpeg (``libjpeg.decode``), pydicom's default JPEG decoder.
+"""JPEG baseline / extended / lossless via pylibjpeg-libjpeg (``libjpeg.decode``), pydicom's default JPEG
+decoder.
 
-Preferred for JPEG because lossy decoders differ in IDCT and chroma upsampling: the frame checksum is computed on
-the reference decode (pydicom's, without colour transform), so the same library must decode to verify it. Colour
+Preferred for JPEG because lossy decoders differ in IDCT and chroma upsampling: the frame checksum is computed
+on
+the reference decode (pydicom's, without colour transform), so the same library must decode to verify it.
+Colour
 frames come back as YCbCr; :func:`ahi_connector.decoders.jpeg.to_rgb` converts them after verification.
 """
 

@@ -14,4 +14,6 @@ class NativeBackend(DecoderBackend):
     def _decode(self, data: bytes, spec: FrameSpec) -> np.ndarray:
         if len(data) < spec.nbytes:
             raise ValueError(f"native frame has {len(data)} bytes, expected {spec.nbytes} for {spec}")
-        return np.frombuffer(data, dtype=spec.dtype, count=spec.nbytes // spec.dtype.itemsize).reshape(spec.shape)
+        return np.frombuffer(data, dtype=spec.dtype, count=spec.nbytes // spec.dtype.itemsize).reshape(
+            spec.shape
+        )

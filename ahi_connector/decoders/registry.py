@@ -18,7 +18,8 @@ from .openjph import OpenJPHBackend
 
 log = logging.getLogger(__name__)
 
-# Preference name -> backend names tried for HTJ2K / J2K frames. JPEG and native frames always use their own backend.
+# Preference name -> backend names tried for HTJ2K / J2K frames. JPEG and native frames always use their own
+# backend.
 PREFERENCES: dict[str, tuple[str, ...]] = {
     "auto": ("openjph", "jpeg2k", "openjpeg"),
     "openjph": ("openjph",),
@@ -65,7 +66,8 @@ def resolve_codec(content_type: str | None, stored_syntax: str | None, data: byt
     """Choose the codec from the response content type, then the instance's StoredTransferSyntaxUID.
 
     A specific image/* content type wins (J2K vs HTJ2K refined by the codestream's CAP marker, since some
-    servers label both image/j2c). ``application/octet-stream`` is native only when the stored syntax is native
+    servers label both image/j2c). ``application/octet-stream`` is native only when the stored syntax is
+    native
     and the bytes are not a codestream; otherwise the codestream's own markers decide.
     """
     ctype = (content_type or "").split(";")[0].strip().lower()
@@ -76,21 +78,26 @@ def resolve_codec(content_type: str | None, stored_syntax: str | None, data: byt
             return sniffed
         return declared
     if ctype not in ("", OCTET_STREAM):
-        raise ValueError(f"unsupported content type {content_type!r} (stored transfer syntax {stored_syntax})")
+        raise ValueError(
+            f"unsupported content type {content_type!r} (stored transfer syntax {stored_syntax})"
+        )
     if sniffed is not None:
         return sniffed
     if stored_syntax in NATIVE_SYNTAXES or stored_syntax is None:
         return Codec.NATIVE
     syntax_codec = SYNTAX_CODECS.get(stored_syntax)
     if syntax_codec is None:
-        raise ValueError(f"stored transfer syntax {stored_syntax} with content type {content_type!r} is not supported")
+        raise ValueError(
+            f"stored transfer syntax {stored_syntax} with content type {content_type!r} is not supported"
+        )
     return syntax_codec
 
 
 class DecoderRegistry:
     """Holds one instance of every backend and picks one per codec from the preference.
 
-    The choice is deterministic per (preference, codec), so every frame of a series with one codec is decoded by
+    The choice is deterministic per (preference, codec), so every frame of a series with one codec is decoded
+    by
     the same backend.
     """
 
@@ -98,8 +105,14 @@ class DecoderRegistry:
         if preference not in PREFERENCES:
             raise ValueError(f"decoder={preference!r} is not one of {sorted(PREFERENCES)}")
         self.preference = preference
-        default = (OpenJPHBackend(), Jpeg2kBackend(), OpenJPEGBackend(), LibjpegBackend(), JpegBackend(),
-                   NativeBackend())
+        default = (
+            OpenJPHBackend(),
+            Jpeg2kBackend(),
+            OpenJPEGBackend(),
+            LibjpegBackend(),
+            JpegBackend(),
+            NativeBackend(),
+        )
         self.backends: dict[str, DecoderBackend] = {b.name: b for b in (backends or default)}
         self._chosen: dict[Codec, DecoderBackend] = {}
         self._lock = threading.Lock()

@@ -9,8 +9,15 @@ from pydicom.dataset import Dataset
 
 BINARY = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 PATIENT = {"PatientName", "PatientID", "PatientBirthDate", "PatientSex"}
-STUDY = {"StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "StudyDescription",
-         "ReferringPhysicianName"}
+STUDY = {
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDescription",
+    "ReferringPhysicianName",
+}
 SERIES = {"SeriesInstanceUID", "SeriesNumber", "Modality", "SeriesDescription"}
 
 
@@ -40,7 +47,11 @@ def encode(ds: Dataset, vrs: dict[str, str]) -> dict[str, Any]:
 
 def document(datasets: list[Dataset], frames: dict[str, list[dict]], stored_ts: str) -> dict[str, Any]:
     """One image set document; ``frames[sop_uid]`` gives each instance's ImageFrames list."""
-    doc: dict[str, Any] = {"SchemaVersion": "1.1", "Patient": {"DICOM": {}}, "Study": {"DICOM": {}, "Series": {}}}
+    doc: dict[str, Any] = {
+        "SchemaVersion": "1.1",
+        "Patient": {"DICOM": {}},
+        "Study": {"DICOM": {}, "Series": {}},
+    }
     for ds in datasets:
         vrs: dict[str, str] = {}
         attrs = encode(ds, vrs)
@@ -52,7 +63,9 @@ def document(datasets: list[Dataset], frames: dict[str, list[dict]], stored_ts: 
         for key in SERIES & attrs.keys():
             series["DICOM"][key] = attrs.pop(key)
         series["Instances"][str(ds.SOPInstanceUID)] = {
-            "DICOM": attrs, "DICOMVRs": vrs, "StoredTransferSyntaxUID": stored_ts,
+            "DICOM": attrs,
+            "DICOMVRs": vrs,
+            "StoredTransferSyntaxUID": stored_ts,
             "ImageFrames": frames.get(str(ds.SOPInstanceUID), []),
         }
     return doc

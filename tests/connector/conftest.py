@@ -28,14 +28,24 @@ from tests.support.synthetic import SeriesSpec, SyntheticSeries, write_series
 STUDY_UID = generate_uid()
 CASES: dict[str, SeriesSpec] = {
     "ct_int16_12bit": SeriesSpec(slices=6, rescale_intercept=-1024.0, rescale_slope=1.0),
-    "uint16_16bit_implicit": SeriesSpec(slices=3, bits_stored=16, signed=False, transfer_syntax=ImplicitVRLittleEndian),
-    "uint8_mono1": SeriesSpec(slices=2, bits_allocated=8, bits_stored=8, signed=False, photometric="MONOCHROME1"),
+    "uint16_16bit_implicit": SeriesSpec(
+        slices=3, bits_stored=16, signed=False, transfer_syntax=ImplicitVRLittleEndian
+    ),
+    "uint8_mono1": SeriesSpec(
+        slices=2, bits_allocated=8, bits_stored=8, signed=False, photometric="MONOCHROME1"
+    ),
     "int8": SeriesSpec(slices=2, bits_allocated=8, bits_stored=8, signed=True),
     "multiframe_signed": SeriesSpec(slices=5, multiframe=True, rescale_slope=2.0, rescale_intercept=-1000.0),
     "multiframe_2": SeriesSpec(slices=2, multiframe=True),
     "rgb_native": SeriesSpec(slices=2, bits_allocated=8, bits_stored=8, signed=False, photometric="RGB"),
-    "rgb_jpeg_baseline": SeriesSpec(slices=2, bits_allocated=8, bits_stored=8, signed=False, photometric="RGB",
-                                    transfer_syntax=JPEGBaseline8Bit),
+    "rgb_jpeg_baseline": SeriesSpec(
+        slices=2,
+        bits_allocated=8,
+        bits_stored=8,
+        signed=False,
+        photometric="RGB",
+        transfer_syntax=JPEGBaseline8Bit,
+    ),
     "j2k_lossy_signed": SeriesSpec(slices=2, transfer_syntax=JPEG2000),
     "j2k_lossless_u16": SeriesSpec(slices=2, signed=False, transfer_syntax=JPEG2000Lossless),
     "jpeg_lossless_12bit": SeriesSpec(slices=2, signed=False, transfer_syntax=JPEGLosslessSV1),
@@ -51,23 +61,31 @@ class ImportedCase:
 
 
 def dummy_session() -> boto3.session.Session:
-    return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                 region_name="us-east-1")
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
 
 
 def set_faults(url: str, **settings: object) -> dict:
-    req = urllib.request.Request(f"{url}/_local/faults", data=json.dumps(settings).encode(), method="PUT",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{url}/_local/faults",
+        data=json.dumps(settings).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
 
-def import_cases(url: str, s3_url: str, folder: Path, cases: dict[str, SeriesSpec]) -> dict[str, ImportedCase]:
+def import_cases(
+    url: str, s3_url: str, folder: Path, cases: dict[str, SeriesSpec]
+) -> dict[str, ImportedCase]:
     ahi = ahi_client(url)
     written = {}
     for number, (name, spec) in enumerate(cases.items(), start=1):
-        spec = dataclasses.replace(spec, study_uid=STUDY_UID, series_number=number, seed=number,
-                                   series_description=name)
+        spec = dataclasses.replace(
+            spec, study_uid=STUDY_UID, series_number=number, seed=number, series_description=name
+        )
         written[name] = write_series(folder, spec)
     datastore_id = create_datastore(ahi, "connector-tests")
     result = import_folder(ahi, s3_client(s3_url), datastore_id, folder)
@@ -84,14 +102,17 @@ def import_cases(url: str, s3_url: str, folder: Path, cases: dict[str, SeriesSpe
 
 
 @pytest.fixture(scope="session")
-def imported(ahi_local: str, moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ImportedCase]:
+def imported(
+    ahi_local: str, moto_s3: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, ImportedCase]:
     return import_cases(ahi_local, moto_s3, tmp_path_factory.mktemp("connector-dicom"), CASES)
 
 
 @pytest.fixture(scope="session")
 def exporter(ahi_local: str) -> Iterator[ImageSetExporter]:
-    with ImageSetExporter(make_ahi_client(ahi_local, session=dummy_session()), max_workers=8,
-                          deadline_s=120) as ex:
+    with ImageSetExporter(
+        make_ahi_client(ahi_local, session=dummy_session()), max_workers=8, deadline_s=120
+    ) as ex:
         yield ex
 
 

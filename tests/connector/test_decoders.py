@@ -1,4 +1,5 @@
-"""Decoder backends on real encoded bytes: differential (all backends identical on lossless), codec choice, errors."""
+"""Decoder backends on real encoded bytes: differential (all backends identical on lossless), codec choice,
+errors."""
 
 from __future__ import annotations
 
@@ -23,8 +24,15 @@ def _frame(dtype, shape=(48, 40), seed=0):
 
 def _spec(arr: np.ndarray) -> FrameSpec:
     samples = arr.shape[2] if arr.ndim == 3 else 1
-    return FrameSpec(arr.shape[0], arr.shape[1], samples, arr.dtype.itemsize * 8, arr.dtype.itemsize * 8,
-                     1 if arr.dtype.kind == "i" else 0, "RGB" if samples == 3 else "MONOCHROME2")
+    return FrameSpec(
+        arr.shape[0],
+        arr.shape[1],
+        samples,
+        arr.dtype.itemsize * 8,
+        arr.dtype.itemsize * 8,
+        1 if arr.dtype.kind == "i" else 0,
+        "RGB" if samples == 3 else "MONOCHROME2",
+    )
 
 
 REFERENCE = {
@@ -65,8 +73,11 @@ def test_j2k_backends_identical_on_lossless_j2k(name, registries):
 
 
 def test_openjph_preference_cannot_decode_j2k_and_lists_every_backend(registries):
-    with pytest.raises(LookupError, match=r"no decoder for j2k frames; backends: openjph: does not decode j2k; "
-                                          r"jpeg2k: excluded by decoder preference 'openjph'"):
+    with pytest.raises(
+        LookupError,
+        match=r"no decoder for j2k frames; backends: openjph: does not decode j2k; "
+        r"jpeg2k: excluded by decoder preference 'openjph'",
+    ):
         registries["openjph"].select(Codec.J2K)
 
 
@@ -87,8 +98,9 @@ def test_jpeg_12bit_and_8bit_colour():
     reg = DecoderRegistry()
     src12 = (np.add.outer(np.arange(64), np.arange(64)) * 30).astype(np.uint16)
     data = imagecodecs.jpeg8_encode(src12, level=95, bitspersample=12)
-    out = reg.decode(resolve_codec("image/jpeg", "1.2.840.10008.1.2.4.51", data), data,
-                     FrameSpec(64, 64, 1, 16, 12, 0))
+    out = reg.decode(
+        resolve_codec("image/jpeg", "1.2.840.10008.1.2.4.51", data), data, FrameSpec(64, 64, 1, 16, 12, 0)
+    )
     assert out.dtype == np.uint16 and np.abs(out.astype(int) - src12).max() < 40
     rgb = np.zeros((32, 32, 3), np.uint8)
     rgb[..., 0] = 200
@@ -125,7 +137,9 @@ def test_resolve_codec(ctype, syntax, data, codec):
 
 
 def test_unsupported_content_type():
-    with pytest.raises(ValueError, match=r"unsupported content type 'image/webp' \(stored transfer syntax 1\.2\.3\)"):
+    with pytest.raises(
+        ValueError, match=r"unsupported content type 'image/webp' \(stored transfer syntax 1\.2\.3\)"
+    ):
         resolve_codec("image/webp", "1.2.3", b"RIFF")
 
 

@@ -33,7 +33,7 @@ def test_attributes_round_trip_except_file_meta_and_pixels(series):
     originals = [_with_sequence(pydicom.dcmread(p)) for p in series.paths]
     meta = ImageSetMetadata.from_json(document(originals, {}, "1.2.840.10008.1.2.4.201"), DS_ID, IS_ID)
     assert meta.series_uids() == [series.series_uid]
-    for orig, inst in zip(originals, meta.iter_instances()):
+    for orig, inst in zip(originals, meta.iter_instances(), strict=True):
         ds = make_dataset(meta, inst)
         assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
         assert ds.file_meta.MediaStorageSOPInstanceUID == orig.SOPInstanceUID
@@ -74,7 +74,9 @@ def test_bad_value_names_tag_and_instance(series):
     inst = doc["Study"]["Series"][series.series_uid]["Instances"][series.sop_instance_uids[0]]
     inst["DICOM"]["Rows"] = "sixteen"
     meta = ImageSetMetadata.from_json(doc, DS_ID, IS_ID)
-    with pytest.raises(DicomizeError, match=r"instance .*\(0028,0010\) Rows: value 'sixteen' is not valid for VR US"):
+    with pytest.raises(
+        DicomizeError, match=r"instance .*\(0028,0010\) Rows: value 'sixteen' is not valid for VR US"
+    ):
         make_dataset(meta, next(meta.iter_instances()))
 
 
@@ -84,5 +86,7 @@ def test_unknown_series_and_bad_blob(series):
         meta.get_series("1.2.3")
     from ahi_connector.errors import MetadataError
 
-    with pytest.raises(MetadataError, match=r"metadata of image set i+ \(datastore d+\) is not valid gzip JSON"):
+    with pytest.raises(
+        MetadataError, match=r"metadata of image set i+ \(datastore d+\) is not valid gzip JSON"
+    ):
         parse_metadata_blob(b"\x1f\x8bnot gzip", DS_ID, IS_ID)

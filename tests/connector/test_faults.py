@@ -1,4 +1,5 @@
-"""Fault injection through a dedicated ahi-local: throttling/5xx recovered; failing, corrupt and hung frames end
+"""Fault injection through a dedicated ahi-local: throttling/5xx recovered; failing, corrupt and hung frames
+end
 in a clear exception naming the frame, within the deadline, with no leaked worker processes."""
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.1)
 def faulty(moto_s3, tmp_path_factory):
     """A separate ahi-local (own store) whose faults the tests switch at runtime; yields (url, case)."""
     with ahi_local_server(tmp_path_factory.mktemp("faulty-store"), s3_endpoint_url=moto_s3) as url:
-        cases = import_cases(url, moto_s3, tmp_path_factory.mktemp("faulty-dicom"),
-                             {"ct": SeriesSpec(slices=24, rows=32, columns=32)})
+        cases = import_cases(
+            url,
+            moto_s3,
+            tmp_path_factory.mktemp("faulty-dicom"),
+            {"ct": SeriesSpec(slices=24, rows=32, columns=32)},
+        )
         yield url, cases["ct"]
 
 
@@ -36,11 +41,15 @@ def faulty(moto_s3, tmp_path_factory):
 def faults(faulty):
     url, _ = faulty
     yield lambda **kw: set_faults(url, **kw)
-    set_faults(url, throttle_rate=0, error_rate=0, fail_frames=[], corrupt_frames=[], hang_frames=[], seed=None)
+    set_faults(
+        url, throttle_rate=0, error_rate=0, fail_frames=[], corrupt_frames=[], hang_frames=[], seed=None
+    )
 
 
 def _exporter(url, **kw):
-    return ImageSetExporter(make_ahi_client(url, session=dummy_session(), max_attempts=3), retry=FAST_RETRY, **kw)
+    return ImageSetExporter(
+        make_ahi_client(url, session=dummy_session(), max_attempts=3), retry=FAST_RETRY, **kw
+    )
 
 
 def _frame_ids(ex, case):
@@ -56,7 +65,7 @@ def test_throttling_and_5xx_are_retried_and_every_frame_is_correct(faulty, fault
             vol = ex.to_volume(case.datastore_id, case.image_set_id, rescale=False)
             np.testing.assert_array_equal(vol.array, np.stack(case.written.pixels))
             datasets = ex.to_datasets(case.datastore_id, case.image_set_id)
-            for ds, src in zip(datasets, case.written.pixels):
+            for ds, src in zip(datasets, case.written.pixels, strict=True):
                 np.testing.assert_array_equal(ds.pixel_array, src)
 
 
@@ -65,15 +74,22 @@ def test_frame_that_always_fails_names_the_frame(faulty, faults):
     with _exporter(url, decoder="openjpeg", deadline_s=60) as ex:
         bad = _frame_ids(ex, case)[5]
         faults(fail_frames=[bad])
-        with pytest.raises(FrameFetchError, match=rf"frame {bad} \(frame #1 of instance .*image set "
-                                                  rf"{case.image_set_id}.*failed 4 times.*InternalServerException"):
+        with pytest.raises(
+            FrameFetchError,
+            match=rf"frame {bad} \(frame #1 of instance .*image set "
+            rf"{case.image_set_id}.*failed 4 times.*InternalServerException",
+        ):
             ex.to_datasets(case.datastore_id, case.image_set_id)
-        assert ex.decoders.backends["openjpeg"].worker_pids()  # the persistent pool did the decoding
+        faults(fail_frames=[])  # the same exporter (same persistent pools) works after a failed export
+        datasets = ex.to_datasets(case.datastore_id, case.image_set_id)
+        assert ex.last_stats.backends == {"openjpeg": 24} and len(datasets) == 24
+        assert len(_spawned_workers()) >= 1
     assert _spawned_workers() == [], "decoder worker processes leaked"
 
 
 def _spawned_workers() -> list[int]:
-    """Live multiprocessing workers of this process (multiprocessing's own resource tracker is not a worker)."""
+    """Live multiprocessing workers of this process (multiprocessing's own resource tracker is not a
+    worker)."""
     out = []
     for proc in psutil.Process().children(recursive=True):
         try:
@@ -98,6 +114,9 @@ def test_hung_frame_hits_the_deadline_not_a_hang(faulty, faults):
     with _exporter(url, deadline_s=3.0) as ex:
         bad = _frame_ids(ex, case)[0]
         faults(hang_frames=[bad], hang_seconds=6)
-        with pytest.raises(ExportDeadlineError, match=rf"exceeded its deadline of 3\.0 s with 1 frame\(s\) "
-                                                      rf"outstanding, e\.g\. frame {bad}"):
+        with pytest.raises(
+            ExportDeadlineError,
+            match=rf"exceeded its deadline of 3\.0 s with 1 frame\(s\) "
+            rf"outstanding, e\.g\. frame {bad}",
+        ):
             ex.to_datasets(case.datastore_id, case.image_set_id)

@@ -15,7 +15,8 @@ def _stack(n=6, spacing=2.5, origin=(-10.0, 20.0, 30.0), iop=(1, 0, 0, 0, 1, 0),
     row, col = np.array(iop[:3], float), np.array(iop[3:], float)
     normal = np.cross(row, col)
     return [
-        SlicePlane(f"slice{k}", tuple(np.array(origin) + k * spacing * normal), tuple(iop), ps) for k in range(n)
+        SlicePlane(f"slice{k}", tuple(np.array(origin) + k * spacing * normal), tuple(iop), ps)
+        for k in range(n)
     ]
 
 
@@ -74,7 +75,9 @@ def test_mixed_orientation():
 def test_non_uniform_spacing_names_the_gap():
     planes = _stack(6)
     del planes[3]
-    with pytest.raises(GeometryError, match=r"non-uniform slice spacing: gap between slice2 and slice4 is 5\.0000 mm"):
+    with pytest.raises(
+        GeometryError, match=r"non-uniform slice spacing: gap between slice2 and slice4 is 5\.0000 mm"
+    ):
         compute_geometry(planes)
 
 
@@ -86,8 +89,12 @@ def test_duplicate_positions():
 
 
 def test_tilted_stack_is_rejected():
-    planes = [SlicePlane(p.label, (p.position[0], p.position[1] + 0.5 * k, p.position[2]), p.orientation,
-                         p.pixel_spacing) for k, p in enumerate(_stack(5))]
+    planes = [
+        SlicePlane(
+            p.label, (p.position[0], p.position[1] + 0.5 * k, p.position[2]), p.orientation, p.pixel_spacing
+        )
+        for k, p in enumerate(_stack(5))
+    ]
     with pytest.raises(GeometryError, match=r"do not stack along their normal"):
         compute_geometry(planes)
 

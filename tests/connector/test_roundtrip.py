@@ -1,4 +1,5 @@
-"""Original DICOM files → ahi-local import → our export → identical pixels and attributes (except file meta)."""
+"""Original DICOM files → ahi-local import → our export → identical pixels and attributes (except file
+meta)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_round_trip(name, imported, exporter, tmp_path):
     case = imported[name]
     datasets = exporter.to_datasets(case.datastore_id, case.image_set_id)
     assert [ds.SOPInstanceUID for ds in datasets] == case.written.sop_instance_uids
-    for path, source, out in zip(case.written.paths, case.written.pixels, datasets):
+    for path, source, out in zip(case.written.paths, case.written.pixels, datasets, strict=True):
         orig = pydicom.dcmread(path)
         _compare_attributes(orig, out, name)
         assert out.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
@@ -70,10 +71,17 @@ def test_compat_class_by_study(imported, ahi_local, tmp_path):
     from tests.connector.conftest import STUDY_UID
 
     any_case = next(iter(imported.values()))
-    with AHItoDICOM(client=None, endpoint_url=ahi_local, aws_access_key="testing", aws_secret_key="testing",
-                    region_name="us-east-1") as conv:
+    with AHItoDICOM(
+        client=None,
+        endpoint_url=ahi_local,
+        aws_access_key="testing",
+        aws_secret_key="testing",
+        region_name="us-east-1",
+    ) as conv:
         series_map = conv.getImageSetToSeriesUIDMap(any_case.datastore_id, STUDY_UID)
-        assert {m["SeriesInstanceUID"] for m in series_map} == {c.written.series_uid for c in imported.values()}
+        assert {m["SeriesInstanceUID"] for m in series_map} == {
+            c.written.series_uid for c in imported.values()
+        }
         ct = imported["ct_int16_12bit"]
         datasets = conv.DICOMizeImageSet(ct.datastore_id, ct.image_set_id)
         assert [int(ds.InstanceNumber) for ds in datasets] == list(range(1, 7))

@@ -18,12 +18,18 @@ def test_volume_geometry_and_rescale(name, imported, exporter):
     source = np.concatenate([p.reshape(-1, spec.rows, spec.columns) for p in case.written.pixels])
     assert vol.shape == (spec.slices, spec.rows, spec.columns)
     assert vol.array.dtype == np.float32 and vol.rescaled
-    np.testing.assert_array_equal(vol.array, source.astype(np.float32) * spec.rescale_slope + spec.rescale_intercept)
+    np.testing.assert_array_equal(
+        vol.array, source.astype(np.float32) * spec.rescale_slope + spec.rescale_intercept
+    )
     assert vol.spacing == pytest.approx((spec.slice_spacing, *spec.pixel_spacing))
     assert vol.origin == pytest.approx(spec.origin)
     # writer: IOP [1,0,0,0,1,0], slice k at origin + k*slice_spacing along +z; DHW axes -> (z, y, x)
     k, j, i = spec.slices - 1, 3, 5
-    expected = np.array(spec.origin) + [i * spec.pixel_spacing[1], j * spec.pixel_spacing[0], k * spec.slice_spacing]
+    expected = np.array(spec.origin) + [
+        i * spec.pixel_spacing[1],
+        j * spec.pixel_spacing[0],
+        k * spec.slice_spacing,
+    ]
     assert (vol.affine @ [k, j, i, 1])[:3] == pytest.approx(expected)
     assert vol.series_uid == case.written.series_uid and vol.image_set_id == case.image_set_id
 
@@ -57,4 +63,6 @@ def test_cli_exports_dicom_and_nifti(imported, ahi_local, tmp_path, monkeypatch)
     assert img.shape == (64, 64, 5)
     # RAS affine: voxel (i, j, k) -> LPS origin + ..., x and y negated
     assert img.affine @ [0, 0, 1, 1] == pytest.approx([24.0, 24.0, 102.5, 1.0])
-    assert ahi_export([case.datastore_id, "0" * 32, "--endpoint-url", ahi_local, "-o", str(tmp_path / "x")]) == 2
+    assert (
+        ahi_export([case.datastore_id, "0" * 32, "--endpoint-url", ahi_local, "-o", str(tmp_path / "x")]) == 2
+    )

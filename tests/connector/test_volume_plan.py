@@ -29,8 +29,17 @@ def _meta(datasets):
 
 @pytest.mark.parametrize("multiframe", [False, True])
 def test_plan_matches_writer_parameters(tmp_path, multiframe):
-    spec = SeriesSpec(slices=7, rows=8, columns=10, pixel_spacing=(0.6, 0.9), slice_spacing=1.25,
-                      origin=(-3.0, 4.0, 50.0), multiframe=multiframe, rescale_slope=2.0, rescale_intercept=-1024.0)
+    spec = SeriesSpec(
+        slices=7,
+        rows=8,
+        columns=10,
+        pixel_spacing=(0.6, 0.9),
+        slice_spacing=1.25,
+        origin=(-3.0, 4.0, 50.0),
+        multiframe=multiframe,
+        rescale_slope=2.0,
+        rescale_intercept=-1024.0,
+    )
     written = write_series(tmp_path, spec)
     datasets = [pydicom.dcmread(p) for p in written.paths]
     random.Random(1).shuffle(datasets)
@@ -53,7 +62,9 @@ def test_missing_slice_is_a_clear_error(tmp_path):
     datasets = [pydicom.dcmread(p) for p in written.paths]
     del datasets[2]
     meta = _meta(datasets)
-    with pytest.raises(GeometryError, match=rf"series {written.series_uid} of image set i+ .*non-uniform slice spacing"):
+    with pytest.raises(
+        GeometryError, match=rf"series {written.series_uid} of image set i+ .*non-uniform slice spacing"
+    ):
         plan_series(meta, meta.series[written.series_uid])
 
 
@@ -62,5 +73,7 @@ def test_multiframe_without_spacing_is_a_clear_error(tmp_path):
     ds = pydicom.dcmread(written.paths[0])
     del ds.SpacingBetweenSlices
     meta = _meta([ds])
-    with pytest.raises(GeometryError, match=r"frame #1 .* of instance .* has no \(0020,0032\) Image Position"):
+    with pytest.raises(
+        GeometryError, match=r"frame #1 .* of instance .* has no \(0020,0032\) Image Position"
+    ):
         plan_series(meta, meta.series[written.series_uid])
