@@ -131,7 +131,13 @@ def ensure_project(aws: Aws, names: Names, spec: dict[str, Any]) -> str:
         created = aws.call("codebuild", "create_project", **spec, tags=tag_list(names.name, "key", "value"))
         return str(created["project"]["arn"]) if "project" in created else f"<arn of {spec['name']}>"
     current = found[0]
-    if not subset_equal(spec, current):
+    # AWS ignores (and may not echo) the locations of CODEPIPELINE sources/artifacts: compare without them
+    wanted = {
+        **spec,
+        "source": {k: v for k, v in spec["source"].items() if k != "location"},
+        "artifacts": {k: v for k, v in spec["artifacts"].items() if k != "location"},
+    }
+    if not subset_equal(wanted, current):
         logger.info("CodeBuild project %s differs from the wanted settings; updating", spec["name"])
         aws.call("codebuild", "update_project", **spec)
     return str(current["arn"])

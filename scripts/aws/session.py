@@ -22,6 +22,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,30 @@ SERVICES = (
 PROJECT_TAG = "ahi-spleen-project"
 MANAGED_BY_TAG = "managed-by"
 MANAGED_BY_VALUE = "ahi-spleen"
+
+
+#: A new IAM role is not assumable everywhere at once; calls that validate one are retried this often.
+ROLE_PROPAGATION_ATTEMPTS = 7
+#: (error code, lower-case message fragment) pairs AWS answers while a new role propagates.
+ROLE_PROPAGATION_ERRORS = (
+    (
+        "InvalidInputException",
+        "assumerole",
+    ),  # CodeBuild: "CodeBuild is not authorized to perform: sts:AssumeRole"
+    (
+        "InvalidStructureException",
+        "assumerole",
+    ),  # CodePipeline: "... not authorized to perform AssumeRole ..."
+    ("ValidationException", "could not assume role"),  # SageMaker CreateModel
+    ("ValidationException", "not authorized to assume"),
+    ("AccessDeniedException", "assumerole"),  # HealthImaging StartDICOMImportJob
+)
+
+
+def is_role_propagation_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is AWS refusing a role that was probably created seconds ago."""
+    code, message = error_code(exc), str(exc).lower().replace(" ", "").replace("sts:", "")
+    return any(code == c and fragment.replace(" ", "") in message for c, fragment in ROLE_PROPAGATION_ERRORS)
 
 
 class AwsCliError(RuntimeError):
@@ -161,7 +186,26 @@ class Aws:
             logger.info("dry-run: would call %s", call.render())
             return Planned(call)
         logger.info("calling %s.%s", service, operation)
-        return getattr(self.client(service), operation)(**params)
+        method = getattr(self.client(service), operation)
+        delay = 2.0
+        for attempt in range(1, ROLE_PROPAGATION_ATTEMPTS + 1):
+            try:
+                return method(**params)
+            except ClientError as exc:
+                if attempt == ROLE_PROPAGATION_ATTEMPTS or not is_role_propagation_error(exc):
+                    raise
+                logger.info(
+                    "%s.%s: the IAM role is not usable yet (new roles take seconds to propagate); "
+                    "attempt %d/%d, retrying in %.0f s",
+                    service,
+                    operation,
+                    attempt,
+                    ROLE_PROPAGATION_ATTEMPTS,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 15.0)
+        raise AssertionError("unreachable")
 
     def paginate(self, service: str, operation: str, result_key: str, **params: Any) -> Iterable[Any]:
         """Items of ``result_key`` over every page of a list call."""

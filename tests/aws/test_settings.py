@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from botocore.exceptions import ClientError
 
 from scripts.aws.ahi_import import failure_reason, image_set_ids
 from scripts.aws.deploy import EndpointSpec, GpuMultiModelError, is_accelerated
 from scripts.aws.names import Names, settings_hash
 from scripts.aws.scaling import ScalingSettings
-from scripts.aws.session import Aws, AwsCliError, AwsSettings, subset_equal
+from scripts.aws.session import Aws, AwsCliError, AwsSettings, is_role_propagation_error, subset_equal
 from scripts.aws.storage import parse_s3_uri
 from tests.aws.conftest import BUCKET
 
@@ -118,3 +119,17 @@ def test_s3_uri_parsing() -> None:
     assert parse_s3_uri("s3://bucket/a/b.json") == ("bucket", "a/b.json")
     with pytest.raises(ValueError, match=r"not an S3 URI: 'http://x/y'"):
         parse_s3_uri("http://x/y")
+
+
+def test_role_propagation_errors_are_recognised() -> None:
+    def client_error(code: str, message: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": message}}, "CreateProject")
+
+    assert is_role_propagation_error(
+        client_error(
+            "InvalidInputException", "CodeBuild is not authorized to perform: sts:AssumeRole on arn:x"
+        )
+    )
+    assert is_role_propagation_error(client_error("ValidationException", "Could not assume role arn:x"))
+    assert not is_role_propagation_error(client_error("ValidationException", "Could not find model 'x'"))
+    assert not is_role_propagation_error(ValueError("AssumeRole"))
