@@ -9,6 +9,10 @@ chain, e.g. ``AWS_ENDPOINT_URL_MEDICAL_IMAGING``). MODEL is the bundle directory
 extracted model.tar.gz).
 
 Exit status: 0 done, 2 the input cannot be processed (a client error: the message says why), 1 anything else.
+
+Inside a MAP the packager runs ``python3 /opt/holoscan/app`` (this folder as a script directory), so the
+imports
+below are absolute and the folder's parent is put on ``sys.path`` when there is no package context.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+if not __package__:  # run as `python /path/to/app` (MAP entrypoint) rather than `python -m app`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 logger = logging.getLogger("app")
 
@@ -48,10 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     paths = resolve_paths(argv)
     logging.basicConfig(level=paths.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ahi_connector.errors import AHIError
-
-    from .errors import AppError
-    from .request import SegRequest
-    from .service import SpleenSegService
+    from app.errors import AppError
+    from app.request import SegRequest
+    from app.service import SpleenSegService
 
     try:
         request = SegRequest.from_input_path(paths.input)
