@@ -1,4 +1,8 @@
-"""``ahi-local`` command line: ``ahi-local serve --data-dir DIR [--port N] [--s3-endpoint-url URL] [faults]``.
+"""``ahi-local`` command line.
+
+``ahi-local serve --data-dir DIR [--port N] [--s3-endpoint-url URL] [faults]`` runs the service;
+``ahi-local import FOLDER --endpoint-url URL --s3-endpoint-url URL [--datastore-id ID]`` uploads a folder to
+S3, imports it and prints the job summary as JSON.
 
 Fault flags (each also settable by environment variable, see :mod:`ahi_connector.local.settings`; flags win):
 ``--throttle-rate R`` (AHI_LOCAL_THROTTLE_RATE), ``--error-rate R`` (AHI_LOCAL_ERROR_RATE),
@@ -12,8 +16,10 @@ to operations; AHI_LOCAL_FAULT_OPERATIONS), ``--hang-seconds S`` (AHI_LOCAL_HANG
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--import-workers", type=int, help=f"threads per import job (env {ENV_IMPORT_WORKERS})"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    imp = sub.add_parser("import", help="upload a DICOM folder to S3 and import it (prints a JSON summary)")
+    imp.add_argument("folder", type=Path)
+    imp.add_argument("--endpoint-url", required=True, help="the ahi-local (or AHI) endpoint")
+    imp.add_argument("--s3-endpoint-url", help="S3 endpoint (moto server); omit for AWS S3")
+    imp.add_argument("--datastore-id", help="import into this datastore (default: create one)")
+    imp.add_argument("--datastore-name", default="ahi-local", help="name of the datastore to create")
+    imp.add_argument("--bucket", default="ahi-local-import", help="S3 bucket for input and output (created)")
+    imp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
+    imp.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     faults = serve.add_argument_group("fault injection (tests only)")
     faults.add_argument(
         "--throttle-rate", type=float, help="fraction of requests answered ThrottlingException"
@@ -115,11 +130,43 @@ def serve(settings: ServeSettings) -> None:
     )
 
 
+def run_import(args: argparse.Namespace) -> int:
+    """``ahi-local import``: returns 0 when every file was imported, 1 otherwise."""
+    import boto3
+    from botocore.config import Config
+
+    from ahi_connector.client import make_ahi_client
+
+    from .folder_import import import_folder
+
+    ahi = make_ahi_client(endpoint_url=args.endpoint_url)
+    s3_config = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
+    s3 = boto3.client("s3", endpoint_url=args.s3_endpoint_url, config=s3_config)
+    datastore_id = args.datastore_id
+    if not datastore_id:
+        created = ahi.create_datastore(datastoreName=args.datastore_name, clientToken=uuid.uuid4().hex)
+        datastore_id = created["datastoreId"]
+        logger.info("created datastore %s", datastore_id)
+    props, output = import_folder(ahi, s3, datastore_id, args.folder, args.bucket, timeout_s=args.timeout)
+    summary = {
+        "datastoreId": datastore_id,
+        "jobId": props["jobId"],
+        "jobStatus": props["jobStatus"],
+        "message": props.get("message"),
+        "imageSetIds": output.image_set_ids,
+        "imported": len(output.success),
+        "failures": output.failure,
+    }
+    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    return 0 if props["jobStatus"] == "COMPLETED" and not output.failure else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=args.log_level.upper(), format=log_format)
+    if args.command == "import":
+        return run_import(args)
     try:
         settings = settings_from_args(args, default_environ())
     except Exception as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import warnings
 from typing import Any
 
 from pydicom import datadict
@@ -64,6 +65,14 @@ def to_dataset(values: dict[str, Any], vrs: dict[str, str]) -> Dataset:
 def instance_datasets(document: dict[str, Any]) -> dict[str, tuple[Dataset, dict[str, Any]]]:
     """{SOPInstanceUID: (dataset with all levels merged, the instance's JSON object)}."""
     out = {}
+    with warnings.catch_warnings():  # test files carry invalid values on purpose; pydicom warns on each
+        warnings.simplefilter("ignore")
+        return _instance_datasets(document, out)
+
+
+def _instance_datasets(
+    document: dict[str, Any], out: dict[str, tuple[Dataset, dict[str, Any]]]
+) -> dict[str, tuple[Dataset, dict[str, Any]]]:
     patient = document["Patient"]["DICOM"]
     study = document["Study"]["DICOM"]
     for series in document["Study"]["Series"].values():
