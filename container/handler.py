@@ -70,13 +70,16 @@ class ModelHandler:
         return self._settings
 
     def initialize(self, context: Any) -> None:
-        """Build the service for ``context.system_properties["model_dir"]``; :class:`ModelLoadError` on failure."""
+        """MMS entry: load the model dir MMS gives (``context.system_properties``)."""
         props = context.system_properties
-        model_dir = Path(props["model_dir"])
-        gpu_id = props.get("gpu_id")
+        self.load(Path(props["model_dir"]), props.get("gpu_id"), getattr(context, "model_name", None))
+
+    def load(self, model_dir: Path, gpu_id: int | None = None, model_name: str | None = None) -> None:
+        """Find the bundle under ``model_dir`` and build the service; :class:`ModelLoadError` on failure."""
         started = time.perf_counter()
         if gpu_id is not None and int(gpu_id) >= 0:
-            # One worker per GPU: MMS hands each worker its gpu_id; expose only that device to this process.
+            # One worker per GPU: MMS hands each worker its gpu_id; expose only that device to this process
+            # (before anything initialises CUDA here).
             os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_id)
         try:
             from model.bundle import find_bundle_dir
@@ -89,8 +92,9 @@ class ModelHandler:
             raise ModelLoadError(f"cannot load model from {model_dir}: {type(exc).__name__}: {exc}") from exc
         self.model_dir = model_dir
         self.load_seconds = time.perf_counter() - started
-        logger.info("model %s loaded from %s in %.2f s (gpu_id=%s)", getattr(context, "model_name", "?"), bundle,
-                    self.load_seconds, gpu_id)
+        logger.info(
+            "model %s loaded from %s in %.2f s (gpu_id=%s)", model_name or model_dir, bundle, self.load_seconds, gpu_id
+        )
 
     def preprocess(self, body: bytes | None) -> Invocation:
         default_s3 = None
