@@ -1,7 +1,8 @@
 """Random abdominal anatomy of one synthetic patient (parameters only; :mod:`model.render` draws them).
 
 Canonical frame: LPS mm (+x patient left, +y posterior, +z superior), origin at the centre of the body outline
-at the level of the splenic hilum. Painting order matters: later layers cover earlier ones, and the spleen label
+at the level of the splenic hilum. Painting order matters: later layers cover earlier ones, and the spleen
+label
 is what remains of the spleen after everything painted over it.
 """
 
@@ -23,14 +24,46 @@ class ContrastPhase(str, enum.Enum):
 
 #: HU ranges per tissue and phase: (low, high) drawn uniformly per patient.
 _HU: dict[str, dict[ContrastPhase, tuple[float, float]]] = {
-    "spleen": {ContrastPhase.NATIVE: (35, 60), ContrastPhase.ARTERIAL: (85, 130), ContrastPhase.PORTAL: (100, 140)},
-    "liver": {ContrastPhase.NATIVE: (50, 68), ContrastPhase.ARTERIAL: (65, 90), ContrastPhase.PORTAL: (95, 130)},
-    "kidney": {ContrastPhase.NATIVE: (28, 40), ContrastPhase.ARTERIAL: (170, 240), ContrastPhase.PORTAL: (140, 200)},
-    "aorta": {ContrastPhase.NATIVE: (35, 50), ContrastPhase.ARTERIAL: (250, 350), ContrastPhase.PORTAL: (140, 190)},
-    "ivc": {ContrastPhase.NATIVE: (35, 50), ContrastPhase.ARTERIAL: (60, 110), ContrastPhase.PORTAL: (120, 170)},
-    "pancreas": {ContrastPhase.NATIVE: (35, 50), ContrastPhase.ARTERIAL: (100, 130), ContrastPhase.PORTAL: (80, 110)},
-    "muscle": {ContrastPhase.NATIVE: (40, 55), ContrastPhase.ARTERIAL: (45, 60), ContrastPhase.PORTAL: (50, 65)},
-    "bowel_wall": {ContrastPhase.NATIVE: (30, 45), ContrastPhase.ARTERIAL: (60, 100), ContrastPhase.PORTAL: (60, 90)},
+    "spleen": {
+        ContrastPhase.NATIVE: (35, 60),
+        ContrastPhase.ARTERIAL: (85, 130),
+        ContrastPhase.PORTAL: (100, 140),
+    },
+    "liver": {
+        ContrastPhase.NATIVE: (50, 68),
+        ContrastPhase.ARTERIAL: (65, 90),
+        ContrastPhase.PORTAL: (95, 130),
+    },
+    "kidney": {
+        ContrastPhase.NATIVE: (28, 40),
+        ContrastPhase.ARTERIAL: (170, 240),
+        ContrastPhase.PORTAL: (140, 200),
+    },
+    "aorta": {
+        ContrastPhase.NATIVE: (35, 50),
+        ContrastPhase.ARTERIAL: (250, 350),
+        ContrastPhase.PORTAL: (140, 190),
+    },
+    "ivc": {
+        ContrastPhase.NATIVE: (35, 50),
+        ContrastPhase.ARTERIAL: (60, 110),
+        ContrastPhase.PORTAL: (120, 170),
+    },
+    "pancreas": {
+        ContrastPhase.NATIVE: (35, 50),
+        ContrastPhase.ARTERIAL: (100, 130),
+        ContrastPhase.PORTAL: (80, 110),
+    },
+    "muscle": {
+        ContrastPhase.NATIVE: (40, 55),
+        ContrastPhase.ARTERIAL: (45, 60),
+        ContrastPhase.PORTAL: (50, 65),
+    },
+    "bowel_wall": {
+        ContrastPhase.NATIVE: (30, 45),
+        ContrastPhase.ARTERIAL: (60, 100),
+        ContrastPhase.PORTAL: (60, 90),
+    },
 }
 
 
@@ -117,18 +150,29 @@ def _hu(rng: np.random.Generator, tissue: str, phase: ContrastPhase) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def _blob(rng: np.random.Generator, centre: tuple[float, float, float], radii: tuple[float, float, float],
-          primary: tuple[float, float, float] = (0, 0, 1), secondary: tuple[float, float, float] = (1, 0, 0),
-          jitter_deg: float = 10.0, bend: float = 0.0, deform: float = 0.06) -> Blob:
-    axes = orthonormal_axes(np.asarray(primary, float), np.asarray(secondary, float)) @ random_rotation(
-        rng, jitter_deg).T
+def _blob(
+    rng: np.random.Generator,
+    centre: tuple[float, float, float],
+    radii: tuple[float, float, float],
+    primary: tuple[float, float, float] = (0, 0, 1),
+    secondary: tuple[float, float, float] = (1, 0, 0),
+    jitter_deg: float = 10.0,
+    bend: float = 0.0,
+    deform: float = 0.06,
+) -> Blob:
+    axes = (
+        orthonormal_axes(np.asarray(primary, float), np.asarray(secondary, float))
+        @ random_rotation(rng, jitter_deg).T
+    )
     waves = Waves.random(rng, 5, (1.2, 3.0), deform) if deform else None
-    return Blob(center=np.asarray(centre, float), axes=axes, radii=np.asarray(radii, float), bend=bend,
-                deform=waves)
+    return Blob(
+        center=np.asarray(centre, float), axes=axes, radii=np.asarray(radii, float), bend=bend, deform=waves
+    )
 
 
-def _spleen(rng: np.random.Generator, body: Body, phase: ContrastPhase,
-            scale: float) -> tuple[list[Layer], np.ndarray, float]:
+def _spleen(
+    rng: np.random.Generator, body: Body, phase: ContrastPhase, scale: float
+) -> tuple[list[Layer], np.ndarray, float]:
     # drawn as the volume of the final (scaled) patient: 55-480 mL log-uniform
     volume_ml = float(np.exp(rng.uniform(np.log(55), np.log(480)))) / scale**3
     aspect = np.array([rng.uniform(1.0, 1.0), rng.uniform(0.28, 0.45), rng.uniform(0.5, 0.75)])
@@ -138,22 +182,38 @@ def _spleen(rng: np.random.Generator, body: Body, phase: ContrastPhase,
     radii = a0 * aspect
     inner_x = body.half_width - body.fat_ant - body.muscle
     inner_y = body.half_depth_post - body.fat_post - body.muscle
-    centre = np.array([
-        inner_x - radii[1] * rng.uniform(0.8, 1.4) - rng.uniform(0, 8),
-        inner_y * rng.uniform(0.15, 0.5),
-        rng.uniform(-10, 25) + 0.3 * radii[0],
-    ])
-    # long axis: posterior-superior to anterior-inferior along the ribs; thickness axis points to the hilum (medial)
+    centre = np.array(
+        [
+            inner_x - radii[1] * rng.uniform(0.8, 1.4) - rng.uniform(0, 8),
+            inner_y * rng.uniform(0.15, 0.5),
+            rng.uniform(-10, 25) + 0.3 * radii[0],
+        ]
+    )
+    # long axis: posterior-superior to anterior-inferior along the ribs; thickness axis points to the hilum
+    # (medial)
     long_axis = np.array([rng.uniform(-0.15, 0.25), rng.uniform(-0.75, -0.35), -1.0])
     to_hilum = np.array([-centre[0], -centre[1] * 0.5, 0.0])
     axes = orthonormal_axes(long_axis, to_hilum) @ random_rotation(rng, 8).T
-    spleen = Blob(center=centre, axes=axes, radii=radii, bend=bend, deform=Waves.random(rng, 6, (0.8, 2.5), 0.12))
+    spleen = Blob(
+        center=centre, axes=axes, radii=radii, bend=bend, deform=Waves.random(rng, 6, (0.8, 2.5), 0.12)
+    )
     tex_amp = 25.0 if phase is ContrastPhase.ARTERIAL else 5.0
-    layers = [Layer("spleen", spleen, _hu(rng, "spleen", phase), Waves.random(rng, 6, (8, 40), tex_amp),
-                    is_spleen=True)]
+    layers = [
+        Layer(
+            "spleen",
+            spleen,
+            _hu(rng, "spleen", phase),
+            Waves.random(rng, 6, (8, 40), tex_amp),
+            is_spleen=True,
+        )
+    ]
     for n in range(int(rng.integers(0, 3))):  # splenic notches on the anterior-medial border
-        p = centre + axes[0] * radii[0] * rng.uniform(-0.5, 0.5) + axes[1] * radii[1] * 0.9 + axes[2] * radii[2] * (
-            0.8 if n % 2 else -0.8)
+        p = (
+            centre
+            + axes[0] * radii[0] * rng.uniform(-0.5, 0.5)
+            + axes[1] * radii[1] * 0.9
+            + axes[2] * radii[2] * (0.8 if n % 2 else -0.8)
+        )
         notch = Blob(center=p, axes=axes, radii=np.array([radii[1] * 0.5, radii[1] * 0.6, 6.0]))
         layers.append(Layer(f"spleen_notch{n}", notch, 0.0, carve_spleen=True))
     return layers, centre, float(radii[0])
@@ -174,35 +234,88 @@ def _body(rng: np.random.Generator, phase: ContrastPhase) -> Body:
     )
 
 
-def _organs(rng: np.random.Generator, body: Body, phase: ContrastPhase, spleen_c: np.ndarray,
-            spine: Spine) -> list[Layer]:
-    w, d_ant, d_post = body.half_width, body.half_depth_ant, body.half_depth_post
+def _organs(
+    rng: np.random.Generator, body: Body, phase: ContrastPhase, spleen_c: np.ndarray, spine: Spine
+) -> list[Layer]:
+    w, d_ant = body.half_width, body.half_depth_ant
     tex = lambda amp: Waves.random(rng, 5, (15, 60), amp)  # noqa: E731
     layers: list[Layer] = []
     for side in (-1, 1):  # kidneys, posterior, below the spleen on the left
-        c = (side * rng.uniform(55, 75), spine.centre_y - rng.uniform(0, 15), spleen_c[2] - rng.uniform(35, 70))
-        kid = _blob(rng, c, (rng.uniform(45, 60), rng.uniform(22, 30), rng.uniform(25, 32)),
-                    primary=(side * 0.2, 0.3, 1.0), secondary=(side, -0.3, 0), jitter_deg=12, bend=0.2)
-        layers.append(Layer(f"kidney_{'left' if side > 0 else 'right'}", kid, _hu(rng, "kidney", phase), tex(8)))
-    liver_c = (-w * rng.uniform(0.25, 0.4), d_ant * rng.uniform(-0.15, 0.1), spleen_c[2] + rng.uniform(-10, 20))
-    liver = _blob(rng, liver_c, (rng.uniform(80, 110), rng.uniform(95, 125), rng.uniform(65, 90)),
-                  primary=(0, 0, 1), secondary=(1, 0, 0), jitter_deg=12, deform=0.08)
+        c = (
+            side * rng.uniform(55, 75),
+            spine.centre_y - rng.uniform(0, 15),
+            spleen_c[2] - rng.uniform(35, 70),
+        )
+        kid = _blob(
+            rng,
+            c,
+            (rng.uniform(45, 60), rng.uniform(22, 30), rng.uniform(25, 32)),
+            primary=(side * 0.2, 0.3, 1.0),
+            secondary=(side, -0.3, 0),
+            jitter_deg=12,
+            bend=0.2,
+        )
+        layers.append(
+            Layer(f"kidney_{'left' if side > 0 else 'right'}", kid, _hu(rng, "kidney", phase), tex(8))
+        )
+    liver_c = (
+        -w * rng.uniform(0.25, 0.4),
+        d_ant * rng.uniform(-0.15, 0.1),
+        spleen_c[2] + rng.uniform(-10, 20),
+    )
+    liver = _blob(
+        rng,
+        liver_c,
+        (rng.uniform(80, 110), rng.uniform(95, 125), rng.uniform(65, 90)),
+        primary=(0, 0, 1),
+        secondary=(1, 0, 0),
+        jitter_deg=12,
+        deform=0.08,
+    )
     layers.append(Layer("liver", liver, _hu(rng, "liver", phase), tex(6)))
-    stomach_c = (spleen_c[0] - rng.uniform(50, 80), -d_ant * rng.uniform(0.15, 0.45), spleen_c[2] - rng.uniform(-5, 25))
-    stomach = _blob(rng, stomach_c, (rng.uniform(40, 70), rng.uniform(25, 45), rng.uniform(30, 50)),
-                    primary=(0.3, -0.2, 1), secondary=(1, 0, 0), jitter_deg=15)
+    stomach_c = (
+        spleen_c[0] - rng.uniform(50, 80),
+        -d_ant * rng.uniform(0.15, 0.45),
+        spleen_c[2] - rng.uniform(-5, 25),
+    )
+    stomach = _blob(
+        rng,
+        stomach_c,
+        (rng.uniform(40, 70), rng.uniform(25, 45), rng.uniform(30, 50)),
+        primary=(0.3, -0.2, 1),
+        secondary=(1, 0, 0),
+        jitter_deg=15,
+    )
     inner = Blob(stomach.center, stomach.axes, stomach.radii - 4.0, 0.0, stomach.deform)
     fluid = float(rng.uniform(5, 35))
-    gas_level = float(stomach_c[1] - stomach.radii[1] * rng.uniform(-0.3, 0.8)) if rng.random() < 0.75 else None
-    layers += [Layer("stomach_wall", stomach, _hu(rng, "bowel_wall", phase)),
-               Layer("stomach", inner, fluid, tex(4), gas_below_y=gas_level)]
+    gas_level = (
+        float(stomach_c[1] - stomach.radii[1] * rng.uniform(-0.3, 0.8)) if rng.random() < 0.75 else None
+    )
+    layers += [
+        Layer("stomach_wall", stomach, _hu(rng, "bowel_wall", phase)),
+        Layer("stomach", inner, fluid, tex(4), gas_below_y=gas_level),
+    ]
     panc_c = (spleen_c[0] * 0.45, spine.centre_y - rng.uniform(45, 65), spleen_c[2] - rng.uniform(15, 35))
-    layers.append(Layer("pancreas", _blob(rng, panc_c, (rng.uniform(55, 75), rng.uniform(10, 16),
-                                                         rng.uniform(12, 18)), primary=(1, -0.2, 0.3),
-                                           secondary=(0, 1, 0), deform=0.1), _hu(rng, "pancreas", phase), tex(8)))
+    layers.append(
+        Layer(
+            "pancreas",
+            _blob(
+                rng,
+                panc_c,
+                (rng.uniform(55, 75), rng.uniform(10, 16), rng.uniform(12, 18)),
+                primary=(1, -0.2, 0.3),
+                secondary=(0, 1, 0),
+                deform=0.1,
+            ),
+            _hu(rng, "pancreas", phase),
+            tex(8),
+        )
+    )
     layers += _bowel(rng, body, phase, spleen_c)
-    for name, x, r in (("aorta", rng.uniform(5, 25), rng.uniform(10, 14)), ("ivc", -rng.uniform(20, 35),
-                                                                            rng.uniform(9, 13))):
+    for name, x, r in (
+        ("aorta", rng.uniform(5, 25), rng.uniform(10, 14)),
+        ("ivc", -rng.uniform(20, 35), rng.uniform(9, 13)),
+    ):
         c = (x, spine.centre_y - spine.body_radius - r - rng.uniform(2, 8), 0.0)
         vessel = _blob(rng, c, (2000.0, r, r * rng.uniform(0.8, 1.1)), jitter_deg=2, deform=0.0)
         layers.append(Layer(name, vessel, _hu(rng, name, phase)))
@@ -216,16 +329,32 @@ def _bowel(rng: np.random.Generator, body: Body, phase: ContrastPhase, spleen_c:
     n_loops = int(rng.integers(12, 30))
     for n in range(n_loops):
         r = rng.uniform(10, 22)
-        c = (rng.uniform(-0.75, 0.75) * inner_w, -rng.uniform(0.0, 0.75) * (body.half_depth_ant - body.fat_ant),
-             spleen_c[2] - rng.uniform(30, 260))
+        c = (
+            rng.uniform(-0.75, 0.75) * inner_w,
+            -rng.uniform(0.0, 0.75) * (body.half_depth_ant - body.fat_ant),
+            spleen_c[2] - rng.uniform(30, 260),
+        )
         if n == 0:  # splenic flexure: under/anterior to the spleen
-            c = (spleen_c[0] - rng.uniform(0, 25), spleen_c[1] - rng.uniform(25, 55), spleen_c[2] - rng.uniform(40, 80))
-        outer = _blob(rng, c, (r * rng.uniform(1.5, 4), r, r * rng.uniform(0.8, 1.2)),
-                      primary=tuple(rng.normal(size=3)), secondary=tuple(rng.normal(size=3)), jitter_deg=0)
+            c = (
+                spleen_c[0] - rng.uniform(0, 25),
+                spleen_c[1] - rng.uniform(25, 55),
+                spleen_c[2] - rng.uniform(40, 80),
+            )
+        outer = _blob(
+            rng,
+            c,
+            (r * rng.uniform(1.5, 4), r, r * rng.uniform(0.8, 1.2)),
+            primary=tuple(rng.normal(size=3)),
+            secondary=tuple(rng.normal(size=3)),
+            jitter_deg=0,
+        )
         content = rng.choice(["gas", "fluid", "soft"], p=[0.45, 0.3, 0.25])
         hu = {"gas": -1000.0, "fluid": float(rng.uniform(0, 25)), "soft": float(rng.uniform(20, 60))}[content]
         inner = Blob(outer.center, outer.axes, outer.radii - rng.uniform(1.5, 3.0), 0.0, outer.deform)
-        layers += [Layer(f"bowel{n}_wall", outer, _hu(rng, "bowel_wall", phase)), Layer(f"bowel{n}", inner, hu)]
+        layers += [
+            Layer(f"bowel{n}_wall", outer, _hu(rng, "bowel_wall", phase)),
+            Layer(f"bowel{n}", inner, hu),
+        ]
     return layers
 
 
@@ -247,12 +376,18 @@ def _thorax(rng: np.random.Generator, spleen_c: np.ndarray, spleen_half_len: flo
 
 
 def sample_anatomy(rng: np.random.Generator, max_half_width: float = 1e9, max_depth: float = 1e9) -> Anatomy:
-    """Draw one synthetic patient. The body is shrunk (``scale``, never below 0.5) to fit the given field of view:
+    """Draw one synthetic patient. The body is shrunk (``scale``, never below 0.5) to fit the given field
+    of view:
     ``max_half_width`` (left-right half extent) and ``max_depth`` (anterior-posterior extent) in mm."""
     phase = ContrastPhase(rng.choice([p.value for p in ContrastPhase], p=[0.4, 0.2, 0.4]))
     body = _body(rng, phase)
-    scale = float(np.clip(min(max_half_width / body.half_width,
-                              max_depth / (body.half_depth_ant + body.half_depth_post)), 0.5, 1.0))
+    scale = float(
+        np.clip(
+            min(max_half_width / body.half_width, max_depth / (body.half_depth_ant + body.half_depth_post)),
+            0.5,
+            1.0,
+        )
+    )
     spine = Spine(
         centre_y=float(body.half_depth_post - body.fat_post - body.muscle - rng.uniform(45, 60)),
         body_radius=float(rng.uniform(16, 22)),
@@ -264,6 +399,13 @@ def sample_anatomy(rng: np.random.Generator, max_half_width: float = 1e9, max_de
     )
     spleen_layers, spleen_c, half_len = _spleen(rng, body, phase, scale)
     layers = _organs(rng, body, phase, spleen_c, spine) + spleen_layers
-    return Anatomy(phase=phase, scale=scale, body=body, thorax=_thorax(rng, spleen_c, half_len), spine=spine,
-                   layers=layers, spleen_centre=(float(spleen_c[0]), float(spleen_c[1]), float(spleen_c[2])),
-                   spleen_half_length=half_len)
+    return Anatomy(
+        phase=phase,
+        scale=scale,
+        body=body,
+        thorax=_thorax(rng, spleen_c, half_len),
+        spine=spine,
+        layers=layers,
+        spleen_centre=(float(spleen_c[0]), float(spleen_c[1]), float(spleen_c[2])),
+        spleen_half_length=half_len,
+    )

@@ -5,7 +5,8 @@ A bundle is a directory with ``configs/metadata.json``, ``configs/inference.json
 model-loading path before torch is imported). ``write_bundle`` and ``load_bundle`` import torch/monai lazily.
 
 ``write_bundle`` also embeds both configs in ``model.ts`` as TorchScript extra files (``metadata.json``,
-``inference.json``), so ``model.ts`` alone is a valid MONAI Deploy model (``-m model.ts``), exactly like the official
+``inference.json``), so ``model.ts`` alone is a valid MONAI Deploy model (``-m model.ts``), exactly like
+the official
 bundle's exported TorchScript.
 """
 
@@ -27,7 +28,8 @@ INFERENCE_REL = Path("configs") / "inference.json"
 MODEL_REL = Path("models") / "model.ts"
 #: The bundle committed in this repository (configs + our trained model.ts).
 SOURCE_BUNDLE_DIR = Path(__file__).resolve().parent / BUNDLE_NAME
-#: Transforms that read/write files; stripped for in-memory inference (as MONAI Deploy's bundle operator does).
+#: Transforms that read/write files; stripped for in-memory inference (as MONAI Deploy's bundle operator
+# does).
 FILE_IO_TRANSFORMS = ("LoadImage", "SaveImage")
 
 
@@ -77,7 +79,9 @@ def find_bundle_dir(root: str | Path, max_depth: int = 2) -> Path:
         level = [root]
         for _ in range(max_depth):
             level = sorted(
-                p for d in level for p in d.iterdir()
+                p
+                for d in level
+                for p in d.iterdir()
                 if p.is_dir() and not p.name.startswith(".") and p.name != "code"
             )
             candidates += [p for p in level if _is_bundle(p)]
@@ -127,7 +131,8 @@ def write_bundle(
 ) -> Path:
     """Script ``network`` (a torch ``nn.Module``) into ``bundle_dir/models/model.ts`` and write the configs.
 
-    ``metadata``/``inference`` default to the configs of the bundle committed in this repository. Both are written
+    ``metadata``/``inference`` default to the configs of the bundle committed in this repository. Both are
+    written
     to ``configs/`` and embedded in ``model.ts`` as extra files. Returns the path of ``model.ts``.
     """
     import torch
@@ -174,7 +179,8 @@ def copy_bundle(src: str | Path, dst: str | Path) -> Path:
 class LoadedBundle:
     """A bundle parsed the way MONAI Deploy's ``MonaiBundleInferenceOperator`` does.
 
-    ``preprocessing``/``postprocessing`` are the bundle's ``Compose`` objects with file IO transforms removed when
+    ``preprocessing``/``postprocessing`` are the bundle's ``Compose`` objects with file IO transforms
+    removed when
     ``strip_io`` was requested; ``network`` is the TorchScript module from ``models/model.ts`` on ``device``.
     """
 
@@ -209,7 +215,8 @@ def load_bundle(
 ) -> LoadedBundle:
     """Parse a bundle's configs with ``monai.bundle.ConfigParser`` and load ``models/model.ts``.
 
-    Mirrors MONAI Deploy's bundle operator: ``device``, ``preprocessing``, ``inferer`` and ``postprocessing`` come
+    Mirrors MONAI Deploy's bundle operator: ``device``, ``preprocessing``, ``inferer`` and
+    ``postprocessing`` come
     from the config; the network is the TorchScript file (never ``network_def``), so any drop-in ``model.ts``
     with 1 input channel and 2 output channels works. ``device`` overrides the config's device.
     """

@@ -1,4 +1,5 @@
-"""Write a synthetic phantom as a DICOM CT Image Storage series (one file per slice, explicit VR little endian).
+"""Write a synthetic phantom as a DICOM CT Image Storage series (one file per slice, explicit VR little
+endian).
 
 Geometry follows :mod:`model.scan_geometry`: slice ``k`` of the phantom array is ``InstanceNumber k+1`` with
 ``ImagePositionPatient = geometry.slice_position(k)``. Pixels are 12-bit unsigned stored values
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 if TYPE_CHECKING:
     from model.phantoms import Phantom
@@ -92,8 +93,12 @@ def _series_dataset(phantom: Phantom, uids: SeriesUIDs) -> Dataset:
     return ds
 
 
-def write_dicom_series(phantom: Phantom, out_dir: str | Path, uids: SeriesUIDs | None = None,
-                       progress: Callable[[int], None] | None = None) -> list[Path]:
+def write_dicom_series(
+    phantom: Phantom,
+    out_dir: str | Path,
+    uids: SeriesUIDs | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Path]:
     """Write one ``CT{k+1:04d}.dcm`` per slice into ``out_dir``; return the paths in slice order."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

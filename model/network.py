@@ -1,7 +1,9 @@
 """The bundle's network, built from ``network_def`` in ``configs/inference.json`` (one source of truth).
 
-``build_network()`` gives the official spleen_ct_segmentation UNet (channels 16..256, strides 2x4, 2 residual units,
-batch norm, 1 -> 2 classes). ``channels`` is the single switch for a narrower variant; everything else stays the
+``build_network()`` gives the official spleen_ct_segmentation UNet (channels 16..256, strides 2x4, 2
+residual units,
+batch norm, 1 -> 2 classes). ``channels`` is the single switch for a narrower variant; everything else
+stays the
 official definition, and any variant is loaded the same way (TorchScript ``models/model.ts``).
 """
 
@@ -23,7 +25,8 @@ def network_def(channels: Sequence[int] | None = None) -> dict[str, Any]:
     if channels is not None:
         if len(channels) != len(net["strides"]) + 1:
             raise ValueError(
-                f"channels {list(channels)} must have {len(net['strides']) + 1} entries (strides {net['strides']})"
+                f"channels {list(channels)} must have {len(net['strides']) + 1} entries "
+                f"(strides {net['strides']})"
             )
         net["channels"] = [int(c) for c in channels]
     return net

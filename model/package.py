@@ -7,7 +7,8 @@ Layout (see CONTRIBUTING.md)::
     spleen_ct_segmentation/models/model.ts
     code/...            (only when model/code/ exists: entry of SageMaker's prebuilt PyTorch container)
 
-The archive is reproducible: entries sorted, mtime/uid/gid/owner names fixed, gzip header without name or time,
+The archive is reproducible: entries sorted, mtime/uid/gid/owner names fixed, gzip header without name or
+time,
 so two builds from the same inputs are byte-identical.
 
 CLI: ``python -m model.package --output build/model.tar.gz [--bundle DIR] [--code DIR|--no-code]``
@@ -23,7 +24,14 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.bundle import BUNDLE_NAME, INFERENCE_REL, METADATA_REL, MODEL_REL, SOURCE_BUNDLE_DIR, find_bundle_dir
+from model.bundle import (
+    BUNDLE_NAME,
+    INFERENCE_REL,
+    METADATA_REL,
+    MODEL_REL,
+    SOURCE_BUNDLE_DIR,
+    find_bundle_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +56,9 @@ def archive_entries(bundle_dir: Path, code_dir: Path | None) -> list[ArchiveEntr
         for rel in (METADATA_REL, INFERENCE_REL, MODEL_REL)
     ]
     if not (bundle_dir / INFERENCE_REL).is_file():
-        raise FileNotFoundError(f"bundle {str(bundle_dir)!r} has no {INFERENCE_REL}; it is required by the app")
+        raise FileNotFoundError(
+            f"bundle {str(bundle_dir)!r} has no {INFERENCE_REL}; it is required by the app"
+        )
     if code_dir is not None:
         if not code_dir.is_dir():
             raise FileNotFoundError(f"code directory {str(code_dir)!r} does not exist")
@@ -80,11 +90,13 @@ def _tarinfo(name: str, size: int, is_dir: bool) -> tarfile.TarInfo:
     return info
 
 
-def build_archive(output: str | Path, bundle_dir: str | Path = SOURCE_BUNDLE_DIR,
-                  code_dir: str | Path | None = "auto") -> Path:
+def build_archive(
+    output: str | Path, bundle_dir: str | Path = SOURCE_BUNDLE_DIR, code_dir: str | Path | None = "auto"
+) -> Path:
     """Write the reproducible ``model.tar.gz`` to ``output`` (atomically) and return its path.
 
-    ``code_dir``: ``"auto"`` includes ``model/code/`` if it exists, None leaves ``code/`` out, a path must exist.
+    ``code_dir``: ``"auto"`` includes ``model/code/`` if it exists, None leaves ``code/`` out, a path must
+    exist.
     """
     output = Path(output)
     if code_dir == "auto":
@@ -104,7 +116,10 @@ def build_archive(output: str | Path, bundle_dir: str | Path = SOURCE_BUNDLE_DIR
                 tar.addfile(_tarinfo(name, len(data), False), io.BytesIO(data))
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
+    with (
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
+    ):
         gz.write(buf.getvalue())
     tmp.replace(output)
     logger.info("wrote %s (%d files, %.1f MB)", output, len(entries), output.stat().st_size / 1e6)
@@ -116,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", default="build/model.tar.gz", type=Path, help="archive to write")
     ap.add_argument("--bundle", default=SOURCE_BUNDLE_DIR, type=Path, help="bundle directory to package")
     group = ap.add_mutually_exclusive_group()
-    group.add_argument("--code", type=Path, default=None, help="code/ directory (default: model/code if present)")
+    group.add_argument(
+        "--code", type=Path, default=None, help="code/ directory (default: model/code if present)"
+    )
     group.add_argument("--no-code", action="store_true", help="leave code/ out")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -7,8 +7,10 @@ Library::
     paths = write_dicom_series(ph, "out/ct")                             # DICOM CT series
     write_label(ph, "out")                                               # label.nii.gz + phantom.json
 
-Arrays are ``[slice, row, col]`` (DICOM order, see :mod:`model.scan_geometry`); ``label.nii.gz`` stores the same
-voxels as ``[col, row, slice]`` with the RAS affine of the series, so it overlays the DICOM series in any viewer
+Arrays are ``[slice, row, col]`` (DICOM order, see :mod:`model.scan_geometry`); ``label.nii.gz`` stores the
+same
+voxels as ``[col, row, slice]`` with the RAS affine of the series, so it overlays the DICOM series in any
+viewer
 and in MONAI (``LoadImage``) exactly. ``spleen_volume_ml`` is the true (partial-volume) spleen volume inside
 the imaged field of view; ``label_volume_ml`` is the voxel count of the binary label times the voxel volume.
 Everything is deterministic given the seed and the arguments.
@@ -57,7 +59,9 @@ class Phantom:
     @property
     def hu(self) -> np.ndarray:
         """HU image as float32 (a new array)."""
-        return self.stored.astype(np.float32) * np.float32(self.rescale_slope) + np.float32(self.rescale_intercept)
+        return self.stored.astype(np.float32) * np.float32(self.rescale_slope) + np.float32(
+            self.rescale_intercept
+        )
 
     @property
     def label_volume_ml(self) -> float:
@@ -131,8 +135,16 @@ def generate_phantom(
     label = (result.spleen_fraction >= 0.5).astype(np.uint8)
     volume = float(result.spleen_fraction.sum(dtype=np.float64)) * geom.voxel_volume_ml
     logger.debug("phantom seed %d: %s, spleen %.1f mL, phase %s", seed, geom.shape, volume, anat.phase.value)
-    return Phantom(seed=seed, geometry=geom, stored=stored, label=label, spleen_volume_ml=volume,
-                   phase=anat.phase.value, noise_hu=noise, anatomy_scale=anat.scale)
+    return Phantom(
+        seed=seed,
+        geometry=geom,
+        stored=stored,
+        label=label,
+        spleen_volume_ml=volume,
+        phase=anat.phase.value,
+        noise_hu=noise,
+        anatomy_scale=anat.scale,
+    )
 
 
 def write_label(phantom: Phantom, out_dir: str | Path) -> tuple[Path, Path]:
@@ -141,7 +153,9 @@ def write_label(phantom: Phantom, out_dir: str | Path) -> tuple[Path, Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(np.ascontiguousarray(phantom.label.transpose(2, 1, 0)), phantom.geometry.affine_ras())
+    img = nib.Nifti1Image(
+        np.ascontiguousarray(phantom.label.transpose(2, 1, 0)), phantom.geometry.affine_ras()
+    )
     img.header.set_xyzt_units("mm")
     label_path = out / "label.nii.gz"
     nib.save(img, str(label_path))
@@ -173,13 +187,19 @@ def _parse_triplet(text: str, kind: type) -> tuple[Any, Any, Any]:
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
-    ap = argparse.ArgumentParser(prog="spleen-phantoms", description="Write synthetic abdominal CT phantoms "
-                                 "(DICOM series + label.nii.gz + phantom.json per seed).")
+    ap = argparse.ArgumentParser(
+        prog="spleen-phantoms",
+        description="Write synthetic abdominal CT phantoms "
+        "(DICOM series + label.nii.gz + phantom.json per seed).",
+    )
     ap.add_argument("output", type=Path, help="output folder; one sub-folder per seed")
     ap.add_argument("--seeds", default="0", help="seeds, e.g. 0-9 or 3,5,8")
-    ap.add_argument("--shape", type=lambda t: _parse_triplet(t, int), help="slices,rows,cols (default: random)")
-    ap.add_argument("--spacing", type=lambda t: _parse_triplet(t, float),
-                    help="thickness,row,col in mm (default: random)")
+    ap.add_argument(
+        "--shape", type=lambda t: _parse_triplet(t, int), help="slices,rows,cols (default: random)"
+    )
+    ap.add_argument(
+        "--spacing", type=lambda t: _parse_triplet(t, float), help="thickness,row,col in mm (default: random)"
+    )
     ap.add_argument("--position", choices=[p.value for p in PatientPosition], help="patient position")
     ap.add_argument("--nifti-image", action="store_true", help="also write image.nii.gz")
     args = ap.parse_args(argv)
@@ -192,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         write_label(ph, out)
         if args.nifti_image:
             write_image_nifti(ph, out / "image.nii.gz")
-        tqdm.write(f"{out}: {ph.geometry.shape} spacing {ph.geometry.spacing} {ph.geometry.patient_position.value} "
-                   f"{ph.phase} spleen {ph.spleen_volume_ml:.1f} mL")
+        tqdm.write(
+            f"{out}: {ph.geometry.shape} spacing {ph.geometry.spacing} {ph.geometry.patient_position.value} "
+            f"{ph.phase} spleen {ph.spleen_volume_ml:.1f} mL"
+        )
     return 0
 
 
@@ -208,7 +230,6 @@ def _parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise SystemExit(f"--seeds {text!r} names no seed")
     return seeds
-
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Draw an :class:`~model.anatomy.Anatomy` on a :class:`~model.scan_geometry.ScanGeometry` grid.
 
 Partial volume: in-plane, every boundary is a linear ramp one pixel wide; along z, each slice is the mean of
-``ceil(thickness / 1.25 mm)`` thin sub-slices, so thick slices blur exactly like a real slab. The spleen fraction of
+``ceil(thickness / 1.25 mm)`` thin sub-slices, so thick slices blur exactly like a real slab. The spleen
+fraction of
 every voxel is tracked through the same compositing, so the label is aligned with the image by construction.
 Acquisition effects (reconstruction blur, correlated noise) are applied afterwards by :func:`acquire`.
 """
@@ -39,8 +40,12 @@ def _fine_geometry(geom: ScanGeometry, nsub: int) -> ScanGeometry:
     dz, dy, dx = geom.spacing
     shift = -(dz / 2 - dz / (2 * nsub)) * np.asarray(geom.slice_dir)
     origin = tuple(float(v) for v in np.asarray(geom.origin) + shift)
-    return replace(geom, shape=(geom.shape[0] * nsub, geom.shape[1], geom.shape[2]),
-                   spacing=(dz / nsub, dy, dx), origin=origin)  # type: ignore[arg-type]
+    return replace(
+        geom,
+        shape=(geom.shape[0] * nsub, geom.shape[1], geom.shape[2]),
+        spacing=(dz / nsub, dy, dx),
+        origin=origin,
+    )  # type: ignore[arg-type]
 
 
 def _coords(geom: ScanGeometry, k0: int, k1: int, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,9 +61,11 @@ def _coords(geom: ScanGeometry, k0: int, k1: int, scale: float) -> tuple[np.ndar
     return out[0], out[1], out[2]
 
 
-def _index_box(inv: np.ndarray, centre: np.ndarray, extent: float, scale: float,
-               shape: tuple[int, int, int]) -> tuple[slice, slice, slice] | None:
-    """Index-space bounding box [k, j, i] of a sphere (canonical centre/extent) on the grid, or None if outside."""
+def _index_box(
+    inv: np.ndarray, centre: np.ndarray, extent: float, scale: float, shape: tuple[int, int, int]
+) -> tuple[slice, slice, slice] | None:
+    """Index-space bounding box [k, j, i] of a sphere (canonical centre/extent) on the grid, or None if
+    outside."""
     corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
     pts = (centre[None, :] + corners * extent) * scale
     idx = (inv[:3, :3] @ pts.T + inv[:3, 3:4]).T  # columns: i, j, k
@@ -84,8 +91,9 @@ class _Canvas:
         self.body = np.zeros(x.shape, dtype=np.float32)
         self.wall_distance = np.zeros(x.shape, dtype=np.float32)
 
-    def paint(self, alpha: np.ndarray, hu: np.ndarray | float, box: tuple[slice, ...] = (),
-              spleen: bool = False) -> None:
+    def paint(
+        self, alpha: np.ndarray, hu: np.ndarray | float, box: tuple[slice, ...] = (), spleen: bool = False
+    ) -> None:
         region = self.hu[box] if box else self.hu
         region += alpha * (hu - region)
         sp = self.spleen[box] if box else self.spleen
@@ -148,10 +156,14 @@ def _paint_spine(c: _Canvas, anat: Anatomy, inv: np.ndarray) -> None:
 
     disc = np.mod(c.z - s.disc_phase, s.disc_period) < 7.0
     parts: list[tuple[Blob, Callable[[], np.ndarray | float]]] = [
-        (tube(-38, canal_y + 12, 22, 28), lambda: m), (tube(38, canal_y + 12, 22, 28), lambda: m),
-        (tube(-(r + 22), s.centre_y - 5, 14, 17), lambda: m), (tube(r + 22, s.centre_y - 5, 14, 17), lambda: m),
-        (tube(0, canal_y + 22, 5, 22), lambda: s.hu_cortex), (tube(0, canal_y, 15, 14), lambda: s.hu_cortex),
-        (tube(0, canal_y, 9, 8), lambda: 15.0), (tube(0, s.centre_y, r, r * 0.85), lambda: s.hu_cortex),
+        (tube(-38, canal_y + 12, 22, 28), lambda: m),
+        (tube(38, canal_y + 12, 22, 28), lambda: m),
+        (tube(-(r + 22), s.centre_y - 5, 14, 17), lambda: m),
+        (tube(r + 22, s.centre_y - 5, 14, 17), lambda: m),
+        (tube(0, canal_y + 22, 5, 22), lambda: s.hu_cortex),
+        (tube(0, canal_y, 15, 14), lambda: s.hu_cortex),
+        (tube(0, canal_y, 9, 8), lambda: 15.0),
+        (tube(0, s.centre_y, r, r * 0.85), lambda: s.hu_cortex),
         (tube(0, s.centre_y, r - 2.5, r * 0.85 - 2.5), lambda: np.where(disc, s.hu_disc, s.hu_cancellous)),
     ]
     for shape, hu in parts:

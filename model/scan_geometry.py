@@ -1,4 +1,5 @@
-"""Acquisition geometry of a synthetic CT study (how the phantom is sampled), in DICOM patient coordinates (LPS).
+"""Acquisition geometry of a synthetic CT study (how the phantom is sampled), in DICOM patient coordinates
+(LPS).
 
 Conventions (stated once, used by the phantom generator, the DICOM writer and the label files):
 
@@ -9,7 +10,8 @@ Conventions (stated once, used by the phantom generator, the DICOM writer and th
   ``col_dir`` the second (increasing row index ``j``), ``slice_dir = row_dir x col_dir`` (increasing ``k``).
 * The centre of voxel ``(k, j, i)`` is ``origin + i*dx*row_dir + j*dy*col_dir + k*dz*slice_dir``, where
   ``spacing = (dz, dy, dx)``; ``origin`` is ``ImagePositionPatient`` of slice ``k = 0``.
-  ``PixelSpacing`` is ``[dy, dx]`` (row spacing, column spacing); slices are contiguous (``SliceThickness = dz``).
+  ``PixelSpacing`` is ``[dy, dx]`` (row spacing, column spacing); slices are contiguous (``SliceThickness =
+  dz``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ _AXIAL_DIRECTIONS: dict[PatientPosition, tuple[tuple[float, float, float], tuple
 
 @dataclass(frozen=True)
 class ScanGeometry:
-    """Sampling grid of one CT series. ``shape``/``spacing`` are (slices, rows, columns) / (dz, dy, dx) in mm."""
+    """Sampling grid of one CT series. ``shape``/``spacing`` are (slices, rows, columns) / (dz, dy, dx) in
+    mm."""
 
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
@@ -106,8 +109,12 @@ def centred_geometry(
     sl = np.cross(row, col)
     dz, dy, dx = spacing
     nz, ny, nx = shape
-    origin = (np.asarray(centre, dtype=float) - row * dx * (nx - 1) / 2 - col * dy * (ny - 1) / 2
-              - sl * dz * (nz - 1) / 2)
+    origin = (
+        np.asarray(centre, dtype=float)
+        - row * dx * (nx - 1) / 2
+        - col * dy * (ny - 1) / 2
+        - sl * dz * (nz - 1) / 2
+    )
     return ScanGeometry(
         shape=(int(nz), int(ny), int(nx)),
         spacing=(float(dz), float(dy), float(dx)),

@@ -1,6 +1,7 @@
 """Implicit shape primitives for the phantom renderer, evaluated on blocks of coordinates (mm).
 
-Every shape returns an *approximate signed distance* in mm (negative inside). The renderer turns distances into
+Every shape returns an *approximate signed distance* in mm (negative inside). The renderer turns distances
+into
 partial-volume occupancies with :func:`occupancy`, so boundaries are anti-aliased at the voxel size.
 """
 
@@ -31,14 +32,18 @@ class Waves:
         direction = rng.normal(size=(n, 3))
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)
         lam = rng.uniform(*wavelength_mm, size=n)
-        return Waves(k=direction * (2 * np.pi / lam)[:, None], amp=rng.uniform(0.5, 1.0, n) * amp / np.sqrt(n),
-                     phase=rng.uniform(0, 2 * np.pi, n))
+        return Waves(
+            k=direction * (2 * np.pi / lam)[:, None],
+            amp=rng.uniform(0.5, 1.0, n) * amp / np.sqrt(n),
+            phase=rng.uniform(0, 2 * np.pi, n),
+        )
 
     def __call__(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         out = np.zeros(np.broadcast_shapes(x.shape, y.shape, z.shape), dtype=np.float32)
         for (kx, ky, kz), a, ph in zip(self.k, self.amp, self.phase, strict=True):
-            out += np.float32(a) * np.sin(np.float32(kx) * x + np.float32(ky) * y + np.float32(kz) * z
-                                          + np.float32(ph))
+            out += np.float32(a) * np.sin(
+                np.float32(kx) * x + np.float32(ky) * y + np.float32(kz) * z + np.float32(ph)
+            )
         return out
 
 
@@ -46,7 +51,8 @@ class Waves:
 class Blob:
     """A deformed, optionally bent ellipsoid.
 
-    ``axes`` rows are the local unit axes (LPS), ``radii`` the semi-axes along them (mm). ``bend`` bends the shape
+    ``axes`` rows are the local unit axes (LPS), ``radii`` the semi-axes along them (mm). ``bend`` bends
+    the shape
     along local axis 1 (positive: concave towards +axis 1, a crescent). ``deform`` modulates the radius
     (relative amplitude, evaluated in normalised local coordinates).
     """

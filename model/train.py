@@ -1,13 +1,14 @@
 """Train the bundle's UNet on synthetic phantoms and export it as the bundle's ``models/model.ts``.
 
-    python -m model.train all --work model/work          # cache + fit + export (what we ran, see README "Model")
-    python -m model.train export --work model/work       # export the best checkpoint so far
+    python -m model.train all --work model/work      # cache + fit + export (what we ran: README "Model")
+    python -m model.train export --work model/work   # export the best checkpoint so far
 
-Data: phantoms of ``--train-seeds`` (validation: ``--val-seeds``) are generated once, resampled with the bundle's
-own transforms (Orientation RAS, Spacing 1.5x1.5x2.0, ScaleIntensityRange -57..164 -> 0..1) and cached as .npy.
-Training: 96^3 patches, positive/negative crops, DiceCE loss, Adam with cosine decay, seeded (torch, numpy).
-The curve goes to ``<work>/log.jsonl`` while running and to ``model/training_log.json`` (+ PNG) on export.
-``--channels`` is the one switch for a narrower UNet; the default is the official architecture.
+Data: phantoms of ``--train-seeds`` (validation: ``--val-seeds``) are generated once, resampled with the
+bundle's own transforms (Orientation RAS, Spacing 1.5x1.5x2.0, ScaleIntensityRange -57..164 -> 0..1) and
+cached as .npy. Training: 96^3 patches, positive/negative crops, DiceCE loss, Adam with cosine decay, seeded
+(torch, numpy). The curve goes to ``<work>/log.jsonl`` while running and to ``model/training_log.json``
+(+ PNG) on export. ``--channels`` is the one switch for a narrower UNet; the default is the official
+architecture.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def _batch(cases: list[CachedCase], rng: np.random.Generator, cfg: TrainConfig) 
 
 
 def fit(cfg: TrainConfig) -> Path:
-    """Train; keeps ``best.pt`` (highest mean validation Dice) and ``last.pt`` in the work dir. Returns best.pt."""
+    """Train; keeps ``best.pt`` (highest mean validation Dice) and ``last.pt`` in the work dir. Returns
+    best.pt."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -137,14 +139,24 @@ def fit(cfg: TrainConfig) -> Path:
             elapsed = (time.monotonic() - start) / 60
             out_of_time = elapsed > cfg.max_minutes
             if (step + 1) % 25 == 0:
-                rec = {"event": "train", "step": step + 1, "loss": float(np.mean(losses[-25:])),
-                       "lr": _lr_at(cfg, step), "minutes": round(elapsed, 2)}
+                rec = {
+                    "event": "train",
+                    "step": step + 1,
+                    "loss": float(np.mean(losses[-25:])),
+                    "lr": _lr_at(cfg, step),
+                    "minutes": round(elapsed, 2),
+                }
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
             if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps or out_of_time:
                 dices = validate(net, val, cfg.patch)
-                rec = {"event": "val", "step": step + 1, "dice": dices, "mean_dice": float(np.mean(dices)),
-                       "minutes": round((time.monotonic() - start) / 60, 2)}
+                rec = {
+                    "event": "val",
+                    "step": step + 1,
+                    "dice": dices,
+                    "mean_dice": float(np.mean(dices)),
+                    "minutes": round((time.monotonic() - start) / 60, 2),
+                }
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 logger.info("step %d val dice %s", step + 1, [round(d, 4) for d in dices])
@@ -173,7 +185,8 @@ def read_log(work_dir: Path) -> list[dict[str, Any]]:
 
 
 def export(cfg: TrainConfig, checkpoint: Path | None = None, bundle_dir: Path = SOURCE_BUNDLE_DIR) -> Path:
-    """Write the checkpoint into the bundle (model.ts + configs with this network_def) and the training log."""
+    """Write the checkpoint into the bundle (model.ts + configs with this network_def) and the training
+    log."""
     import torch
 
     checkpoint = checkpoint or cfg.work_dir / "best.pt"
@@ -185,8 +198,11 @@ def export(cfg: TrainConfig, checkpoint: Path | None = None, bundle_dir: Path = 
     vals = [r for r in records if r["event"] == "val"]
     if vals:
         best = max(vals, key=lambda r: r["mean_dice"])
-        metadata["eval_metrics"] = {"val_mean_dice_synthetic": round(best["mean_dice"], 4),
-                                    "val_seeds": cfg.val_seeds, "step": best["step"]}
+        metadata["eval_metrics"] = {
+            "val_mean_dice_synthetic": round(best["mean_dice"], 4),
+            "val_seeds": cfg.val_seeds,
+            "step": best["step"],
+        }
     path = write_bundle(bundle_dir, net, metadata, inference)
     TRAINING_LOG.write_text(json.dumps(records, indent=1) + "\n")
     plot_curve(records, TRAINING_PLOT)
@@ -214,14 +230,24 @@ def plot_curve(records: list[dict[str, Any]], path: Path) -> None:
     d.line([xy(s, v, top) for s, v in train], fill="blue", width=2)
     if len(val) > 1:
         d.line([xy(s, v, 1.0) for s, v in val], fill="red", width=2)
-    d.text((m, 10), f"DiceCE loss (blue, max {top:.2f}) / val Dice (red, 0..1) vs step (0..{last})", fill="black")
+    d.text(
+        (m, 10), f"DiceCE loss (blue, max {top:.2f}) / val Dice (red, 0..1) vs step (0..{last})", fill="black"
+    )
     img.save(path)
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    cfg = TrainConfig(work_dir=args.work, seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr,
-                      val_every=args.val_every, max_minutes=args.max_minutes, threads=args.threads,
-                      channels=tuple(args.channels))
+    cfg = TrainConfig(
+        work_dir=args.work,
+        seed=args.seed,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        val_every=args.val_every,
+        max_minutes=args.max_minutes,
+        threads=args.threads,
+        channels=tuple(args.channels),
+    )
     if args.train_seeds:
         cfg.train_seeds = parse_seeds(args.train_seeds)
     if args.val_seeds:
@@ -247,8 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-every", type=int, default=TrainConfig.val_every)
     ap.add_argument("--max-minutes", type=float, default=TrainConfig.max_minutes)
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
-    ap.add_argument("--channels", type=int, nargs=5, default=list(OFFICIAL_CHANNELS),
-                    help="UNet channels (default: the official 16 32 64 128 256)")
+    ap.add_argument(
+        "--channels",
+        type=int,
+        nargs=5,
+        default=list(OFFICIAL_CHANNELS),
+        help="UNet channels (default: the official 16 32 64 128 256)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = _config_from_args(args)

@@ -1,6 +1,7 @@
 """Training cache: phantoms resampled once with the bundle's own spatial/intensity transforms, stored as .npy.
 
-Each case is ``<work>/cache/<seed>.image.npy`` (float16, intensity-scaled 0..1, RAS, 1.5x1.5x2.0 mm, padded to at
+Each case is ``<work>/cache/<seed>.image.npy`` (float16, intensity-scaled 0..1, RAS, 1.5x1.5x2.0 mm, padded
+to at
 least one patch) and ``<seed>.label.npy`` (uint8), plus ``<seed>.json`` (spleen volume, source geometry).
 Array axes are MONAI's (R->L... i.e. RAS voxel axes x, y, z) after ``Orientationd(RAS)``.
 """
@@ -37,23 +38,39 @@ class Preprocessing:
         _, inference = read_configs(bundle_dir)
         by_name = {t["_target_"]: t for t in inference["preprocessing"]["transforms"]}
         o, s, i = by_name["Orientationd"], by_name["Spacingd"], by_name["ScaleIntensityRanged"]
-        return Preprocessing(axcodes=o["axcodes"], pixdim=tuple(s["pixdim"]), a_min=i["a_min"], a_max=i["a_max"],
-                             b_min=i["b_min"], b_max=i["b_max"])
+        return Preprocessing(
+            axcodes=o["axcodes"],
+            pixdim=tuple(s["pixdim"]),
+            a_min=i["a_min"],
+            a_max=i["a_max"],
+            b_min=i["b_min"],
+            b_max=i["b_max"],
+        )
 
     def transforms(self) -> Any:
-        """MONAI Compose for {'image','label'} MetaTensors (channel-first): the bundle's transforms, label nearest."""
+        """MONAI Compose for {'image','label'} MetaTensors (channel-first): the bundle's transforms, label
+        nearest."""
         from monai.transforms import Compose, Orientationd, ScaleIntensityRanged, Spacingd
 
-        return Compose([
-            Orientationd(keys=["image", "label"], axcodes=self.axcodes),
-            Spacingd(keys=["image", "label"], pixdim=self.pixdim, mode=("bilinear", "nearest")),
-            ScaleIntensityRanged(keys="image", a_min=self.a_min, a_max=self.a_max, b_min=self.b_min,
-                                 b_max=self.b_max, clip=True),
-        ])
+        return Compose(
+            [
+                Orientationd(keys=["image", "label"], axcodes=self.axcodes),
+                Spacingd(keys=["image", "label"], pixdim=self.pixdim, mode=("bilinear", "nearest")),
+                ScaleIntensityRanged(
+                    keys="image",
+                    a_min=self.a_min,
+                    a_max=self.a_max,
+                    b_min=self.b_min,
+                    b_max=self.b_max,
+                    clip=True,
+                ),
+            ]
+        )
 
 
 def training_geometry(seed: int) -> dict[str, Any]:
-    """Acquisition for training phantoms: realistic FOV and slice thickness, in-plane pixels up to 1.5 mm so the
+    """Acquisition for training phantoms: realistic FOV and slice thickness, in-plane pixels up to 1.5 mm
+    so the
     cache is cheap to build (everything is resampled to 1.5x1.5x2.0 mm anyway)."""
     rng = np.random.default_rng([seed, 0x7A1])
     fov = rng.uniform(330, 460)
@@ -71,8 +88,9 @@ def phantom_to_training_arrays(ph: Phantom, prep: Preprocessing, patch: int) -> 
 
     affine = torch.as_tensor(ph.geometry.affine_ras(), dtype=torch.float64)
     image = MetaTensor(torch.from_numpy(np.ascontiguousarray(ph.hu.transpose(2, 1, 0)))[None], affine=affine)
-    label = MetaTensor(torch.from_numpy(np.ascontiguousarray(ph.label.transpose(2, 1, 0)))[None].float(),
-                       affine=affine)
+    label = MetaTensor(
+        torch.from_numpy(np.ascontiguousarray(ph.label.transpose(2, 1, 0)))[None].float(), affine=affine
+    )
     out = prep.transforms()({"image": image, "label": label})
     img = out["image"][0].numpy()
     lbl = (out["label"][0].numpy() > 0.5).astype(np.uint8)
@@ -96,8 +114,13 @@ def build_cache(seeds: list[int], cache_dir: Path, patch: int = 96, progress: An
             np.save(cache_dir / f"{seed}.label.npy", lbl)
             (cache_dir / f"{seed}.json").write_text(json.dumps(ph.info()) + "\n")
             np.save(img_path, img)  # written last: its presence marks a complete case
-            logger.info("cached seed %d: %s -> %s, spleen %.1f mL", seed, ph.geometry.shape, img.shape,
-                        ph.spleen_volume_ml)
+            logger.info(
+                "cached seed %d: %s -> %s, spleen %.1f mL",
+                seed,
+                ph.geometry.shape,
+                img.shape,
+                ph.spleen_volume_ml,
+            )
         paths.append(img_path)
         if progress is not None:
             progress(1)
@@ -118,9 +141,11 @@ class CachedCase:
         return CachedCase(seed, image, label, np.flatnonzero(label))
 
 
-def random_patch(case: CachedCase, rng: np.random.Generator, patch: int,
-                 positive: bool) -> tuple[np.ndarray, np.ndarray]:
-    """A ``patch``^3 crop centred on a spleen voxel (``positive``) or anywhere; (image float32, label uint8)."""
+def random_patch(
+    case: CachedCase, rng: np.random.Generator, patch: int, positive: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``patch``^3 crop centred on a spleen voxel (``positive``) or anywhere; (image float32, label
+    uint8)."""
     shape = case.label.shape
     if positive and case.foreground.size:
         centre = np.unravel_index(case.foreground[rng.integers(case.foreground.size)], shape)

@@ -52,7 +52,9 @@ def test_archive_is_byte_identical_and_has_the_layout(tmp_path: Path) -> None:
     assert len({m.mtime for m in members}) == 1
     bundle = find_bundle_dir(_extract(a, tmp_path / "x"))
     assert bundle == tmp_path / "x" / "spleen_ct_segmentation"
-    assert (bundle / "models" / "model.ts").read_bytes() == (SOURCE_BUNDLE_DIR / "models" / "model.ts").read_bytes()
+    assert (bundle / "models" / "model.ts").read_bytes() == (
+        SOURCE_BUNDLE_DIR / "models" / "model.ts"
+    ).read_bytes()
 
 
 def test_archive_includes_code_dir_when_given(tmp_path: Path) -> None:
@@ -111,8 +113,15 @@ def _official_unet():  # type: ignore[no-untyped-def]
     from monai.networks.nets import UNet
 
     torch.manual_seed(1234)
-    return UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256),
-                strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
+    return UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=2,
+        channels=(16, 32, 64, 128, 256),
+        strides=(2, 2, 2, 2),
+        num_res_units=2,
+        norm="batch",
+    )
 
 
 def _small_ct(path: Path) -> Path:
@@ -147,8 +156,9 @@ def test_official_architecture_with_random_weights_is_a_drop_in(tmp_path: Path) 
     # MONAI Deploy's own bundle reading: directory bundle and model.ts alone (configs embedded as extra files)
     parser = get_bundle_config(str(found), ["inference"])
     assert list(parser["_meta_"]["network_data_format"]["inputs"]) == ["image"]
-    assert isinstance(_load_model_from_directory_bundle(found, torch.device("cpu"), parser),
-                      torch.jit.ScriptModule)
+    assert isinstance(
+        _load_model_from_directory_bundle(found, torch.device("cpu"), parser), torch.jit.ScriptModule
+    )
     alone = get_bundle_config(str(model_ts), ["inference"])
     assert list(alone.get_parsed_content("inferer").roi_size) == [96, 96, 96]
     with zipfile.ZipFile(model_ts) as z:
@@ -163,8 +173,12 @@ def test_committed_bundle_contract() -> None:
     assert "not for clinical use" in meta["data_source"]
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 1
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 2
-    assert inf["inferer"] == {"_target_": "SlidingWindowInferer", "roi_size": [96, 96, 96], "sw_batch_size": 4,
-                              "overlap": 0.5}
+    assert inf["inferer"] == {
+        "_target_": "SlidingWindowInferer",
+        "roi_size": [96, 96, 96],
+        "sw_batch_size": 4,
+        "overlap": 0.5,
+    }
     pre = {t["_target_"]: t for t in inf["preprocessing"]["transforms"]}
     assert pre["Spacingd"]["pixdim"] == [1.5, 1.5, 2.0] and pre["Orientationd"]["axcodes"] == "RAS"
     assert (pre["ScaleIntensityRanged"]["a_min"], pre["ScaleIntensityRanged"]["a_max"]) == (-57, 164)

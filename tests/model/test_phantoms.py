@@ -1,4 +1,5 @@
-"""Phantom generator: determinism, DICOM validity, and image/label/geometry alignment checked from the files."""
+"""Phantom generator: determinism, DICOM validity, and image/label/geometry alignment checked from the
+files."""
 
 from __future__ import annotations
 
@@ -39,8 +40,12 @@ def _lps_of_voxels(datasets: list[pydicom.Dataset], kji: np.ndarray) -> np.ndarr
 
 
 @pytest.mark.parametrize("position", list(PatientPosition))
-def test_dicom_and_label_agree_and_spleen_is_on_patient_left(tmp_path: Path, position: PatientPosition) -> None:
-    ph = generate_phantom(21, shape=(30, 96, 96), spacing=(5.0, 4.0, 4.0), patient_position=position, tilt_deg=6)
+def test_dicom_and_label_agree_and_spleen_is_on_patient_left(
+    tmp_path: Path, position: PatientPosition
+) -> None:
+    ph = generate_phantom(
+        21, shape=(30, 96, 96), spacing=(5.0, 4.0, 4.0), patient_position=position, tilt_deg=6
+    )
     paths = write_dicom_series(ph, tmp_path / "dicom")
     label_path, _ = write_label(ph, tmp_path)
     datasets = sorted(_read_series(tmp_path / "dicom"), key=lambda d: int(d.InstanceNumber))
@@ -53,7 +58,8 @@ def test_dicom_and_label_agree_and_spleen_is_on_patient_left(tmp_path: Path, pos
     label_ijk = np.asarray(label_img.dataobj)
     ijk = np.argwhere(label_ijk > 0)
     assert len(ijk) > 0
-    # label voxel -> RAS via the NIfTI affine -> LPS; must equal the DICOM position of the same [k, j, i] voxel
+    # label voxel -> RAS via the NIfTI affine -> LPS; must equal the DICOM position of the same [k, j, i]
+    # voxel
     ras = nib.affines.apply_affine(label_img.affine, ijk)
     lps_from_nifti = ras * np.array([-1, -1, 1])
     lps_from_dicom = _lps_of_voxels(datasets, ijk[:, ::-1])
@@ -68,12 +74,37 @@ def test_dicom_attributes_are_valid_ct(tmp_path: Path) -> None:
     ph = generate_phantom(5, shape=(8, 64, 64), spacing=(5.0, 6.0, 6.0))
     write_dicom_series(ph, tmp_path)
     datasets = _read_series(tmp_path)
-    required = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
-                "Modality", "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                "ReferringPhysicianName", "StudyID", "AccessionNumber", "SeriesNumber", "InstanceNumber",
-                "PositionReferenceIndicator", "ImageType", "PixelSpacing", "ImageOrientationPatient",
-                "ImagePositionPatient", "SliceThickness", "RescaleIntercept", "RescaleSlope", "KVP",
-                "AcquisitionNumber", "PatientPosition", "Manufacturer"]
+    required = [
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "FrameOfReferenceUID",
+        "Modality",
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "ReferringPhysicianName",
+        "StudyID",
+        "AccessionNumber",
+        "SeriesNumber",
+        "InstanceNumber",
+        "PositionReferenceIndicator",
+        "ImageType",
+        "PixelSpacing",
+        "ImageOrientationPatient",
+        "ImagePositionPatient",
+        "SliceThickness",
+        "RescaleIntercept",
+        "RescaleSlope",
+        "KVP",
+        "AcquisitionNumber",
+        "PatientPosition",
+        "Manufacturer",
+    ]
     for ds in datasets:
         missing = [k for k in required if k not in ds]
         assert not missing, f"{ds.SOPInstanceUID} lacks {missing}"
@@ -113,11 +144,13 @@ def test_random_geometry_is_in_the_stated_ranges() -> None:
 
 def test_geometry_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="spacing must be 3 positive mm values"):
-        ScanGeometry(shape=(1, 2, 2), spacing=(1.0, 0.0, 1.0), origin=(0, 0, 0), row_dir=(1, 0, 0),
-                     col_dir=(0, 1, 0))
+        ScanGeometry(
+            shape=(1, 2, 2), spacing=(1.0, 0.0, 1.0), origin=(0, 0, 0), row_dir=(1, 0, 0), col_dir=(0, 1, 0)
+        )
     with pytest.raises(ValueError, match="must be orthonormal"):
-        ScanGeometry(shape=(1, 2, 2), spacing=(1.0, 1.0, 1.0), origin=(0, 0, 0), row_dir=(1, 0, 0),
-                     col_dir=(1, 0, 0))
+        ScanGeometry(
+            shape=(1, 2, 2), spacing=(1.0, 1.0, 1.0), origin=(0, 0, 0), row_dir=(1, 0, 0), col_dir=(1, 0, 0)
+        )
 
 
 def test_cli_writes_series_label_and_info(tmp_path: Path) -> None:
