@@ -65,6 +65,8 @@ def cmd_pipeline(args: argparse.Namespace, aws: Aws, names: Names, state: State)
 def cmd_build(args: argparse.Namespace, aws: Aws, names: Names, state: State) -> Any:
     if args.source_dir:
         pipeline.upload_source(aws, names, args.bucket, Path(args.source_dir), state, args.buildspec)
+    else:
+        pipeline.require_source(aws, names, args.bucket)
     outcome = pipeline.start_build(aws, names, args.bucket, direct=args.direct, timeout_s=args.timeout)
     return outcome
 

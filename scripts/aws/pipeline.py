@@ -270,6 +270,19 @@ def upload_source(
     )
 
 
+def require_source(aws: Aws, names: Names, bucket: str) -> None:
+    """Fail with the fix when no source archive has been uploaded yet (the pipeline would fail later)."""
+    try:
+        aws.client("s3").head_object(Bucket=bucket, Key=names.source_key)
+    except Exception as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+            raise AwsCliError(
+                f"no source archive at s3://{bucket}/{names.source_key}: "
+                "pass --source-dir (the repository root)"
+            ) from exc
+        raise
+
+
 def start_build(
     aws: Aws, names: Names, bucket: str, direct: bool = False, timeout_s: float = 3600.0
 ) -> BuildOutcome:

@@ -147,9 +147,10 @@ def test_build_uploads_source_and_runs_the_pipeline(ahi_spleen, client, tmp_path
     assert [c.split("(")[0] for c in again["changes"]] == ["codepipeline.start_pipeline_execution"]
 
 
-def test_build_direct_starts_codebuild_and_reports_phases(ahi_spleen, client) -> None:
+def test_build_direct_starts_codebuild_and_reports_phases(ahi_spleen, client, tmp_path: Path) -> None:
     _pipeline(ahi_spleen)
-    out = ahi_spleen("build", "--name", NAME, "--bucket", BUCKET, "--direct")
+    src = str(_source_tree(tmp_path))
+    out = ahi_spleen("build", "--name", NAME, "--bucket", BUCKET, "--direct", "--source-dir", src)
     assert out["result"]["kind"] == "codebuild"
     assert out["result"]["status"] == "SUCCEEDED"
     assert "BUILD:SUCCEEDED" in out["result"]["phases"]
@@ -163,3 +164,39 @@ def test_build_source_without_buildspec_is_refused(ahi_spleen, tmp_path: Path) -
     (tmp_path / "empty").mkdir()
     with pytest.raises(AwsCliError, match=r"has no buildspec.yml; pass the repository root"):
         ahi_spleen("build", "--name", NAME, "--bucket", BUCKET, "--source-dir", str(tmp_path / "empty"))
+
+
+def test_build_without_any_uploaded_source_says_to_pass_source_dir(ahi_spleen) -> None:
+    _pipeline(ahi_spleen)
+    with pytest.raises(AwsCliError, match=rf"no source archive at s3://{BUCKET}/{NAME}/source/source.zip"):
+        ahi_spleen("build", "--name", NAME, "--bucket", BUCKET)
+
+
+def test_profile_supplies_credentials_and_region(aws_env: str, client, tmp_path: Path, monkeypatch) -> None:
+    from scripts.aws import cli
+
+    config = tmp_path / "aws-config"
+    config.write_text("[profile moto]\nregion = us-east-1\n")
+    credentials = tmp_path / "aws-credentials"
+    credentials.write_text("[moto]\naws_access_key_id = fromprofile\naws_secret_access_key = secret\n")
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    code, text = cli.run(
+        [
+            "pipeline",
+            "--name",
+            NAME,
+            "--bucket",
+            BUCKET,
+            "--create-roles",
+            "--profile",
+            "moto",
+            "--endpoint-url",
+            aws_env,
+            "--no-progress",
+        ]
+    )
+    assert code == 0, text
+    assert json.loads(text)["result"]["repository_uri"].startswith("123456789012.dkr.ecr.us-east-1.")
