@@ -1,8 +1,7 @@
 """boto3 ``medical-imaging`` client factory.
 
 Credentials come only from the default boto3 chain (environment, profile, SSO, instance/role, STS session
-tokens) or
-from an explicit ``boto3.Session``. The endpoint comes from ``endpoint_url`` or the standard
+tokens) or from an explicit ``boto3.Session``. The endpoint comes from ``endpoint_url`` or the standard
 ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` variable; against a non-AWS endpoint host-prefix injection (``runtime-``)
 is off.
 """
@@ -42,9 +41,9 @@ def make_ahi_client(
 ) -> Any:
     """Build a botocore ``medical-imaging`` client.
 
-    ``retry_mode`` is botocore's ``standard`` (default; retries throttling, 5xx and connection errors with
-    exponential backoff) or ``adaptive`` (adds client-side rate limiting). Timeouts bound every call so that a
-    dead
+    ``max_attempts`` is the total number of tries per call (botocore ``total_max_attempts``). ``retry_mode``
+    is botocore's ``standard`` (default; retries throttling, 5xx and connection errors with exponential
+    backoff) or ``adaptive`` (adds client-side rate limiting). Timeouts bound every call so that a dead
     endpoint or a credential provider that never answers cannot hang the caller.
     """
     if retry_mode not in RETRY_MODES:
@@ -54,7 +53,7 @@ def make_ahi_client(
     endpoint_url = endpoint_url or os.environ.get(ENV_ENDPOINT) or None
     inject_host_prefix = not (endpoint_url or _env_flag(ENV_DISABLE_HOST_PREFIX))
     config = Config(
-        retries={"mode": retry_mode, "max_attempts": max_attempts},
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=max_pool_connections,

@@ -1,12 +1,9 @@
 """``AHItoDICOM``: drop-in for the ``ahitodicominterface`` API, thin over :class:`ImageSetExporter`.
 
 Differences that fix the anchor's defects: one persistent worker pool per object (no processes per call),
-every
-series of an image set, every frame of multi-frame instances, pagination, frame-level retries, a deadline
-instead of
-a hang, and errors raised (``AHIError`` subclasses) instead of logged-and-``None`` — except ``getMetadata``,
-which
-keeps the anchor's ``None`` on failure (logged) for compatibility.
+every series of an image set, every frame of multi-frame instances, pagination, frame-level retries, a
+deadline instead of a hang, and errors raised (``AHIError`` subclasses) instead of logged-and-``None`` —
+except ``getMetadata``, which keeps the anchor's ``None`` on failure (logged) for compatibility.
 """
 
 from __future__ import annotations
@@ -30,8 +27,8 @@ class AHItoDICOM:
     """Same constructor and methods as the anchor, plus ``client=`` / ``endpoint_url=`` / ``region_name=``.
 
     ``fetcher_process_count`` sets the number of frame worker threads (default 16);
-    ``dicomizer_process_count`` is
-    accepted for compatibility and sets the openjpeg decoder's process count when ``decoder="openjpeg"``.
+    ``dicomizer_process_count`` is accepted for compatibility and sets the openjpeg decoder's process count
+    when ``decoder="openjpeg"``.
     """
 
     def __init__(

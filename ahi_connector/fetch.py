@@ -3,13 +3,10 @@
 - Bounded: at most ``max_in_flight`` frames are submitted at once; each worker thread holds one request.
 - Keep-alive: one botocore client (urllib3 pool of ``max_pool_connections``) shared by every worker.
 - Retries: botocore retries each call (standard/adaptive mode); on top, a frame is retried with exponential
-backoff
-  and jitter on the explicit ``RETRYABLE`` tuple (throttling, 5xx, connection errors, checksum mismatch,
-  corrupt
-  bytes), at most ``RetryPolicy.max_attempts`` times, each logged at debug.
+  backoff and jitter on the explicit ``RETRYABLE`` tuple (throttling, 5xx, connection errors, checksum
+  mismatch, corrupt bytes), at most ``RetryPolicy.max_attempts`` times, each logged at debug.
 - Deadline: a job that is not done by its deadline raises ExportDeadlineError naming the outstanding frames;
-queued
-  work is cancelled, running attempts stop at their next step. Never a hang.
+  queued work is cancelled, running attempts stop at their next step. Never a hang.
 """
 
 from __future__ import annotations
@@ -179,8 +176,7 @@ class FrameFetcher:
 
     def close(self, wait: bool = False) -> None:
         """Stop the pool: queued frames are cancelled; a request still in flight (e.g. after a deadline) ends
-        on
-        its own within the client's read timeout, so ``wait=False`` (default) never blocks on a hung
+        on its own within the client's read timeout, so ``wait=False`` (default) never blocks on a hung
         server."""
         with self._lock:
             pool, self._pool = self._pool, None

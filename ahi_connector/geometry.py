@@ -3,13 +3,11 @@ throughout.
 
 Conventions (DICOM PS3.3 C.7.6.2):
 - ImageOrientationPatient (IOP) = row cosine (direction of increasing column index) then column cosine
-(direction
-  of increasing row index); slice normal = row × column.
+  (direction of increasing row index); slice normal = row × column.
 - ImagePositionPatient (IPP) = LPS position in mm of the centre of the first transmitted pixel.
 - PixelSpacing = (row spacing, column spacing) = (distance between rows, distance between columns).
 - Volumes are arrays in (slices, rows, columns) order, "DHW", slices sorted by increasing projection of IPP on
-the
-  normal. ``VolumeGeometry.affine`` maps an index (d, h, w, 1) of that array to LPS mm.
+  the normal. ``VolumeGeometry.affine`` maps an index (d, h, w, 1) of that array to LPS mm.
 """
 
 from __future__ import annotations
@@ -41,10 +39,9 @@ class VolumeGeometry:
     """Geometry of a regular stack of slices.
 
     ``order[k]`` is the index (in the input list) of the plane that becomes slice ``k``. ``spacing`` is in DHW
-    order:
-    (slice spacing, row spacing, column spacing) in mm. ``direction`` is 3×3 with columns = LPS unit vectors
-    of
-    increasing slice (d), row (h) and column (w) index, so ``affine[:3, :3] == direction * spacing``.
+    order: (slice spacing, row spacing, column spacing) in mm. ``direction`` is 3×3 with columns = LPS unit
+    vectors of increasing slice (d), row (h) and column (w) index, so ``affine[:3, :3] == direction *
+    spacing``.
     """
 
     order: tuple[int, ...]
@@ -164,10 +161,8 @@ def compute_geometry(
     """Sort ``planes`` along their common normal and validate that they form one regular volume.
 
     Raises GeometryError on missing IPP/IOP/PixelSpacing, mixed orientation or pixel spacing, duplicate
-    positions,
-    non-uniform spacing, or slices that drift in-plane (sheared / tilted stacks). With one slice, the slice
-    spacing is
-    ``default_slice_spacing`` (e.g. Spacing Between Slices or Slice Thickness) or 1.0.
+    positions, non-uniform spacing, or slices that drift in-plane (sheared / tilted stacks). With one slice,
+    the slice spacing is ``default_slice_spacing`` (e.g. Spacing Between Slices or Slice Thickness) or 1.0.
     """
     _require(planes)
     _check_same_orientation(planes)

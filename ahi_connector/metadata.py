@@ -1,11 +1,10 @@
 """ImageSet metadata: the gzip JSON of GetImageSetMetadata parsed into typed, read-only views.
 
 Layout (AHI): ``{SchemaVersion, DatastoreID, ImageSetID, Patient:{DICOM}, Study:{DICOM,
-Series:{<SeriesUID>:{DICOM,
-Instances:{<SOPInstanceUID>:{DICOM, DICOMVRs, StoredTransferSyntaxUID, ImageFrames:[{ID, FrameSizeInBytes,
-PixelDataChecksumFromBaseToFullResolution:[{Width, Height, Checksum}]}]}}}}}}``. Keys are DICOM keywords
-(private
-tags as 8 hex digits), DS/IS often as strings, binary as base64.
+Series:{<SeriesUID>:{DICOM, Instances:{<SOPInstanceUID>:{DICOM, DICOMVRs, StoredTransferSyntaxUID,
+ImageFrames:[{ID, FrameSizeInBytes, PixelDataChecksumFromBaseToFullResolution:[{Width, Height,
+Checksum}]}]}}}}}}``. Keys are DICOM keywords (private tags as 8 hex digits), DS/IS often as strings, binary
+as base64.
 """
 
 from __future__ import annotations

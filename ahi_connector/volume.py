@@ -1,10 +1,9 @@
 """Direct ImageSet → 3-D volume, without building DICOM datasets.
 
-Axis order is (slices, rows, columns) = DHW, slices sorted by increasing position along the slice normal
-(row cosine × column cosine); coordinates are DICOM LPS in mm. With ``rescale=True`` (default) and a Rescale
+Axis order is (slices, rows, columns) = DHW, slices sorted by increasing position along the slice normal (row
+cosine × column cosine); coordinates are DICOM LPS in mm. With ``rescale=True`` (default) and a Rescale
 Slope/Intercept present, the array is float32 ``stored * slope + intercept`` (e.g. Hounsfield units for CT);
-otherwise
-it keeps the stored integer type and ``rescaled`` is False (slope/intercept are still reported).
+otherwise it keeps the stored integer type and ``rescaled`` is False (slope/intercept are still reported).
 """
 
 from __future__ import annotations

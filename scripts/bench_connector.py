@@ -3,10 +3,8 @@
     .venv/bin/python scripts/bench_connector.py [--slices 300] [--size 512] [--mf-frames 100] [--repeat 3]
 
 One run: writes a synthetic int16 CT series (``--slices`` x ``--size``², one file per slice) and a
-one-instance
-multi-frame series, imports both into a fresh ahi-local (HTJ2K), then measures, each trial in its own
-subprocess
-with a hard timeout (the anchor hangs on failures):
+one-instance multi-frame series, imports both into a fresh ahi-local (HTJ2K), then measures, each trial in its
+own subprocess with a hard timeout (the anchor hangs on failures):
 
 - ``ours-datasets/<decoder>``: ``ImageSetExporter.to_datasets`` (pydicom Datasets, native pixels)
 - ``ours-volume/<decoder>``: ``ImageSetExporter.to_volume`` (float32 HU volume, no datasets)
@@ -15,10 +13,8 @@ with a hard timeout (the anchor hangs on failures):
   pip-installed into the venv (``--no-deps``) only when absent, never a project dependency.
 
 Times: ``cold`` = first call in a fresh interpreter (includes pool / process start), ``warm`` = median of
-calls
-2..N. Peak RSS = max RSS of the trial process minus its RSS just before the first call. Pixels are compared by
-a
-CRC32 over every dataset's PixelData in instance order. Prints a table and the target ratios.
+calls 2..N. Peak RSS = max RSS of the trial process minus its RSS just before the first call. Pixels are
+compared by a CRC32 over every dataset's PixelData in instance order. Prints a table and the target ratios.
 """
 
 from __future__ import annotations
@@ -71,13 +67,17 @@ def _pixels_crc(datasets: list[Any]) -> int:
     return crc
 
 
+CPU: list[float] = []  # process CPU seconds (all threads) of each timed call
+
+
 def _timed(fn: Any, repeat: int) -> tuple[list[float], Any]:
     times, result = [], None
     for _ in range(repeat):
         result = None  # free the previous result before the next call (peak = one result)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - t0)
+        CPU.append(time.process_time() - c0)
     return times, result
 
 
@@ -196,6 +196,21 @@ def ensure_anchor() -> str | None:
     return None
 
 
+def server_cpu_s() -> float:
+    """CPU seconds used so far by the ahi-local server process(es) started by this driver."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if any("ahi_connector.local" in part for part in proc.cmdline()):
+                cpu = proc.cpu_times()
+                total += cpu.user + cpu.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
 def run_trial(
     kind: str,
     endpoint: str,
@@ -224,6 +239,7 @@ def run_trial(
         str(args.workers),
     ]
     env = {**os.environ, **DUMMY_ENV, **(extra_env or {})}
+    server_before = server_cpu_s()
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -242,7 +258,9 @@ def run_trial(
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"error": f"exit {proc.returncode}: {err.strip().splitlines()[-1] if err.strip() else '?'}"}
-    return json.loads(lines[-1])
+    row = json.loads(lines[-1])
+    row["server_cpu_s"] = server_cpu_s() - server_before
+    return row
 
 
 def prepare(args: argparse.Namespace, work: Path, s3_url: str, url: str) -> dict[str, tuple[str, str, int]]:
@@ -284,7 +302,7 @@ def prepare(args: argparse.Namespace, work: Path, s3_url: str, url: str) -> dict
 
 def _fmt(row: dict[str, Any]) -> list[str]:
     if "error" in row:
-        return [row["case"], row["trial"], "-", "-", "-", "-", "-", row["error"][:60]]
+        return [row["case"], row["trial"], "-", "-", "-", "-", "-", "-", "-", row["error"][:60]]
     warm = statistics.median(row["times"][1:]) if len(row["times"]) > 1 else row["times"][0]
     row["warm"] = warm
     row["fps"] = row["frames"] / warm
@@ -296,12 +314,42 @@ def _fmt(row: dict[str, Any]) -> list[str]:
         f"{warm:.3f}",
         f"{row['fps']:.0f}",
         f"{row['peak_mb']:.0f}",
+        _client_cpu(row),
+        _server_cpu(row),
         row.get("note", ""),
     ]
 
 
+def _client_cpu(row: dict[str, Any]) -> str:
+    """Median CPU per frame of the warm calls, trial process only (not the anchor's forked workers)."""
+    cpu = row.get("cpu") or []
+    if not cpu or row["trial"] == "anchor":
+        return "n/a"
+    warm = statistics.median(cpu[1:]) if len(cpu) > 1 else cpu[0]
+    return f"{warm / row['frames'] * 1e3:.2f}"
+
+
+def _server_cpu(row: dict[str, Any]) -> str:
+    """Server CPU over the whole trial (metadata + every call) per frame served."""
+    if row["trial"].startswith("decode-only"):
+        return "-"
+    served = row["frames"] * len(row["times"])
+    return f"{row.get('server_cpu_s', 0.0) / served * 1e3:.2f}"
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = ["case", "trial", "frames", "cold s", "warm s", "frames/s", "peak MB", "note"]
+    header = [
+        "case",
+        "trial",
+        "frames",
+        "cold s",
+        "warm s",
+        "frames/s",
+        "peak MB",
+        "client CPU ms/fr",
+        "server CPU ms/fr",
+        "note",
+    ]
     body = [_fmt(r) for r in rows]
     widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
     line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
@@ -404,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.trial:
-        print(json.dumps(TRIALS[args.trial](args)))
+        print(json.dumps({**TRIALS[args.trial](args), "cpu": CPU}))
         return 0
     return drive(args)
 

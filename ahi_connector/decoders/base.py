@@ -56,9 +56,8 @@ class FrameSpec:
 class DecoderBackend:
     """One decoding library. Subclasses set ``name``/``codecs`` and implement ``_decode``.
 
-    ``unavailable_reason()`` returns ``None`` when usable, else why not (e.g. missing package).
-    ``decode()`` returns a C-contiguous array of ``spec.shape`` (samples interleaved, i.e. planar
-    configuration 0).
+    ``unavailable_reason()`` returns ``None`` when usable, else why not (e.g. missing package). ``decode()``
+    returns a C-contiguous array of ``spec.shape`` (samples interleaved, i.e. planar configuration 0).
     """
 
     name: str = "?"
@@ -85,8 +84,7 @@ def normalize(decoded: np.ndarray, spec: FrameSpec) -> np.ndarray:
     """Bring a decoder's output to ``spec.shape`` and ``spec.dtype`` (signedness and Bits Allocated honoured).
 
     Same-width integers are reinterpreted (identical bytes); narrower output (e.g. 8-bit data with Bits
-    Allocated
-    16) is widened. Raises ValueError naming the mismatch otherwise.
+    Allocated 16) is widened. Raises ValueError naming the mismatch otherwise.
     """
     arr = np.asarray(decoded)
     want = spec.shape

@@ -2,10 +2,8 @@
 decoder.
 
 Preferred for JPEG because lossy decoders differ in IDCT and chroma upsampling: the frame checksum is computed
-on
-the reference decode (pydicom's, without colour transform), so the same library must decode to verify it.
-Colour
-frames come back as YCbCr; :func:`ahi_connector.decoders.jpeg.to_rgb` converts them after verification.
+on the reference decode (pydicom's, without colour transform), so the same library must decode to verify it.
+Colour frames come back as YCbCr; :func:`ahi_connector.decoders.jpeg.to_rgb` converts them after verification.
 """
 
 from __future__ import annotations

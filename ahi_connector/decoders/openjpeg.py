@@ -1,10 +1,8 @@
 """HTJ2K / JPEG 2000 via pylibjpeg-openjpeg (``openjpeg.decode``) in a persistent process pool.
 
 ``openjpeg.decode`` holds the GIL, so it runs in worker processes (``spawn`` context: safe next to botocore's
-threads).
-The pool starts on first use, is reused by every later call and is shut down by :meth:`close` (and at
-interpreter
-exit), so no worker outlives its owner.
+threads). The pool starts on first use, is reused by every later call and is shut down by :meth:`close` (and
+at interpreter exit), so no worker outlives its owner.
 """
 
 from __future__ import annotations

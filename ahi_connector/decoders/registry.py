@@ -67,8 +67,7 @@ def resolve_codec(content_type: str | None, stored_syntax: str | None, data: byt
 
     A specific image/* content type wins (J2K vs HTJ2K refined by the codestream's CAP marker, since some
     servers label both image/j2c). ``application/octet-stream`` is native only when the stored syntax is
-    native
-    and the bytes are not a codestream; otherwise the codestream's own markers decide.
+    native and the bytes are not a codestream; otherwise the codestream's own markers decide.
     """
     ctype = (content_type or "").split(";")[0].strip().lower()
     sniffed = sniff_codec(data)
@@ -97,8 +96,7 @@ class DecoderRegistry:
     """Holds one instance of every backend and picks one per codec from the preference.
 
     The choice is deterministic per (preference, codec), so every frame of a series with one codec is decoded
-    by
-    the same backend.
+    by the same backend.
     """
 
     def __init__(self, preference: str = "auto", backends: Iterable[DecoderBackend] | None = None) -> None:

@@ -1,6 +1,5 @@
 """Fault injection through a dedicated ahi-local: throttling/5xx recovered; failing, corrupt and hung frames
-end
-in a clear exception naming the frame, within the deadline, with no leaked worker processes."""
+end in a clear exception naming the frame, within the deadline, with no leaked worker processes."""
 
 from __future__ import annotations
 
