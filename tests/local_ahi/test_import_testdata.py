@@ -26,15 +26,25 @@ from tests.support.importing import create_datastore
 logger = logging.getLogger(__name__)
 
 FILES = sorted({Path(p) for p in get_testdata_files() if Path(p).is_file()})
-EXPECTATIONS = {p: expect(p) for p in FILES}
 
 
 @pytest.fixture(scope="module")
-def imported(ahi_local: str, moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def expectations() -> dict[Path, Expectation]:
+    """pydicom's verdict on every file (computed once, not at collection time)."""
+    return {p: expect(p) for p in FILES}
+
+
+@pytest.fixture(scope="module")
+def imported(
+    ahi_local: str,
+    moto_s3: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    expectations: dict[Path, Expectation],
+) -> dict[str, Any]:
     ahi, s3 = ahi_client(ahi_local), s3_client(moto_s3)
     by_path: dict[Path, ImportedFile] = {}
     results = []
-    for number, batch in enumerate(rounds_without_duplicate_sops(list(EXPECTATIONS.values()))):
+    for number, batch in enumerate(rounds_without_duplicate_sops(list(expectations.values()))):
         datastore_id = create_datastore(ahi, f"testdata-round-{number}")
         folder = tmp_path_factory.mktemp(f"testdata-round-{number}")
         result, files = import_files(ahi, s3, datastore_id, [e.path for e in batch], folder)
@@ -52,8 +62,8 @@ def test_every_file_is_in_exactly_one_list(imported: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.name}" for p in FILES])
-def test_file_round_trip(imported: dict[str, Any], path: Path) -> None:
-    exp: Expectation = EXPECTATIONS[path]
+def test_file_round_trip(imported: dict[str, Any], expectations: dict[Path, Expectation], path: Path) -> None:
+    exp = expectations[path]
     result: ImportedFile = imported["files"][path]
     if not exp.importable:
         assert result.failure is not None, (
