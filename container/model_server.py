@@ -237,7 +237,34 @@ class ModelServer:
         for root in roots:
             for proc in [root, *root.children(recursive=True)]:
                 seen.setdefault(proc.pid, proc)
+        # Backend workers that MMS detached (e.g. after a failed load) are re-parented to init; they are still ours:
+        # their command line names a socket in this server's private temporary directory.
+        marker = str(self.tmp_dir) + os.sep
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = proc.info.get("cmdline") or []
+            if proc.pid not in seen and any(marker in arg for arg in cmdline):
+                seen[proc.pid] = proc
         return list(seen.values())
+
+    def reap_orphans(self) -> list[int]:
+        """Kill this server's Python workers that MMS abandoned (re-parented to init; seen after a 507 load).
+
+        Live MMS processes are never children of init: backend servers are Java's children and request workers
+        their children. Returns the PIDs killed.
+        """
+        java = {p.pid for p in self.processes() if _is_java(p)}
+        killed = []
+        for proc in self.processes():
+            try:
+                if proc.pid in java or (self._launcher is not None and proc.pid == self._launcher.pid):
+                    continue
+                if proc.ppid() == 1:
+                    logger.warning("killing orphaned MMS worker pid %d (%s)", proc.pid, " ".join(proc.cmdline()[-6:]))
+                    proc.kill()
+                    killed.append(proc.pid)
+            except psutil.NoSuchProcess:
+                continue
+        return killed
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop Java and every Python worker by PID: SIGTERM, wait, then SIGKILL what is left. Idempotent."""

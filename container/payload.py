@@ -142,7 +142,7 @@ def parse_invocation(
 ) -> Invocation:
     """Validate a whole invocation; raises :class:`PayloadError` (400) naming the bad field."""
     from app.errors import RequestError
-    from app.service import SegRequest
+    from app.request import SegRequest
 
     obj = decode_body(body)
     if "inputs" in obj:

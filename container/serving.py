@@ -92,7 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.start()
         if server.wait_ready(stop=stop_requested):
             logger.info("serving on %s", server.base_url)
+        ticks = 0
         while not stop_requested.wait(0.5):
+            ticks += 1
+            if ticks % 10 == 0:
+                server.reap_orphans()
             if server.poll() is not None:
                 logger.error("MMS exited unexpectedly with code %s", server.poll())
                 code = 1

@@ -181,6 +181,15 @@ def test_insufficient_memory_is_507(stack, tmp_path):
     status, _, _ = http("DELETE", url + "/models/huge")
     assert status in (200, 404)
     assert http("GET", url + "/models/huge")[0] == 404
+    # MMS abandons a worker of the refused model (re-parented to init); serve reaps such orphans within seconds.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        orphans = [p for p in psutil.process_iter(["cmdline", "ppid"])
+                   if p.info["ppid"] == 1 and any(str(model_dir) in a for a in (p.info["cmdline"] or []))]
+        if not orphans:
+            break
+        time.sleep(0.5)
+    assert orphans == []
 
 
 def test_request_larger_than_limit_is_413(stack, extracted_model):

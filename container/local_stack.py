@@ -1,0 +1,182 @@
+"""The whole offline stack as child processes: moto S3, ``ahi-local``, ``container/serve`` and ``sagemaker-local``.
+
+Used by ``make demo`` (``scripts/demo.py``) and ``scripts/bench_container.py``. Every process is started on
+127.0.0.1 in its own session, waited for over HTTP, and stopped (SIGTERM, then SIGKILL after a grace period, whole
+process tree) when the :class:`LocalStack` context exits, also on Ctrl-C and on errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVE = ROOT / "container" / "serve"
+LOCAL_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port(low: int = 20000, high: int = 32000) -> int:
+    """A free 127.0.0.1 port in ``[low, high]`` (MMS 1.1.11 needs one below 32767)."""
+    for _ in range(500):
+        port = random.randint(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}..{high}")
+
+
+@dataclasses.dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def tail(self, n: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
+    """Start services one by one (:meth:`start_moto`, ...); everything started is stopped on exit."""
+
+    def __init__(self, work_dir: Path | None = None, quiet: bool = True) -> None:
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="spleen-local-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.children: list[Child] = []
+        self.env: dict[str, str] = {**os.environ, **LOCAL_AWS_ENV}
+        self.quiet = quiet
+
+    # --- process plumbing -----------------------------------------------------------------------------------------
+    def _start(self, name: str, argv: Sequence[str], ready_url: str, url: str, timeout_s: float,
+               env: Mapping[str, str] | None = None) -> Child:
+        log = self.work_dir / f"{name}.log"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT, env={**self.env, **(env or {})},
+                                    start_new_session=True)
+        child = Child(name, proc, url, log)
+        self.children.append(child)
+        logger.info("starting %s (pid %d, log %s)", name, proc.pid, log)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; log tail:\n{child.tail()}")
+            try:
+                with urllib.request.urlopen(ready_url, timeout=2) as resp:
+                    if resp.status < 500:
+                        return child
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:
+                    return child
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} not ready at {ready_url} after {timeout_s:.0f} s; log tail:\n{child.tail()}")
+
+    def stop(self) -> None:
+        """Stop every child, newest first: SIGTERM, wait, then SIGKILL its whole process tree."""
+        while self.children:
+            child = self.children.pop()
+            try:
+                tree = [psutil.Process(child.proc.pid), *psutil.Process(child.proc.pid).children(recursive=True)]
+            except psutil.NoSuchProcess:
+                tree = []
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+                try:
+                    child.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    logger.warning("%s did not stop on SIGTERM; killing it", child.name)
+            _, alive = psutil.wait_procs(tree, timeout=5)
+            for proc in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+            logger.info("stopped %s", child.name)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # --- the services ---------------------------------------------------------------------------------------------
+    def start_moto(self) -> str:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        self._start("moto-s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                    f"{url}/moto-api/", url, 60)
+        self.env["AWS_ENDPOINT_URL_S3"] = url
+        return url
+
+    def start_ahi_local(self) -> str:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "ahi_connector.local.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                "--data-dir", str(self.work_dir / "ahi-data"), "--log-level", "warning"]
+        if "AWS_ENDPOINT_URL_S3" in self.env:
+            argv += ["--s3-endpoint-url", self.env["AWS_ENDPOINT_URL_S3"]]
+        self._start("ahi-local", argv, f"{url}/_local/health", url, 60)
+        self.env["AWS_ENDPOINT_URL_MEDICAL_IMAGING"] = url
+        self.env["AWS_DISABLE_HOST_PREFIX_INJECTION"] = "true"
+        return url
+
+    def start_serve(self, workers: int = 1, timeout_s: float = 180) -> str:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {"SAGEMAKER_MULTI_MODEL": "true", "SAGEMAKER_BIND_TO_PORT": str(port),
+               "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers)}
+        self._start("serve", [str(SERVE)], f"{url}/ping", url, timeout_s, env)
+        return url
+
+    def start_gateway(self, container_url: str, model_data_url: str, async_output: str | None = None) -> str:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "container.gateway.cli", "serve", "--port", str(port), "--container-url",
+                container_url, "--model-data-url", model_data_url, "--models-dir", str(self.work_dir / "models"),
+                "--log-level", "WARNING"]
+        if async_output:
+            argv += ["--async-output", async_output]
+        self._start("sagemaker-local", argv, f"{url}/_local/health", url, 60)
+        return url
+
+    def client(self, service: str, endpoint_url: str | None = None, read_timeout: float = 900) -> object:
+        """A boto3 client for a local service, configured like CONTRIBUTING.md asks."""
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"max_attempts": 1 if service == "sagemaker-runtime" else 3, "mode": "standard"},
+            read_timeout=read_timeout,
+            inject_host_prefix=service != "medical-imaging",
+            s3={"addressing_style": "path"},
+        )
+        if endpoint_url is None:
+            endpoint_url = {"s3": self.env.get("AWS_ENDPOINT_URL_S3"),
+                            "medical-imaging": self.env.get("AWS_ENDPOINT_URL_MEDICAL_IMAGING")}.get(service)
+        return boto3.client(service, endpoint_url=endpoint_url, region_name=LOCAL_AWS_ENV["AWS_DEFAULT_REGION"],
+                            aws_access_key_id="local", aws_secret_access_key="local", config=config)

@@ -1,0 +1,170 @@
+"""``make demo``: the whole offline story on one machine, with the same boto3 calls as on AWS.
+
+1. start moto S3, ``ahi-local`` (AWS HealthImaging API), ``container/serve`` (the SageMaker multi-model container:
+   MMS + our handler) and ``sagemaker-local`` (the SageMaker runtime API) on 127.0.0.1;
+2. generate a synthetic abdominal CT phantom (``model.phantoms``) and import it into a datastore (S3 upload +
+   StartDICOMImportJob);
+3. ``invoke_endpoint(EndpointName=..., TargetModel="model.tar.gz", Body={"inputs": [...], "output": {...}})``;
+4. print the spleen volume (and the phantom's true volume), where the SEG went (S3, and the new AHI image set the
+   SEG was imported into), then stop everything it started (also on Ctrl-C or an error).
+
+Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 7] [--keep-logs]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_BUCKET = "spleen-demo-results"
+IMPORT_BUCKET = "spleen-demo-import"
+ROLE_ARN = "arn:aws:iam::123456789012:role/spleen-demo-ahi-import"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="make demo", description="Offline end-to-end demo (see module doc).")
+    p.add_argument("--model-archive", type=Path, default=ROOT / "build" / "model.tar.gz",
+                   help="model.tar.gz to serve (make model-archive builds it)")
+    p.add_argument("--seed", type=int, default=7, help="phantom seed")
+    p.add_argument("--shape", default="48,128,128", help="phantom slices,rows,cols")
+    p.add_argument("--spacing", default="4.0,2.5,2.5", help="phantom slice thickness,row,col spacing in mm")
+    p.add_argument("--no-write-back", action="store_true", help="do not import the SEG back into AHI")
+    p.add_argument("--keep-logs", action="store_true", help="keep the services' logs and data folder")
+    return p
+
+
+def _step(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def _create_datastore(ahi: Any) -> str:
+    datastore_id = ahi.create_datastore(datastoreName="spleen-demo", clientToken=uuid.uuid4().hex)["datastoreId"]
+    deadline = time.monotonic() + 60
+    while ahi.get_datastore(datastoreId=datastore_id)["datastoreProperties"]["datastoreStatus"] != "ACTIVE":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"datastore {datastore_id} not ACTIVE after 60 s")
+        time.sleep(0.2)
+    return datastore_id
+
+
+def _phantom_study(work: Path, seed: int, shape: str, spacing: str) -> tuple[Path, Any]:
+    from model.phantoms import generate_phantom, write_dicom_series
+
+    dims = tuple(int(v) for v in shape.split(","))
+    mm = tuple(float(v) for v in spacing.split(","))
+    phantom = generate_phantom(seed, shape=dims, spacing=mm)  # type: ignore[arg-type]
+    folder = work / "phantom" / "dicom"
+    write_dicom_series(phantom, folder)
+    return folder, phantom
+
+
+def _summarise(out: dict[str, Any], s3: Any, phantom: Any) -> None:
+    import pydicom
+
+    print(json.dumps({k: v for k, v in out.items() if k != "results"}, indent=2))
+    for result in out["results"]:
+        if result["status"] != "succeeded":
+            print(f"input {result['index']} failed: {result['error']}")
+            continue
+        report = result["report"]
+        print(f"image set        : {result['input']['imageSetId']} (series {report['seriesInstanceUid']})")
+        print(f"spleen volume    : {result['spleenVolumeMl']:.1f} mL predicted, "
+              f"{phantom.spleen_volume_ml:.1f} mL in the phantom ({report['spleen']['voxelCount']} voxels)")
+        print(f"model            : {report['model']['name']} {report['model']['version']} on {report['model']['device']}")
+        print(f"SEG (DICOM)      : {result['seg']['s3Uri']} ({result['seg']['sizeBytes']} bytes)")
+        print(f"STL mesh         : {result['stlS3Uri']}")
+        print(f"report           : {result['reportS3Uri']}")
+        bucket, key = result["seg"]["s3Uri"].removeprefix("s3://").split("/", 1)
+        seg = pydicom.dcmread(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        print(f"SEG check        : SOP class {seg.SOPClassUID.name}, {seg.NumberOfFrames} frames, segment "
+              f"'{seg.SegmentSequence[0].SegmentLabel}', references series "
+              f"{seg.ReferencedSeriesSequence[0].SeriesInstanceUID}")
+        wb = result.get("writeBackToAHI")
+        if wb:
+            print(f"written to AHI   : import job {wb['jobId']} {wb['jobStatus']} -> image set(s) "
+                  f"{', '.join(wb.get('imageSetIds', [])) or '(pending)'} in datastore {wb['datastoreId']}")
+        print(f"timings (s)      : {json.dumps(report['timingsSeconds'])}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ahi_connector.local.folder_import import ensure_bucket, import_folder
+    from container.local_stack import LocalStack
+
+    if not args.model_archive.is_file():
+        print(f"no model archive at {args.model_archive}; run `make model-archive` first", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="spleen-demo-"))
+    with LocalStack(work) as stack:
+        _step("starting moto S3, ahi-local, container/serve (MMS) and sagemaker-local on 127.0.0.1")
+        s3_url = stack.start_moto()
+        ahi_url = stack.start_ahi_local()
+        container_url = stack.start_serve()
+        gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent))
+        print(f"S3 {s3_url} | AHI {ahi_url} | container {container_url} | sagemaker-runtime {gateway_url}")
+        ahi, s3 = stack.client("medical-imaging"), stack.client("s3")
+
+        _step(f"generating phantom (seed {args.seed}, {args.shape} voxels) and importing it into AHI")
+        folder, phantom = _phantom_study(work, args.seed, args.shape, args.spacing)
+        datastore_id = _create_datastore(ahi)
+        props, output = import_folder(ahi, s3, datastore_id, folder, IMPORT_BUCKET)
+        if props["jobStatus"] != "COMPLETED" or not output.image_set_ids:
+            raise RuntimeError(f"import failed: {props} {output.failure}")
+        image_set_id = output.image_set_ids[0]
+        print(f"datastore {datastore_id}, image set {image_set_id} ({len(list(folder.iterdir()))} instances)")
+        ensure_bucket(s3, RESULTS_BUCKET)
+
+        _step('invoke_endpoint(EndpointName="spleen-mme", TargetModel="model.tar.gz") via boto3')
+        body: dict[str, Any] = {
+            "inputs": [{"datastoreId": datastore_id, "imageSetId": image_set_id}],
+            "output": {"s3Uri": f"s3://{RESULTS_BUCKET}/results"},
+        }
+        if not args.no_write_back:
+            body["output"]["writeBackToAHI"] = {"dataAccessRoleArn": ROLE_ARN, "wait": True}
+        runtime = stack.client("sagemaker-runtime", gateway_url)
+        started = time.perf_counter()
+        resp = runtime.invoke_endpoint(  # type: ignore[attr-defined]
+            EndpointName="spleen-mme", TargetModel="model.tar.gz", ContentType="application/json",
+            Accept="application/json", Body=json.dumps(body),
+        )
+        out = json.loads(resp["Body"].read())
+        print(f"answered in {time.perf_counter() - started:.1f} s (first call loads the model); "
+              f"CustomAttributes: {resp.get('CustomAttributes')}")
+        _summarise(out, s3, phantom)
+        _step("stopping everything the demo started")
+    if args.keep_logs:
+        print(f"logs and data kept in {work}")
+    else:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    print("done.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    def _terminate(signo: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signo}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; everything the demo started has been stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
