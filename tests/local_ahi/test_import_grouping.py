@@ -122,3 +122,23 @@ def test_job_fails_cleanly_without_input(env: dict[str, Any]) -> None:
     assert (
         missing_bucket.job_status == "FAILED" and "NoSuchBucket" in missing_bucket.job_properties["message"]
     )
+
+
+def test_attributes_that_differ_between_instances_stay_per_instance(
+    env: dict[str, Any], tmp_path: Path
+) -> None:
+    ahi, s3, ds = env["ahi"], env["s3"], env["datastore_id"]
+    series = write_series(tmp_path / "src", SeriesSpec(slices=2, rows=8, columns=8))
+    second = pydicom.dcmread(series.paths[1])
+    second.SeriesDescription = "edited on the modality"
+    second.PatientSex = "F"
+    second.save_as(series.paths[1])
+    image_set = import_folder(ahi, s3, ds, tmp_path / "src").image_set_ids[0]
+    doc = read_metadata(ahi, ds, image_set)
+    series_doc = doc["Study"]["Series"][series.series_uid]
+    assert "SeriesDescription" not in series_doc["DICOM"] and "PatientSex" not in doc["Patient"]["DICOM"]
+    assert series_doc["DICOM"]["Modality"] == "CT" and doc["Patient"]["DICOM"]["PatientID"] == "SYN-0001"
+    first_uid, second_uid = series.sop_instance_uids
+    assert series_doc["Instances"][first_uid]["DICOM"]["SeriesDescription"] == "synthetic axial"
+    assert series_doc["Instances"][second_uid]["DICOM"]["SeriesDescription"] == "edited on the modality"
+    assert series_doc["Instances"][second_uid]["DICOM"]["PatientSex"] == "F"

@@ -40,6 +40,8 @@ def crc32_of(arr: np.ndarray) -> int:
 
 def original_fragments(path: str | Path) -> list[bytes]:
     """The encapsulated frame bytes of a compressed file (one item per frame)."""
-    ds = pydicom.dcmread(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     return [bytes(f) for f in pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=nframes)]
