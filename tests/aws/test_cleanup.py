@@ -28,6 +28,15 @@ def deployed(ahi_spleen, small_archive: Path, tmp_path: Path) -> None:
     ahi_spleen("deploy-async", *common, "--sns")
 
 
+@pytest.fixture
+def deployed_mme(ahi_spleen, small_archive: Path) -> None:
+    """Enough for the ownership checks: roles and bucket (via pipeline), archive, multi-model endpoint."""
+    common = ("--name", NAME, "--bucket", BUCKET)
+    ahi_spleen("pipeline", *common, "--create-roles")
+    ahi_spleen("upload-model", *common, "--archive", str(small_archive))
+    ahi_spleen("deploy-mme", *common, "--create-roles")
+
+
 def _leftovers(client) -> dict[str, list]:
     sm, aas = client("sagemaker"), client("application-autoscaling")
     iam_roles = [r["RoleName"] for r in client("iam").list_roles()["Roles"] if r["RoleName"].startswith(NAME)]
@@ -84,7 +93,7 @@ def test_default_cleanup_keeps_pipeline_roles_and_data(ahi_spleen, client, deplo
     assert client("s3").head_object(Bucket=BUCKET, Key=f"{NAME}/models/model.tar.gz")["ContentLength"] > 0
 
 
-def test_cleanup_never_deletes_what_it_did_not_create(ahi_spleen, client, deployed) -> None:
+def test_cleanup_never_deletes_what_it_did_not_create(ahi_spleen, client, deployed_mme) -> None:
     sm = client("sagemaker")
     role = client("iam").get_role(RoleName=f"{NAME}-sagemaker")["Role"]["Arn"]
     # look-alikes made by hand (no project tag): same name pattern, same prefix
