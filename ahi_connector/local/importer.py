@@ -31,7 +31,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from . import metadata
 from .frames import FrameEncodingError, encode_instance
-from .ids import now
+from .ids import new_id, now
 from .records import ImageSetRecord, JobRecord
 from .store import Store
 
@@ -127,25 +127,14 @@ def prepare_instance(
     try:
         _fix_transfer_syntax(ds)
         encoded = encode_instance(ds)
-        frames = []
-        stored_ts = None
-        if encoded is not None:
-            stored_ts = encoded.stored_transfer_syntax
-            for frame in encoded.frames:
-                frame_id = store.write_frame(datastore_id, frame.data, frame.content_type)
-                frames.append(
-                    metadata.FrameInfo(
-                        frame_id,
-                        len(frame.data),
-                        frame.min_value,
-                        frame.max_value,
-                        frame.width,
-                        frame.height,
-                        frame.checksum,
-                    )
-                )
-        flat = metadata.flat_instance(ds, stored_ts, frames)
-        json.dumps(flat.dicom)  # fail here, not at commit, on values JSON cannot hold
+        frames = [
+            metadata.FrameInfo(new_id(), len(f.data), f.min_value, f.max_value, f.width, f.height, f.checksum)
+            for f in (encoded.frames if encoded else [])
+        ]
+        flat = metadata.flat_instance(ds, encoded.stored_transfer_syntax if encoded else None, frames)
+        json.dumps(flat.dicom)  # fail here, before any frame is stored, on values JSON cannot hold
+        for info, frame in zip(frames, encoded.frames if encoded else [], strict=True):
+            store.write_frame(datastore_id, info.frame_id, frame.data, frame.content_type)
     except FrameEncodingError as exc:
         return FileFailure(input_file, "InvalidPixelData", f"SOP instance {ds.SOPInstanceUID}: {exc}")
     except Exception as exc:

@@ -163,13 +163,11 @@ class Store:
         return job
 
     # ---- frames --------------------------------------------------------------------------------------
-    def write_frame(self, datastore_id: str, data: bytes, content_type: str) -> str:
-        """Store one frame's bytes durably; return its new image frame ID."""
-        frame_id = new_id()
+    def write_frame(self, datastore_id: str, frame_id: str, data: bytes, content_type: str) -> None:
+        """Store one frame's bytes durably under its (new) image frame ID."""
         path = self._frame_path(datastore_id, frame_id, content_type)
         write_bytes_atomic(path, data)
         self.frames[datastore_id][frame_id] = FrameLocation(path, content_type)
-        return frame_id
 
     def frame(self, datastore_id: str, image_set_id: str, frame_id: str) -> FrameLocation:
         self.image_set(datastore_id, image_set_id)
