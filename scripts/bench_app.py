@@ -1,0 +1,216 @@
+"""Benchmark: per-stage timings of the AISpleenSegApp on a large phantom, through ahi-local and from a DICOM
+folder.
+
+    .venv/bin/python scripts/bench_app.py [--slices 300] [--size 512] [--bundle model/spleen_ct_segmentation]
+
+One run: generates (or reuses, ``--cache``) a synthetic abdominal CT phantom (``model.phantoms``,
+``--slices`` x
+``--size``²), imports it into a fresh ahi-local (HTJ2K) backed by a moto S3 server, builds one
+``SpleenSegService`` and runs the same image set request twice (cold = first run in the process, warm =
+second),
+then the same series from its DICOM folder. Stage times come from the run's report (the operators' compute
+wall
+times; holoscan's greedy scheduler runs one operator at a time).
+
+Baselines measured in the same run:
+- model load: ``torch.jit.load`` of ``models/model.ts`` — what the SDK's bundle operator pays on every run
+when the
+  AppContext holds no model; the service pays it once.
+- volume: the SDK path (connector Datasets, then DICOMSeriesToVolumeOperator) vs the connector's direct
+  ``to_volume`` (frames decoded straight into the volume), to judge whether a fast path is worth it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("bench_app")
+STAGE_ROWS = ("fetch_decode", "select", "volume", "inference", "mask", "seg_write", "stl", "total")
+
+
+def _phantom(cache: Path, slices: int, size: int, seed: int) -> tuple[Path, float]:
+    """DICOM folder of the phantom (cached) and its true spleen volume (mL)."""
+    folder, truth = cache / "ct", cache / "truth.json"
+    if truth.is_file() and len(list(folder.glob("*.dcm"))) == slices:
+        return folder, float(json.loads(truth.read_text())["spleen_volume_ml"])
+    from model.phantoms import generate_phantom, write_dicom_series
+
+    spacing = (300.0 / slices, 400.0 / size, 400.0 / size)  # about 300 mm x 400 mm field of view
+    start = time.perf_counter()
+    phantom = generate_phantom(seed=seed, shape=(slices, size, size), spacing=spacing)
+    write_dicom_series(phantom, folder)
+    truth.write_text(json.dumps({"spleen_volume_ml": phantom.spleen_volume_ml, "seed": seed}))
+    log.info("phantom %dx%d² generated in %.1f s", slices, size, time.perf_counter() - start)
+    return folder, phantom.spleen_volume_ml
+
+
+def _import(folder: Path, ahi_url: str, s3_url: str) -> tuple[str, str, float]:
+    from tests.support.clients import ahi_client, s3_client
+    from tests.support.importing import create_datastore, import_folder
+
+    ahi = ahi_client(ahi_url)
+    datastore_id = create_datastore(ahi, "bench-app")
+    start = time.perf_counter()
+    result = import_folder(ahi, s3_client(s3_url), datastore_id, folder, timeout_s=1800)
+    if result.job_status != "COMPLETED" or result.failure or len(result.image_set_ids) != 1:
+        raise RuntimeError(f"import failed: {result.job_status} {result.failure[:3]} {result.image_set_ids}")
+    return datastore_id, result.image_set_ids[0], time.perf_counter() - start
+
+
+def _volume_baselines(exporter: Any, datastore_id: str, image_set_id: str) -> dict[str, float]:
+    from monai.deploy.core import Fragment
+    from monai.deploy.operators.dicom_series_to_volume_operator import DICOMSeriesToVolumeOperator
+
+    from app.operators.ahi_data_loader_operator import studies_from_datasets
+    from app.selection import choose_series
+
+    out: dict[str, list[float]] = {"datasets": [], "sdk_volume": [], "direct_volume": []}
+    volume_op = DICOMSeriesToVolumeOperator(Fragment(), name="volume")
+    for _ in range(2):
+        start = time.perf_counter()
+        datasets = exporter.to_datasets(datastore_id, image_set_id)
+        out["datasets"].append(time.perf_counter() - start)
+        selected = choose_series(studies_from_datasets(datasets))
+        start = time.perf_counter()
+        volume_op.convert_to_image(selected)
+        out["sdk_volume"].append(time.perf_counter() - start)
+        del datasets, selected
+        start = time.perf_counter()
+        exporter.to_volume(datastore_id, image_set_id)
+        out["direct_volume"].append(time.perf_counter() - start)
+    return {k: min(v) for k, v in out.items()}
+
+
+def _model_load_s(bundle: Path) -> float:
+    import torch
+
+    from model.bundle import MODEL_REL, find_bundle_dir
+
+    path = find_bundle_dir(bundle) / MODEL_REL
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        torch.jit.load(str(path), map_location="cpu").eval()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _table(runs: dict[str, dict[str, Any]]) -> str:
+    names = list(runs)
+    lines = [f"{'stage (s)':<14}" + "".join(f"{n:>16}" for n in names)]
+    for stage in STAGE_ROWS:
+        cells = [runs[n]["timingsSeconds"].get(stage) for n in names]
+        lines.append(
+            f"{stage:<14}" + "".join(f"{c:>16.2f}" if c is not None else f"{'-':>16}" for c in cells)
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--bundle", type=Path, default=ROOT / "model" / "spleen_ct_segmentation")
+    parser.add_argument("--cache", type=Path, default=None, help="phantom cache folder (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("highdicom", "monai", "root", "app", "ahi_connector"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger().setLevel(logging.WARNING)
+    log.setLevel(logging.INFO)
+    os.environ.update(
+        {
+            k: v
+            for k, v in {
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }.items()
+            if k not in os.environ
+        }
+    )
+
+    from app.service import SpleenSegService
+    from tests.support.clients import ahi_client
+    from tests.support.servers import ahi_local_server, moto_s3_server
+
+    with tempfile.TemporaryDirectory(prefix="bench_app_") as tmp:
+        tmp_dir = Path(tmp)
+        cache = args.cache or tmp_dir / "phantom"
+        cache.mkdir(parents=True, exist_ok=True)
+        folder, truth_ml = _phantom(cache, args.slices, args.size, args.seed)
+        with moto_s3_server() as s3_url, ahi_local_server(tmp_dir / "ahi", s3_endpoint_url=s3_url) as ahi_url:
+            datastore_id, image_set_id, import_s = _import(folder, ahi_url, s3_url)
+            log.info("imported %d slices in %.1f s (image set %s)", args.slices, import_s, image_set_id)
+            start = time.perf_counter()
+            service = SpleenSegService(args.bundle, ahi_client=ahi_client(ahi_url))
+            init_s = time.perf_counter() - start
+            request = {"datastoreId": datastore_id, "imageSetId": image_set_id}
+            runs: dict[str, dict[str, Any]] = {}
+            for name, source in (("ahi cold", request), ("ahi warm", request), ("dicom folder", folder)):
+                log.info("run: %s", name)
+                runs[name] = service.run(source, tmp_dir / name.replace(" ", "_")).report
+            volume = _volume_baselines(service._get_exporter(), datastore_id, image_set_id)
+            service.close()
+        model_load_s = _model_load_s(args.bundle)
+
+    warm = runs["ahi warm"]["timingsSeconds"]
+    sdk_volume_path = warm["fetch_decode"] + warm["volume"]
+    result = {
+        "phantom": {"slices": args.slices, "size": args.size, "truth_ml": truth_ml},
+        "import_s": import_s,
+        "service_init_s": init_s,
+        "model_load_s": model_load_s,
+        "volume_baselines_s": volume,
+        "runs": runs,
+        "load_average": os.getloadavg(),
+    }
+    print(
+        f"\nAISpleenSegApp, {args.slices} x {args.size}² phantom, CPU ({os.cpu_count()} cores), "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(_table(runs))
+    spleen = runs["ahi warm"]["spleen"]
+    model = runs["ahi warm"]["model"]
+    print(
+        f"\nspleen: {spleen['volumeMl']:.1f} mL predicted, {truth_ml:.1f} mL true (model {model['name']} "
+        f"{model['version']}, sha256 {model['sha256'][:12]})"
+    )
+    print(
+        f"service init (model load + SDK app) {init_s:.2f} s, once per worker; "
+        f"torch.jit.load of model.ts {model_load_s:.2f} s = what the SDK operator would pay per run "
+        f"({model_load_s / warm['total']:.1%} of a warm run)"
+    )
+    sdk_path = volume["datasets"] + volume["sdk_volume"]
+    print(
+        f"volume: to_datasets {volume['datasets']:.2f} s + SDK DICOMSeriesToVolumeOperator "
+        f"{volume['sdk_volume']:.2f} s = {sdk_path:.2f} s "
+        f"vs connector to_volume {volume['direct_volume']:.2f} s "
+        f"(ratio {sdk_path / volume['direct_volume']:.2f}x); "
+        f"SDK volume step = {warm['volume'] / warm['total']:.1%} of a warm run "
+        f"(fetch+decode+volume {sdk_volume_path:.2f} s)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
