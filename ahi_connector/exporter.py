@@ -107,14 +107,16 @@ class ImageSetExporter:
     # -- metadata and search
     # -------------------------------------------------------------------------------------
     def current_version(self, datastore_id: str, image_set_id: str) -> str | None:
+        """The image set's current versionId (GetImageSet); None when the caller may not call GetImageSet."""
         try:
-            return self.client.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id).get(
-                "versionId"
-            )
+            resp = self.client.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id)
         except (bce.ClientError, bce.NoCredentialsError) as exc:
-            raise _client_error(
-                exc, f"GetImageSet for image set {image_set_id} (datastore {datastore_id})"
-            ) from exc
+            err = _client_error(exc, f"GetImageSet for image set {image_set_id} (datastore {datastore_id})")
+            if isinstance(err, AHICredentialsError) and isinstance(exc, bce.ClientError):
+                log.debug("%s; metadata is read unversioned and cached under version None", err)
+                return None
+            raise err from exc
+        return resp.get("versionId")
 
     def get_metadata(
         self, datastore_id: str, image_set_id: str, version_id: str | None = None
@@ -278,8 +280,14 @@ class ImageSetExporter:
 
         def sink(task: FrameTask, frame: np.ndarray, codec: Codec) -> None:
             k = slot[task.ref.frame_id]
-            if convert:
-                np.multiply(frame, plan.slopes[k], out=array[k], dtype=np.float32, casting="unsafe")
+            if convert and plan.slopes[k] == 1.0:  # one pass: stored + intercept
+                np.add(
+                    frame, np.float32(plan.intercepts[k]), out=array[k], dtype=np.float32, casting="unsafe"
+                )
+            elif convert:
+                np.multiply(
+                    frame, np.float32(plan.slopes[k]), out=array[k], dtype=np.float32, casting="unsafe"
+                )
                 if plan.intercepts[k]:
                     array[k] += np.float32(plan.intercepts[k])
             else:
