@@ -96,7 +96,17 @@ def _summarise(out: dict[str, Any], s3: Any, phantom: Any) -> None:
         print(f"timings (s)      : {json.dumps(report['timingsSeconds'])}")
 
 
+def _log_errors(log: Path, lines: int = 25) -> str:
+    """The end of the last traceback in a service log (MMS prefixes worker output with its logger name)."""
+    text = [line.split(" - ", 1)[-1] for line in log.read_text(errors="replace").splitlines()]
+    starts = [i for i, line in enumerate(text) if line.startswith("Traceback")]
+    chunk = text[starts[-1]:] if starts else text[-lines:]
+    return "\n".join(chunk[:lines])
+
+
 def run(args: argparse.Namespace) -> int:
+    from botocore.exceptions import ClientError
+
     from ahi_connector.local.folder_import import ensure_bucket, import_folder
     from container.local_stack import LocalStack
 
@@ -132,10 +142,17 @@ def run(args: argparse.Namespace) -> int:
             body["output"]["writeBackToAHI"] = {"dataAccessRoleArn": ROLE_ARN, "wait": True}
         runtime = stack.client("sagemaker-runtime", gateway_url)
         started = time.perf_counter()
-        resp = runtime.invoke_endpoint(  # type: ignore[attr-defined]
-            EndpointName="spleen-mme", TargetModel="model.tar.gz", ContentType="application/json",
-            Accept="application/json", Body=json.dumps(body),
-        )
+        try:
+            resp = runtime.invoke_endpoint(  # type: ignore[attr-defined]
+                EndpointName="spleen-mme", TargetModel="model.tar.gz", ContentType="application/json",
+                Accept="application/json", Body=json.dumps(body),
+            )
+        except ClientError as exc:
+            print(f"\ninvoke_endpoint failed: {exc}", file=sys.stderr)
+            print(f"container log ({work / 'serve.log'}), last lines:\n{_log_errors(work / 'serve.log')}",
+                  file=sys.stderr)
+            print(f"logs and data kept in {work}", file=sys.stderr)
+            return 1
         out = json.loads(resp["Body"].read())
         print(f"answered in {time.perf_counter() - started:.1f} s (first call loads the model); "
               f"CustomAttributes: {resp.get('CustomAttributes')}")

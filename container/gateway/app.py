@@ -204,7 +204,13 @@ async def _health(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     container_ok = await run_in_threadpool(gw.container.ping)
     return JSONResponse(
-        {"status": "ok", "container": container_ok, "loadedModels": gw.models.loaded(), "asyncJobs": gw.async_jobs}
+        {
+            "status": "ok",
+            "container": container_ok,
+            "loadedModels": gw.models.loaded(),
+            "loadSeconds": gw.models.load_seconds,
+            "asyncJobs": gw.async_jobs,
+        }
     )
 
 

@@ -1,0 +1,119 @@
+"""Benchmark: warm invoke through sagemaker-local → container/serve (MMS) vs ``SpleenSegService.run`` in-process.
+
+Same image set, same model archive, same machine, measured in one run. Prints a table and the ratio
+(target: gateway/in-process ≤ 1.10) plus the first call's model load time (archive fetch + extract + POST /models,
+i.e. the handler's ``initialize``) and the first call's end-to-end latency.
+
+    python scripts/bench_container.py [--model-archive build/model.tar.gz] [--repeats 5] [--shape 48,128,128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _median_s(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-archive", type=Path, default=ROOT / "build" / "model.tar.gz")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--shape", default="48,128,128")
+    ap.add_argument("--spacing", default="4.0,2.5,2.5")
+    args = ap.parse_args(argv)
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    from ahi_connector.local.folder_import import import_folder
+    from container.local_stack import LocalStack
+    from model.phantoms import generate_phantom, write_dicom_series
+
+    if not args.model_archive.is_file():
+        print(f"no model archive at {args.model_archive}; run `make model-archive`", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="bench-container-"))
+    with LocalStack(work) as stack:
+        stack.start_moto()
+        stack.start_ahi_local()
+        container_url = stack.start_serve(workers=1)
+        gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent))
+        ahi, s3 = stack.client("medical-imaging"), stack.client("s3")
+        phantom = generate_phantom(args.seed, shape=tuple(int(v) for v in args.shape.split(",")),
+                                   spacing=tuple(float(v) for v in args.spacing.split(",")))
+        write_dicom_series(phantom, work / "dicom")
+        import uuid
+
+        ds = ahi.create_datastore(datastoreName="bench", clientToken=uuid.uuid4().hex)["datastoreId"]
+        while ahi.get_datastore(datastoreId=ds)["datastoreProperties"]["datastoreStatus"] != "ACTIVE":
+            time.sleep(0.2)
+        _, output = import_folder(ahi, s3, ds, work / "dicom", "bench-import")
+        request = {"datastoreId": ds, "imageSetId": output.image_set_ids[0]}
+        body = json.dumps({"inputs": [request]})
+        runtime = stack.client("sagemaker-runtime", gateway_url)
+
+        def invoke() -> float:
+            t0 = time.perf_counter()
+            resp = runtime.invoke_endpoint(EndpointName="bench", TargetModel="model.tar.gz",  # type: ignore
+                                           ContentType="application/json", Body=body)
+            out = json.loads(resp["Body"].read())
+            assert out["results"][0]["status"] == "succeeded", out
+            return time.perf_counter() - t0
+
+        first_call = invoke()
+        with urllib.request.urlopen(f"{gateway_url}/_local/health") as resp:
+            load_s = json.loads(resp.read())["loadSeconds"]["model.tar.gz"]
+        gateway_s = [invoke() for _ in range(args.repeats)]
+
+        # In-process baseline: the same service the handler builds, same image set, same machine.
+        for key in ("AWS_ENDPOINT_URL_MEDICAL_IMAGING", "AWS_DISABLE_HOST_PREFIX_INJECTION", "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+            os.environ[key] = stack.env[key]
+        import tarfile
+
+        from app.request import SegRequest
+        from app.service import SpleenSegService
+        from model.bundle import find_bundle_dir
+
+        extracted = work / "inproc-model"
+        with tarfile.open(args.model_archive) as tar:
+            tar.extractall(extracted, filter="data")
+        t0 = time.perf_counter()
+        service = SpleenSegService(find_bundle_dir(extracted))
+        inproc_load = time.perf_counter() - t0
+        req = SegRequest.from_json(request)
+        inproc_s = []
+        for i in range(args.repeats + 1):
+            t0 = time.perf_counter()
+            service.run(req, work / f"inproc-{i}")
+            if i:  # the first in-process run is warm-up (like the gateway's first call)
+                inproc_s.append(time.perf_counter() - t0)
+
+    g, b = _median_s(gateway_s), _median_s(inproc_s)
+    print(f"\nimage set {request['imageSetId']} ({args.shape} voxels), {args.repeats} warm runs each, median seconds")
+    print(f"{'path':44} {'median s':>9} {'min s':>7} {'max s':>7}")
+    print(f"{'in-process SpleenSegService.run (baseline)':44} {b:9.3f} {min(inproc_s):7.3f} {max(inproc_s):7.3f}")
+    print(f"{'boto3 → sagemaker-local → MMS → handler':44} {g:9.3f} {min(gateway_s):7.3f} {max(gateway_s):7.3f}")
+    print(f"ratio gateway / in-process: {g / b:.3f} (target ≤ 1.10); overhead {1000 * (g - b):.0f} ms")
+    print(f"first call through the gateway: {first_call:.2f} s, of which model load (fetch + extract + POST /models "
+          f"→ initialize): {load_s:.2f} s; in-process SpleenSegService() build: {inproc_load:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
