@@ -200,3 +200,54 @@ def test_trained_model_dice_against_phantom_truth(ahi_run: Any, imported_study: 
 @needs_trained_model
 def test_trained_model_volume_within_5_percent_of_truth(ahi_run: Any, imported_study: ImportedStudy) -> None:
     assert ahi_run.report["spleen"]["volumeMl"] == pytest.approx(imported_study.spleen_volume_ml, rel=0.05)
+
+
+def test_loader_operator_from_a_request_file_emits_what_the_sdk_folder_loader_emits(
+    ahi_service: SpleenSegService, imported_study: ImportedStudy, tmp_path: Path
+) -> None:
+    """AHIDataLoaderOperator (request JSON file, in a holoscan app) vs the SDK loader on the files."""
+    from monai.deploy.conditions import CountCondition
+    from monai.deploy.core import Application, Fragment, Operator
+    from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
+
+    from app.app import IN_PROCESS_ARGV
+    from app.operators.ahi_data_loader_operator import AHIDataLoaderOperator
+    from tests.app.test_ahi_loader_grouping import _summary
+
+    request_file = tmp_path / "request.json"
+    request_file.write_text(
+        json.dumps({"datastoreId": imported_study.datastore_id, "imageSetId": imported_study.image_set_id})
+    )
+    received: list[Any] = []
+
+    class Collect(Operator):
+        def setup(self, spec: Any) -> None:
+            spec.input("dicom_study_list")
+
+        def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
+            received.append(op_input.receive("dicom_study_list"))
+
+    class LoaderApp(Application):
+        def compose(self) -> None:
+            loader = AHIDataLoaderOperator(
+                self,
+                CountCondition(self, 1),
+                exporter=ahi_service._get_exporter(),
+                input_file=request_file,
+                name="loader",
+            )
+            self.add_flow(loader, Collect(self, name="collect"), {("dicom_study_list", "dicom_study_list")})
+
+    LoaderApp(IN_PROCESS_ARGV).run()
+    ours = received[0]
+    sdk = DICOMDataLoaderOperator(Fragment(), name="sdk").load_data_to_studies(imported_study.folder)
+    assert _summary(ours) == _summary(sdk)
+    by_uid = {
+        str(sop.get_native_sop_instance().SOPInstanceUID): sop.get_pixel_array()
+        for study in sdk
+        for s in study.get_all_series()
+        for sop in s.get_sop_instances()
+    }
+    for sop in ours[0].get_all_series()[0].get_sop_instances():
+        uid = str(sop.get_native_sop_instance().SOPInstanceUID)
+        np.testing.assert_array_equal(sop.get_pixel_array(), by_uid[uid])
