@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from tqdm import tqdm
@@ -132,12 +133,26 @@ class Planned(dict):  # type: ignore[type-arg]
         return f"<{self._call.operation}.{key}>"
 
 
+_LOADER: Any = None
+
+
+def _new_session(settings: AwsSettings) -> boto3.Session:
+    """A boto3 session whose botocore data loader (read-only service models) is shared in this process."""
+    global _LOADER
+    core = botocore.session.Session(profile=settings.profile)
+    if _LOADER is None:
+        _LOADER = core.get_component("data_loader")
+    else:
+        core.register_component("data_loader", _LOADER)
+    return boto3.Session(botocore_session=core, region_name=settings.region)
+
+
 class Aws:
     """Cached boto3 clients plus the record of mutating calls."""
 
     def __init__(self, settings: AwsSettings, session: boto3.Session | None = None) -> None:
         self.settings = settings
-        self.session = session or boto3.Session(profile_name=settings.profile, region_name=settings.region)
+        self.session = session or _new_session(settings)
         self._clients: dict[str, Any] = {}
         self.calls: list[Call] = []
         self._account_id: str | None = None

@@ -62,7 +62,9 @@ def test_upload_model_replaces_a_changed_archive(ahi_spleen, client, small_archi
     assert head["Metadata"]["sha256"] == hashlib.sha256(small_archive.read_bytes()).hexdigest()
 
 
-def test_deploy_mme_creates_multimodel_model_config_and_endpoint(ahi_spleen, client, uploaded) -> None:
+def test_deploy_mme_creates_multimodel_endpoint_and_rerun_changes_nothing(
+    ahi_spleen, client, uploaded
+) -> None:
     out = _deploy(ahi_spleen, "deploy-mme", "--env", "SAGEMAKER_MODEL_SERVER_WORKERS=2")
     result = out["result"]
     assert result["endpoint_name"] == f"{NAME}-mme"
@@ -88,16 +90,12 @@ def test_deploy_mme_creates_multimodel_model_config_and_endpoint(ahi_spleen, cli
     for arn in (model["ModelArn"], config["EndpointConfigArn"], endpoint["EndpointArn"]):
         assert tags_of(sm.list_tags(ResourceArn=arn)["Tags"])["ahi-spleen-project"] == NAME
 
-
-def test_deploy_mme_rerun_changes_nothing(ahi_spleen, client, uploaded) -> None:
-    first = _deploy(ahi_spleen, "deploy-mme")
-    created = client("sagemaker").describe_endpoint(EndpointName=f"{NAME}-mme")["CreationTime"]
-    second = _deploy(ahi_spleen, "deploy-mme")
+    # a second run finds everything and changes nothing
+    second = _deploy(ahi_spleen, "deploy-mme", "--env", "SAGEMAKER_MODEL_SERVER_WORKERS=2")
     assert second["changes"] == []
-    assert second["result"] == first["result"]
-    sm = client("sagemaker")
-    assert sm.describe_endpoint(EndpointName=f"{NAME}-mme")["CreationTime"] == created
-    assert [m["ModelName"] for m in sm.list_models()["Models"]] == [first["result"]["model_name"]]
+    assert second["result"] == result
+    assert sm.describe_endpoint(EndpointName=f"{NAME}-mme")["CreationTime"] == endpoint["CreationTime"]
+    assert [m["ModelName"] for m in sm.list_models()["Models"]] == [result["model_name"]]
 
 
 @pytest.mark.parametrize(
