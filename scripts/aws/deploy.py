@@ -191,6 +191,16 @@ def wait_in_service(aws: Aws, endpoint_name: str, timeout_s: float = 3600.0) -> 
     )
 
 
+def _check_ownership(aws: Aws, names: Names, endpoint: dict[str, Any], force: bool) -> None:
+    """Refuse an existing endpoint without our project tag (unless ``force``), before creating anything."""
+    tags = list(aws.paginate("sagemaker", "list_tags", "Tags", ResourceArn=endpoint["EndpointArn"]))
+    if not force and not is_ours(tags, names.name):
+        raise AwsCliError(
+            f"endpoint {endpoint['EndpointName']} exists but was not created by ahi-spleen --name "
+            f"{names.name} (no project tag); choose another --name or pass --force to take it over"
+        )
+
+
 def ensure_endpoint(
     aws: Aws,
     names: Names,
@@ -202,9 +212,13 @@ def ensure_endpoint(
     """Create or update the ``spec.kind`` endpoint (model → endpoint config → endpoint), then wait for
     InService."""
     endpoint_name = names.endpoint(spec.kind)
+    current = describe_endpoint(aws, endpoint_name)
+    if current is not None:
+        _check_ownership(aws, names, current, force)
+        if current["EndpointStatus"] in ("Creating", "Updating", "SystemUpdating") and wait:
+            wait_in_service(aws, endpoint_name, timeout_s)
     model_name = ensure_model(aws, names, spec)
     config_name = ensure_endpoint_config(aws, names, spec, model_name)
-    current = describe_endpoint(aws, endpoint_name)
     if current is None:
         created = aws.call(
             "sagemaker",
@@ -216,14 +230,6 @@ def ensure_endpoint(
         arn = str(created["EndpointArn"])
     else:
         arn = str(current["EndpointArn"])
-        tags = list(aws.paginate("sagemaker", "list_tags", "Tags", ResourceArn=arn))
-        if not force and not is_ours(tags, names.name):
-            raise AwsCliError(
-                f"endpoint {endpoint_name} exists but was not created by ahi-spleen --name {names.name} (no "
-                "project tag); choose another --name or pass --force to take it over"
-            )
-        if current["EndpointStatus"] in ("Creating", "Updating", "SystemUpdating") and wait:
-            wait_in_service(aws, endpoint_name, timeout_s)
         if current.get("EndpointConfigName") != config_name:
             logger.info(
                 "endpoint %s uses %s; updating to %s",

@@ -268,3 +268,26 @@ def test_dry_run_prints_calls_and_creates_nothing(aws_env: str, client, small_ar
     assert "'Mode': 'MultiModel'" in out["would_call"][2]
     assert client("sagemaker").list_models()["Models"] == []
     assert client("iam").list_roles()["Roles"] == []
+
+
+def test_existing_endpoint_without_our_tag_is_left_alone(ahi_spleen, client, uploaded) -> None:
+    sm = client("sagemaker")
+    role = client("iam").get_role(RoleName=f"{NAME}-codebuild")["Role"]["Arn"]
+    sm.create_model(ModelName="theirs", ExecutionRoleArn=role, PrimaryContainer={"Image": "x"})
+    sm.create_endpoint_config(
+        EndpointConfigName="theirs",
+        ProductionVariants=[
+            {
+                "VariantName": "v",
+                "ModelName": "theirs",
+                "InstanceType": "ml.m5.xlarge",
+                "InitialInstanceCount": 1,
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName=f"{NAME}-mme", EndpointConfigName="theirs")
+    with pytest.raises(AwsCliError, match=rf"endpoint {NAME}-mme exists but was not created by ahi-spleen"):
+        _deploy(ahi_spleen, "deploy-mme")
+    assert [m["ModelName"] for m in sm.list_models()["Models"]] == [
+        "theirs"
+    ]  # nothing created before refusing
