@@ -14,7 +14,8 @@ The rule (mirrors AHI):
   ``application/octet-stream`` (stored syntax Explicit VR Little Endian).
 
 Each frame records the CRC32 of its *decoded* full-resolution pixel bytes (numpy ``tobytes()`` of the frame
-as pydicom decodes it, without colour conversion), its min/max sample value and its stored size.
+as pydicom decodes it, without colour conversion; for kept lossy frames pydicom rejects, as imagecodecs
+decodes them), its min/max sample value and its stored size.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ KEEP_ORIGINAL: dict[str, str] = {
     "1.2.840.10008.1.2.4.201": CONTENT_TYPE_HTJ2K,
     "1.2.840.10008.1.2.4.202": CONTENT_TYPE_HTJ2K,
     "1.2.840.10008.1.2.4.203": CONTENT_TYPE_HTJ2K,
+}
+FALLBACK_DECODERS = {
+    "1.2.840.10008.1.2.4.50": imagecodecs.jpeg8_decode,
+    "1.2.840.10008.1.2.4.51": imagecodecs.jpeg8_decode,
+    "1.2.840.10008.1.2.4.91": imagecodecs.jpeg2k_decode,
+    "1.2.840.10008.1.2.4.201": imagecodecs.htj2k_decode,
+    "1.2.840.10008.1.2.4.202": imagecodecs.htj2k_decode,
+    "1.2.840.10008.1.2.4.203": imagecodecs.htj2k_decode,
 }
 EXTENSIONS = {
     CONTENT_TYPE_HTJ2K: "jph",
@@ -126,14 +135,43 @@ def encode_instance(ds: Dataset) -> EncodedInstance | None:
         raise FrameEncodingError(f"cannot decode pixel data ({transfer_syntax.name}): {exc}") from exc
 
 
+def _fallback_decode(ds: Dataset, transfer_syntax: UID, originals: list[bytes]) -> list[np.ndarray]:
+    """Decode kept lossy frames with imagecodecs (libjpeg-turbo / OpenJPEG / OpenJPH) when pydicom cannot;
+    the shape must match (0028,0010) Rows / (0028,0011) Columns."""
+    codec = FALLBACK_DECODERS[str(transfer_syntax)]
+    arrays = [np.ascontiguousarray(codec(raw)) for raw in originals]
+    for index, arr in enumerate(arrays):
+        if arr.shape[:2] != (ds.Rows, ds.Columns):
+            raise FrameEncodingError(
+                f"frame {index} decodes to {arr.shape[:2]}, not (0028,0010) Rows x (0028,0011) Columns "
+                f"{(ds.Rows, ds.Columns)}"
+            )
+    return arrays
+
+
+def _keep_original(ds: Dataset, transfer_syntax: UID) -> EncodedInstance:
+    """Lossy frames keep their bytes; checksums come from pydicom's decode, else imagecodecs'."""
+    content_type = KEEP_ORIGINAL[transfer_syntax]
+    originals = [bytes(raw) for raw in generate_frames(ds.PixelData, number_of_frames=_number_of_frames(ds))]
+    try:
+        arrays = list(_decoded_frames(ds, transfer_syntax))
+    except Exception as exc:  # pydicom's plugins reject some valid streams (e.g. 12-bit JPEG Extended)
+        logger.info("pydicom cannot decode %s (%s); using imagecodecs", transfer_syntax.name, exc)
+        try:
+            arrays = _fallback_decode(ds, transfer_syntax, originals)
+        except Exception as fallback_exc:
+            raise FrameEncodingError(
+                f"cannot decode pixel data ({transfer_syntax.name}): pydicom: {exc}; "
+                f"imagecodecs: {fallback_exc}"
+            ) from fallback_exc
+    frames = [_frame(raw, content_type, arr) for raw, arr in zip(originals, arrays, strict=True)]
+    return EncodedInstance(str(transfer_syntax), frames)
+
+
 def _encode(ds: Dataset, transfer_syntax: UID) -> EncodedInstance:
-    decoded = _decoded_frames(ds, transfer_syntax)
     if transfer_syntax in KEEP_ORIGINAL and "PixelData" in ds:
-        content_type = KEEP_ORIGINAL[transfer_syntax]
-        count = _number_of_frames(ds)
-        originals = generate_frames(ds.PixelData, number_of_frames=count)
-        frames = [_frame(bytes(raw), content_type, arr) for raw, arr in zip(originals, decoded, strict=True)]
-        return EncodedInstance(str(transfer_syntax), frames)
+        return _keep_original(ds, transfer_syntax)
+    decoded = _decoded_frames(ds, transfer_syntax)
     frames = []
     octet = False
     for arr in decoded:

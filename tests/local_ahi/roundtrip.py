@@ -13,7 +13,7 @@ import pydicom
 
 from tests.support.ahi_metadata import instance_datasets, read_metadata
 from tests.support.importing import ImportResult, import_folder
-from tests.support.pixels import crc32_of, decode_served, original_fragments, original_frames
+from tests.support.pixels import crc32_of, decode_served, original_fragments, reference_frames
 
 PIXEL_KEYWORDS = {"PixelData", "FloatPixelData", "DoubleFloatPixelData"}
 KEPT_SYNTAXES = {
@@ -45,7 +45,7 @@ def expect(path: Path) -> Expectation:
                 return Expectation(path, False, f"no {keyword}", sop)
         if any(k in ds for k in PIXEL_KEYWORDS):
             try:
-                original_frames(path)
+                reference_frames(path)
             except Exception as exc:
                 return Expectation(path, False, f"pydicom cannot decode pixels: {exc}", sop)
     return Expectation(path, True, "", sop)
@@ -152,7 +152,7 @@ def assert_frames_equal(
     if not any(k in ds for k in PIXEL_KEYWORDS):
         assert inst.get("ImageFrames", []) == [], f"{path.name}: frames listed for an instance without pixels"
         return
-    expected = original_frames(path)
+    expected = reference_frames(path)
     frames = inst["ImageFrames"]
     assert len(frames) == len(expected), f"{path.name}: {len(frames)} frames served, file has {len(expected)}"
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))

@@ -45,3 +45,23 @@ def original_fragments(path: str | Path) -> list[bytes]:
         ds = pydicom.dcmread(path)
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     return [bytes(f) for f in pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=nframes)]
+
+
+FALLBACK = {
+    "1.2.840.10008.1.2.4.50": imagecodecs.jpeg8_decode,
+    "1.2.840.10008.1.2.4.51": imagecodecs.jpeg8_decode,
+    "1.2.840.10008.1.2.4.91": imagecodecs.jpeg2k_decode,
+}
+
+
+def reference_frames(path: str | Path) -> list[np.ndarray]:
+    """pydicom's frames; for lossy JPEG / JPEG 2000 files pydicom rejects, imagecodecs' decode."""
+    try:
+        return original_frames(path)
+    except Exception:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            syntax = str(pydicom.dcmread(path).file_meta.get("TransferSyntaxUID", ""))
+        if syntax not in FALLBACK:
+            raise
+        return [np.asarray(FALLBACK[syntax](f)) for f in original_fragments(path)]
