@@ -6,6 +6,11 @@ Targeted faults by image frame ID: ``fail_frames`` (500), ``hang_frames`` (no an
 ``corrupt_frames`` (garbled bytes). ``throttle_operations`` limits throttling/errors to some operations
 (empty = all). Settings come from CLI flags / environment at start and can be changed at runtime through
 ``PUT /_local/faults`` (JSON with the same field names).
+
+Randomness (relied on by seeded reliability tests; keep it stable): one ``random.Random(seed)`` per settings
+object (re-created on every update); each request in scope draws once per non-zero rate, throttle first, then
+error (a throttled request draws no error roll); a GetImageFrame not targeted by ID then draws once for
+``corrupt_rate``. A hung frame is logged as ``hanging GetImageFrame <ID> for <S> s``.
 """
 
 from __future__ import annotations
