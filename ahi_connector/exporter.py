@@ -91,8 +91,7 @@ class ImageSetExporter:
         self._cache_lock = threading.Lock()
         self.last_stats: JobStats | None = None
 
-    # -- lifecycle
-    # -----------------------------------------------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the frame workers and decoder processes (the exporter restarts them lazily if used again)."""
         self.fetcher.close()
@@ -104,8 +103,7 @@ class ImageSetExporter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- metadata and search
-    # -------------------------------------------------------------------------------------
+    # -- metadata and search ---------------------------------------------------------------------------------
     def current_version(self, datastore_id: str, image_set_id: str) -> str | None:
         """The image set's current versionId (GetImageSet); None when the caller may not call GetImageSet."""
         try:
@@ -183,8 +181,7 @@ class ImageSetExporter:
                 ids.append(summary["imageSetId"])
         return ids
 
-    # -- pixels
-    # --------------------------------------------------------------------------------------------------
+    # -- pixels ----------------------------------------------------------------------------------------------
     def _run(self, tasks: Iterable[FrameTask], deadline_s: float | None) -> None:
         t0 = time.perf_counter()
         self.last_stats = self.fetcher.run(tasks, deadline_s or self.deadline_s)

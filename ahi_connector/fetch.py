@@ -183,8 +183,7 @@ class FrameFetcher:
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
 
-    # -- one job
-    # -------------------------------------------------------------------------------------------------
+    # -- one job ---------------------------------------------------------------------------------------------
     def run(self, tasks: Iterable[FrameTask], deadline_s: float) -> JobStats:
         """Fetch every task (bounded in flight); the first frame error or the deadline ends the job."""
         job = _Job(time.monotonic() + deadline_s)
@@ -221,10 +220,8 @@ class FrameFetcher:
         shown = ", ".join(r.frame_id for r in refs[:5]) + (" ..." if len(refs) > 5 else "")
         return ExportDeadlineError(
             f"export of image set {first.image_set_id} (datastore {first.datastore_id}) exceeded its "
-            f"deadline of "
-            f"{deadline_s:.1f} s with {len(refs)} frame(s) outstanding, e.g. {first.describe()}; "
-            f"outstanding frame "
-            f"IDs: {shown}. Raise deadline_s or check the service's health."
+            f"deadline of {deadline_s:.1f} s with {len(refs)} frame(s) outstanding, e.g. {first.describe()}; "
+            f"outstanding frame IDs: {shown}. Raise deadline_s or check the service's health."
         )
 
     def _run_task(self, task: FrameTask, job: _Job) -> None:
@@ -254,8 +251,7 @@ class FrameFetcher:
                 if job.remaining() <= delay:
                     raise ExportDeadlineError(
                         f"{task.ref.describe()}: deadline reached while retrying (attempt {attempt}, last "
-                        f"error "
-                        f"{type(exc).__name__}: {exc})"
+                        f"error {type(exc).__name__}: {exc})"
                     ) from exc
                 if job.cancelled.wait(delay):
                     return

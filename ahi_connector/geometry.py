@@ -140,8 +140,7 @@ def _check_spacing(gaps: np.ndarray, sorted_planes: list[SlicePlane]) -> float:
         k = int(np.argmin(gaps))
         raise GeometryError(
             f"duplicate slice position: {sorted_planes[k].label} and {sorted_planes[k + 1].label} lie at "
-            f"the same "
-            "place along the slice normal; the series holds overlapping stacks"
+            f"the same place along the slice normal; the series holds overlapping stacks"
         )
     median = float(np.median(gaps))
     dev = np.abs(gaps - median)

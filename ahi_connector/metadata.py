@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .decoders.base import FrameSpec
-from .errors import FrameRef, MetadataError, SeriesNotFoundError
+from .errors import FrameRef, MetadataError, SeriesNotFoundError, UnsupportedFrameFormatError
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,11 @@ class InstanceInfo:
                 "(0028,0011) Columns; its frames cannot be laid out"
             )
         bits_allocated = as_int(d.get("BitsAllocated"), 16) or 16
+        if bits_allocated not in (8, 16, 32):
+            raise UnsupportedFrameFormatError(
+                f"instance {self.sop_instance_uid} (series {self.series_uid}) has (0028,0100) Bits Allocated "
+                f"{bits_allocated}; the connector exports 8, 16 or 32-bit integer pixels only"
+            )
         return FrameSpec(
             rows=rows,
             columns=cols,
@@ -159,8 +164,7 @@ class ImageSetMetadata:
         if series_uid not in self.series:
             raise SeriesNotFoundError(
                 f"series {series_uid} is not in image set {self.image_set_id} (datastore "
-                f"{self.datastore_id}); "
-                f"it holds {sorted(self.series)}"
+                f"{self.datastore_id}); it holds {sorted(self.series)}"
             )
         return [self.series[series_uid]]
 

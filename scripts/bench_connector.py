@@ -13,8 +13,9 @@ own subprocess with a hard timeout (the anchor hangs on failures):
   pip-installed into the venv (``--no-deps``) only when absent, never a project dependency.
 
 Times: ``cold`` = first call in a fresh interpreter (includes pool / process start), ``warm`` = median of
-calls 2..N. Peak RSS = max RSS of the trial process minus its RSS just before the first call. Pixels are
-compared by a CRC32 over every dataset's PixelData in instance order. Prints a table and the target ratios.
+calls 2..N. Peak RSS = VmHWM of the trial process minus its RSS just before the first call (peak reset there).
+Pixels are compared by a CRC32 over every dataset's PixelData in instance order. Prints a table and the target
+ratios.
 """
 
 from __future__ import annotations
@@ -57,7 +58,22 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
+    """VmHWM: peak RSS of this process image (ru_maxrss would include the forking parent's RSS)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> float:
+    """Reset VmHWM to the current RSS (Linux clear_refs 5) and return the current RSS in MB."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+    return _rss_mb()
 
 
 def _pixels_crc(datasets: list[Any]) -> int:
@@ -94,7 +110,7 @@ def trial_ours(args: argparse.Namespace) -> dict[str, Any]:
         ex.get_metadata(
             args.datastore, args.image_set
         )  # metadata is cached per version; not what is measured
-        base = _rss_mb()
+        base = _reset_peak()
         if args.trial == "datasets":
             times, out = _timed(lambda: ex.to_datasets(args.datastore, args.image_set), args.repeat)
             frames, crc, nbytes = sum(int(d.get("NumberOfFrames", 1)) for d in out), _pixels_crc(out), 0
@@ -138,7 +154,7 @@ def trial_decode(args: argparse.Namespace) -> dict[str, Any]:
                     (resolve_codec(resp.get("contentType"), inst.stored_transfer_syntax, data), data, spec)
                 )
     registry = DecoderRegistry(args.decoder)
-    base = _rss_mb()
+    base = _reset_peak()
     with cf.ThreadPoolExecutor(args.workers) as pool:
 
         def run() -> int:
@@ -160,7 +176,7 @@ def trial_anchor(args: argparse.Namespace) -> dict[str, Any]:
     from AHItoDICOMInterface.AHItoDICOM import AHItoDICOM  # the anchor, installed at bench time only
 
     conv = AHItoDICOM()
-    base = _rss_mb()
+    base = _reset_peak()
     times, out = _timed(lambda: conv.DICOMizeImageSet(args.datastore, args.image_set), args.repeat)
     frames = sum(int(d.get("NumberOfFrames", 1)) for d in out)
     return {

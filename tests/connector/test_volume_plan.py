@@ -77,3 +77,40 @@ def test_multiframe_without_spacing_is_a_clear_error(tmp_path):
         GeometryError, match=r"frame #1 .* of instance .* has no \(0020,0032\) Image Position"
     ):
         plan_series(meta, meta.series[written.series_uid])
+
+
+def test_enhanced_multiframe_uses_per_frame_functional_groups(tmp_path):
+    """Per-frame PlanePositionSequence (shuffled on purpose) and shared PixelMeasures / orientation."""
+    written = write_series(tmp_path, SeriesSpec(slices=4, rows=8, columns=8, multiframe=True))
+    ds = pydicom.dcmread(written.paths[0])
+    del ds.SpacingBetweenSlices
+    shared = pydicom.Dataset()
+    measures, orient = pydicom.Dataset(), pydicom.Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [0.5, 0.4], 3.0
+    orient.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # sagittal: normal = (-1, 0, 0)
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orient]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per_frame = []
+    for x in (10.0, 4.0, 7.0, 1.0):  # frame k at x; along the normal (-x) the order is 10, 7, 4, 1
+        item, pos = pydicom.Dataset(), pydicom.Dataset()
+        pos.ImagePositionPatient = [x, -5.0, 20.0]
+        item.PlanePositionSequence = [pos]
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    meta = _meta([ds])
+    plan = plan_series(meta, meta.series[written.series_uid])
+    assert [f.index for f in plan.frames] == [0, 2, 1, 3]
+    assert plan.geometry.spacing == pytest.approx((3.0, 0.5, 0.4))
+    assert plan.geometry.origin == pytest.approx((10.0, -5.0, 20.0))
+    assert plan.geometry.normal == pytest.approx((-1.0, 0.0, 0.0))
+
+
+def test_unsupported_bits_allocated_is_named(tmp_path):
+    from ahi_connector.errors import UnsupportedFrameFormatError
+
+    written = write_series(tmp_path, SeriesSpec(slices=1, rows=8, columns=8))
+    ds = pydicom.dcmread(written.paths[0])
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+    meta = _meta([ds])
+    with pytest.raises(UnsupportedFrameFormatError, match=r"\(0028,0100\) Bits Allocated 1; the connector"):
+        plan_series(meta, meta.series[written.series_uid])
