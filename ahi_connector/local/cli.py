@@ -24,7 +24,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .faults import FaultSettings
-from .settings import ENV_IMPORT_WORKERS, ENV_S3_ENDPOINT_URL, ServeSettings, default_environ, faults_from_env
+from .settings import (
+    ENV_IMPORT_WORKERS,
+    ENV_LOCK_WAIT_S,
+    ENV_S3_ENDPOINT_URL,
+    ServeSettings,
+    default_environ,
+    faults_from_env,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +115,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         import_workers=workers,
         faults=FaultSettings.from_mapping(values),
         log_level=args.log_level,
+        lock_wait_s=float(environ.get(ENV_LOCK_WAIT_S) or 15.0),
     )
 
 
@@ -172,8 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         logger.error("invalid settings: %s", exc)
         return 2
-    if args.command == "serve":
+    try:
         serve(settings)
+    except RuntimeError as exc:  # e.g. the data dir is locked by another server
+        logger.error("ahi-local cannot start: %s", exc)
+        return 2
     return 0
 
 

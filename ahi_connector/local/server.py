@@ -130,7 +130,7 @@ class LocalAHIApp:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        self.store = Store(settings.data_dir)
+        self.store = Store(settings.data_dir, settings.lock_wait_s)
         self.runner = ImportRunner(self.store, self._s3_client, settings.import_workers)
         self.operations = Operations(self.store, self.runner)
         self.faults = FaultInjector(settings.faults)

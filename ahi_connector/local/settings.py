@@ -21,6 +21,7 @@ ENV_HANG_SECONDS = "AHI_LOCAL_HANG_SECONDS"
 ENV_FAULT_SEED = "AHI_LOCAL_FAULT_SEED"
 ENV_S3_ENDPOINT_URL = "AHI_LOCAL_S3_ENDPOINT_URL"
 ENV_IMPORT_WORKERS = "AHI_LOCAL_IMPORT_WORKERS"
+ENV_LOCK_WAIT_S = "AHI_LOCAL_LOCK_WAIT_S"
 
 FAULT_ENV = {
     "throttle_rate": ENV_THROTTLE_RATE,
@@ -46,6 +47,7 @@ class ServeSettings:
     import_workers: int
     faults: FaultSettings
     log_level: str = "info"
+    lock_wait_s: float = 15.0
 
 
 def faults_from_env(environ: Mapping[str, str]) -> dict[str, object]:

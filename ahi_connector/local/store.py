@@ -16,14 +16,16 @@ indexes at start; GetImageFrame is a dictionary lookup plus one file read.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import gzip
 import json
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from . import metadata
 from .errors import ConflictError, NotFoundError
@@ -34,6 +36,8 @@ from .storage import gzip_json, read_json, write_bytes_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
+LOCK_WAIT_S = 15.0
+
 
 @dataclasses.dataclass(frozen=True)
 class FrameLocation:
@@ -41,12 +45,32 @@ class FrameLocation:
     content_type: str
 
 
+def _lock_data_dir(root: Path, wait_s: float = LOCK_WAIT_S) -> IO[bytes]:
+    """Hold an exclusive lock on ``root/.lock`` for the life of the process (the OS releases it on exit), so
+    two servers never write one store. Waits a while for a previous process that is still shutting down."""
+    handle = open(root / ".lock", "ab")  # noqa: SIM115 (kept open on purpose)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                raise RuntimeError(
+                    f"data dir {root} is in use by another ahi-local process; stop it or use another "
+                    "--data-dir"
+                ) from None
+            time.sleep(0.1)
+
+
 class Store:
     """Thread-safe store; one instance per server process owns ``data_dir``."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, lock_wait_s: float = LOCK_WAIT_S) -> None:
         self.root = Path(data_dir)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_data_dir(self.root, lock_wait_s)
         self.lock = threading.RLock()
         self.datastores: dict[str, DatastoreRecord] = {}
         self.image_sets: dict[str, dict[str, ImageSetRecord]] = {}

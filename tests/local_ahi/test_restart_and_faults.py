@@ -185,3 +185,10 @@ def test_fail_frame_flag_and_env_after_restart(faulty: dict[str, Any], moto_s3: 
         assert _frame(other, ds, image_set, ids[1]) != _frame(ahi, ds, image_set, ids[1])
         with pytest.raises(other.exceptions.InternalServerException, match="fault injection: error_rate"):
             other.get_image_set(datastoreId=ds, imageSetId=image_set)
+
+
+def test_second_server_on_the_same_store_is_refused(tmp_path: Path) -> None:
+    with ahi_local_server(tmp_path / "data"):
+        with pytest.raises(RuntimeError, match="in use by another ahi-local process"):
+            with ahi_local_server(tmp_path / "data", env={"AHI_LOCAL_LOCK_WAIT_S": "1"}):
+                pass
