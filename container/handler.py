@@ -26,9 +26,29 @@ logger = logging.getLogger(__name__)
 JSON = "application/json"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
-_REASONS = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 413: "Payload Too Large", 422: "Unprocessable",
-            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-            504: "Gateway Timeout", 507: "Insufficient Storage"}
+_REASONS = {
+    400: "Bad Request",
+    404: "Not Found",
+    409: "Conflict",
+    413: "Payload Too Large",
+    422: "Unprocessable",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    507: "Insufficient Storage",
+}
+
+
+#: Share of the container's response timeout (SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS) one AHI export may use;
+#: inference, SEG writing and uploads need the rest.
+EXPORT_DEADLINE_SHARE = 0.5
+
+
+def export_deadline_s(timeout_s: float) -> float:
+    """Deadline of one AHI export inside a request: half the container's response timeout (at least 1 s)."""
+    return max(1.0, timeout_s * EXPORT_DEADLINE_SHARE)
 
 
 def request_body(data: list[dict[str, Any]] | None) -> bytes | None:
@@ -85,15 +105,24 @@ class ModelHandler:
             from model.bundle import find_bundle_dir
 
             bundle = find_bundle_dir(model_dir)
+            from ahi_connector import ImageSetExporter
             from app.service import SpleenSegService
 
-            self.service = SpleenSegService(bundle)
+            # The export must give up (ExportDeadlineError naming the image set and frames) well before MMS's
+            # response timeout kills the worker and answers a bare "Worker died." (e.g. a frame that never
+            # answers).
+            exporter = ImageSetExporter(deadline_s=export_deadline_s(self.settings.timeout_s))
+            self.service = SpleenSegService(bundle, exporter=exporter)
         except Exception as exc:
             raise ModelLoadError(f"cannot load model from {model_dir}: {type(exc).__name__}: {exc}") from exc
         self.model_dir = model_dir
         self.load_seconds = time.perf_counter() - started
         logger.info(
-            "model %s loaded from %s in %.2f s (gpu_id=%s)", model_name or model_dir, bundle, self.load_seconds, gpu_id
+            "model %s loaded from %s in %.2f s (gpu_id=%s)",
+            model_name or model_dir,
+            bundle,
+            self.load_seconds,
+            gpu_id,
         )
 
     def preprocess(self, body: bytes | None) -> Invocation:

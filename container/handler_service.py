@@ -1,9 +1,12 @@
-"""The module multi-model-server loads (``default_service_handler``): exactly one class, :class:`HandlerService`.
+"""The module multi-model-server loads (``default_service_handler``): exactly one class,
+:class:`HandlerService`.
 
-MMS 1.1.11 requires exactly one class defined in this module; everything else is imported. The class is the thin
+MMS 1.1.11 requires exactly one class defined in this module; everything else is imported. The class is the
+thin
 MMS edge around :class:`container.handler.ModelHandler`:
 
-* constructor: refuses to load when free memory is short (MemoryError → MMS answers ``POST /models`` with 507);
+* constructor: refuses to load when free memory is short (MemoryError → MMS answers ``POST /models`` with
+507);
 * ``initialize``: loads the model; any failure becomes :class:`~container.errors.WorkerLoadAbort` so that MMS
   reports a failed load (500) instead of "loaded" followed by failing invokes;
 * ``handle``: one line, delegated.
@@ -25,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def _worker_model_dir() -> Path:
-    """The model directory of this MMS worker: its ``--model-path`` argument (MMS also runs it with cwd there)."""
+    """This MMS worker's model directory: its ``--model-path`` argument (MMS also sets the cwd there)."""
     argv = sys.argv
     if "--model-path" in argv and argv.index("--model-path") + 1 < len(argv):
         return Path(argv[argv.index("--model-path") + 1])
@@ -43,7 +46,9 @@ class HandlerService:
         try:
             self._handler.initialize(context)
         except Exception as exc:
-            logger.error("model load failed; failing the load so MMS does not report it as loaded", exc_info=True)
+            logger.error(
+                "model load failed; failing the load so MMS does not report it as loaded", exc_info=True
+            )
             raise WorkerLoadAbort(str(exc)) from exc
 
     def handle(self, data: Any, context: Any) -> Any:

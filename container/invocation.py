@@ -1,9 +1,12 @@
 """Run one validated invocation with ``app.service.SpleenSegService`` and build the response (no MMS here).
 
 Shared by the MME container's ``ModelHandler`` and ``model/code/inference.py`` (SageMaker's prebuilt PyTorch
-container): each input runs in its own temporary working directory (removed afterwards, so concurrent requests never
-share files), its SEG/STL/report go to ``s3://<output prefix>/<request id>/<NN>-<image set or study>/``, the SEG bytes
-are returned inline only when asked and when they fit the 6 MB real-time response limit, and the SEG is imported
+container): each input runs in its own temporary working directory (removed afterwards, so concurrent requests
+never
+share files), its SEG/STL/report go to ``s3://<output prefix>/<request id>/<NN>-<image set or study>/``, the
+SEG bytes
+are returned inline only when asked and when they fit the 6 MB real-time response limit, and the SEG is
+imported
 back into AHI only when ``output.writeBackToAHI`` asks for it.
 
 Status: 200 when every input succeeded; otherwise the status of the first failed input (product errors carry
@@ -114,14 +117,17 @@ def _seg_entry(ctx: _Context, seg_path: Path, loc: S3Location | None) -> dict[st
             entry["base64"] = base64.b64encode(seg_path.read_bytes()).decode("ascii")
         else:
             entry["inlineOmitted"] = (
-                f"SEG is {size} bytes ({encoded} base64) and the inline budget left is {ctx.inline_budget} bytes "
+                f"SEG is {size} bytes ({encoded} base64) and the inline budget left is "
+                f"{ctx.inline_budget} bytes "
                 "(6 MB real-time response limit); read it from s3Uri"
                 + ("" if loc is not None else " (set output.s3Uri)")
             )
     return entry
 
 
-def _write_back(ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path, loc: S3Location) -> dict[str, Any]:
+def _write_back(
+    ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path, loc: S3Location
+) -> dict[str, Any]:
     """Import the SEG into AHI as a new image set (StartDICOMImportJob); wait for it if asked."""
     datastore = wb.datastore_id or raw["datastoreId"]
     staged = loc.child("ahi-import", "input")
@@ -233,8 +239,14 @@ def run_invocation(
         finally:
             shutil.rmtree(work, ignore_errors=True)
         entry["seconds"] = round(time.perf_counter() - started, 3)
-        logger.info("request %s input %d (%s): %s in %.2f s", request_id, index, _input_label(raw), entry["status"],
-                    entry["seconds"])
+        logger.info(
+            "request %s input %d (%s): %s in %.2f s",
+            request_id,
+            index,
+            _input_label(raw),
+            entry["status"],
+            entry["seconds"],
+        )
         results.append(entry)
     body: dict[str, Any] = {"requestId": request_id, "results": results}
     if first_error is None:

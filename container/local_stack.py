@@ -1,7 +1,9 @@
-"""The whole offline stack as child processes: moto S3, ``ahi-local``, ``container/serve`` and ``sagemaker-local``.
+"""The whole offline stack as child processes: moto S3, ``ahi-local``, ``container/serve`` and
+``sagemaker-local``.
 
 Used by ``make demo`` (``scripts/demo.py``) and ``scripts/bench_container.py``. Every process is started on
-127.0.0.1 in its own session, waited for over HTTP, and stopped (SIGTERM, then SIGKILL after a grace period, whole
+127.0.0.1 in its own session, waited for over HTTP, and stopped (SIGTERM, then SIGKILL after a grace period,
+whole
 process tree) when the :class:`LocalStack` context exits, also on Ctrl-C and on errors.
 """
 
@@ -74,13 +76,26 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
         self.env: dict[str, str] = {**os.environ, **LOCAL_AWS_ENV}
         self.quiet = quiet
 
-    # --- process plumbing -----------------------------------------------------------------------------------------
-    def _start(self, name: str, argv: Sequence[str], ready_url: str, url: str, timeout_s: float,
-               env: Mapping[str, str] | None = None) -> Child:
+    # --- process plumbing
+    # -----------------------------------------------------------------------------------------
+    def _start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        ready_url: str,
+        url: str,
+        timeout_s: float,
+        env: Mapping[str, str] | None = None,
+    ) -> Child:
         log = self.work_dir / f"{name}.log"
         with open(log, "wb") as fh:
-            proc = subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT, env={**self.env, **(env or {})},
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                list(argv),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env={**self.env, **(env or {})},
+                start_new_session=True,
+            )
         child = Child(name, proc, url, log)
         self.children.append(child)
         logger.info("starting %s (pid %d, log %s)", name, proc.pid, log)
@@ -98,14 +113,19 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"{name} not ready at {ready_url} after {timeout_s:.0f} s; log tail:\n{child.tail()}")
+        raise TimeoutError(
+            f"{name} not ready at {ready_url} after {timeout_s:.0f} s; log tail:\n{child.tail()}"
+        )
 
     def stop(self) -> None:
         """Stop every child, newest first: SIGTERM, wait, then SIGKILL its whole process tree."""
         while self.children:
             child = self.children.pop()
             try:
-                tree = [psutil.Process(child.proc.pid), *psutil.Process(child.proc.pid).children(recursive=True)]
+                tree = [
+                    psutil.Process(child.proc.pid),
+                    *psutil.Process(child.proc.pid).children(recursive=True),
+                ]
             except psutil.NoSuchProcess:
                 tree = []
             if child.proc.poll() is None:
@@ -120,24 +140,43 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
                     proc.kill()
             logger.info("stopped %s", child.name)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
-    # --- the services ---------------------------------------------------------------------------------------------
+    # --- the services
+    # ---------------------------------------------------------------------------------------------
     def start_moto(self) -> str:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        self._start("moto-s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                    f"{url}/moto-api/", url, 60)
+        self._start(
+            "moto-s3",
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            f"{url}/moto-api/",
+            url,
+            60,
+        )
         self.env["AWS_ENDPOINT_URL_S3"] = url
         return url
 
     def start_ahi_local(self) -> str:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        argv = [sys.executable, "-m", "ahi_connector.local.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-                "--data-dir", str(self.work_dir / "ahi-data"), "--log-level", "warning"]
+        argv = [
+            sys.executable,
+            "-m",
+            "ahi_connector.local.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(self.work_dir / "ahi-data"),
+            "--log-level",
+            "warning",
+        ]
         if "AWS_ENDPOINT_URL_S3" in self.env:
             argv += ["--s3-endpoint-url", self.env["AWS_ENDPOINT_URL_S3"]]
         self._start("ahi-local", argv, f"{url}/_local/health", url, 60)
@@ -148,17 +187,33 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
     def start_serve(self, workers: int = 1, timeout_s: float = 180) -> str:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {"SAGEMAKER_MULTI_MODEL": "true", "SAGEMAKER_BIND_TO_PORT": str(port),
-               "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers)}
+        env = {
+            "SAGEMAKER_MULTI_MODEL": "true",
+            "SAGEMAKER_BIND_TO_PORT": str(port),
+            "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers),
+        }
         self._start("serve", [str(SERVE)], f"{url}/ping", url, timeout_s, env)
         return url
 
     def start_gateway(self, container_url: str, model_data_url: str, async_output: str | None = None) -> str:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        argv = [sys.executable, "-m", "container.gateway.cli", "serve", "--port", str(port), "--container-url",
-                container_url, "--model-data-url", model_data_url, "--models-dir", str(self.work_dir / "models"),
-                "--log-level", "WARNING"]
+        argv = [
+            sys.executable,
+            "-m",
+            "container.gateway.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--container-url",
+            container_url,
+            "--model-data-url",
+            model_data_url,
+            "--models-dir",
+            str(self.work_dir / "models"),
+            "--log-level",
+            "WARNING",
+        ]
         if async_output:
             argv += ["--async-output", async_output]
         self._start("sagemaker-local", argv, f"{url}/_local/health", url, 60)
@@ -176,7 +231,15 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
             s3={"addressing_style": "path"},
         )
         if endpoint_url is None:
-            endpoint_url = {"s3": self.env.get("AWS_ENDPOINT_URL_S3"),
-                            "medical-imaging": self.env.get("AWS_ENDPOINT_URL_MEDICAL_IMAGING")}.get(service)
-        return boto3.client(service, endpoint_url=endpoint_url, region_name=LOCAL_AWS_ENV["AWS_DEFAULT_REGION"],
-                            aws_access_key_id="local", aws_secret_access_key="local", config=config)
+            endpoint_url = {
+                "s3": self.env.get("AWS_ENDPOINT_URL_S3"),
+                "medical-imaging": self.env.get("AWS_ENDPOINT_URL_MEDICAL_IMAGING"),
+            }.get(service)
+        return boto3.client(
+            service,
+            endpoint_url=endpoint_url,
+            region_name=LOCAL_AWS_ENV["AWS_DEFAULT_REGION"],
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+            config=config,
+        )

@@ -35,6 +35,7 @@ def check_memory(model_dir: Path, overhead_mb: int) -> None:
     logger.info("model %s needs about %d MB; %d MB available", model_dir, need // MB, available // MB)
     if need > available:
         raise InsufficientMemoryError(
-            f"model {model_dir} needs about {need // MB} MB ({MODEL_FILE_FACTOR} x model files + {overhead_mb} MB) "
+            f"model {model_dir} needs about {need // MB} MB ({MODEL_FILE_FACTOR} x model files + "
+            f"{overhead_mb} MB) "
             f"but only {available // MB} MB are available; unload another model or use a larger instance"
         )

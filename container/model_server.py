@@ -1,9 +1,13 @@
 """Start, watch and stop multi-model-server (MMS 1.1.11) with our own configuration.
 
-Why not ``sagemaker_inference.model_server.start_model_server``: it writes ``/etc/sagemaker-mms.properties``, binds
-``0.0.0.0`` unconditionally, finds MMS by scanning every process on the machine, and only SIGTERMs the launcher
-(which orphans Python workers). Here every MMS file (properties, log4j config, pid file, worker sockets) lives in one
-runtime directory, the bind address comes from :class:`~container.settings.Settings`, and :meth:`ModelServer.stop`
+Why not ``sagemaker_inference.model_server.start_model_server``: it writes ``/etc/sagemaker-mms.properties``,
+binds
+``0.0.0.0`` unconditionally, finds MMS by scanning every process on the machine, and only SIGTERMs the
+launcher
+(which orphans Python workers). Here every MMS file (properties, log4j config, pid file, worker sockets) lives
+in one
+runtime directory, the bind address comes from :class:`~container.settings.Settings`, and
+:meth:`ModelServer.stop`
 stops Java and every Python worker by PID.
 
 Process tree (MMS 1.1.11)::
@@ -237,7 +241,8 @@ class ModelServer:
         for root in roots:
             for proc in [root, *root.children(recursive=True)]:
                 seen.setdefault(proc.pid, proc)
-        # Backend workers that MMS detached (e.g. after a failed load) are re-parented to init; they are still ours:
+        # Backend workers that MMS detached (e.g. after a failed load) are re-parented to init; they are still
+        # ours:
         # their command line names a socket in this server's private temporary directory.
         marker = str(self.tmp_dir) + os.sep
         for proc in psutil.process_iter(["pid", "cmdline"]):
@@ -259,7 +264,9 @@ class ModelServer:
                 if proc.pid in java or (self._launcher is not None and proc.pid == self._launcher.pid):
                     continue
                 if proc.ppid() == 1:
-                    logger.warning("killing orphaned MMS worker pid %d (%s)", proc.pid, " ".join(proc.cmdline()[-6:]))
+                    logger.warning(
+                        "killing orphaned MMS worker pid %d (%s)", proc.pid, " ".join(proc.cmdline()[-6:])
+                    )
                     proc.kill()
                     killed.append(proc.pid)
             except psutil.NoSuchProcess:

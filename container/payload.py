@@ -2,16 +2,18 @@
 
 Body (JSON)::
 
-    {"inputs": [{"datastoreId": "...", "imageSetId": "..."} | {"datastoreId": "...", "studyInstanceUid": "..."}, ...],
-     "output": {"s3Uri": "s3://bucket/prefix",          # optional: where SEG, STL and report go
-                "inlineSeg": false,                     # optional: SEG bytes base64 in the response (if < 6 MB)
-                "writeBackToAHI": {                     # optional, opt-in: import the SEG into AHI
+    {"inputs": [{"datastoreId": "...", "imageSetId": "..."},            # or
+                {"datastoreId": "...", "studyInstanceUid": "..."}, ...],
+     "output": {"s3Uri": "s3://bucket/prefix",      # optional: where SEG, STL and report go
+                "inlineSeg": false,                 # optional: SEG base64 in the response (if < 6 MB)
+                "writeBackToAHI": {                 # optional, opt-in: import the SEG into AHI
                     "dataAccessRoleArn": "arn:aws:iam::...:role/...",
-                    "datastoreId": "...",               # default: the input's datastore
+                    "datastoreId": "...",           # default: the input's datastore
                     "wait": false}}}
 
-A bare input object (``{"datastoreId", "imageSetId"}``, the asynchronous endpoint's S3 input object) is accepted as
-one input. Every input is validated by ``app.service.SegRequest.from_json`` before any work starts.
+A bare input object (``{"datastoreId", "imageSetId"}``, the asynchronous endpoint's S3 input object) is
+accepted as one input. Every input is validated by ``app.request.SegRequest.from_json`` before any work
+starts.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ _WRITE_BACK_KEYS = {"dataAccessRoleArn", "datastoreId", "wait"}
 
 
 class PayloadError(ValueError):
-    """The request body is not a valid invocation; ``http_status`` 400, message names the field and the fix."""
+    """The body is not a valid invocation; ``http_status`` 400; the message names the field and the fix."""
 
     http_status = 400
 
@@ -84,11 +86,15 @@ def decode_body(body: bytes | bytearray | str | dict[str, Any] | None) -> dict[s
     if isinstance(body, dict):
         return body
     if body is None or len(body) == 0:
-        raise PayloadError('empty request body; send JSON like {"inputs": [{"datastoreId": ..., "imageSetId": ...}]}')
+        raise PayloadError(
+            'empty request body; send JSON like {"inputs": [{"datastoreId": ..., "imageSetId": ...}]}'
+        )
     try:
         obj = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError(f"request body is not valid JSON ({exc}); send Content-Type application/json") from exc
+        raise PayloadError(
+            f"request body is not valid JSON ({exc}); send Content-Type application/json"
+        ) from exc
     if not isinstance(obj, dict):
         raise PayloadError(f"request body must be a JSON object, not {type(obj).__name__}")
     return obj
@@ -98,10 +104,14 @@ def _parse_write_back(obj: Any) -> WriteBack | None:
     if obj is None or obj is False:
         return None
     if not isinstance(obj, dict):
-        raise PayloadError("output.writeBackToAHI must be an object with dataAccessRoleArn (and optional datastoreId)")
+        raise PayloadError(
+            "output.writeBackToAHI must be an object with dataAccessRoleArn (and optional datastoreId)"
+        )
     unknown = set(obj) - _WRITE_BACK_KEYS
     if unknown:
-        raise PayloadError(f"output.writeBackToAHI: unknown field(s) {sorted(unknown)}; allowed {sorted(_WRITE_BACK_KEYS)}")
+        raise PayloadError(
+            f"output.writeBackToAHI: unknown field(s) {sorted(unknown)}; allowed {sorted(_WRITE_BACK_KEYS)}"
+        )
     role = obj.get("dataAccessRoleArn")
     if not isinstance(role, str) or not _ROLE_ARN.match(role):
         raise PayloadError(
@@ -109,7 +119,9 @@ def _parse_write_back(obj: Any) -> WriteBack | None:
             "(arn:aws:iam::<account>:role/<name>); AHI reads the SEG from S3 with this role"
         )
     datastore = obj.get("datastoreId")
-    if datastore is not None and not (isinstance(datastore, str) and re.fullmatch(r"[0-9a-z]{32}", datastore)):
+    if datastore is not None and not (
+        isinstance(datastore, str) and re.fullmatch(r"[0-9a-z]{32}", datastore)
+    ):
         raise PayloadError(f"output.writeBackToAHI.datastoreId={datastore!r} is not a 32-character AHI ID")
     wait = obj.get("wait", False)
     if not isinstance(wait, bool):
@@ -121,7 +133,9 @@ def parse_output(obj: Any, default_s3: S3Location | None = None) -> OutputOption
     if obj is None:
         obj = {}
     if not isinstance(obj, dict):
-        raise PayloadError("output must be an object: {\"s3Uri\": ..., \"inlineSeg\": ..., \"writeBackToAHI\": ...}")
+        raise PayloadError(
+            'output must be an object: {"s3Uri": ..., "inlineSeg": ..., "writeBackToAHI": ...}'
+        )
     unknown = set(obj) - _OUTPUT_KEYS
     if unknown:
         raise PayloadError(f"output: unknown field(s) {sorted(unknown)}; allowed {sorted(_OUTPUT_KEYS)}")
@@ -153,7 +167,9 @@ def parse_invocation(
     else:
         inputs = [{k: v for k, v in obj.items() if k != "output"}]
     if not isinstance(inputs, list) or not inputs:
-        raise PayloadError('"inputs" must be a non-empty list of {"datastoreId", "imageSetId"|"studyInstanceUid"}')
+        raise PayloadError(
+            '"inputs" must be a non-empty list of {"datastoreId", "imageSetId"|"studyInstanceUid"}'
+        )
     if len(inputs) > MAX_INPUTS:
         raise PayloadError(f'"inputs" has {len(inputs)} items; at most {MAX_INPUTS} per invocation')
     requests = []
@@ -163,7 +179,8 @@ def parse_invocation(
         if not isinstance(item.get("datastoreId"), str):
             # The endpoint reads from AHI only; local folders of the serving host are not an input.
             raise PayloadError(
-                f"inputs[{index}] needs datastoreId plus imageSetId or studyInstanceUid (got fields {sorted(item)})"
+                f"inputs[{index}] needs datastoreId plus imageSetId or studyInstanceUid (got fields "
+                f"{sorted(item)})"
             )
         try:
             requests.append(SegRequest.from_json(item))

@@ -2,7 +2,8 @@
 
 Starts MMS with our handler service, multi-model (``SAGEMAKER_MULTI_MODEL=true``, models arrive via
 ``POST /models``) or single-model (the model extracted at ``$SAGEMAKER_BASE_DIR/model`` served on
-``/invocations``, as real-time and asynchronous endpoints use it). Runs until SIGTERM/SIGINT, then stops Java and
+``/invocations``, as real-time and asynchronous endpoints use it). Runs until SIGTERM/SIGINT, then stops Java
+and
 every Python worker by PID. Exit code: 0 after a requested stop, 1 if MMS failed or died.
 """
 
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="serve",
-        description="Serve the spleen segmentation model with multi-model-server (SageMaker container contract).",
+        description="Serve the spleen model with multi-model-server (SageMaker container contract).",
     )
     p.add_argument("command", nargs="?", default="serve", choices=["serve"], help="SageMaker passes 'serve'")
     p.add_argument("--host", help="bind address (default $SPLEEN_BIND_HOST or 127.0.0.1)")
@@ -36,10 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--multi-model", dest="multi_model", action="store_true", default=None)
     mode.add_argument("--single-model", dest="multi_model", action="store_false")
-    p.add_argument("--model-dir", type=Path, help="single-model mode: extracted model.tar.gz (default <base>/model)")
+    p.add_argument(
+        "--model-dir", type=Path, help="single-model mode: extracted model.tar.gz (default <base>/model)"
+    )
     p.add_argument("--handler", help="handler service module (default container.handler_service)")
     p.add_argument("--workers", type=int, help="workers per model (default: one per GPU, else 1)")
-    p.add_argument("--runtime-dir", type=Path, help="MMS config/pid/sockets (default: a fresh temporary directory)")
+    p.add_argument(
+        "--runtime-dir", type=Path, help="MMS config/pid/sockets (default: a fresh temporary directory)"
+    )
     return p
 
 
@@ -71,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not settings.multi_model:
         model_dir = (args.model_dir or settings.model_dir).resolve()
         if not model_dir.is_dir():
-            logger.error("single-model mode: model directory %s does not exist (extract model.tar.gz there)", model_dir)
+            logger.error(
+                "single-model mode: model directory %s does not exist (extract model.tar.gz there)", model_dir
+            )
             return 2
     runtime_dir = args.runtime_dir or settings.runtime_dir
     own_runtime_dir = runtime_dir is None

@@ -1,7 +1,9 @@
 """Container settings: every environment variable the container reads, named once, parsed once.
 
-SageMaker configures a serving container through environment variables (``SAGEMAKER_*``); the project adds a few
-``SPLEEN_*`` knobs of its own. :meth:`Settings.from_env` parses them into a frozen, typed object at start-up; nothing
+SageMaker configures a serving container through environment variables (``SAGEMAKER_*``); the project adds a
+few
+``SPLEEN_*`` knobs of its own. :meth:`Settings.from_env` parses them into a frozen, typed object at start-up;
+nothing
 else in ``container/`` reads ``os.environ`` for configuration.
 """
 
@@ -15,19 +17,23 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-# --- SageMaker's names (sagemaker-inference toolkit / platform contract) -------------------------------------------
+# --- SageMaker's names (sagemaker-inference toolkit / platform contract)
+# -------------------------------------------
 MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
 BIND_TO_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
 MODEL_SERVER_WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
 MODEL_SERVER_TIMEOUT_SECONDS_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
-MODEL_SERVER_TIMEOUT_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT"  # legacy; MMS reads it as *minutes*, we as seconds
+MODEL_SERVER_TIMEOUT_ENV = (
+    "SAGEMAKER_MODEL_SERVER_TIMEOUT"  # legacy; MMS reads it as *minutes*, we as seconds
+)
 MAX_REQUEST_SIZE_ENV = "SAGEMAKER_MAX_REQUEST_SIZE"  # bytes
 MAX_PAYLOAD_IN_MB_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"  # the toolkit's name, megabytes
 STARTUP_TIMEOUT_ENV = "SAGEMAKER_STARTUP_TIMEOUT"
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 HANDLER_ENV = "SAGEMAKER_HANDLER"
 VMARGS_ENV = "SAGEMAKER_MODEL_SERVER_VMARGS"
-# --- ours -----------------------------------------------------------------------------------------------------------
+# --- ours
+# -----------------------------------------------------------------------------------------------------------
 BIND_HOST_ENV = "SPLEEN_BIND_HOST"  # 127.0.0.1 on a host; the Dockerfile sets 0.0.0.0
 RUNTIME_DIR_ENV = "SPLEEN_RUNTIME_DIR"  # MMS config, pid file, sockets, logs
 WORK_DIR_ENV = "SPLEEN_WORK_DIR"  # parent of the per-request working directories
@@ -42,7 +48,8 @@ DEFAULT_TIMEOUT_S = 600
 DEFAULT_STARTUP_TIMEOUT_S = 600
 #: MMS's own default request limit (bytes); SageMaker real-time payloads are at most 6 MB.
 DEFAULT_MAX_REQUEST_SIZE = 6_553_500
-#: SageMaker real-time responses are limited to 6 MB: base64 SEG bytes inline must fit with the JSON around them.
+# #: SageMaker real-time responses are limited to 6 MB: base64 SEG bytes inline must fit with the JSON around
+# them.
 REALTIME_RESPONSE_LIMIT = 6 * 1024 * 1024
 DEFAULT_INLINE_SEG_MAX_BYTES = REALTIME_RESPONSE_LIMIT - 256 * 1024  # base64 characters
 #: Resident memory one worker needs besides the model files (MONAI Deploy SDK + holoscan ≈ 600 MB measured).
@@ -62,7 +69,9 @@ def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 
     try:
         value = int(raw)
     except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r} is not an integer; set it to a whole number or unset it") from exc
+        raise SettingsError(
+            f"{name}={raw!r} is not an integer; set it to a whole number or unset it"
+        ) from exc
     if value < minimum:
         raise SettingsError(f"{name}={value} is below the minimum {minimum}")
     return value
@@ -78,7 +87,7 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
 
 
 def detect_gpus(env: Mapping[str, str]) -> int:
-    """Number of GPUs this container should use: ``SPLEEN_NUM_GPUS`` if set, else ``nvidia-smi -L``, else 0."""
+    """GPUs to use: ``SPLEEN_NUM_GPUS`` if set, else those ``nvidia-smi -L`` lists, else 0."""
     forced = _int(env, NUM_GPUS_ENV, None)
     if forced is not None:
         return forced
@@ -115,7 +124,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 < self.port < MAX_PORT:
             raise SettingsError(
-                f"{BIND_TO_PORT_ENV}={self.port}: multi-model-server 1.1.11 only accepts ports 1..{MAX_PORT - 1}"
+                f"{BIND_TO_PORT_ENV}={self.port}: multi-model-server 1.1.11 only accepts ports "
+                f"1..{MAX_PORT - 1}"
             )
         if self.workers is not None and self.workers < 1:
             raise SettingsError(f"{MODEL_SERVER_WORKERS_ENV}={self.workers}: need at least one worker")

@@ -1,7 +1,9 @@
-"""Benchmark: warm invoke through sagemaker-local → container/serve (MMS) vs ``SpleenSegService.run`` in-process.
+"""Benchmark: warm invoke through sagemaker-local → container/serve (MMS) vs ``SpleenSegService.run``
+in-process.
 
 Same image set, same model archive, same machine, measured in one run. Prints a table and the ratio
-(target: gateway/in-process ≤ 1.10) plus the first call's model load time (archive fetch + extract + POST /models,
+(target: gateway/in-process ≤ 1.10) plus the first call's model load time (archive fetch + extract + POST
+/models,
 i.e. the handler's ``initialize``) and the first call's end-to-end latency.
 
     python scripts/bench_container.py [--model-archive build/model.tar.gz] [--repeats 5] [--shape 48,128,128]
@@ -54,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         container_url = stack.start_serve(workers=1)
         gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent))
         ahi, s3 = stack.client("medical-imaging"), stack.client("s3")
-        phantom = generate_phantom(args.seed, shape=tuple(int(v) for v in args.shape.split(",")),
-                                   spacing=tuple(float(v) for v in args.spacing.split(",")))
+        phantom = generate_phantom(
+            args.seed,
+            shape=tuple(int(v) for v in args.shape.split(",")),
+            spacing=tuple(float(v) for v in args.spacing.split(",")),
+        )
         write_dicom_series(phantom, work / "dicom")
         import uuid
 
@@ -69,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
 
         def invoke() -> float:
             t0 = time.perf_counter()
-            resp = runtime.invoke_endpoint(EndpointName="bench", TargetModel="model.tar.gz",  # type: ignore
-                                           ContentType="application/json", Body=body)
+            resp = runtime.invoke_endpoint(
+                EndpointName="bench",
+                TargetModel="model.tar.gz",  # type: ignore
+                ContentType="application/json",
+                Body=body,
+            )
             out = json.loads(resp["Body"].read())
             assert out["results"][0]["status"] == "succeeded", out
             return time.perf_counter() - t0
@@ -81,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         gateway_s = [invoke() for _ in range(args.repeats)]
 
         # In-process baseline: the same service the handler builds, same image set, same machine.
-        for key in ("AWS_ENDPOINT_URL_MEDICAL_IMAGING", "AWS_DISABLE_HOST_PREFIX_INJECTION", "AWS_ACCESS_KEY_ID",
-                    "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        for key in (
+            "AWS_ENDPOINT_URL_MEDICAL_IMAGING",
+            "AWS_DISABLE_HOST_PREFIX_INJECTION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+        ):
             os.environ[key] = stack.env[key]
         import tarfile
 
@@ -105,13 +119,24 @@ def main(argv: list[str] | None = None) -> int:
                 inproc_s.append(time.perf_counter() - t0)
 
     g, b = _median_s(gateway_s), _median_s(inproc_s)
-    print(f"\nimage set {request['imageSetId']} ({args.shape} voxels), {args.repeats} warm runs each, median seconds")
+    print(
+        f"\nimage set {request['imageSetId']} ({args.shape} voxels), {args.repeats} warm runs each, "
+        "median seconds"
+    )
     print(f"{'path':44} {'median s':>9} {'min s':>7} {'max s':>7}")
-    print(f"{'in-process SpleenSegService.run (baseline)':44} {b:9.3f} {min(inproc_s):7.3f} {max(inproc_s):7.3f}")
-    print(f"{'boto3 → sagemaker-local → MMS → handler':44} {g:9.3f} {min(gateway_s):7.3f} {max(gateway_s):7.3f}")
+    print(
+        f"{'in-process SpleenSegService.run (baseline)':44} {b:9.3f} {min(inproc_s):7.3f} "
+        f"{max(inproc_s):7.3f}"
+    )
+    print(
+        f"{'boto3 → sagemaker-local → MMS → handler':44} {g:9.3f} {min(gateway_s):7.3f} {max(gateway_s):7.3f}"
+    )
     print(f"ratio gateway / in-process: {g / b:.3f} (target ≤ 1.10); overhead {1000 * (g - b):.0f} ms")
-    print(f"first call through the gateway: {first_call:.2f} s, of which model load (fetch + extract + POST /models "
-          f"→ initialize): {load_s:.2f} s; in-process SpleenSegService() build: {inproc_load:.2f} s")
+    print(
+        f"first call through the gateway: {first_call:.2f} s, of which model load (fetch + extract + "
+        "POST /models "
+        f"→ initialize): {load_s:.2f} s; in-process SpleenSegService() build: {inproc_load:.2f} s"
+    )
     return 0
 
 

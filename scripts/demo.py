@@ -1,11 +1,13 @@
 """``make demo``: the whole offline story on one machine, with the same boto3 calls as on AWS.
 
-1. start moto S3, ``ahi-local`` (AWS HealthImaging API), ``container/serve`` (the SageMaker multi-model container:
+1. start moto S3, ``ahi-local`` (AWS HealthImaging API), ``container/serve`` (the SageMaker multi-model
+container:
    MMS + our handler) and ``sagemaker-local`` (the SageMaker runtime API) on 127.0.0.1;
 2. generate a synthetic abdominal CT phantom (``model.phantoms``) and import it into a datastore (S3 upload +
    StartDICOMImportJob);
 3. ``invoke_endpoint(EndpointName=..., TargetModel="model.tar.gz", Body={"inputs": [...], "output": {...}})``;
-4. print the spleen volume (and the phantom's true volume), where the SEG went (S3, and the new AHI image set the
+4. print the spleen volume (and the phantom's true volume), where the SEG went (S3, and the new AHI image set
+the
    SEG was imported into), then stop everything it started (also on Ctrl-C or an error).
 
 Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 7] [--keep-logs]``
@@ -33,8 +35,12 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/spleen-demo-ahi-import"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="make demo", description="Offline end-to-end demo (see module doc).")
-    p.add_argument("--model-archive", type=Path, default=ROOT / "build" / "model.tar.gz",
-                   help="model.tar.gz to serve (make model-archive builds it)")
+    p.add_argument(
+        "--model-archive",
+        type=Path,
+        default=ROOT / "build" / "model.tar.gz",
+        help="model.tar.gz to serve (make model-archive builds it)",
+    )
     p.add_argument("--seed", type=int, default=7, help="phantom seed")
     p.add_argument("--shape", default="48,128,128", help="phantom slices,rows,cols")
     p.add_argument("--spacing", default="4.0,2.5,2.5", help="phantom slice thickness,row,col spacing in mm")
@@ -48,7 +54,9 @@ def _step(text: str) -> None:
 
 
 def _create_datastore(ahi: Any) -> str:
-    datastore_id = ahi.create_datastore(datastoreName="spleen-demo", clientToken=uuid.uuid4().hex)["datastoreId"]
+    datastore_id = ahi.create_datastore(datastoreName="spleen-demo", clientToken=uuid.uuid4().hex)[
+        "datastoreId"
+    ]
     deadline = time.monotonic() + 60
     while ahi.get_datastore(datastoreId=datastore_id)["datastoreProperties"]["datastoreStatus"] != "ACTIVE":
         if time.monotonic() > deadline:
@@ -78,21 +86,30 @@ def _summarise(out: dict[str, Any], s3: Any, phantom: Any) -> None:
             continue
         report = result["report"]
         print(f"image set        : {result['input']['imageSetId']} (series {report['seriesInstanceUid']})")
-        print(f"spleen volume    : {result['spleenVolumeMl']:.1f} mL predicted, "
-              f"{phantom.spleen_volume_ml:.1f} mL in the phantom ({report['spleen']['voxelCount']} voxels)")
-        print(f"model            : {report['model']['name']} {report['model']['version']} on {report['model']['device']}")
+        print(
+            f"spleen volume    : {result['spleenVolumeMl']:.1f} mL predicted, "
+            f"{phantom.spleen_volume_ml:.1f} mL in the phantom ({report['spleen']['voxelCount']} voxels)"
+        )
+        print(
+            f"model            : {report['model']['name']} {report['model']['version']} on "
+            f"{report['model']['device']}"
+        )
         print(f"SEG (DICOM)      : {result['seg']['s3Uri']} ({result['seg']['sizeBytes']} bytes)")
         print(f"STL mesh         : {result['stlS3Uri']}")
         print(f"report           : {result['reportS3Uri']}")
         bucket, key = result["seg"]["s3Uri"].removeprefix("s3://").split("/", 1)
         seg = pydicom.dcmread(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
-        print(f"SEG check        : SOP class {seg.SOPClassUID.name}, {seg.NumberOfFrames} frames, segment "
-              f"'{seg.SegmentSequence[0].SegmentLabel}', references series "
-              f"{seg.ReferencedSeriesSequence[0].SeriesInstanceUID}")
+        print(
+            f"SEG check        : SOP class {seg.SOPClassUID.name}, {seg.NumberOfFrames} frames, segment "
+            f"'{seg.SegmentSequence[0].SegmentLabel}', references series "
+            f"{seg.ReferencedSeriesSequence[0].SeriesInstanceUID}"
+        )
         wb = result.get("writeBackToAHI")
         if wb:
-            print(f"written to AHI   : import job {wb['jobId']} {wb['jobStatus']} -> image set(s) "
-                  f"{', '.join(wb.get('imageSetIds', [])) or '(pending)'} in datastore {wb['datastoreId']}")
+            print(
+                f"written to AHI   : import job {wb['jobId']} {wb['jobStatus']} -> image set(s) "
+                f"{', '.join(wb.get('imageSetIds', [])) or '(pending)'} in datastore {wb['datastoreId']}"
+            )
         print(f"timings (s)      : {json.dumps(report['timingsSeconds'])}")
 
 
@@ -100,7 +117,7 @@ def _log_errors(log: Path, lines: int = 25) -> str:
     """The end of the last traceback in a service log (MMS prefixes worker output with its logger name)."""
     text = [line.split(" - ", 1)[-1] for line in log.read_text(errors="replace").splitlines()]
     starts = [i for i, line in enumerate(text) if line.startswith("Traceback")]
-    chunk = text[starts[-1]:] if starts else text[-lines:]
+    chunk = text[starts[-1] :] if starts else text[-lines:]
     return "\n".join(chunk[:lines])
 
 
@@ -144,18 +161,25 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         try:
             resp = runtime.invoke_endpoint(  # type: ignore[attr-defined]
-                EndpointName="spleen-mme", TargetModel="model.tar.gz", ContentType="application/json",
-                Accept="application/json", Body=json.dumps(body),
+                EndpointName="spleen-mme",
+                TargetModel="model.tar.gz",
+                ContentType="application/json",
+                Accept="application/json",
+                Body=json.dumps(body),
             )
         except ClientError as exc:
             print(f"\ninvoke_endpoint failed: {exc}", file=sys.stderr)
-            print(f"container log ({work / 'serve.log'}), last lines:\n{_log_errors(work / 'serve.log')}",
-                  file=sys.stderr)
+            print(
+                f"container log ({work / 'serve.log'}), last lines:\n{_log_errors(work / 'serve.log')}",
+                file=sys.stderr,
+            )
             print(f"logs and data kept in {work}", file=sys.stderr)
             return 1
         out = json.loads(resp["Body"].read())
-        print(f"answered in {time.perf_counter() - started:.1f} s (first call loads the model); "
-              f"CustomAttributes: {resp.get('CustomAttributes')}")
+        print(
+            f"answered in {time.perf_counter() - started:.1f} s (first call loads the model); "
+            f"CustomAttributes: {resp.get('CustomAttributes')}"
+        )
         _summarise(out, s3, phantom)
         _step("stopping everything the demo started")
     if args.keep_logs:

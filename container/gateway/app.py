@@ -1,12 +1,15 @@
 """Starlette app implementing the two sagemaker-runtime operations boto3 sends.
 
-* ``POST /endpoints/{EndpointName}/invocations`` (InvokeEndpoint): ``X-Amzn-SageMaker-Target-Model`` selects the
+* ``POST /endpoints/{EndpointName}/invocations`` (InvokeEndpoint): ``X-Amzn-SageMaker-Target-Model`` selects
+the
   archive; it is fetched, extracted and loaded once, then ``POST /models/{name}/invoke`` on the container. The
-  container's Content-Type and ``X-Amzn-SageMaker-Custom-Attributes`` come back unchanged; a container error becomes
+  container's Content-Type and ``X-Amzn-SageMaker-Custom-Attributes`` come back unchanged; a container error
+  becomes
   ``ModelError`` (424, OriginalStatusCode/OriginalMessage) as on SageMaker.
 * ``POST /endpoints/{EndpointName}/async-invocations`` (InvokeEndpointAsync): answers 202 with InferenceId and
   OutputLocation at once; in the background reads ``InputLocation`` from S3, calls the container's
-  ``/invocations`` (or a multi-model target) and writes ``<S3OutputPath>/<id>.out`` or ``<S3FailurePath>/<id>-error.out``.
+  ``/invocations`` (or a multi-model target) and writes ``<S3OutputPath>/<id>.out`` or
+  ``<S3FailurePath>/<id>-error.out``.
 """
 
 from __future__ import annotations
@@ -63,9 +66,14 @@ class Gateway:
         self._s3: Any = None
         self._s3_lock = threading.Lock()
         self.models = ModelManager(
-            self.container, ModelSource(config.model_data_url, self.s3), config.models_dir, config.max_loaded_models
+            self.container,
+            ModelSource(config.model_data_url, self.s3),
+            config.models_dir,
+            config.max_loaded_models,
         )
-        self.async_container = ContainerClient(config.async_container_url) if config.async_container_url else None
+        self.async_container = (
+            ContainerClient(config.async_container_url) if config.async_container_url else None
+        )
         self.async_jobs: dict[str, str] = {}  # inference id -> "pending" | "succeeded" | "failed"
 
     def s3(self) -> Any:
@@ -76,9 +84,12 @@ class Gateway:
 
     def check_endpoint(self, name: str) -> None:
         if self.config.endpoint_name and name != self.config.endpoint_name:
-            raise validation_error(f"Endpoint {name} not found (this gateway serves {self.config.endpoint_name!r})")
+            raise validation_error(
+                f"Endpoint {name} not found (this gateway serves {self.config.endpoint_name!r})"
+            )
 
-    # --- InvokeEndpoint -------------------------------------------------------------------------------------------
+    # --- InvokeEndpoint
+    # -------------------------------------------------------------------------------------------
     def invoke(self, target: str | None, body: bytes, headers: dict[str, str]) -> HttpReply:
         if not target:
             raise validation_error(
@@ -95,9 +106,16 @@ class Gateway:
             reply = self.container.invoke(name, body, headers)
         return reply
 
-    # --- InvokeEndpointAsync --------------------------------------------------------------------------------------
-    def run_async(self, inference_id: str, input_loc: S3Location, out: S3Location, fail: S3Location,
-                  headers: dict[str, str]) -> None:
+    # --- InvokeEndpointAsync
+    # --------------------------------------------------------------------------------------
+    def run_async(
+        self,
+        inference_id: str,
+        input_loc: S3Location,
+        out: S3Location,
+        fail: S3Location,
+        headers: dict[str, str],
+    ) -> None:
         s3 = self.s3()
         try:
             body = s3.get_object(Bucket=input_loc.bucket, Key=input_loc.key)["Body"].read()
@@ -112,7 +130,9 @@ class Gateway:
             reply = HttpReply(500, json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode(), {})
         ok = 200 <= reply.status < 300
         dest = out if ok else fail
-        content_type = reply.headers.get("content-type") or reply.headers.get("Content-Type") or "application/json"
+        content_type = (
+            reply.headers.get("content-type") or reply.headers.get("Content-Type") or "application/json"
+        )
         try:
             s3.put_object(Bucket=dest.bucket, Key=dest.key, Body=reply.body, ContentType=content_type)
         except Exception:
@@ -120,8 +140,13 @@ class Gateway:
             self.async_jobs[inference_id] = "failed"
             return
         self.async_jobs[inference_id] = "succeeded" if ok else "failed"
-        logger.info("async inference %s %s (%d) -> %s", inference_id, self.async_jobs[inference_id], reply.status,
-                    dest.uri)
+        logger.info(
+            "async inference %s %s (%d) -> %s",
+            inference_id,
+            self.async_jobs[inference_id],
+            reply.status,
+            dest.uri,
+        )
 
 
 def _model_gone(reply: HttpReply) -> bool:
@@ -140,7 +165,8 @@ async def _invoke_endpoint(request: Request) -> Response:
         body = await request.body()
         if len(body) > MAX_PAYLOAD:
             raise validation_error(
-                f"Request body is {len(body)} bytes; InvokeEndpoint payloads are limited to {MAX_PAYLOAD} bytes "
+                f"Request body is {len(body)} bytes; InvokeEndpoint payloads are limited to "
+                f"{MAX_PAYLOAD} bytes "
                 "(use InvokeEndpointAsync for larger inputs)"
             )
         headers = _forward_headers(request)
@@ -156,7 +182,9 @@ async def _invoke_endpoint(request: Request) -> Response:
     custom = reply.headers.get(H_CUSTOM) or reply.headers.get(H_CUSTOM.lower())
     if custom:
         out_headers[H_CUSTOM] = custom
-    content_type = reply.headers.get("content-type") or reply.headers.get("Content-Type") or "application/json"
+    content_type = (
+        reply.headers.get("content-type") or reply.headers.get("Content-Type") or "application/json"
+    )
     return Response(reply.body, status_code=200, media_type=content_type, headers=out_headers)
 
 
@@ -175,7 +203,9 @@ async def _invoke_endpoint_async(request: Request) -> Response:
     try:
         gw.check_endpoint(request.path_params["name"])
         if not gw.config.async_output:
-            raise validation_error("this endpoint has no AsyncInferenceConfig (start sagemaker-local with --async-output)")
+            raise validation_error(
+                "this endpoint has no AsyncInferenceConfig (start sagemaker-local with --async-output)"
+            )
         input_loc = _s3_header(request, "X-Amzn-SageMaker-InputLocation")
         inference_id = request.headers.get(H_INFERENCE_ID) or str(uuid.uuid4())
         out = S3Location.parse(gw.config.async_output, "S3OutputPath").child(f"{inference_id}.out")
@@ -190,7 +220,9 @@ async def _invoke_endpoint_async(request: Request) -> Response:
         return exc.response()
     gw.async_jobs[inference_id] = "pending"
     threading.Thread(
-        target=gw.run_async, args=(inference_id, input_loc, out, fail, headers), daemon=True,
+        target=gw.run_async,
+        args=(inference_id, input_loc, out, fail, headers),
+        daemon=True,
         name=f"async-{inference_id[:8]}",
     ).start()
     return JSONResponse(

@@ -1,4 +1,4 @@
-"""``sagemaker-local serve``: run the local SageMaker-runtime gateway (Starlette + uvicorn, 127.0.0.1 by default)."""
+"""``sagemaker-local serve``: the local SageMaker-runtime gateway (Starlette + uvicorn, 127.0.0.1 default)."""
 
 from __future__ import annotations
 
@@ -33,16 +33,29 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve the sagemaker-runtime API")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8090)
-    s.add_argument("--container-url", default="http://127.0.0.1:8080", help="multi-model container (container/serve)")
-    s.add_argument("--model-data-url", required=True,
-                   help="folder or s3://bucket/prefix holding the model archives (the endpoint's ModelDataUrl)")
-    s.add_argument("--models-dir", type=Path, help="where archives are extracted (default: a temporary folder)")
+    s.add_argument(
+        "--container-url", default="http://127.0.0.1:8080", help="multi-model container (container/serve)"
+    )
+    s.add_argument(
+        "--model-data-url",
+        required=True,
+        help="folder or s3://bucket/prefix holding the model archives (the endpoint's ModelDataUrl)",
+    )
+    s.add_argument(
+        "--models-dir", type=Path, help="where archives are extracted (default: a temporary folder)"
+    )
     s.add_argument("--endpoint-name", help="accept only this EndpointName (default: any)")
     s.add_argument("--async-output", help="S3OutputPath for InvokeEndpointAsync, s3://bucket/prefix")
     s.add_argument("--async-failure", help="S3FailurePath (default: --async-output)")
-    s.add_argument("--async-container-url", help="single-model container for async (default: the MME container)")
-    s.add_argument("--async-target-model", default="model.tar.gz", help="target model when async uses the MME")
-    s.add_argument("--s3-endpoint-url", help="S3 endpoint (default: the standard chain, e.g. AWS_ENDPOINT_URL_S3)")
+    s.add_argument(
+        "--async-container-url", help="single-model container for async (default: the MME container)"
+    )
+    s.add_argument(
+        "--async-target-model", default="model.tar.gz", help="target model when async uses the MME"
+    )
+    s.add_argument(
+        "--s3-endpoint-url", help="S3 endpoint (default: the standard chain, e.g. AWS_ENDPOINT_URL_S3)"
+    )
     s.add_argument("--log-level", default="INFO")
     return p
 
@@ -65,7 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     app = create_app(config, s3_client_factory(args.s3_endpoint_url))
     logging.getLogger(__name__).info(
-        "sagemaker-local on http://%s:%d -> container %s, models from %s", args.host, args.port, args.container_url,
+        "sagemaker-local on http://%s:%d -> container %s, models from %s",
+        args.host,
+        args.port,
+        args.container_url,
         args.model_data_url,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)

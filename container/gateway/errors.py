@@ -24,7 +24,9 @@ class RuntimeApiError(Exception):
             json.dumps(body),
             status_code=self.status,
             media_type="application/json",
-            headers={"x-amzn-ErrorType": f"{self.code}:http://internal.amazon.com/coral/com.amazon.sagemaker/"},
+            headers={
+                "x-amzn-ErrorType": f"{self.code}:http://internal.amazon.com/coral/com.amazon.sagemaker/"
+            },
         )
 
 

@@ -1,8 +1,11 @@
 """What the SageMaker platform does for a multi-model endpoint, done locally.
 
-:class:`ModelSource` fetches ``<ModelDataUrl>/<TargetModel>`` (a local folder or ``s3://``) and extracts it into the
-models directory (``<models dir>/<hash>/model``, like ``/opt/ml/models/<hash>/model``); :class:`ContainerClient`
-speaks the container's MME HTTP API; :class:`ModelManager` loads each target once (``POST /models``), keeps an LRU
+:class:`ModelSource` fetches ``<ModelDataUrl>/<TargetModel>`` (a local folder or ``s3://``) and extracts it
+into the
+models directory (``<models dir>/<hash>/model``, like ``/opt/ml/models/<hash>/model``);
+:class:`ContainerClient`
+speaks the container's MME HTTP API; :class:`ModelManager` loads each target once (``POST /models``), keeps an
+LRU
 of loaded models, evicts on 507 and reloads a model the container no longer has.
 """
 
@@ -49,7 +52,9 @@ class ContainerClient:
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
     ) -> HttpReply:
-        req = urllib.request.Request(f"{self.base_url}{path}", data=body, method=method, headers=dict(headers or {}))
+        req = urllib.request.Request(
+            f"{self.base_url}{path}", data=body, method=method, headers=dict(headers or {})
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 return HttpReply(resp.status, resp.read(), dict(resp.headers.items()))
@@ -113,7 +118,8 @@ class ModelSource:
             src = Path(self.location) / target
             if not src.is_file():
                 raise validation_error(
-                    f"Failed to download model data (TargetModel {target!r}): no file {src}; put the archive in "
+                    f"Failed to download model data (TargetModel {target!r}): no file {src}; put the "
+                    "archive in "
                     f"{self.location}"
                 )
             shutil.copyfile(src, dest)
@@ -127,14 +133,15 @@ class ModelSource:
             self._s3.download_file(loc.bucket, loc.key, str(dest))
         except Exception as exc:  # botocore ClientError (404/403) and transfer errors
             raise validation_error(
-                f"Failed to download model data (bucket: {loc.bucket}, key: {loc.key}): {exc}. Ensure that there is "
+                f"Failed to download model data (bucket: {loc.bucket}, key: {loc.key}): {exc}. Ensure "
+                "that there is "
                 "an object at the URL."
             ) from exc
         return dest
 
 
 def extract_archive(archive: Path, dest: Path) -> Path:
-    """Extract ``model.tar.gz`` into ``dest`` (tarfile's ``data`` filter: no absolute paths, links out, devices)."""
+    """Extract ``model.tar.gz`` into ``dest`` (tarfile's ``data`` filter: no absolute paths or escapes)."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -150,7 +157,9 @@ def extract_archive(archive: Path, dest: Path) -> Path:
 class ModelManager:
     """Load each TargetModel into the container once; LRU eviction on 507; thread-safe."""
 
-    def __init__(self, container: ContainerClient, source: ModelSource, models_dir: Path, max_loaded: int = 8):
+    def __init__(
+        self, container: ContainerClient, source: ModelSource, models_dir: Path, max_loaded: int = 8
+    ):
         self.container = container
         self.source = source
         self.models_dir = Path(models_dir)

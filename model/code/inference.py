@@ -1,6 +1,8 @@
-"""Entry point for SageMaker's prebuilt PyTorch inference container (``code/inference.py`` in ``model.tar.gz``).
+"""Entry point for SageMaker's prebuilt PyTorch inference container (``code/inference.py`` in
+``model.tar.gz``).
 
-The prebuilt container's handler service (sagemaker-inference's ``Transformer``) calls ``model_fn`` once per worker,
+The prebuilt container's handler service (sagemaker-inference's ``Transformer``) calls ``model_fn`` once per
+worker,
 then ``input_fn`` → ``predict_fn`` → ``output_fn`` per request. All four delegate to the same code as our own
 multi-model container (:class:`container.handler.ModelHandler`, which runs ``app.service.SpleenSegService``):
 nothing here is a second implementation.
@@ -9,7 +11,8 @@ Request body (the asynchronous endpoint's S3 input object): ``{"datastoreId": ..
 ``studyInstanceUid``), or the container's full ``{"inputs": [...], "output": {...}}`` form. Set
 ``SPLEEN_OUTPUT_S3_URI`` on the model to store SEG/STL/report in S3 when the body has no ``output.s3Uri``.
 
-Errors never escape as exceptions (the toolkit would put a stack trace in the response): a bad body is a 400, an
+Errors never escape as exceptions (the toolkit would put a stack trace in the response): a bad body is a 400,
+an
 unknown image set a 404, anything else a 500 with the request ID, each as a JSON error object.
 """
 

@@ -1,6 +1,7 @@
 """Fixtures for the container tests: real ``container/serve`` (MMS + Java) and ``sagemaker-local`` processes.
 
-MMS is heavy (Java + one Python worker per model): each test module starts at most one ``serve`` and stops it at
+MMS is heavy (Java + one Python worker per model): each test module starts at most one ``serve`` and stops it
+at
 module end; the data (datastore + imported synthetic CT series) is shared by the whole session.
 """
 
@@ -53,8 +54,13 @@ def free_mms_port() -> int:
     raise RuntimeError("no free port in 20000..32000")
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,
-         timeout: float = 600) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 600,
+) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -67,7 +73,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: fl
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}; log:\n{log.read_text()[-4000:]}")
+            raise RuntimeError(
+                f"{proc.args!r} exited with {proc.returncode}; log:\n{log.read_text()[-4000:]}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -105,12 +113,14 @@ class RunningProcess:
 
 
 @contextlib.contextmanager
-def running(argv: Sequence[str], ready_path: str, url: str, env: Mapping[str, str], name: str,
-            timeout_s: float = 120) -> Iterator[RunningProcess]:
+def running(
+    argv: Sequence[str], ready_path: str, url: str, env: Mapping[str, str], name: str, timeout_s: float = 120
+) -> Iterator[RunningProcess]:
     log = Path(tempfile.mkdtemp(prefix=f"{name}-")) / f"{name}.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            list(argv), stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True
+        )
     running_proc = RunningProcess(proc, url, log)
     # Remember every descendant seen, so nothing outlives the test even if the tree is re-parented.
     seen: dict[int, psutil.Process] = {}
@@ -134,29 +144,50 @@ def running(argv: Sequence[str], ready_path: str, url: str, env: Mapping[str, st
 
 
 @contextlib.contextmanager
-def serve(env: Mapping[str, str], args: Sequence[str] = (), port: int | None = None,
-          timeout_s: float = 120) -> Iterator[RunningProcess]:
+def serve(
+    env: Mapping[str, str], args: Sequence[str] = (), port: int | None = None, timeout_s: float = 120
+) -> Iterator[RunningProcess]:
     """``container/serve`` on 127.0.0.1 (multi-model unless args say otherwise)."""
     port = port or free_mms_port()
     full_env = {"SAGEMAKER_MULTI_MODEL": "true", **env, "SAGEMAKER_BIND_TO_PORT": str(port)}
-    with running([str(SERVE), *args], "/ping", f"http://127.0.0.1:{port}", full_env, "serve", timeout_s) as rp:
+    with running(
+        [str(SERVE), *args], "/ping", f"http://127.0.0.1:{port}", full_env, "serve", timeout_s
+    ) as rp:
         yield rp
 
 
 @contextlib.contextmanager
-def gateway(env: Mapping[str, str], container_url: str, model_data_url: str, s3_url: str,
-            extra: Sequence[str] = ()) -> Iterator[RunningProcess]:
+def gateway(
+    env: Mapping[str, str], container_url: str, model_data_url: str, s3_url: str, extra: Sequence[str] = ()
+) -> Iterator[RunningProcess]:
     port = free_port()
-    argv = [sys.executable, "-m", "container.gateway.cli", "serve", "--port", str(port), "--container-url",
-            container_url, "--model-data-url", model_data_url, "--s3-endpoint-url", s3_url, *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "container.gateway.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--container-url",
+        container_url,
+        "--model-data-url",
+        model_data_url,
+        "--s3-endpoint-url",
+        s3_url,
+        *extra,
+    ]
     with running(argv, "/_local/health", f"http://127.0.0.1:{port}", env, "sagemaker-local", 60) as rp:
         yield rp
 
 
 def runtime_client(url: str) -> Any:
     return boto3.client(
-        "sagemaker-runtime", endpoint_url=url, region_name=REGION, aws_access_key_id="testing",
-        aws_secret_access_key="testing", config=Config(read_timeout=600, retries={"max_attempts": 1}),
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(read_timeout=600, retries={"max_attempts": 1}),
     )
 
 
@@ -184,14 +215,23 @@ def container_dataset(moto_s3: str, ahi_local: str, tmp_path_factory: pytest.Tem
     root = tmp_path_factory.mktemp("container-series")
     imported = []
     for i in range(N_SERIES):
-        spec = SeriesSpec(slices=16 + 2 * i, rows=64, columns=64, patient_id=f"CT-{i:03d}", seed=i,
-                          series_description=f"container test {i}")
+        spec = SeriesSpec(
+            slices=16 + 2 * i,
+            rows=64,
+            columns=64,
+            patient_id=f"CT-{i:03d}",
+            seed=i,
+            series_description=f"container test {i}",
+        )
         written = write_series(root / f"s{i}", spec)
         result = import_folder(ahi, s3, datastore, root / f"s{i}")
         assert result.job_status == "COMPLETED", result.failure
         assert len(result.image_set_ids) == 1, result.image_set_ids
-        imported.append(ImportedSeries(datastore, result.image_set_ids[0], written.study_uid, written.series_uid,
-                                       spec.slices))
+        imported.append(
+            ImportedSeries(
+                datastore, result.image_set_ids[0], written.study_uid, written.series_uid, spec.slices
+            )
+        )
     return Dataset(datastore, imported)
 
 
@@ -199,8 +239,11 @@ def container_dataset(moto_s3: str, ahi_local: str, tmp_path_factory: pytest.Tem
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding ``model.tar.gz`` built by ``python -m model.package`` (bundle + code/)."""
     folder = tmp_path_factory.mktemp("model-store")
-    subprocess.run([sys.executable, "-m", "model.package", "--output", str(folder / "model.tar.gz")], check=True,
-                   cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-m", "model.package", "--output", str(folder / "model.tar.gz")],
+        check=True,
+        cwd=ROOT,
+    )
     return folder
 
 

@@ -1,4 +1,4 @@
-"""Dockerfile (parsed with the ``dockerfile`` package), .dockerignore and buildspec.yml (run with recording shims)."""
+"""Dockerfile (parsed with the ``dockerfile`` package), .dockerignore, buildspec.yml (run with shims)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,15 @@ def test_dockerignore_keeps_tests_weights_and_caches_out():
     for entry in (".git", ".venv", "tests", "build", "**/__pycache__", "model/spleen_ct_segmentation/models"):
         assert entry in ignored
     # ... but never what the install script and the entrypoint need.
-    for needed in ("container", "scripts", "requirements.txt", "pyproject.toml", "app", "ahi_connector", "model"):
+    for needed in (
+        "container",
+        "scripts",
+        "requirements.txt",
+        "pyproject.toml",
+        "app",
+        "ahi_connector",
+        "model",
+    ):
         assert needed not in ignored
 
 
@@ -109,7 +117,12 @@ def run_buildspec(tmp_path: Path, extra_env: dict[str, str]) -> list[str]:
         script.append(f'{name}="${{{name}:-{value}}}"')
     for phase in ("pre_build", "build", "post_build"):
         script += spec["phases"][phase]["commands"]
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SHIM_LOG": str(log), "HOME": str(tmp_path), **extra_env}
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SHIM_LOG": str(log),
+        "HOME": str(tmp_path),
+        **extra_env,
+    }
     subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, env=env, check=True, capture_output=True)
     return log.read_text().splitlines()
 
@@ -123,23 +136,36 @@ def test_buildspec_phases_and_artifacts():
 
 
 def test_buildspec_logs_in_builds_tags_and_pushes(tmp_path):
-    calls = run_buildspec(tmp_path, {"AWS_DEFAULT_REGION": "eu-west-1",
-                                     "CODEBUILD_RESOLVED_SOURCE_VERSION": "0123456789abcdef0123"})
+    calls = run_buildspec(
+        tmp_path,
+        {"AWS_DEFAULT_REGION": "eu-west-1", "CODEBUILD_RESOLVED_SOURCE_VERSION": "0123456789abcdef0123"},
+    )
     image = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/ahi-spleen-seg"
     assert "aws sts get-caller-identity --query Account --output text" in calls
-    assert any(c.startswith("aws ecr create-repository --region eu-west-1 --repository-name ahi-spleen-seg")
-               for c in calls)
-    login = calls.index("docker login --username AWS --password-stdin 111122223333.dkr.ecr.eu-west-1.amazonaws.com")
+    assert any(
+        c.startswith("aws ecr create-repository --region eu-west-1 --repository-name ahi-spleen-seg")
+        for c in calls
+    )
+    login = calls.index(
+        "docker login --username AWS --password-stdin 111122223333.dkr.ecr.eu-west-1.amazonaws.com"
+    )
     assert "aws ecr get-login-password --region eu-west-1" in calls
     assert "stdin=secret-token" in calls  # the password went through the pipe, not the command line
     build = calls.index(f"docker build --pull -t {image}:0123456789ab -t {image}:latest .")
     assert login < build
-    assert calls[build + 1:] == [f"docker push {image}:0123456789ab", f"docker push {image}:latest"]
+    assert calls[build + 1 :] == [f"docker push {image}:0123456789ab", f"docker push {image}:latest"]
     assert f"{image}:0123456789ab" in (tmp_path / "imagedefinitions.json").read_text()
 
 
 def test_buildspec_honours_account_region_repository(tmp_path):
-    calls = run_buildspec(tmp_path, {"ACCOUNT": "999988887777", "REGION": "us-west-2", "REPOSITORY": "custom-repo",
-                                     "CODEBUILD_RESOLVED_SOURCE_VERSION": "fedcba9876543210"})
+    calls = run_buildspec(
+        tmp_path,
+        {
+            "ACCOUNT": "999988887777",
+            "REGION": "us-west-2",
+            "REPOSITORY": "custom-repo",
+            "CODEBUILD_RESOLVED_SOURCE_VERSION": "fedcba9876543210",
+        },
+    )
     assert not any("sts" in c for c in calls)
     assert "docker push 999988887777.dkr.ecr.us-west-2.amazonaws.com/custom-repo:fedcba987654" in calls

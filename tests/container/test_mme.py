@@ -1,6 +1,8 @@
-"""The multi-model container end to end: real ``container/serve`` (MMS + Java) and ``sagemaker-local`` on 127.0.0.1.
+"""The multi-model container end to end: real ``container/serve`` (MMS + Java) and ``sagemaker-local`` on
+127.0.0.1.
 
-One serve (2 workers per model) and one gateway for the whole module; the last test stops serve with SIGTERM and
+One serve (2 workers per model) and one gateway for the whole module; the last test stops serve with SIGTERM
+and
 checks that Java and every Python worker are gone.
 """
 
@@ -45,11 +47,28 @@ def stack(moto_s3: str, ahi_local: str, model_store: Path, container_dataset: Da
     work = tmp_path_factory.mktemp("mme-work")
     env.update({"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "SPLEEN_WORK_DIR": str(work)})
     with serve(env) as container:
-        with gateway(env, container.url, str(model_store), moto_s3,
-                     extra=["--async-output", f"s3://{RESULTS_BUCKET}/async-out",
-                            "--async-failure", f"s3://{RESULTS_BUCKET}/async-failed"]) as gw:
-            yield {"container": container, "gateway": gw, "env": env, "work": work, "moto": moto_s3,
-                   "ahi": ahi_local, "models": model_store, "data": container_dataset}
+        with gateway(
+            env,
+            container.url,
+            str(model_store),
+            moto_s3,
+            extra=[
+                "--async-output",
+                f"s3://{RESULTS_BUCKET}/async-out",
+                "--async-failure",
+                f"s3://{RESULTS_BUCKET}/async-failed",
+            ],
+        ) as gw:
+            yield {
+                "container": container,
+                "gateway": gw,
+                "env": env,
+                "work": work,
+                "moto": moto_s3,
+                "ahi": ahi_local,
+                "models": model_store,
+                "data": container_dataset,
+            }
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +104,13 @@ def check_seg(seg_bytes: bytes, series) -> pydicom.Dataset:
 
 
 def status_of_oversized_post(base_url: str, path: str, size: int) -> int:
-    """POST ``size`` bytes and return the status line's code (the server may answer and close before the body)."""
+    """POST ``size`` bytes; the status code (the server may answer and close before the body is sent)."""
     host, port = base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {size}\r\n\r\n"
+        )
         sock.sendall(head.encode())
         try:
             sock.sendall(b"x" * size)
@@ -103,7 +125,8 @@ def status_of_oversized_post(base_url: str, path: str, size: int) -> int:
     return int(reply.split(b" ", 2)[1])
 
 
-# --- the MME contract on the container itself (HTTP) -------------------------------------------------------------
+# --- the MME contract on the container itself (HTTP)
+# -------------------------------------------------------------
 
 
 def test_ping(stack):
@@ -115,8 +138,11 @@ def test_ping(stack):
 def loaded_name(stack) -> str:
     """The container's name for TargetModel model.tar.gz, loading it through the gateway if needed."""
     runtime_client(stack["gateway"].url).invoke_endpoint(
-        EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json",
-        Body=request_body(stack["data"].series[0]))
+        EndpointName="spleen",
+        TargetModel="model.tar.gz",
+        ContentType="application/json",
+        Body=request_body(stack["data"].series[0]),
+    )
     return model_key("model.tar.gz")
 
 
@@ -127,15 +153,24 @@ def test_load_list_describe_delete(stack, extracted_model):
     assert status == 200
     described = read_json(body)
     assert described["modelName"] == name
-    assert [w["status"] for w in described["workers"]] == ["READY", "READY"]  # SAGEMAKER_MODEL_SERVER_WORKERS=2
+    assert [w["status"] for w in described["workers"]] == [
+        "READY",
+        "READY",
+    ]  # SAGEMAKER_MODEL_SERVER_WORKERS=2
     model_dir = described["modelUrl"]
-    status, _, body = http("POST", url + "/models", json.dumps({"model_name": name, "url": model_dir}).encode(), JSON)
+    status, _, body = http(
+        "POST", url + "/models", json.dumps({"model_name": name, "url": model_dir}).encode(), JSON
+    )
     assert status == 409
     assert "already registered" in read_json(body)["message"]
 
     # A second registration without workers (cheap) to page through GET /models one model at a time.
-    status, _, _ = http("POST", url + "/models", json.dumps(
-        {"model_name": "zz-paging", "url": str(extracted_model), "initial_workers": 0}).encode(), JSON)
+    status, _, _ = http(
+        "POST",
+        url + "/models",
+        json.dumps({"model_name": "zz-paging", "url": str(extracted_model), "initial_workers": 0}).encode(),
+        JSON,
+    )
     assert status == 200
     status, _, body = http("GET", url + "/models?limit=1")
     page = read_json(body)
@@ -154,12 +189,16 @@ def test_load_list_describe_delete(stack, extracted_model):
 
 
 def test_failed_initialize_fails_the_load(stack, tmp_path):
-    """A model dir without a bundle: initialize raises, POST /models answers 500 and nothing stays registered."""
+    """A model dir without a bundle: initialize raises, POST /models is a 500, nothing stays registered."""
     (tmp_path / "not-a-bundle").mkdir()
     (tmp_path / "not-a-bundle" / "README").write_text("no configs/metadata.json here")
     url = stack["container"].url
-    status, _, body = http("POST", url + "/models",
-                           json.dumps({"model_name": "broken", "url": str(tmp_path / "not-a-bundle")}).encode(), JSON)
+    status, _, body = http(
+        "POST",
+        url + "/models",
+        json.dumps({"model_name": "broken", "url": str(tmp_path / "not-a-bundle")}).encode(),
+        JSON,
+    )
     assert status == 500
     assert read_json(body)["message"] == "Failed to start workers"
     status, _, _ = http("GET", url + "/models/broken")
@@ -173,23 +212,30 @@ def test_failed_initialize_fails_the_load(stack, tmp_path):
 def test_insufficient_memory_is_507(stack, tmp_path):
     """A model whose files would need more memory than the host has: 507 (the platform evicts and retries)."""
     model_dir = tmp_path / "huge"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "model" / "spleen_ct_segmentation", model_dir / "bundle")
+    shutil.copytree(
+        Path(__file__).resolve().parents[2] / "model" / "spleen_ct_segmentation", model_dir / "bundle"
+    )
     with open(model_dir / "bundle" / "models" / "huge.pt", "wb") as fh:  # sparse: no disk used
         fh.truncate(4 * psutil.virtual_memory().total)
     url = stack["container"].url
-    status, _, body = http("POST", url + "/models",
-                           json.dumps({"model_name": "huge", "url": str(model_dir)}).encode(), JSON)
+    status, _, body = http(
+        "POST", url + "/models", json.dumps({"model_name": "huge", "url": str(model_dir)}).encode(), JSON
+    )
     assert status == 507, body
     # MMS 1.1.11 may keep a 507 model registered without workers (a race in its unregister); the caller (the
     # platform, or sagemaker-local) deletes it before retrying.
     status, _, _ = http("DELETE", url + "/models/huge")
     assert status in (200, 404)
     assert http("GET", url + "/models/huge")[0] == 404
-    # MMS abandons a worker of the refused model (re-parented to init); serve reaps such orphans within seconds.
+    # MMS abandons a worker of the refused model (re-parented to init); serve reaps such orphans within
+    # seconds.
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        orphans = [p for p in psutil.process_iter(["cmdline", "ppid"])
-                   if p.info["ppid"] == 1 and any(str(model_dir) in a for a in (p.info["cmdline"] or []))]
+        orphans = [
+            p
+            for p in psutil.process_iter(["cmdline", "ppid"])
+            if p.info["ppid"] == 1 and any(str(model_dir) in a for a in (p.info["cmdline"] or []))
+        ]
         if not orphans:
             break
         time.sleep(0.5)
@@ -208,14 +254,17 @@ def test_request_larger_than_limit_is_413_and_bad_json_400(stack):
     assert http("GET", url + "/ping")[0] == 200  # the server is still fine
 
 
-# --- through the gateway with boto3 ------------------------------------------------------------------------------
+# --- through the gateway with boto3
+# ------------------------------------------------------------------------------
 
 
 def test_invoke_endpoint_writes_seg_to_s3_and_inline(stack):
     series = stack["data"].series[0]
     rt = runtime_client(stack["gateway"].url)
     resp = rt.invoke_endpoint(
-        EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json",
+        EndpointName="spleen",
+        TargetModel="model.tar.gz",
+        ContentType="application/json",
         Body=request_body(series, s3_prefix=f"s3://{RESULTS_BUCKET}/results", inline=True),
         CustomAttributes="trace-id=abc",
     )
@@ -248,8 +297,12 @@ def test_eight_concurrent_invocations_each_get_their_own_result(stack):
     series_list = stack["data"].series
 
     def call(series):
-        resp = rt.invoke_endpoint(EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json",
-                                  Body=request_body(series, s3_prefix=f"s3://{RESULTS_BUCKET}/concurrent"))
+        resp = rt.invoke_endpoint(
+            EndpointName="spleen",
+            TargetModel="model.tar.gz",
+            ContentType="application/json",
+            Body=request_body(series, s3_prefix=f"s3://{RESULTS_BUCKET}/concurrent"),
+        )
         return series, json.loads(resp["Body"].read())
 
     with ThreadPoolExecutor(max_workers=len(series_list)) as pool:
@@ -268,7 +321,11 @@ def test_eight_concurrent_invocations_each_get_their_own_result(stack):
 def test_multiple_inputs_in_one_request(stack):
     a, b = stack["data"].series[1], stack["data"].series[2]
     resp = runtime_client(stack["gateway"].url).invoke_endpoint(
-        EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json", Body=request_body(a, b))
+        EndpointName="spleen",
+        TargetModel="model.tar.gz",
+        ContentType="application/json",
+        Body=request_body(a, b),
+    )
     out = json.loads(resp["Body"].read())
     assert [r["report"]["seriesInstanceUid"] for r in out["results"]] == [a.series_uid, b.series_uid]
     assert [r["index"] for r in out["results"]] == [0, 1]
@@ -278,9 +335,12 @@ def test_multiple_inputs_in_one_request(stack):
 
 def test_study_request_selects_the_ct_series(stack):
     series = stack["data"].series[2]
-    body = json.dumps({"inputs": [{"datastoreId": series.datastore_id, "studyInstanceUid": series.study_uid}]})
+    body = json.dumps(
+        {"inputs": [{"datastoreId": series.datastore_id, "studyInstanceUid": series.study_uid}]}
+    )
     resp = runtime_client(stack["gateway"].url).invoke_endpoint(
-        EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json", Body=body)
+        EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json", Body=body
+    )
     (result,) = json.loads(resp["Body"].read())["results"]
     assert result["report"]["seriesInstanceUid"] == series.series_uid
     assert result["report"]["imageSetIds"] == [series.image_set_id]
@@ -290,8 +350,9 @@ def test_bad_payload_is_a_400_model_error(stack):
     rt = runtime_client(stack["gateway"].url)
     body = json.dumps({"inputs": [{"datastoreId": "short", "imageSetId": "x"}]})
     with pytest.raises(rt.exceptions.ModelError, match=r"Received client error \(400\)") as info:
-        rt.invoke_endpoint(EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json",
-                           Body=body)
+        rt.invoke_endpoint(
+            EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json", Body=body
+        )
     err = info.value.response
     assert err["OriginalStatusCode"] == 400
     original = json.loads(err["OriginalMessage"])
@@ -304,15 +365,20 @@ def test_unknown_image_set_is_a_404_with_the_ids(stack):
     body = json.dumps({"inputs": [{"datastoreId": ds, "imageSetId": "0" * 32}]})
     rt = runtime_client(stack["gateway"].url)
     with pytest.raises(rt.exceptions.ModelError, match=r"\(404\)") as info:
-        rt.invoke_endpoint(EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json",
-                           Body=body)
+        rt.invoke_endpoint(
+            EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json", Body=body
+        )
     original = json.loads(info.value.response["OriginalMessage"])
     assert original["results"][0]["status"] == "failed"
     assert "0" * 32 in original["error"]["message"]
     # The worker survived: a good request right after still works.
     good = stack["data"].series[3]
-    resp = rt.invoke_endpoint(EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json",
-                              Body=request_body(good))
+    resp = rt.invoke_endpoint(
+        EndpointName="spleen",
+        TargetModel="model.tar.gz",
+        ContentType="application/json",
+        Body=request_body(good),
+    )
     assert json.loads(resp["Body"].read())["results"][0]["status"] == "succeeded"
 
 
@@ -328,7 +394,9 @@ def test_gateway_validation_errors(stack):
     with pytest.raises(botocore.exceptions.ClientError, match="must be a relative path"):
         rt.invoke_endpoint(EndpointName="spleen", TargetModel="../etc/passwd", Body=request_body(series))
     with pytest.raises(botocore.exceptions.ClientError, match="limited to 6291456 bytes"):
-        rt.invoke_endpoint(EndpointName="spleen", TargetModel="model.tar.gz", Body=b"x" * (6 * 1024 * 1024 + 1))
+        rt.invoke_endpoint(
+            EndpointName="spleen", TargetModel="model.tar.gz", Body=b"x" * (6 * 1024 * 1024 + 1)
+        )
 
 
 def test_gateway_loads_each_target_once_and_reloads_after_unload(stack):
@@ -338,8 +406,12 @@ def test_gateway_loads_each_target_once_and_reloads_after_unload(stack):
     assert status == 200  # loaded by the earlier invocations, under the hash of the target name
     assert http("DELETE", url + f"/models/{name}")[0] == 200
     rt = runtime_client(stack["gateway"].url)
-    resp = rt.invoke_endpoint(EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json",
-                              Body=request_body(stack["data"].series[4]))
+    resp = rt.invoke_endpoint(
+        EndpointName="spleen",
+        TargetModel="model.tar.gz",
+        ContentType="application/json",
+        Body=request_body(stack["data"].series[4]),
+    )
     assert json.loads(resp["Body"].read())["results"][0]["status"] == "succeeded"
     assert http("GET", url + f"/models/{name}")[0] == 200
 
@@ -348,10 +420,16 @@ def test_model_from_s3(stack):
     """ModelDataUrl on S3 (moto): a second gateway fetches the archive from there."""
     s3 = s3_client(stack["moto"])
     s3.upload_file(str(stack["models"] / "model.tar.gz"), RESULTS_BUCKET, "models/v1/model.tar.gz")
-    with gateway(stack["env"], stack["container"].url, f"s3://{RESULTS_BUCKET}/models/v1", stack["moto"]) as gw:
+    with gateway(
+        stack["env"], stack["container"].url, f"s3://{RESULTS_BUCKET}/models/v1", stack["moto"]
+    ) as gw:
         rt = runtime_client(gw.url)
-        resp = rt.invoke_endpoint(EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json",
-                                  Body=request_body(stack["data"].series[5]))
+        resp = rt.invoke_endpoint(
+            EndpointName="spleen",
+            TargetModel="model.tar.gz",
+            ContentType="application/json",
+            Body=request_body(stack["data"].series[5]),
+        )
         assert json.loads(resp["Body"].read())["results"][0]["status"] == "succeeded"
         with pytest.raises(botocore.exceptions.ClientError, match="key: models/v1/nope.tar.gz"):
             rt.invoke_endpoint(EndpointName="spleen", TargetModel="nope.tar.gz", Body=b"{}")
@@ -370,14 +448,24 @@ def _wait_s3(moto: str, uri: str, timeout_s: float = 300) -> bytes:
 def test_invoke_endpoint_async(stack):
     s3 = s3_client(stack["moto"])
     series = stack["data"].series[6]
-    s3.put_object(Bucket=RESULTS_BUCKET, Key="async-in/good.json",
-                  Body=json.dumps({"datastoreId": series.datastore_id, "imageSetId": series.image_set_id}))
+    s3.put_object(
+        Bucket=RESULTS_BUCKET,
+        Key="async-in/good.json",
+        Body=json.dumps({"datastoreId": series.datastore_id, "imageSetId": series.image_set_id}),
+    )
     s3.put_object(Bucket=RESULTS_BUCKET, Key="async-in/bad.json", Body=b'{"datastoreId": 1}')
     rt = runtime_client(stack["gateway"].url)
-    good = rt.invoke_endpoint_async(EndpointName="spleen", InputLocation=f"s3://{RESULTS_BUCKET}/async-in/good.json",
-                                    ContentType="application/json")
-    bad = rt.invoke_endpoint_async(EndpointName="spleen", InputLocation=f"s3://{RESULTS_BUCKET}/async-in/bad.json",
-                                   ContentType="application/json", InferenceId="bad-one")
+    good = rt.invoke_endpoint_async(
+        EndpointName="spleen",
+        InputLocation=f"s3://{RESULTS_BUCKET}/async-in/good.json",
+        ContentType="application/json",
+    )
+    bad = rt.invoke_endpoint_async(
+        EndpointName="spleen",
+        InputLocation=f"s3://{RESULTS_BUCKET}/async-in/bad.json",
+        ContentType="application/json",
+        InferenceId="bad-one",
+    )
     assert good["OutputLocation"] == f"s3://{RESULTS_BUCKET}/async-out/{good['InferenceId']}.out"
     assert bad["InferenceId"] == "bad-one"
     assert bad["FailureLocation"] == f"s3://{RESULTS_BUCKET}/async-failed/bad-one-error.out"
@@ -393,8 +481,11 @@ def test_write_back_to_ahi(stack):
     series = stack["data"].series[7]
     write_back = {"dataAccessRoleArn": "arn:aws:iam::123456789012:role/ahi-import", "wait": True}
     resp = runtime_client(stack["gateway"].url).invoke_endpoint(
-        EndpointName="spleen", TargetModel="model.tar.gz", ContentType="application/json",
-        Body=request_body(series, s3_prefix=f"s3://{RESULTS_BUCKET}/wb", write_back=write_back))
+        EndpointName="spleen",
+        TargetModel="model.tar.gz",
+        ContentType="application/json",
+        Body=request_body(series, s3_prefix=f"s3://{RESULTS_BUCKET}/wb", write_back=write_back),
+    )
     result = json.loads(resp["Body"].read())["results"][0]
     wb = result["writeBackToAHI"]
     assert wb["jobStatus"] == "COMPLETED", wb
@@ -403,15 +494,22 @@ def test_write_back_to_ahi(stack):
     assert new_id != series.image_set_id
     import gzip
 
-    meta = json.loads(gzip.decompress(ahi_client(stack["ahi"]).get_image_set_metadata(
-        datastoreId=series.datastore_id, imageSetId=new_id)["imageSetMetadataBlob"].read()))
+    meta = json.loads(
+        gzip.decompress(
+            ahi_client(stack["ahi"])
+            .get_image_set_metadata(datastoreId=series.datastore_id, imageSetId=new_id)[
+                "imageSetMetadataBlob"
+            ]
+            .read()
+        )
+    )
     seg = pydicom.dcmread(io.BytesIO(s3_bytes(stack["moto"], result["seg"]["s3Uri"])))
     assert seg.SeriesInstanceUID in meta["Study"]["Series"]
     assert meta["Study"]["DICOM"]["StudyInstanceUID"] == series.study_uid
 
 
 def test_sigterm_stops_java_and_every_worker(stack):
-    """Last test of the module: SIGTERM to serve stops Java and all Python workers (no orphans), exit code 0."""
+    """Last test of the module: SIGTERM stops Java and all Python workers (no orphans), exit code 0."""
     container = stack["container"]
     procs = container.tree()
     assert any("com.amazonaws.ml.mms.ModelServer" in " ".join(p.cmdline()) for p in procs)

@@ -1,8 +1,11 @@
 """model.tar.gz served the way SageMaker's prebuilt PyTorch container serves it (issue 10).
 
-sagemaker-inference's own handler service (``sagemaker_inference.default_handler_service``) in single-model mode on
-MMS, the archive extracted to the model directory, ``code/inference.py`` found through the toolkit's user-module
-lookup; an asynchronous request (S3 input object → ``<uuid>.out``) through ``sagemaker-local`` against ahi-local.
+sagemaker-inference's own handler service (``sagemaker_inference.default_handler_service``) in single-model
+mode on
+MMS, the archive extracted to the model directory, ``code/inference.py`` found through the toolkit's
+user-module
+lookup; an asynchronous request (S3 input object → ``<uuid>.out``) through ``sagemaker-local`` against
+ahi-local.
 """
 
 from __future__ import annotations
@@ -38,11 +41,26 @@ def prebuilt(moto_s3: str, ahi_local: str, model_store: Path, container_dataset:
     assert "code/inference.py" in names and "code/requirements.txt" in names
     env = service_env(moto_s3, ahi_local)
     env.update({"SAGEMAKER_MULTI_MODEL": "false", "SPLEEN_OUTPUT_S3_URI": f"s3://{RESULTS_BUCKET}/prebuilt"})
-    args = ["--single-model", "--model-dir", str(model_dir), "--handler", "sagemaker_inference.default_handler_service"]
+    args = [
+        "--single-model",
+        "--model-dir",
+        str(model_dir),
+        "--handler",
+        "sagemaker_inference.default_handler_service",
+    ]
     with serve(env, args, timeout_s=300) as container:
-        with gateway(env, container.url, str(model_store), moto_s3,
-                     extra=["--async-output", f"s3://{RESULTS_BUCKET}/prebuilt-async",
-                            "--async-container-url", container.url]) as gw:
+        with gateway(
+            env,
+            container.url,
+            str(model_store),
+            moto_s3,
+            extra=[
+                "--async-output",
+                f"s3://{RESULTS_BUCKET}/prebuilt-async",
+                "--async-container-url",
+                container.url,
+            ],
+        ) as gw:
             yield {"container": container, "gateway": gw, "moto": moto_s3, "data": container_dataset}
 
 
@@ -91,15 +109,27 @@ def test_unknown_image_set_is_a_404_error_object(prebuilt):
 def test_async_request_end_to_end(prebuilt):
     s3 = s3_client(prebuilt["moto"])
     series = prebuilt["data"].series[2]
-    s3.put_object(Bucket=RESULTS_BUCKET, Key="prebuilt-in/request.json",
-                  Body=json.dumps({"datastoreId": series.datastore_id, "imageSetId": series.image_set_id}))
-    s3.put_object(Bucket=RESULTS_BUCKET, Key="prebuilt-in/missing.json",
-                  Body=json.dumps({"datastoreId": series.datastore_id, "imageSetId": "a" * 32}))
+    s3.put_object(
+        Bucket=RESULTS_BUCKET,
+        Key="prebuilt-in/request.json",
+        Body=json.dumps({"datastoreId": series.datastore_id, "imageSetId": series.image_set_id}),
+    )
+    s3.put_object(
+        Bucket=RESULTS_BUCKET,
+        Key="prebuilt-in/missing.json",
+        Body=json.dumps({"datastoreId": series.datastore_id, "imageSetId": "a" * 32}),
+    )
     rt = runtime_client(prebuilt["gateway"].url)
-    ok = rt.invoke_endpoint_async(EndpointName="spleen-async", ContentType="application/json",
-                                  InputLocation=f"s3://{RESULTS_BUCKET}/prebuilt-in/request.json")
-    missing = rt.invoke_endpoint_async(EndpointName="spleen-async", ContentType="application/json",
-                                       InputLocation=f"s3://{RESULTS_BUCKET}/prebuilt-in/missing.json")
+    ok = rt.invoke_endpoint_async(
+        EndpointName="spleen-async",
+        ContentType="application/json",
+        InputLocation=f"s3://{RESULTS_BUCKET}/prebuilt-in/request.json",
+    )
+    missing = rt.invoke_endpoint_async(
+        EndpointName="spleen-async",
+        ContentType="application/json",
+        InputLocation=f"s3://{RESULTS_BUCKET}/prebuilt-in/missing.json",
+    )
 
     def wait(uri: str) -> dict:
         bucket, key = uri.removeprefix("s3://").split("/", 1)

@@ -26,7 +26,8 @@ DS = "a" * 32
 IS = "b" * 32
 
 
-# --- settings -----------------------------------------------------------------------------------------------------
+# --- settings
+# -----------------------------------------------------------------------------------------------------
 
 
 def test_settings_defaults_bind_localhost_single_cpu_worker():
@@ -38,11 +39,18 @@ def test_settings_defaults_bind_localhost_single_cpu_worker():
 
 
 def test_settings_parse_sagemaker_variables():
-    s = Settings.from_env({
-        "SAGEMAKER_MULTI_MODEL": "true", "SAGEMAKER_BIND_TO_PORT": "9090", "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
-        "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "900", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "10",
-        "SAGEMAKER_BASE_DIR": "/srv/ml", "SPLEEN_BIND_HOST": "0.0.0.0", "SPLEEN_NUM_GPUS": "0",
-    })
+    s = Settings.from_env(
+        {
+            "SAGEMAKER_MULTI_MODEL": "true",
+            "SAGEMAKER_BIND_TO_PORT": "9090",
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "900",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": "10",
+            "SAGEMAKER_BASE_DIR": "/srv/ml",
+            "SPLEEN_BIND_HOST": "0.0.0.0",
+            "SPLEEN_NUM_GPUS": "0",
+        }
+    )
     assert (s.multi_model, s.port, s.workers, s.timeout_s) == (True, 9090, 3, 900)
     assert s.max_request_size == 10 * 1024 * 1024
     assert s.model_dir == Path("/srv/ml/model")
@@ -51,14 +59,22 @@ def test_settings_parse_sagemaker_variables():
 
 def test_one_worker_per_gpu_unless_configured():
     assert Settings.from_env({"SPLEEN_NUM_GPUS": "4"}).worker_count == 4
-    assert Settings.from_env({"SPLEEN_NUM_GPUS": "4", "SAGEMAKER_MODEL_SERVER_WORKERS": "1"}).worker_count == 1
+    assert (
+        Settings.from_env({"SPLEEN_NUM_GPUS": "4", "SAGEMAKER_MODEL_SERVER_WORKERS": "1"}).worker_count == 1
+    )
 
 
 @pytest.mark.parametrize(
     ("env", "match"),
     [
-        ({"SAGEMAKER_BIND_TO_PORT": "40000"}, r"SAGEMAKER_BIND_TO_PORT=40000: multi-model-server 1\.1\.11 only"),
-        ({"SAGEMAKER_MODEL_SERVER_WORKERS": "two"}, r"SAGEMAKER_MODEL_SERVER_WORKERS='two' is not an integer"),
+        (
+            {"SAGEMAKER_BIND_TO_PORT": "40000"},
+            r"SAGEMAKER_BIND_TO_PORT=40000: multi-model-server 1\.1\.11 only",
+        ),
+        (
+            {"SAGEMAKER_MODEL_SERVER_WORKERS": "two"},
+            r"SAGEMAKER_MODEL_SERVER_WORKERS='two' is not an integer",
+        ),
         ({"SAGEMAKER_MODEL_SERVER_WORKERS": "0"}, r"SAGEMAKER_MODEL_SERVER_WORKERS=0 is below the minimum 1"),
         ({"SAGEMAKER_MULTI_MODEL": "maybe"}, r"SAGEMAKER_MULTI_MODEL='maybe' is not a boolean"),
     ],
@@ -69,8 +85,13 @@ def test_bad_settings_name_the_variable(env, match):
 
 
 def test_mms_properties_bind_handler_and_limits():
-    s = Settings.from_env({"SPLEEN_NUM_GPUS": "2", "SAGEMAKER_BIND_TO_PORT": "8081",
-                           "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "120"})
+    s = Settings.from_env(
+        {
+            "SPLEEN_NUM_GPUS": "2",
+            "SAGEMAKER_BIND_TO_PORT": "8081",
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "120",
+        }
+    )
     props = mms_properties(s)
     assert props["inference_address"] == props["management_address"] == "http://127.0.0.1:8081"
     assert props["model_store"] == "/" and props["load_models"] == ""
@@ -83,24 +104,41 @@ def test_mms_properties_bind_handler_and_limits():
 
 def test_serve_rejects_bad_configuration_before_starting_mms(tmp_path):
     serve = str(ROOT / "container" / "serve")
-    done = subprocess.run([serve, "--single-model", "--model-dir", str(tmp_path / "missing")], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [serve, "--single-model", "--model-dir", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "model directory" in done.stderr and "does not exist" in done.stderr
-    done = subprocess.run([serve], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "SAGEMAKER_BIND_TO_PORT": "50000"})
+    done = subprocess.run(
+        [serve],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "SAGEMAKER_BIND_TO_PORT": "50000"},
+    )
     assert done.returncode == 2
     assert "only accepts ports" in done.stderr
 
 
-# --- payload ------------------------------------------------------------------------------------------------------
+# --- payload
+# ------------------------------------------------------------------------------------------------------
 
 
 def test_envelope_and_bare_input_are_parsed():
-    inv = parse_invocation(json.dumps({
-        "inputs": [{"datastoreId": DS, "imageSetId": IS}, {"datastoreId": DS, "studyInstanceUid": "1.2.3"}],
-        "output": {"s3Uri": "s3://bucket/some/prefix/", "inlineSeg": True},
-    }).encode())
+    inv = parse_invocation(
+        json.dumps(
+            {
+                "inputs": [
+                    {"datastoreId": DS, "imageSetId": IS},
+                    {"datastoreId": DS, "studyInstanceUid": "1.2.3"},
+                ],
+                "output": {"s3Uri": "s3://bucket/some/prefix/", "inlineSeg": True},
+            }
+        ).encode()
+    )
     assert [r.image_set_id for r in inv.requests] == [IS, None]
     assert inv.requests[1].study_instance_uid == "1.2.3"
     assert inv.output.s3 == S3Location("bucket", "some/prefix")
@@ -118,24 +156,48 @@ def test_envelope_and_bare_input_are_parsed():
         (b"[1, 2]", r"must be a JSON object, not list"),
         (json.dumps({"inputs": [], "output": {}}).encode(), r'"inputs" must be a non-empty list'),
         (json.dumps({"inputs": [{}] * 17}).encode(), r"17 items; at most 16"),
-        (json.dumps({"inputs": [{"datastoreId": DS, "imageSetId": IS}], "extra": 1}).encode(),
-         r"unknown top-level field\(s\) \['extra'\]"),
+        (
+            json.dumps({"inputs": [{"datastoreId": DS, "imageSetId": IS}], "extra": 1}).encode(),
+            r"unknown top-level field\(s\) \['extra'\]",
+        ),
         (json.dumps({"inputs": ["x"]}).encode(), r"inputs\[0\] must be an object, not str"),
         (json.dumps({"inputs": [{"dicomFolder": "/etc"}]}).encode(), r"inputs\[0\] needs datastoreId"),
-        (json.dumps({"inputs": [{"datastoreId": "short", "imageSetId": IS}]}).encode(),
-         r"inputs\[0\]: 'datastoreId' must be an AWS HealthImaging ID"),
-        (json.dumps({"datastoreId": DS, "imageSetId": IS, "output": {"s3Uri": "bucket/key"}}).encode(),
-         r"output\.s3Uri='bucket/key' is not an S3 URI"),
-        (json.dumps({"datastoreId": DS, "imageSetId": IS, "output": {"inlineSeg": "yes"}}).encode(),
-         r"output\.inlineSeg must be true or false"),
-        (json.dumps({"datastoreId": DS, "imageSetId": IS, "output": {"colour": 1}}).encode(),
-         r"output: unknown field\(s\) \['colour'\]"),
-        (json.dumps({"datastoreId": DS, "imageSetId": IS,
-                     "output": {"writeBackToAHI": {"dataAccessRoleArn": "arn:aws:iam::123456789012:role/r"}}}).encode(),
-         r"writeBackToAHI needs output\.s3Uri"),
-        (json.dumps({"datastoreId": DS, "imageSetId": IS,
-                     "output": {"s3Uri": "s3://bkt/p", "writeBackToAHI": {"dataAccessRoleArn": "role"}}}).encode(),
-         r"dataAccessRoleArn='role' is not an IAM role ARN"),
+        (
+            json.dumps({"inputs": [{"datastoreId": "short", "imageSetId": IS}]}).encode(),
+            r"inputs\[0\]: 'datastoreId' must be an AWS HealthImaging ID",
+        ),
+        (
+            json.dumps({"datastoreId": DS, "imageSetId": IS, "output": {"s3Uri": "bucket/key"}}).encode(),
+            r"output\.s3Uri='bucket/key' is not an S3 URI",
+        ),
+        (
+            json.dumps({"datastoreId": DS, "imageSetId": IS, "output": {"inlineSeg": "yes"}}).encode(),
+            r"output\.inlineSeg must be true or false",
+        ),
+        (
+            json.dumps({"datastoreId": DS, "imageSetId": IS, "output": {"colour": 1}}).encode(),
+            r"output: unknown field\(s\) \['colour'\]",
+        ),
+        (
+            json.dumps(
+                {
+                    "datastoreId": DS,
+                    "imageSetId": IS,
+                    "output": {"writeBackToAHI": {"dataAccessRoleArn": "arn:aws:iam::123456789012:role/r"}},
+                }
+            ).encode(),
+            r"writeBackToAHI needs output\.s3Uri",
+        ),
+        (
+            json.dumps(
+                {
+                    "datastoreId": DS,
+                    "imageSetId": IS,
+                    "output": {"s3Uri": "s3://bkt/p", "writeBackToAHI": {"dataAccessRoleArn": "role"}},
+                }
+            ).encode(),
+            r"dataAccessRoleArn='role' is not an IAM role ARN",
+        ),
     ],
 )
 def test_bad_payloads_are_400_with_the_reason(body, match):
@@ -150,7 +212,8 @@ def test_s3_location_children_and_uri():
     assert S3Location.parse("s3://results", "x").child("k").uri == "s3://results/k"
 
 
-# --- errors and handler edge --------------------------------------------------------------------------------------
+# --- errors and handler edge
+# --------------------------------------------------------------------------------------
 
 
 def test_error_body_keeps_product_status_and_hides_unknown_errors(caplog):
@@ -168,7 +231,9 @@ def test_request_body_and_headers_from_mms_data():
     assert request_body([{"data": "text"}]) == b"text"
     assert request_body([{"some-form-field": b"x"}]) == b"x"
     assert request_body([]) is None
-    assert header({"x-amzn-sagemaker-custom-attributes": "a=1"}, "X-Amzn-SageMaker-Custom-Attributes") == "a=1"
+    assert (
+        header({"x-amzn-sagemaker-custom-attributes": "a=1"}, "X-Amzn-SageMaker-Custom-Attributes") == "a=1"
+    )
 
 
 def test_initialize_without_a_bundle_is_a_model_load_error(tmp_path):
@@ -185,7 +250,8 @@ def test_handler_answers_400_without_a_loaded_model():
     assert result.status == 500 and "model is not loaded" in result.body["error"]["message"]
 
 
-# --- gateway helpers ----------------------------------------------------------------------------------------------
+# --- gateway helpers
+# ----------------------------------------------------------------------------------------------
 
 
 def test_target_model_names_are_checked():
