@@ -98,8 +98,13 @@ class BundleModel(Model):
 
 
 def make_app_context(model: BundleModel, output_dir: str | Path | None = None) -> AppContext:
-    """An SDK AppContext whose ``models`` is ``model`` (reused across runs; see the module doc)."""
-    args = {"model": str(model.path)}
+    """An SDK AppContext whose ``models`` is ``model`` (reused across runs; see the module doc).
+
+    The context is created with the bundle's ``model.ts`` as its model path (the SDK's factory then makes a
+    lazy
+    TorchScriptModel that never loads, and no NamedModel warning about ``configs/``), then given ``model``.
+    """
+    args = {"model": str(Path(model.path) / MODEL_REL)}
     if output_dir is not None:
         args["output"] = str(output_dir)
     context = AppContext(args)
