@@ -256,6 +256,7 @@ def run_trial(
     ]
     env = {**os.environ, **DUMMY_ENV, **(extra_env or {})}
     server_before = server_cpu_s()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -276,6 +277,11 @@ def run_trial(
         return {"error": f"exit {proc.returncode}: {err.strip().splitlines()[-1] if err.strip() else '?'}"}
     row = json.loads(lines[-1])
     row["server_cpu_s"] = server_cpu_s() - server_before
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # whole trial tree (interpreter start, imports, every call, forked/spawned workers once reaped)
+    row["tree_cpu_s"] = (after.ru_utime - children_before.ru_utime) + (
+        after.ru_stime - children_before.ru_stime
+    )
     return row
 
 
@@ -318,7 +324,7 @@ def prepare(args: argparse.Namespace, work: Path, s3_url: str, url: str) -> dict
 
 def _fmt(row: dict[str, Any]) -> list[str]:
     if "error" in row:
-        return [row["case"], row["trial"], "-", "-", "-", "-", "-", "-", "-", row["error"][:60]]
+        return [row["case"], row["trial"], *["-"] * 8, row["error"][:60]]
     warm = statistics.median(row["times"][1:]) if len(row["times"]) > 1 else row["times"][0]
     row["warm"] = warm
     row["fps"] = row["frames"] / warm
@@ -331,6 +337,7 @@ def _fmt(row: dict[str, Any]) -> list[str]:
         f"{row['fps']:.0f}",
         f"{row['peak_mb']:.0f}",
         _client_cpu(row),
+        f"{row.get('tree_cpu_s', 0.0):.1f}",
         _server_cpu(row),
         row.get("note", ""),
     ]
@@ -363,6 +370,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         "frames/s",
         "peak MB",
         "client CPU ms/fr",
+        "trial tree CPU s",
         "server CPU ms/fr",
         "note",
     ]
@@ -384,6 +392,11 @@ def print_ratios(rows: list[dict[str, Any]]) -> None:
             ds, vol, dec_only = (
                 by.get((case, f"{k}/{dec}")) for k in ("ours-datasets", "ours-volume", "decode-only")
             )
+            if ds and anchor and ds.get("tree_cpu_s"):
+                print(
+                    f"  {case} datasets/{dec}: anchor used "
+                    f"{anchor['tree_cpu_s'] / ds['tree_cpu_s']:.1f}x the CPU of ours for the same calls"
+                )
             if ds and anchor:
                 print(
                     f"  {case} datasets/{dec}: {anchor['warm'] / ds['warm']:.1f}x faster than anchor warm, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -93,8 +94,6 @@ def import_cases(
     by_series = {}
     for image_set_id in result.image_set_ids:
         doc = ahi.get_image_set_metadata(datastoreId=datastore_id, imageSetId=image_set_id)
-        import gzip
-
         meta = json.loads(gzip.decompress(doc["imageSetMetadataBlob"].read()))
         for series_uid in meta["Study"]["Series"]:
             by_series[series_uid] = image_set_id
