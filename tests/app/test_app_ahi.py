@@ -188,13 +188,29 @@ needs_trained_model = pytest.mark.skipif(
 )
 
 
+def _truth_on_seg_grid(study: ImportedStudy, source: list[pydicom.Dataset]) -> np.ndarray:
+    """phantom.label[k] is slice CT{k+1} (InstanceNumber k+1); check_seg orders slices along the normal."""
+    return np.stack([study.label[int(ds.InstanceNumber) - 1] for ds in source_slices(source)])
+
+
+def test_phantom_truth_is_aligned_with_the_seg_grid(imported_study: ImportedStudy) -> None:
+    """The truth used by the Dice test covers homogeneous soft tissue in the source slices (guards the Dice test:
+    with the slice order reversed the same voxels would straddle organs, HU std about 150)."""
+    source = _source(imported_study)
+    truth = _truth_on_seg_grid(imported_study, source).astype(bool)
+    hu = np.stack(
+        [ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in source_slices(source)]
+    )
+    assert truth.sum() > 1000
+    assert 20.0 < float(np.median(hu[truth])) < 200.0
+    assert float(hu[truth].std()) < 50.0
+
+
 @needs_trained_model
 def test_trained_model_dice_against_phantom_truth(ahi_run: Any, imported_study: ImportedStudy) -> None:
     source = _source(imported_study)
     mask = check_seg(ahi_run.seg_path, source)
-    # phantom.label[k] is slice CT{k+1} (InstanceNumber k+1); check_seg orders slices along the normal.
-    truth = np.stack([imported_study.label[int(ds.InstanceNumber) - 1] for ds in source_slices(source)])
-    assert dice(mask, truth) >= 0.9
+    assert dice(mask, _truth_on_seg_grid(imported_study, source)) >= 0.9
 
 
 @needs_trained_model
