@@ -194,8 +194,8 @@ def _truth_on_seg_grid(study: ImportedStudy, source: list[pydicom.Dataset]) -> n
 
 
 def test_phantom_truth_is_aligned_with_the_seg_grid(imported_study: ImportedStudy) -> None:
-    """The truth used by the Dice test covers homogeneous soft tissue in the source slices (guards the Dice test:
-    with the slice order reversed the same voxels would straddle organs, HU std about 150)."""
+    """The Dice test's truth covers homogeneous soft tissue in the source slices (guards that test: with the
+    slice order reversed the same voxels would straddle organs, HU std about 150)."""
     source = _source(imported_study)
     truth = _truth_on_seg_grid(imported_study, source).astype(bool)
     hu = np.stack(
