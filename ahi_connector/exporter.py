@@ -108,7 +108,7 @@ class ImageSetExporter:
         """The image set's current versionId (GetImageSet); None when the caller may not call GetImageSet."""
         try:
             resp = self.client.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id)
-        except (bce.ClientError, bce.NoCredentialsError) as exc:
+        except (bce.ClientError, bce.BotoCoreError) as exc:  # also connection errors, no credentials
             err = _client_error(exc, f"GetImageSet for image set {image_set_id} (datastore {datastore_id})")
             if isinstance(err, AHICredentialsError) and isinstance(exc, bce.ClientError):
                 log.debug("%s; metadata is read unversioned and cached under version None", err)
@@ -140,7 +140,7 @@ class ImageSetExporter:
                 blob = body.read()
             finally:
                 body.close()
-        except (bce.ClientError, bce.NoCredentialsError) as exc:
+        except (bce.ClientError, bce.BotoCoreError) as exc:  # also connection errors, no credentials
             raise _client_error(exc, what) from exc
         doc = parse_metadata_blob(blob, datastore_id, image_set_id)
         meta = ImageSetMetadata.from_json(doc, datastore_id, image_set_id, version)
@@ -164,7 +164,7 @@ class ImageSetExporter:
         try:
             for page in paginator.paginate(**kwargs):
                 yield from page.get("imageSetsMetadataSummaries", [])
-        except (bce.ClientError, bce.NoCredentialsError) as exc:
+        except (bce.ClientError, bce.BotoCoreError) as exc:  # also connection errors, no credentials
             raise _client_error(exc, f"SearchImageSets in datastore {datastore_id}") from exc
 
     def search_image_sets(

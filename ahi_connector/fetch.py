@@ -89,10 +89,14 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Frame-level retries on top of botocore's: ``max_attempts`` tries, backoff base * 2**n (full jitter)."""
+    """Frame-level retries on top of botocore's: ``max_attempts`` tries, backoff ``base * 2**n`` capped at
+    ``max_delay_s``, equal jitter (half fixed, half random). The retries of one frame thus span at least
+    half the sum of the caps (defaults: 3.5-7.1 s), so a short outage of the endpoint (a restart, dropped
+    connections) is ridden out instead of failing the export within a second (botocore's own backoff for
+    connection errors and 5xx is only 50 ms * 2**n)."""
 
-    max_attempts: int = 5
-    base_delay_s: float = 0.05
+    max_attempts: int = 8
+    base_delay_s: float = 0.1
     max_delay_s: float = 2.0
 
     def __post_init__(self) -> None:
@@ -100,7 +104,8 @@ class RetryPolicy:
             raise ValueError(f"invalid retry policy {self}")
 
     def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1))))
+        cap = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
+        return cap / 2 + random.uniform(0, cap / 2)
 
 
 @dataclass(frozen=True)
