@@ -184,7 +184,12 @@ def read_log(work_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def export(cfg: TrainConfig, checkpoint: Path | None = None, bundle_dir: Path = SOURCE_BUNDLE_DIR) -> Path:
+def export(
+    cfg: TrainConfig,
+    checkpoint: Path | None = None,
+    bundle_dir: Path = SOURCE_BUNDLE_DIR,
+    evaluation: Path | None = None,
+) -> Path:
     """Write the checkpoint into the bundle (model.ts + configs with this network_def) and the training
     log."""
     import torch
@@ -202,6 +207,11 @@ def export(cfg: TrainConfig, checkpoint: Path | None = None, bundle_dir: Path = 
             "val_mean_dice_synthetic": round(best["mean_dice"], 4),
             "val_seeds": cfg.val_seeds,
             "step": best["step"],
+        }
+    if evaluation is not None:  # held-out results of model/evaluate.py for these same weights
+        summary = json.loads(evaluation.read_text())["summary"]
+        metadata.setdefault("eval_metrics", {})["held_out_phantoms"] = {
+            k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()
         }
     path = write_bundle(bundle_dir, net, metadata, inference)
     TRAINING_LOG.write_text(json.dumps(records, indent=1) + "\n")
@@ -273,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-every", type=int, default=TrainConfig.val_every)
     ap.add_argument("--max-minutes", type=float, default=TrainConfig.max_minutes)
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
+    ap.add_argument("--evaluation", type=Path, default=None, help="export: add this evaluate.py report")
     ap.add_argument(
         "--channels",
         type=int,
@@ -290,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("fit", "all"):
         fit(cfg)
     if args.command in ("export", "all"):
-        logger.info("exported %s", export(cfg))
+        logger.info("exported %s", export(cfg, evaluation=args.evaluation))
     return 0
 
 
