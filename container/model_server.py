@@ -151,6 +151,8 @@ class ModelServer:
         env = dict(os.environ)
         # MMS puts its pid file in tempfile.gettempdir() (TMPDIR) and worker sockets in java.io.tmpdir (TEMP).
         env["TMPDIR"] = env["TEMP"] = str(self.tmp_dir)
+        # MMS forces OMP_NUM_THREADS=1 in workers unless it is set: share the CPUs among the workers instead.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.settings.worker_count)))
         bin_dir = str(Path(sys.executable).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
         if self.model_dir is not None:
