@@ -3,7 +3,7 @@
 Operator graph (``source port -> target port``)::
 
     loader              dicom_study_list           -> series_selector   dicom_study_list
-    series_selector     study_selected_series_list -> series_to_volume, seg_writer, report
+    series_selector     study_selected_series_list -> series_to_volume, seg_writer, report, spleen_stl
     series_to_volume    image                      -> spleen_bundle_inference, spleen_mask   image
     spleen_bundle_inf.  pred                       -> spleen_mask       pred
     spleen_mask         spleen_mask                -> seg_writer (seg_image), report, spleen_stl
@@ -172,4 +172,5 @@ class AISpleenSegApp(Application):
         if run.write_stl:
             stl = SpleenSTLOperator(self, output_file=run.stl_path, record=run.record, name="spleen_stl")
             self.add_flow(mask, stl, {("spleen_mask", "spleen_mask")})
+            self.add_flow(selector, stl, {series_list})
             self.add_flow(stl, report, {("stl_path", "stl_path")})

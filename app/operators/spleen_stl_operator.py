@@ -1,41 +1,113 @@
-"""SpleenSTLOperator: surface mesh (STL) of the spleen mask, via the SDK's STLConverter.
+"""SpleenSTLOperator: surface mesh (binary STL, LPS millimetres) of the spleen mask.
 
-The SDK's ``STLConversionOperator`` meshes every non-zero label (its ``class_id`` filter is applied to an
-array it
-then does not use) and fails on an empty mask; this operator feeds the converter the binary spleen mask only
-and
-writes no file when the mask is empty.
+Why not the SDK's ``STLConversionOperator``: it meshes every non-zero label (its ``class_id`` filter is
+applied to an
+array it then does not use), fails on an empty mask, treats the (slice, row, column) array indices as (x, y,
+z)
+without the series origin (the mesh does not overlay the CT), and maps every vertex to patient space in a
+Python
+loop. Here the mesh is the largest connected component of the binary spleen mask, built with marching cubes
+on the
+mask's bounding box and placed with the series affine from :mod:`ahi_connector.geometry` (the project's
+geometry
+module), so it overlays the source CT in a viewer that reads STL as LPS (3D Slicer's default).
 
-Named input:
-    spleen_mask: binary ``Image`` (DHW) with the source series' metadata.
+Named inputs:
+    spleen_mask: binary ``Image`` (DHW), slices in the SDK volume operator's order (ascending along the
+    normal).
+    study_selected_series_list: the selected series (its instances give the geometry).
 Named output:
-    stl_path: ``str`` path of the STL file, or ``""`` when the mask is empty.
+    stl_path: ``str`` path of the STL file, or ``""`` when no mesh was written (empty mask, or slices that
+    do not
+    form one regular stack; the reason is logged).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.deploy.core import Fragment, Image, Operator, OperatorSpec
-from monai.deploy.operators.stl_conversion_operator import STLConverter
+from monai.deploy.core import Fragment, Operator, OperatorSpec
+from pydicom.dataset import Dataset
+
+from ahi_connector.errors import GeometryError
+from ahi_connector.geometry import SlicePlane, compute_geometry
 
 from ..run_record import STAGE_STL, RunRecord
 
 logger = logging.getLogger(__name__)
 
+SMOOTHING_ITERATIONS = 20
 
-def write_spleen_stl(mask: Image, output_file: Path) -> Path | None:
-    """Write the STL of the largest connected component of ``mask``; None (no file) when the mask is empty."""
-    if not np.any(np.asarray(mask.asnumpy())):
+
+def series_affine(datasets: Sequence[Dataset]) -> np.ndarray:
+    """4x4 affine mapping (slice, row, column) indices of the sorted series to LPS mm (raises
+    GeometryError)."""
+
+    def floats(value: Any, n: int) -> tuple[float, ...] | None:
+        return None if value is None else tuple(float(v) for v in value)[:n]
+
+    planes = [
+        SlicePlane(
+            label=f"instance {ds.get('SOPInstanceUID', '?')}",
+            position=floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+            orientation=floats(ds.get("ImageOrientationPatient"), 6),  # type: ignore[arg-type]
+            pixel_spacing=floats(ds.get("PixelSpacing"), 2),  # type: ignore[arg-type]
+        )
+        for ds in datasets
+    ]
+    return compute_geometry(planes).affine
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    from skimage.measure import label
+
+    labels = label(mask, connectivity=1)
+    if labels.max() <= 1:
+        return labels > 0
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    return labels == int(np.argmax(counts))
+
+
+def spleen_mesh(mask: np.ndarray, affine: np.ndarray, smooth: bool = True) -> Any:
+    """``trimesh.Trimesh`` (LPS mm) of the largest component of a DHW binary mask, or None when it is
+    empty."""
+    import trimesh
+    from skimage.measure import marching_cubes
+
+    if not np.any(mask):
+        return None
+    component = _largest_component(np.asarray(mask) > 0)
+    idx = np.argwhere(component)
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    box = np.pad(component[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32), 1)
+    verts, faces, _, _ = marching_cubes(box, level=0.5)
+    verts += lo - 1  # back to indices of the full array
+    lps = verts @ affine[:3, :3].T + affine[:3, 3]
+    mesh = trimesh.Trimesh(vertices=lps, faces=faces, process=True)
+    if smooth:
+        trimesh.smoothing.filter_taubin(mesh, iterations=SMOOTHING_ITERATIONS)
+    trimesh.repair.fix_normals(mesh)
+    return mesh
+
+
+def write_spleen_stl(mask: np.ndarray, datasets: Sequence[Dataset], output_file: Path) -> Path | None:
+    """Write the spleen STL; None (no file, reason logged) for an empty mask or an irregular slice stack."""
+    if not np.any(mask):
         logger.info("spleen mask is empty: no STL written")
         return None
+    try:
+        affine = series_affine(datasets)
+    except GeometryError as exc:
+        logger.warning("no STL written: the series is not one regular stack: %s", exc)
+        return None
+    mesh = spleen_mesh(mask, affine)
     output_file.parent.mkdir(parents=True, exist_ok=True)
-    STLConverter().convert(
-        image=mask, output_file=output_file, class_ids=1, keep_largest_connected_component=True
-    )
+    mesh.export(str(output_file), file_type="stl")
     return output_file
 
 
@@ -43,6 +115,7 @@ class SpleenSTLOperator(Operator):
     """See the module doc."""
 
     INPUT_MASK = "spleen_mask"
+    INPUT_SELECTED_SERIES = "study_selected_series_list"
     OUTPUT_STL_PATH = "stl_path"
 
     def __init__(
@@ -59,10 +132,14 @@ class SpleenSTLOperator(Operator):
 
     def setup(self, spec: OperatorSpec) -> None:
         spec.input(self.INPUT_MASK)
+        spec.input(self.INPUT_SELECTED_SERIES)
         spec.output(self.OUTPUT_STL_PATH)
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         mask = op_input.receive(self.INPUT_MASK)
+        selected = op_input.receive(self.INPUT_SELECTED_SERIES)
+        series = selected[0].selected_series[0].series
+        datasets = [sop.get_native_sop_instance() for sop in series.get_sop_instances()]
         with self._record.stage(STAGE_STL):
-            written = write_spleen_stl(mask, self._output_file)
+            written = write_spleen_stl(np.asarray(mask.asnumpy()), datasets, self._output_file)
         op_output.emit(str(written) if written else "", self.OUTPUT_STL_PATH)
