@@ -19,7 +19,7 @@ from typing import Any
 from container.errors import ModelLoadError
 from container.invocation import InvocationResult, error_body, run_invocation
 from container.payload import Invocation, PayloadError, S3Location, parse_invocation
-from container.settings import Settings
+from container.settings import OUTPUT_S3_URI_ENV, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class ModelHandler:
         self.service: Any = None
         self.model_dir: Path | None = None
         self.load_seconds: float | None = None
+        self.default_output: S3Location | None = None
 
     @property
     def settings(self) -> Settings:
@@ -97,10 +98,16 @@ class ModelHandler:
     def load(self, model_dir: Path, gpu_id: int | None = None, model_name: str | None = None) -> None:
         """Find the bundle under ``model_dir`` and build the service; :class:`ModelLoadError` on failure."""
         started = time.perf_counter()
+        if self.settings.output_s3_uri:
+            try:
+                self.default_output = S3Location.parse(self.settings.output_s3_uri, OUTPUT_S3_URI_ENV)
+            except PayloadError as exc:
+                raise ModelLoadError(str(exc)) from exc
         if gpu_id is not None and int(gpu_id) >= 0:
             # One worker per GPU: MMS hands each worker its gpu_id; expose only that device to this process
             # (before anything initialises CUDA here).
-            os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_id)
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            os.environ["CUDA_VISIBLE_DEVICES"] = _device_for(int(gpu_id), visible)
         try:
             from model.bundle import find_bundle_dir
 
@@ -126,8 +133,7 @@ class ModelHandler:
         )
 
     def preprocess(self, body: bytes | None) -> Invocation:
-        default_s3 = None
-        return parse_invocation(body, default_s3)
+        return parse_invocation(body, self.default_output)
 
     def inference(self, invocation: Invocation, request_id: str) -> InvocationResult:
         if self.service is None:
@@ -162,6 +168,12 @@ class ModelHandler:
         echo = f"request-id={request_id}" + (f";{attributes}" if attributes else "")
         context.set_response_header(0, CUSTOM_ATTRIBUTES, echo[:1024])
         return [result.to_json()]
+
+
+def _device_for(gpu_id: int, visible: str | None) -> str:
+    """The CUDA_VISIBLE_DEVICES value for MMS's ``gpu_id``: the gpu_id-th of the devices already visible."""
+    devices = [d.strip() for d in (visible or "").split(",") if d.strip()]
+    return devices[gpu_id] if gpu_id < len(devices) else str(gpu_id)
 
 
 def _request_id(context: Any) -> str:

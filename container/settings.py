@@ -40,6 +40,7 @@ WORK_DIR_ENV = "SPLEEN_WORK_DIR"  # parent of the per-request working directorie
 NUM_GPUS_ENV = "SPLEEN_NUM_GPUS"  # override GPU detection (0 forces CPU)
 MODEL_MEMORY_OVERHEAD_MB_ENV = "SPLEEN_MODEL_MEMORY_OVERHEAD_MB"
 INLINE_SEG_MAX_BYTES_ENV = "SPLEEN_INLINE_SEG_MAX_BYTES"
+OUTPUT_S3_URI_ENV = "SPLEEN_OUTPUT_S3_URI"  # default output.s3Uri when a request names none
 
 DEFAULT_PORT = 8080
 #: multi-model-server 1.1.11 rejects ports >= Short.MAX_VALUE (32767).
@@ -120,6 +121,7 @@ class Settings:
     num_gpus: int = 0
     model_memory_overhead_mb: int = DEFAULT_MODEL_MEMORY_OVERHEAD_MB
     inline_seg_max_bytes: int = DEFAULT_INLINE_SEG_MAX_BYTES
+    output_s3_uri: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < MAX_PORT:
@@ -166,6 +168,7 @@ class Settings:
             inline_seg_max_bytes=_int(  # type: ignore[arg-type]
                 env, INLINE_SEG_MAX_BYTES_ENV, DEFAULT_INLINE_SEG_MAX_BYTES
             ),
+            output_s3_uri=env.get(OUTPUT_S3_URI_ENV, "").strip() or None,
         )
 
     @property

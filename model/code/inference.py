@@ -1,36 +1,30 @@
-"""Entry point for SageMaker's prebuilt PyTorch inference container (``code/inference.py`` in
-``model.tar.gz``).
+"""Entry point for SageMaker's prebuilt PyTorch inference container (``code/inference.py`` in model.tar.gz).
 
 The prebuilt container's handler service (sagemaker-inference's ``Transformer``) calls ``model_fn`` once per
-worker,
-then ``input_fn`` → ``predict_fn`` → ``output_fn`` per request. All four delegate to the same code as our own
-multi-model container (:class:`container.handler.ModelHandler`, which runs ``app.service.SpleenSegService``):
-nothing here is a second implementation.
+worker, then ``input_fn`` → ``predict_fn`` → ``output_fn`` per request. They delegate to the same object as
+our own multi-model container, :class:`container.handler.ModelHandler` (``load`` builds
+``app.service.SpleenSegService``; ``serve`` validates, runs and maps errors): nothing here is a second
+implementation.
 
 Request body (the asynchronous endpoint's S3 input object): ``{"datastoreId": ..., "imageSetId": ...}`` (or
 ``studyInstanceUid``), or the container's full ``{"inputs": [...], "output": {...}}`` form. Set
-``SPLEEN_OUTPUT_S3_URI`` on the model to store SEG/STL/report in S3 when the body has no ``output.s3Uri``.
+``SPLEEN_OUTPUT_S3_URI`` on the model to store SEG/STL/report in S3 when the body names no ``output.s3Uri``.
 
 Errors never escape as exceptions (the toolkit would put a stack trace in the response): a bad body is a 400,
-an
-unknown image set a 404, anything else a 500 with the request ID, each as a JSON error object.
+an unknown image set a 404, anything else a 500 carrying only the request ID, each as a JSON error object.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 from container.handler import JSON, ModelHandler
 from container.invocation import InvocationResult, error_body
-from container.payload import PayloadError, S3Location, parse_invocation
+from container.payload import PayloadError
 
-logger = logging.getLogger(__name__)
-
-OUTPUT_S3_URI_ENV = "SPLEEN_OUTPUT_S3_URI"
+JSON_TYPES = ("json", "octet-stream", "text/plain")
 
 
 def _request_id(context: Any) -> str:
@@ -39,11 +33,6 @@ def _request_id(context: Any) -> str:
     except (AttributeError, TypeError, KeyError):
         rid = None
     return str(rid) if rid else uuid.uuid4().hex
-
-
-def _default_output() -> S3Location | None:
-    uri = os.environ.get(OUTPUT_S3_URI_ENV, "").strip()
-    return S3Location.parse(uri, OUTPUT_S3_URI_ENV) if uri else None
 
 
 def model_fn(model_dir: str, context: Any = None) -> ModelHandler:
@@ -55,27 +44,20 @@ def model_fn(model_dir: str, context: Any = None) -> ModelHandler:
 
 
 def input_fn(input_data: Any, content_type: str, context: Any = None) -> Any:
-    """Body → validated invocation, or an error result (400) that ``predict_fn`` passes through."""
-    request_id = _request_id(context)
-    try:
-        if content_type and "json" not in content_type and "octet-stream" not in content_type:
-            raise PayloadError(f"Content-Type {content_type!r} is not supported; send application/json")
-        return parse_invocation(input_data, _default_output())
-    except PayloadError as exc:
-        status, err = error_body(exc, request_id)
-        return InvocationResult(status, {"requestId": request_id, "error": err})
+    """The raw body (validated by ``predict_fn``), or a 400 result for an unsupported content type."""
+    if content_type and not any(kind in content_type for kind in JSON_TYPES):
+        exc = PayloadError(f"Content-Type {content_type!r} is not supported; send application/json")
+        status, err = error_body(exc, _request_id(context))
+        return InvocationResult(status, {"requestId": _request_id(context), "error": err})
+    return input_data
 
 
 def predict_fn(data: Any, model: ModelHandler, context: Any = None) -> InvocationResult:
-    """Run the invocation (per-request working directories, S3 outputs) with the loaded service."""
+    """Validate and run the request with the loaded service (per-request working dirs, S3 outputs)."""
     if isinstance(data, InvocationResult):
         return data
-    request_id = _request_id(context)
-    try:
-        return model.inference(data, request_id)
-    except Exception as exc:
-        status, err = error_body(exc, request_id)
-        return InvocationResult(status, {"requestId": request_id, "error": err})
+    body = data.encode() if isinstance(data, str) else data
+    return model.serve(body, _request_id(context))
 
 
 def output_fn(prediction: InvocationResult, accept: str, context: Any = None) -> tuple[str, str]:

@@ -273,3 +273,22 @@ def test_archive_with_path_traversal_is_rejected(tmp_path):
         extract_archive(archive, tmp_path / "out")
     assert info_.value.status == 400
     assert not (tmp_path.parent / "escape.txt").exists()
+
+
+def test_gpu_id_maps_onto_the_visible_devices():
+    from container.handler import _device_for
+
+    assert _device_for(1, None) == "1"
+    assert _device_for(1, "4,5,6") == "5"
+    assert _device_for(3, "4,5") == "3"
+
+
+def test_default_output_prefix_applies_when_the_request_names_none(tmp_path):
+    handler = ModelHandler(Settings.from_env({"SPLEEN_NUM_GPUS": "0", "SPLEEN_OUTPUT_S3_URI": "s3://results/x"}))
+    with pytest.raises(ModelLoadError, match="cannot load model"):
+        handler.load(tmp_path)  # no bundle here, but the default output was parsed first
+    inv = handler.preprocess(json.dumps({"datastoreId": DS, "imageSetId": IS}).encode())
+    assert inv.output.s3 == S3Location("results", "x")
+    bad = ModelHandler(Settings.from_env({"SPLEEN_NUM_GPUS": "0", "SPLEEN_OUTPUT_S3_URI": "results/x"}))
+    with pytest.raises(ModelLoadError, match="SPLEEN_OUTPUT_S3_URI='results/x' is not an S3 URI"):
+        bad.load(tmp_path)
