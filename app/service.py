@@ -151,7 +151,14 @@ class SpleenSegService:
         with self._lock:
             start = time.perf_counter()
             logger.info("segmenting %s into %s", req.describe(), output_dir)
-            self._app.configure(run).run()
+            try:
+                self._app.configure(run).run()
+            except BaseException:
+                # holoscan keeps the graph of a failed run "initialized": after a failed *first* run, the
+                # next run() skips initialisation and segfaults the process (or writes nothing). A fresh
+                # application object starts the next run clean; the model stays loaded in the AppContext.
+                self._app = AISpleenSegApp(IN_PROCESS_ARGV)
+                raise
             total = time.perf_counter() - start
         if not run.report_path.is_file():
             raise AppError(f"the application finished without writing {run.report_path} for {req.describe()}")

@@ -74,3 +74,39 @@ def test_selection_error_then_same_service_runs_again_without_reloading_the_mode
     assert loads == []
     first = pydicom.dcmread(folder_run.seg_path).pixel_array
     np.testing.assert_array_equal(pydicom.dcmread(again.seg_path).pixel_array, first)
+
+
+def test_a_failed_first_run_does_not_break_the_next_one(
+    random_bundle: Path, small_ct: SyntheticSeries
+) -> None:
+    """holoscan segfaulted on the run after a failed *first* run of an Application (exit 139); the service
+    starts a fresh application after a failure. Run in a subprocess so a regression fails this test only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tempfile\n"
+        "from pathlib import Path\n"
+        "from app.errors import NoCTSeriesError\n"
+        "from app.service import SpleenSegService\n"
+        "from tests.support.synthetic import SeriesSpec, write_series\n"
+        "tmp = Path(tempfile.mkdtemp())\n"
+        "write_series(tmp / 'mr', SeriesSpec(slices=20, rows=16, columns=16, modality='MR'))\n"
+        "svc = SpleenSegService(sys.argv[1])\n"
+        "try:\n"
+        "    svc.run(tmp / 'mr', tmp / 'a')\n"
+        "    raise SystemExit('the MR run should have failed')\n"
+        "except NoCTSeriesError:\n"
+        "    pass\n"
+        "print('VOXELS', svc.run(Path(sys.argv[2]), tmp / 'b').report['spleen']['voxelCount'])\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(random_bundle), str(small_ct.paths[0].parent)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "VOXELS" in proc.stdout
