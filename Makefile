@@ -25,3 +25,7 @@ bench: install
 
 clean:
 	rm -rf build .pytest_cache
+
+.PHONY: bench-container
+bench-container: install model-archive
+	$(PY) scripts/bench_container.py
