@@ -66,6 +66,13 @@ def request_body(data: list[dict[str, Any]] | None) -> bytes | None:
     return bytes(body) if body is not None else None
 
 
+def check_content_type(content_type: str | None) -> None:
+    """Only JSON bodies are invocations (the same rule as ``code/inference.py``'s ``input_fn``)."""
+    lowered = (content_type or "").lower()
+    if lowered and "json" not in lowered and "octet-stream" not in lowered:
+        raise PayloadError(f"Content-Type {content_type!r} is not supported; send application/json")
+
+
 def header(headers: dict[str, Any], name: str) -> str | None:
     lowered = name.lower()
     for key, value in headers.items():
@@ -146,9 +153,10 @@ class ModelHandler:
             inline_limit=self.settings.inline_seg_max_bytes,
         )
 
-    def serve(self, body: bytes | None, request_id: str) -> InvocationResult:
+    def serve(self, body: bytes | None, request_id: str, content_type: str | None = None) -> InvocationResult:
         """preprocess + inference, every failure turned into a status and an error object."""
         try:
+            check_content_type(content_type)
             return self.inference(self.preprocess(body), request_id)
         except Exception as exc:
             status, err = error_body(exc, request_id)
@@ -160,7 +168,7 @@ class ModelHandler:
         request_id = _request_id(context)
         headers = _request_headers(context)
         body = request_body(data)
-        result = self.serve(body, request_id)
+        result = self.serve(body, request_id, header(headers, "Content-Type"))
         if result.status != 200:
             context.set_response_status(code=result.status, phrase=_REASONS.get(result.status, "Error"))
         context.set_response_content_type(0, JSON)

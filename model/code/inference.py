@@ -20,11 +20,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from container.handler import JSON, ModelHandler
+from container.handler import JSON, ModelHandler, check_content_type
 from container.invocation import InvocationResult, error_body
 from container.payload import PayloadError
-
-JSON_TYPES = ("json", "octet-stream", "text/plain")
 
 
 def _request_id(context: Any) -> str:
@@ -45,10 +43,12 @@ def model_fn(model_dir: str, context: Any = None) -> ModelHandler:
 
 def input_fn(input_data: Any, content_type: str, context: Any = None) -> Any:
     """The raw body (validated by ``predict_fn``), or a 400 result for an unsupported content type."""
-    if content_type and not any(kind in content_type for kind in JSON_TYPES):
-        exc = PayloadError(f"Content-Type {content_type!r} is not supported; send application/json")
-        status, err = error_body(exc, _request_id(context))
-        return InvocationResult(status, {"requestId": _request_id(context), "error": err})
+    try:
+        check_content_type(content_type)
+    except PayloadError as exc:
+        request_id = _request_id(context)
+        status, err = error_body(exc, request_id)
+        return InvocationResult(status, {"requestId": request_id, "error": err})
     return input_data
 
 

@@ -292,3 +292,14 @@ def test_default_output_prefix_applies_when_the_request_names_none(tmp_path):
     bad = ModelHandler(Settings.from_env({"SPLEEN_NUM_GPUS": "0", "SPLEEN_OUTPUT_S3_URI": "results/x"}))
     with pytest.raises(ModelLoadError, match="SPLEEN_OUTPUT_S3_URI='results/x' is not an S3 URI"):
         bad.load(tmp_path)
+
+
+def test_only_json_content_types_are_invocations():
+    handler = ModelHandler(Settings.from_env({"SPLEEN_NUM_GPUS": "0"}))
+    result = handler.serve(b"a,b\n1,2", "rid", "text/csv")
+    assert result.status == 400
+    message = result.body["error"]["message"]
+    assert message == "Content-Type 'text/csv' is not supported; send application/json"
+    # JSON, octet-stream and a missing header go on to payload validation.
+    for content_type in ("application/json; charset=utf-8", "application/octet-stream", None):
+        assert "Content-Type" not in handler.serve(b"{}", "rid", content_type).body["error"]["message"]
