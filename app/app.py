@@ -90,10 +90,12 @@ def _loader(app: Application, run: RunConfig) -> Any:
     ``dicom_study_list``."""
     once = CountCondition(app, 1)
     if run.request.dicom_folder is not None:
+        # must_load=False: an empty folder reaches the selector: InputNotFoundError (404) naming the folder.
         return TimedDICOMDataLoaderOperator(
             app,
             once,
             input_folder=run.request.dicom_folder,
+            must_load=False,
             record=run.record,
             stage=STAGE_FETCH,
             name="loader",
@@ -127,7 +129,9 @@ class AISpleenSegApp(Application):
             raise RequestError("AISpleenSegApp.configure(RunConfig) must be called before run()")
         identity = run.model.identity
         loader = _loader(self, run)
-        selector = CTSeriesSelectorOperator(self, record=run.record, name="series_selector")
+        selector = CTSeriesSelectorOperator(
+            self, source=run.request.describe(), record=run.record, name="series_selector"
+        )
         volume = TimedDICOMSeriesToVolumeOperator(
             self, record=run.record, stage=STAGE_VOLUME, name="series_to_volume"
         )

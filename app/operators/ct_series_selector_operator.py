@@ -1,5 +1,7 @@
 """CTSeriesSelectorOperator: the SDK's DICOMSeriesSelectorOperator with the spleen app's CT rules.
 
+``source`` (constructor) names the input in error messages, e.g. "image set <id> in datastore <id>".
+
 The SDK's JSON rule engine matches CT series (:data:`app.selection.CT_SELECTION_RULES`, all matches, largest
 first); :func:`app.selection.choose_series` then applies the rest of the application's rules (no localizer,
 grayscale, axial, enough slices) and keeps the largest usable series, or raises a specific
@@ -31,8 +33,14 @@ class CTSeriesSelectorOperator(DICOMSeriesSelectorOperator):
     OUTPUT_SELECTED_SERIES = "study_selected_series_list"
 
     def __init__(
-        self, fragment: Fragment, *args: Any, record: RunRecord | None = None, **kwargs: Any
+        self,
+        fragment: Fragment,
+        *args: Any,
+        source: str = "the input",
+        record: RunRecord | None = None,
+        **kwargs: Any,
     ) -> None:
+        self._source = source
         self._record = record if record is not None else RunRecord()
         super().__init__(
             fragment,
@@ -51,7 +59,7 @@ class CTSeriesSelectorOperator(DICOMSeriesSelectorOperator):
         sort_by_sop_instance_count: bool = True,
     ) -> list[StudySelectedSeries]:
         matched = super().filter(selection_rules, dicom_study_list, all_matched, sort_by_sop_instance_count)
-        return choose_series(dicom_study_list or [], matched)
+        return choose_series(dicom_study_list or [], matched, source=self._source)
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         with self._record.stage(STAGE_SELECT):

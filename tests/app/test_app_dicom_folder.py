@@ -12,7 +12,7 @@ import pytest
 import torch
 from stl import mesh
 
-from app.errors import NoCTSeriesError
+from app.errors import InputNotFoundError, NoCTSeriesError
 from tests.app.seg_checks import check_seg, voxel_volume_mm3
 from tests.support.synthetic import SeriesSpec, SyntheticSeries, write_series
 
@@ -63,9 +63,16 @@ def test_selection_error_then_same_service_runs_again_without_reloading_the_mode
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     write_series(tmp_path / "mr", SeriesSpec(slices=20, rows=16, columns=16, modality="MR"))
-    with pytest.raises(NoCTSeriesError, match=r"no CT series in the input; series found: .*\(MR\)") as info:
+    with pytest.raises(
+        NoCTSeriesError, match=r"no CT series in DICOM folder '.*mr'; series found: .*\(MR\)"
+    ) as info:
         folder_service.run(tmp_path / "mr", tmp_path / "out_mr")
     assert info.value.http_status == 422
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputNotFoundError, match=r"no DICOM series in DICOM folder '.*empty'") as info404:
+        folder_service.run(tmp_path / "empty", tmp_path / "out_empty")
+    assert info404.value.http_status == 404
 
     loads: list[str] = []
     real_load = torch.jit.load
@@ -87,7 +94,7 @@ def test_a_failed_first_run_does_not_break_the_next_one(
     code = (
         "import sys, tempfile\n"
         "from pathlib import Path\n"
-        "from app.errors import NoCTSeriesError\n"
+        "from app.errors import InputNotFoundError, NoCTSeriesError\n"
         "from app.service import SpleenSegService\n"
         "from tests.support.synthetic import SeriesSpec, write_series\n"
         "tmp = Path(tempfile.mkdtemp())\n"

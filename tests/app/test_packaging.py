@@ -70,7 +70,7 @@ def test_map_entrypoint_with_sdk_env_vars_reports_a_clear_error(random_bundle: P
         timeout=300,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "no CT series in the input" in proc.stderr and "NoCTSeriesError, HTTP 422" in proc.stderr
+    assert "no CT series in DICOM folder" in proc.stderr and "NoCTSeriesError, HTTP 422" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
