@@ -126,6 +126,4 @@ def test_eight_clients_mixed_good_and_bad(stack: Stack) -> None:
     assert workers_after == workers_before, "a worker died or a stray worker was started"
     rss_after = _rss_mb(_workers(stack))
     assert rss_after <= rss_before * RSS_SLACK + RSS_SLACK_MB, (rss_before, rss_after)
-    print(
-        f"load: {len(outcomes)} requests in {elapsed:.1f} s; worker RSS {rss_before:.0f} -> {rss_after:.0f} MB"
-    )
+    print(f"load: {len(outcomes)} requests, {elapsed:.1f} s, RSS {rss_before:.0f} -> {rss_after:.0f} MB")
