@@ -129,10 +129,19 @@ def status_of_oversized_post(base_url: str, path: str, size: int) -> int:
 # -------------------------------------------------------------
 
 
-def test_ping(stack):
+def test_ping_on_localhost_only(stack):
     status, _, body = http("GET", stack["container"].url + "/ping")
     assert status == 200
     assert read_json(body)["status"] == "Healthy"
+    port = int(stack["container"].url.rsplit(":", 1)[1])
+    tree = stack["container"].tree()
+    (java,) = [p for p in tree if "com.amazonaws.ml.mms.ModelServer" in " ".join(p.cmdline())]
+    listening = {
+        (c.laddr.ip.removeprefix("::ffff:"), c.laddr.port)
+        for c in java.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN
+    }
+    assert listening == {("127.0.0.1", port)}  # never 0.0.0.0 / :: on a host
 
 
 def loaded_name(stack) -> str:
