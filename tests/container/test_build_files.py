@@ -169,3 +169,32 @@ def test_buildspec_honours_account_region_repository(tmp_path):
     )
     assert not any("sts" in c for c in calls)
     assert "docker push 999988887777.dkr.ecr.us-west-2.amazonaws.com/custom-repo:fedcba987654" in calls
+
+
+def _pip_dry_run(env_value: str | None) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "AHI_SPLEEN_SEG_PACKAGE"}
+    if env_value is not None:
+        env["AHI_SPLEEN_SEG_PACKAGE"] = env_value
+    req = ROOT / "model" / "code" / "requirements.txt"
+    argv = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "-r", str(req)]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_code_requirements_resolve_offline_against_the_project_pins():
+    """What the prebuilt container pip-installs: satisfied by this environment (same pins), never torch."""
+    lines = (ROOT / "model" / "code" / "requirements.txt").read_text().splitlines()
+    reqs = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert reqs[0] == "${AHI_SPLEEN_SEG_PACKAGE}"
+    assert not any(r.lower().startswith("torch") for r in reqs)
+    done = _pip_dry_run("ahi-spleen-seg")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Requirement already satisfied: ahi-spleen-seg" in done.stdout
+    assert "Would install" not in done.stdout  # nothing to download: the pins match requirements.txt
+
+
+def test_code_requirements_need_the_package_variable():
+    done = _pip_dry_run(None)
+    assert done.returncode != 0
+    assert "${AHI_SPLEEN_SEG_PACKAGE}" in done.stderr
