@@ -23,6 +23,7 @@ from typing import Any
 from container.errors import WorkerLoadAbort
 from container.handler import ModelHandler
 from container.memory import check_memory
+from container.settings import LOAD_FAILURES_DIR, LOADED_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,18 @@ def _worker_model_dir() -> Path:
     if "--model-path" in argv and argv.index("--model-path") + 1 < len(argv):
         return Path(argv[argv.index("--model-path") + 1])
     return Path(os.getcwd())
+
+
+def _report_load(runtime_dir: Path | None, folder_name: str, message: str) -> None:
+    """Leave the load outcome where ``container/serve`` looks (single-model readiness / fail fast)."""
+    if runtime_dir is None:
+        return
+    folder = runtime_dir / folder_name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{os.getpid()}.txt").write_text(message)
+    except OSError:
+        logger.warning("cannot record the load outcome in %s", folder, exc_info=True)
 
 
 class HandlerService:
@@ -49,7 +62,9 @@ class HandlerService:
             logger.error(
                 "model load failed; failing the load so MMS does not report it as loaded", exc_info=True
             )
+            _report_load(self._handler.settings.runtime_dir, LOAD_FAILURES_DIR, str(exc))
             raise WorkerLoadAbort(str(exc)) from exc
+        _report_load(self._handler.settings.runtime_dir, LOADED_DIR, str(self._handler.model_dir))
 
     def handle(self, data: Any, context: Any) -> Any:
         return self._handler.handle(data, context)

@@ -36,7 +36,7 @@ from typing import Any
 
 import psutil
 
-from container.settings import Settings
+from container.settings import DEFAULT_HANDLER, LOAD_FAILURES_DIR, LOADED_DIR, RUNTIME_DIR_ENV, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,8 @@ class ModelServer:
         env = dict(os.environ)
         # MMS puts its pid file in tempfile.gettempdir() (TMPDIR) and worker sockets in java.io.tmpdir (TEMP).
         env["TMPDIR"] = env["TEMP"] = str(self.tmp_dir)
+        # Workers report a failed model load here (see load_failures()).
+        env[RUNTIME_DIR_ENV] = str(self.runtime_dir)
         # MMS forces OMP_NUM_THREADS=1 in workers unless it is set: share the CPUs among the workers instead.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.settings.worker_count)))
         bin_dir = str(Path(sys.executable).parent)
@@ -203,11 +205,25 @@ class ModelServer:
             if self._launcher is None or self._launcher.poll() is not None:
                 code = None if self._launcher is None else self._launcher.returncode
                 raise ModelServerError(f"MMS exited with code {code} during start-up; see its log above")
+            failures = self.load_failures()
+            if self.model_dir is not None and failures:
+                # MMS would retry the load forever; a single-model container cannot serve without it.
+                raise ModelServerError(f"the model in {self.model_dir} failed to load: {failures[0]}")
             if self._ready():
                 logger.info("MMS ready on %s", self.base_url)
                 return True
             time.sleep(0.2)
         raise ModelServerError(f"MMS not ready on {self.base_url} after {timeout_s:.0f} s")
+
+    def _load_reports(self, folder_name: str) -> list[str]:
+        folder = self.runtime_dir / folder_name
+        if not folder.is_dir():
+            return []
+        return [p.read_text(errors="replace") for p in sorted(folder.iterdir()) if p.is_file()]
+
+    def load_failures(self) -> list[str]:
+        """Messages of model loads that failed in a worker (written by our handler service)."""
+        return self._load_reports(LOAD_FAILURES_DIR)
 
     def _ready(self) -> bool:
         try:
@@ -220,7 +236,12 @@ class ModelServer:
         except (urllib.error.URLError, OSError, ValueError):
             return False
         workers = desc.get("workers", []) if status == 200 and isinstance(desc, dict) else []
-        return any(w.get("status") == "READY" for w in workers)
+        if not any(w.get("status") == "READY" for w in workers):
+            return False
+        if self.settings.handler != DEFAULT_HANDLER:
+            return True  # another handler service (e.g. sagemaker-inference's) does not report its loads
+        # MMS shows a worker READY even while its load keeps failing: our handler reports real loads.
+        return bool(self._load_reports(LOADED_DIR))
 
     def poll(self) -> int | None:
         """Exit code of the MMS launcher, or None while it runs."""

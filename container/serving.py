@@ -104,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ticks += 1
             if ticks % 10 == 0:
                 server.reap_orphans()
+            if model_dir is not None and server.load_failures():
+                logger.error("the model failed to load: %s", server.load_failures()[-1])
+                code = 1
+                break
             if server.poll() is not None:
                 logger.error("MMS exited unexpectedly with code %s", server.poll())
                 code = 1

@@ -36,6 +36,10 @@ VMARGS_ENV = "SAGEMAKER_MODEL_SERVER_VMARGS"
 # -----------------------------------------------------------------------------------------------------------
 BIND_HOST_ENV = "SPLEEN_BIND_HOST"  # 127.0.0.1 on a host; the Dockerfile sets 0.0.0.0
 RUNTIME_DIR_ENV = "SPLEEN_RUNTIME_DIR"  # MMS config, pid file, sockets, logs
+#: Sub-folder of the runtime dir where workers leave one file per failed model load.
+LOAD_FAILURES_DIR = "load-failures"
+#: ... and one file per successful model load (single-model readiness: MMS reports READY even while it fails).
+LOADED_DIR = "loaded"
 WORK_DIR_ENV = "SPLEEN_WORK_DIR"  # parent of the per-request working directories
 NUM_GPUS_ENV = "SPLEEN_NUM_GPUS"  # override GPU detection (0 forces CPU)
 MODEL_MEMORY_OVERHEAD_MB_ENV = "SPLEEN_MODEL_MEMORY_OVERHEAD_MB"
