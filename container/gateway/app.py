@@ -155,7 +155,11 @@ def _model_gone(reply: HttpReply) -> bool:
 
 
 def _forward_headers(request: Request) -> dict[str, str]:
-    return {name: request.headers[name] for name in FORWARD_HEADERS if name in request.headers}
+    headers = {name: request.headers[name] for name in FORWARD_HEADERS if name in request.headers}
+    # boto3 sends no Content-Type unless ContentType is given: pass the body on as opaque bytes (an HTTP
+    # client would otherwise label it a form, which MMS parses instead of handing it over).
+    headers.setdefault("Content-Type", "application/octet-stream")
+    return headers
 
 
 async def _invoke_endpoint(request: Request) -> Response:

@@ -342,6 +342,14 @@ def test_multiple_inputs_in_one_request(stack):
     assert "base64" not in out["results"][0]["seg"]
 
 
+def test_invoke_without_content_type(stack):
+    series = stack["data"].series[3]
+    resp = runtime_client(stack["gateway"].url).invoke_endpoint(
+        EndpointName="spleen", TargetModel="model.tar.gz", Body=request_body(series)
+    )
+    assert json.loads(resp["Body"].read())["results"][0]["report"]["seriesInstanceUid"] == series.series_uid
+
+
 def test_study_request_selects_the_ct_series(stack):
     series = stack["data"].series[2]
     body = json.dumps(
