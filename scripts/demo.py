@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="spleen-demo-"))
     with LocalStack(work) as stack:
         _step("starting moto S3, ahi-local, container/serve (MMS) and sagemaker-local on 127.0.0.1")
+        print(f"logs and data: {work}")
         s3_url = stack.start_moto()
         ahi_url = stack.start_ahi_local()
         container_url = stack.start_serve()
