@@ -23,9 +23,8 @@ MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
 BIND_TO_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
 MODEL_SERVER_WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
 MODEL_SERVER_TIMEOUT_SECONDS_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
-MODEL_SERVER_TIMEOUT_ENV = (
-    "SAGEMAKER_MODEL_SERVER_TIMEOUT"  # legacy; MMS reads it as *minutes*, we as seconds
-)
+#: Legacy; the sagemaker-inference toolkit hands it to MMS, which reads it as *minutes*: so do we.
+MODEL_SERVER_TIMEOUT_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
 MAX_REQUEST_SIZE_ENV = "SAGEMAKER_MAX_REQUEST_SIZE"  # bytes
 MAX_PAYLOAD_IN_MB_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"  # the toolkit's name, megabytes
 STARTUP_TIMEOUT_ENV = "SAGEMAKER_STARTUP_TIMEOUT"
@@ -145,7 +144,8 @@ class Settings:
         env = os.environ if env is None else env
         timeout = _int(env, MODEL_SERVER_TIMEOUT_SECONDS_ENV, None, 1)
         if timeout is None:
-            timeout = _int(env, MODEL_SERVER_TIMEOUT_ENV, DEFAULT_TIMEOUT_S, 1)
+            minutes = _int(env, MODEL_SERVER_TIMEOUT_ENV, None, 1)
+            timeout = minutes * 60 if minutes is not None else DEFAULT_TIMEOUT_S
         max_request = _int(env, MAX_REQUEST_SIZE_ENV, None, 1)
         if max_request is None:
             payload_mb = _int(env, MAX_PAYLOAD_IN_MB_ENV, None, 1)

@@ -57,6 +57,17 @@ def test_settings_parse_sagemaker_variables():
     assert s.host == "0.0.0.0"
 
 
+def test_timeout_seconds_win_over_the_legacy_minutes_variable():
+    assert Settings.from_env({"SPLEEN_NUM_GPUS": "0", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "5"}).timeout_s == 300
+    both = {
+        "SPLEEN_NUM_GPUS": "0",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "5",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "42",
+    }
+    assert Settings.from_env(both).timeout_s == 42
+    assert Settings.from_env({"SPLEEN_NUM_GPUS": "0"}).timeout_s == 600
+
+
 def test_one_worker_per_gpu_unless_configured():
     assert Settings.from_env({"SPLEEN_NUM_GPUS": "4"}).worker_count == 4
     assert (
@@ -284,7 +295,9 @@ def test_gpu_id_maps_onto_the_visible_devices():
 
 
 def test_default_output_prefix_applies_when_the_request_names_none(tmp_path):
-    handler = ModelHandler(Settings.from_env({"SPLEEN_NUM_GPUS": "0", "SPLEEN_OUTPUT_S3_URI": "s3://results/x"}))
+    handler = ModelHandler(
+        Settings.from_env({"SPLEEN_NUM_GPUS": "0", "SPLEEN_OUTPUT_S3_URI": "s3://results/x"})
+    )
     with pytest.raises(ModelLoadError, match="cannot load model"):
         handler.load(tmp_path)  # no bundle here, but the default output was parsed first
     inv = handler.preprocess(json.dumps({"datastoreId": DS, "imageSetId": IS}).encode())
