@@ -316,3 +316,26 @@ def test_only_json_content_types_are_invocations():
     # JSON, octet-stream and a missing header go on to payload validation.
     for content_type in ("application/json; charset=utf-8", "application/octet-stream", None):
         assert "Content-Type" not in handler.serve(b"{}", "rid", content_type).body["error"]["message"]
+
+
+def test_seg_inline_only_when_asked_and_within_the_response_budget(tmp_path):
+    import base64
+
+    from container.invocation import _Context, _seg_entry
+
+    seg = tmp_path / "seg.dcm"
+    seg.write_bytes(bytes(range(256)) * 40)  # 10,240 bytes -> 13,656 base64 characters
+
+    def ctx(inline: bool, budget: int) -> _Context:
+        body = {"datastoreId": DS, "imageSetId": IS, "output": {"inlineSeg": inline}}
+        return _Context(parse_invocation(json.dumps(body)), "rid", lambda: None, lambda: None, budget)
+
+    asked = ctx(True, 20_000)
+    entry = _seg_entry(asked, seg, None)
+    assert base64.b64decode(entry["base64"]) == seg.read_bytes()
+    assert asked.inline_budget == 20_000 - 13_656
+    too_big = _seg_entry(ctx(True, 13_655), seg, None)
+    assert "base64" not in too_big
+    assert too_big["inlineOmitted"].startswith("SEG is 10240 bytes (13656 base64)")
+    assert "6 MB real-time response limit" in too_big["inlineOmitted"]
+    assert "base64" not in _seg_entry(ctx(False, 10**9), seg, None)
