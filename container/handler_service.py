@@ -1,12 +1,10 @@
-"""The module multi-model-server loads (``default_service_handler``): exactly one class,
-:class:`HandlerService`.
+"""The module multi-model-server loads (``default_service_handler``): one class, :class:`HandlerService`.
 
 MMS 1.1.11 requires exactly one class defined in this module; everything else is imported. The class is the
-thin
-MMS edge around :class:`container.handler.ModelHandler`:
+thin MMS edge around :class:`container.handler.ModelHandler`:
 
 * constructor: refuses to load when free memory is short (MemoryError → MMS answers ``POST /models`` with
-507);
+  507);
 * ``initialize``: loads the model; any failure becomes :class:`~container.errors.WorkerLoadAbort` so that MMS
   reports a failed load (500) instead of "loaded" followed by failing invokes;
 * ``handle``: one line, delegated.

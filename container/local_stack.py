@@ -3,8 +3,7 @@
 
 Used by ``make demo`` (``scripts/demo.py``) and ``scripts/bench_container.py``. Every process is started on
 127.0.0.1 in its own session, waited for over HTTP, and stopped (SIGTERM, then SIGKILL after a grace period,
-whole
-process tree) when the :class:`LocalStack` context exits, also on Ctrl-C and on errors.
+whole process tree) when the :class:`LocalStack` context exits, also on Ctrl-C and on errors.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """Start, watch and stop multi-model-server (MMS 1.1.11) with our own configuration.
 
 Why not ``sagemaker_inference.model_server.start_model_server``: it writes ``/etc/sagemaker-mms.properties``,
-binds
-``0.0.0.0`` unconditionally, finds MMS by scanning every process on the machine, and only SIGTERMs the
-launcher
-(which orphans Python workers). Here every MMS file (properties, log4j config, pid file, worker sockets) lives
-in one
-runtime directory, the bind address comes from :class:`~container.settings.Settings`, and
-:meth:`ModelServer.stop`
-stops Java and every Python worker by PID.
+binds ``0.0.0.0`` unconditionally, finds MMS by scanning every process on the machine, and only SIGTERMs the
+launcher (which orphans Python workers). Here every MMS file (properties, log4j config, pid file, worker
+sockets) lives in one runtime directory, the bind address comes from :class:`~container.settings.Settings`,
+and :meth:`ModelServer.stop` stops Java and every Python worker by PID.
 
 Process tree (MMS 1.1.11)::
 

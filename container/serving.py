@@ -1,10 +1,9 @@
 """``container/serve``: the image's entrypoint (``docker run <image> serve``), also runnable on a host.
 
-Starts MMS with our handler service, multi-model (``SAGEMAKER_MULTI_MODEL=true``, models arrive via
-``POST /models``) or single-model (the model extracted at ``$SAGEMAKER_BASE_DIR/model`` served on
-``/invocations``, as real-time and asynchronous endpoints use it). Runs until SIGTERM/SIGINT, then stops Java
-and
-every Python worker by PID. Exit code: 0 after a requested stop, 1 if MMS failed or died.
+Starts MMS with our handler service, multi-model (``SAGEMAKER_MULTI_MODEL=true``, models arrive via ``POST
+/models``) or single-model (the model extracted at ``$SAGEMAKER_BASE_DIR/model`` served on ``/invocations``,
+as real-time and asynchronous endpoints use it). Runs until SIGTERM/SIGINT, then stops Java and every Python
+worker by PID. Exit code: 0 after a requested stop, 1 if MMS failed or died.
 """
 
 from __future__ import annotations

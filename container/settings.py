@@ -1,10 +1,8 @@
 """Container settings: every environment variable the container reads, named once, parsed once.
 
 SageMaker configures a serving container through environment variables (``SAGEMAKER_*``); the project adds a
-few
-``SPLEEN_*`` knobs of its own. :meth:`Settings.from_env` parses them into a frozen, typed object at start-up;
-nothing
-else in ``container/`` reads ``os.environ`` for configuration.
+few ``SPLEEN_*`` knobs of its own. :meth:`Settings.from_env` parses them into a frozen, typed object at
+start-up; nothing else in ``container/`` reads ``os.environ`` for configuration.
 """
 
 from __future__ import annotations

@@ -1,16 +1,14 @@
 """``make demo``: the whole offline story on one machine, with the same boto3 calls as on AWS.
 
 1. start moto S3, ``ahi-local`` (AWS HealthImaging API), ``container/serve`` (the SageMaker multi-model
-container:
-   MMS + our handler) and ``sagemaker-local`` (the SageMaker runtime API) on 127.0.0.1;
+   container: MMS + our handler) and ``sagemaker-local`` (the SageMaker runtime API) on 127.0.0.1;
 2. generate a synthetic abdominal CT phantom (``model.phantoms``) and import it into a datastore (S3 upload +
    StartDICOMImportJob);
 3. ``invoke_endpoint(EndpointName=..., TargetModel="model.tar.gz", Body={"inputs": [...], "output": {...}})``;
 4. print the spleen volume (and the phantom's true volume), where the SEG went (S3, and the new AHI image set
-the
-   SEG was imported into), then stop everything it started (also on Ctrl-C or an error).
+   the SEG was imported into), then stop everything it started (also on Ctrl-C or an error).
 
-Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 7] [--keep-logs]``
+Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 3] [--keep-logs]``
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Starlette app implementing the two sagemaker-runtime operations boto3 sends.
 
 * ``POST /endpoints/{EndpointName}/invocations`` (InvokeEndpoint): ``X-Amzn-SageMaker-Target-Model`` selects
-the
-  archive; it is fetched, extracted and loaded once, then ``POST /models/{name}/invoke`` on the container. The
-  container's Content-Type and ``X-Amzn-SageMaker-Custom-Attributes`` come back unchanged; a container error
-  becomes
-  ``ModelError`` (424, OriginalStatusCode/OriginalMessage) as on SageMaker.
+  the archive; it is fetched, extracted and loaded once, then ``POST /models/{name}/invoke`` on the container.
+  The container's Content-Type and ``X-Amzn-SageMaker-Custom-Attributes`` come back unchanged; a container
+  error becomes ``ModelError`` (424, OriginalStatusCode/OriginalMessage) as on SageMaker.
 * ``POST /endpoints/{EndpointName}/async-invocations`` (InvokeEndpointAsync): answers 202 with InferenceId and
   OutputLocation at once; in the background reads ``InputLocation`` from S3, calls the container's
   ``/invocations`` (or a multi-model target) and writes ``<S3OutputPath>/<id>.out`` or

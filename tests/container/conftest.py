@@ -1,8 +1,7 @@
 """Fixtures for the container tests: real ``container/serve`` (MMS + Java) and ``sagemaker-local`` processes.
 
 MMS is heavy (Java + one Python worker per model): each test module starts at most one ``serve`` and stops it
-at
-module end; the data (datastore + imported synthetic CT series) is shared by the whole session.
+at module end; the data (datastore + imported synthetic CT series) is shared by the whole session.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 127.0.0.1.
 
 One serve (2 workers per model) and one gateway for the whole module; the last test stops serve with SIGTERM
-and
-checks that Java and every Python worker are gone.
+and checks that Java and every Python worker are gone.
 """
 
 from __future__ import annotations
