@@ -19,10 +19,7 @@ class WorkerLoadAbort(BaseException):
     """Raised out of ``initialize`` inside an MMS worker so that the load fails.
 
     MMS 1.1.11 catches (and only logs) any ``Exception`` from a handler's ``initialize`` and then reports the
-    model as
-    loaded, so every later invoke fails. A ``BaseException`` passes through its loader: the worker exits
-    before it
-    acknowledges the load, and MMS answers ``POST /models`` with 500 "Failed to start workers" and unregisters
-    the
-    model. Never raised outside an MMS worker.
+    model as loaded, so every later invoke fails. A ``BaseException`` passes through its loader: the worker
+    exits before it acknowledges the load, and MMS answers ``POST /models`` with 500 "Failed to start workers"
+    and unregisters the model. Never raised outside an MMS worker.
     """

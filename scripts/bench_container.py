@@ -1,10 +1,8 @@
-"""Benchmark: warm invoke through sagemaker-local → container/serve (MMS) vs ``SpleenSegService.run``
-in-process.
+"""Benchmark: warm invoke through sagemaker-local → container/serve (MMS) vs ``SpleenSegService.run`` in-process.
 
-Same image set, same model archive, same machine, measured in one run. Prints a table and the ratio
-(target: gateway/in-process ≤ 1.10) plus the first call's model load time (archive fetch + extract + POST
-/models,
-i.e. the handler's ``initialize``) and the first call's end-to-end latency.
+Same image set, same model archive, same machine, measured in one run. Prints a table and the ratio (target:
+gateway/in-process ≤ 1.10) plus the first call's model load time (archive fetch + extract + POST /models, i.e.
+the handler's ``initialize``) and the first call's end-to-end latency.
 
     python scripts/bench_container.py [--model-archive build/model.tar.gz] [--repeats 5] [--shape 48,128,128]
 """

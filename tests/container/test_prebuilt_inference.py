@@ -1,11 +1,9 @@
 """model.tar.gz served the way SageMaker's prebuilt PyTorch container serves it (issue 10).
 
 sagemaker-inference's own handler service (``sagemaker_inference.default_handler_service``) in single-model
-mode on
-MMS, the archive extracted to the model directory, ``code/inference.py`` found through the toolkit's
-user-module
-lookup; an asynchronous request (S3 input object → ``<uuid>.out``) through ``sagemaker-local`` against
-ahi-local.
+mode on MMS, the archive extracted to the model directory, ``code/inference.py`` found through the toolkit's
+user-module lookup; an asynchronous request (S3 input object → ``<uuid>.out``) through ``sagemaker-local``
+against ahi-local.
 """
 
 from __future__ import annotations
