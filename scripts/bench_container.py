@@ -1,4 +1,4 @@
-"""Benchmark: warm invoke through sagemaker-local → container/serve (MMS) vs ``SpleenSegService.run`` in-process.
+"""Benchmark: warm invoke via sagemaker-local → container/serve (MMS) vs in-process ``SpleenSegService.run``.
 
 Same image set, same model archive, same machine, measured in one run. Prints a table and the ratio (target:
 gateway/in-process ≤ 1.10) plus the first call's model load time (archive fetch + extract + POST /models, i.e.
