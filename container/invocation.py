@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -29,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from container.payload import Invocation, S3Location, WriteBack
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,9 @@ logger = logging.getLogger(__name__)
 SEG_NAME = "seg.dcm"
 STL_NAME = "spleen.stl"
 REPORT_NAME = "report.json"
+#: Per-input working directories: ``<work root>/spleen-p<worker pid>-<request id>-<NN>-<random>``.
+WORK_DIR_PREFIX = "spleen-p"
+_WORK_DIR_NAME = re.compile(r"^spleen-p(\d+)-")
 IMPORT_POLL_TIMEOUT_S = 300.0
 
 
@@ -214,6 +220,20 @@ def _one_input(
     return entry
 
 
+def remove_orphaned_work_dirs(work_root: Path) -> None:
+    """Remove working directories whose worker process is gone (killed mid-request: OOM, SIGKILL, a stopped
+    server), so their files (SEG with patient data) do not pile up. Names carry the owner's PID."""
+    try:
+        entries = list(work_root.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = _WORK_DIR_NAME.match(entry.name)
+        if match and entry.is_dir() and not psutil.pid_exists(int(match[1])):
+            logger.info("removing %s left by a worker that died mid-request", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def run_invocation(
     service: Any,
     invocation: Invocation,
@@ -225,10 +245,12 @@ def run_invocation(
 ) -> InvocationResult:
     """Run every input of ``invocation`` through ``service.run`` in its own working directory."""
     ctx = _Context(invocation, request_id, s3_factory, ahi_factory, inline_limit)
+    remove_orphaned_work_dirs(work_root or Path(tempfile.gettempdir()))
     results: list[dict[str, Any]] = []
     first_error: tuple[int, dict[str, Any]] | None = None
     for index, (raw, request) in enumerate(zip(invocation.raw_inputs, invocation.requests, strict=True)):
-        work = Path(tempfile.mkdtemp(prefix=f"spleen-{request_id[:8]}-{index:02d}-", dir=work_root))
+        prefix = f"{WORK_DIR_PREFIX}{os.getpid()}-{request_id[:8]}-{index:02d}-"
+        work = Path(tempfile.mkdtemp(prefix=prefix, dir=work_root))
         started = time.perf_counter()
         try:
             entry = _one_input(ctx, service, index, raw, request, work)

@@ -200,6 +200,11 @@ class ModelManager:
     def _load(self, target: str) -> str:
         name = model_key(target)
         started = time.perf_counter()
+        if self.container.request("GET", f"/models/{name}").status == 200:
+            # Loaded before this gateway (re)started: its workers run in root / "model"; extracting the
+            # archive again would delete that directory under them (new workers then die on os.getcwd()).
+            logger.info("model %s (%s) was already loaded in the container", target, name)
+            return name
         root = self.models_dir / name
         archive = self.source.fetch(target, root / "archive" / PurePosixPath(target).name)
         model_dir = extract_archive(archive, root / "model")

@@ -25,17 +25,17 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
+import psutil
 import pytest
 
 from tests.container.conftest import (
     ROOT,
     RunningProcess,
-    gateway,
     http,
     running,
     runtime_client,
@@ -105,12 +105,16 @@ BAD_SPECS = {
 }
 
 
-class AhiLocal:
-    """ahi-local on a fixed port and durable store, restartable (``stop()``/``start()``), logs kept."""
+class Service:
+    """A server process on a fixed 127.0.0.1 port that can be stopped, crashed and started again (same port);
+    its logs are kept across restarts. ``argv(port)`` builds the command line."""
 
-    def __init__(self, data_dir: Path, s3_url: str, env: dict[str, str]) -> None:
-        self.data_dir = data_dir
-        self.s3_url = s3_url
+    def __init__(
+        self, name: str, argv: Callable[[int], list[str]], ready_path: str, env: dict[str, str]
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.ready_path = ready_path
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -119,23 +123,11 @@ class AhiLocal:
         self.process: RunningProcess | None = None
 
     def start(self) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "ahi_connector.local.cli",
-            "serve",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-            "--s3-endpoint-url",
-            self.s3_url,
-        ]
         stack = contextlib.ExitStack()
         for attempt in range(50):  # the port may sit in TIME_WAIT for a moment after a stop
             try:
                 self.process = stack.enter_context(
-                    running(argv, "/_local/health", self.url, self.env, "ahi-local", 60)
+                    running(self.argv(self.port), self.ready_path, self.url, self.env, self.name, 60)
                 )
                 break
             except RuntimeError:
@@ -147,23 +139,41 @@ class AhiLocal:
         self.logs.append(self.process.log)
 
     def stop(self) -> None:
+        """SIGTERM (then SIGKILL after a grace period) the process and everything it started."""
         if self._stack is not None:
             self._stack.close()
             self._stack = None
 
     def crash(self) -> None:
-        """SIGKILL the service (no graceful shutdown: in-flight requests see their connections drop)."""
+        """SIGKILL the process (no graceful shutdown: in-flight requests see their connections drop)."""
         if self.process is not None and self.process.proc.poll() is None:
             self.process.proc.kill()
             self.process.proc.wait(timeout=10)
         self.stop()
 
+    def tree(self) -> list[psutil.Process]:
+        return self.process.tree() if self.process is not None else []
+
+    def log_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
     def wait_log(self, text: str, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while text not in self.log_text():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{text!r} not in the ahi-local log after {timeout_s} s")
+                raise TimeoutError(f"{text!r} not in the {self.name} log after {timeout_s} s")
             time.sleep(0.1)
+
+
+class AhiLocal(Service):
+    """ahi-local on a durable store; faults switched at runtime."""
+
+    def __init__(self, data_dir: Path, s3_url: str, env: dict[str, str]) -> None:
+        def argv(port: int) -> list[str]:
+            return [sys.executable, "-m", "ahi_connector.local.cli", "serve", "--port", str(port),
+                    "--data-dir", str(data_dir), "--s3-endpoint-url", s3_url]  # fmt: skip
+
+        super().__init__("ahi-local", argv, "/_local/health", env)
 
     def faults(self, **settings: Any) -> dict[str, Any]:
         status, _, body = http(
@@ -186,9 +196,6 @@ class AhiLocal:
             seed=None,
         )
 
-    def log_text(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
-
 
 @dataclasses.dataclass
 class Stack:
@@ -196,7 +203,7 @@ class Stack:
     ahi: AhiLocal
     proxy: ResettingProxy
     container: RunningProcess
-    gateway: RunningProcess
+    gateway: Service
     env: dict[str, str]
     runtime_dir: Path
     work_dir: Path
@@ -334,6 +341,21 @@ def mms_lock() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _gateway_argv(
+    container_url: str, models: Path, moto: str, models_dir: Path
+) -> Callable[[int], list[str]]:
+    def argv(port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "container.gateway.cli", "serve", "--port", str(port),
+            "--container-url", container_url, "--model-data-url", str(models),
+            "--models-dir", str(models_dir),
+            "--s3-endpoint-url", moto, "--async-output", f"s3://{BUCKET}/async-out",
+            "--async-failure", f"s3://{BUCKET}/async-failed",
+        ]  # fmt: skip
+
+    return argv
+
+
 @pytest.fixture(scope="package")
 def stack(moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base_env = {**DUMMY_AWS_ENV, "AWS_SECRET_ACCESS_KEY": SECRET}
@@ -341,6 +363,7 @@ def stack(moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
     models = build_models(tmp_path_factory.mktemp("rel-models"))
     runtime_dir = tmp_path_factory.mktemp("rel-runtime")
     work_dir = tmp_path_factory.mktemp("rel-work")
+    models_dir = tmp_path_factory.mktemp("rel-gateway-models")
     ensure_bucket(s3_client(moto_s3), BUCKET)
     ahi.start()
     try:
@@ -354,24 +377,26 @@ def stack(moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
                 "SPLEEN_RUNTIME_DIR": str(runtime_dir),
                 **SERVE_ENV,
             }
-            with (
-                serve(env) as container,
-                gateway(
-                    env,
-                    container.url,
-                    str(models),
-                    moto_s3,
-                    extra=[
-                        "--async-output",
-                        f"s3://{BUCKET}/async-out",
-                        "--async-failure",
-                        f"s3://{BUCKET}/async-failed",
-                    ],
-                ) as gw,
-            ):
-                yield Stack(
-                    moto_s3, ahi, proxy, container, gw, env, runtime_dir, work_dir, models, cases, datastore
-                )
+            with serve(env) as container:
+                gw = Service("sagemaker-local", _gateway_argv(container.url, models, moto_s3, models_dir),
+                             "/_local/health", env)  # fmt: skip
+                gw.start()
+                try:
+                    yield Stack(
+                        moto_s3,
+                        ahi,
+                        proxy,
+                        container,
+                        gw,
+                        env,
+                        runtime_dir,
+                        work_dir,
+                        models,
+                        cases,
+                        datastore,
+                    )
+                finally:
+                    gw.stop()
     finally:
         ahi.stop()
 

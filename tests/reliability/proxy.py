@@ -8,6 +8,7 @@ mid-request, like a load balancer dropping a connection. Everything else is forw
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import socket
@@ -50,6 +51,7 @@ class ResettingProxy:
         self.resets_done = 0
         self.connections = 0
         self.requests = 0  # client sends that start an HTTP request line
+        self._recent: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque(maxlen=2000)
         self._open: set[socket.socket] = set()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, name="reset-proxy", daemon=True)
@@ -64,6 +66,14 @@ class ResettingProxy:
         with self._lock:
             self._resets_left = count
             self._match = match
+
+    def peer_of(self, match: bytes) -> tuple[str, int] | None:
+        """The client address (host, port) of the latest client send (head or body) containing ``match``."""
+        with self._lock:
+            for head, peer in reversed(self._recent):
+                if match in head:
+                    return peer
+        return None
 
     def _take_reset(self, data: bytes) -> bool:
         with self._lock:
@@ -102,9 +112,9 @@ class ResettingProxy:
                 if not data:
                     break
                 if from_client:
-                    if data.startswith(_METHODS):
-                        with self._lock:
-                            self.requests += 1
+                    with self._lock:
+                        self.requests += data.startswith(_METHODS)
+                        self._recent.append((data[:4096], src.getpeername()))
                     if self._take_reset(data):
                         _reset(src)
                         _reset(dst)
