@@ -1,12 +1,10 @@
 """What the SageMaker platform does for a multi-model endpoint, done locally.
 
 :class:`ModelSource` fetches ``<ModelDataUrl>/<TargetModel>`` (a local folder or ``s3://``) and extracts it
-into the
-models directory (``<models dir>/<hash>/model``, like ``/opt/ml/models/<hash>/model``);
-:class:`ContainerClient`
-speaks the container's MME HTTP API; :class:`ModelManager` loads each target once (``POST /models``), keeps an
-LRU
-of loaded models, evicts on 507 and reloads a model the container no longer has.
+into the models directory (``<models dir>/<hash>/model``, like ``/opt/ml/models/<hash>/model``);
+:class:`ContainerClient` speaks the container's MME HTTP API; :class:`ModelManager` loads each target once
+(``POST /models``), keeps an LRU of loaded models, evicts on 507 and reloads a model the container no longer
+has.
 """
 
 from __future__ import annotations
