@@ -1,0 +1,83 @@
+"""The innermost door: ``app.service`` in this process (what the container handler and inference.py call).
+
+Bad requests raise the app's errors with an HTTP status and a message naming the problem; the same service
+object then segments a good image set (no reload, no poisoned state after a failed run)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ahi_connector import AHIError
+from app.errors import AppError, RequestError
+from tests.reliability.conftest import Stack
+from tests.support.clients import ahi_client
+
+UNKNOWN_ID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def service(stack: Stack) -> Iterator[Any]:
+    from app.service import SpleenSegService
+
+    svc = SpleenSegService(
+        stack.models / "extracted" / "spleen_ct_segmentation", ahi_client=ahi_client(stack.ahi.url)
+    )
+    yield svc
+    svc.close()
+
+
+@pytest.mark.parametrize(
+    ("request_obj", "reason"),
+    [
+        (b"\xff\xfe not json", r"request body is not valid JSON"),
+        ("[]", r"request must be a JSON object .* got list"),
+        ({"datastoreId": "a" * 32}, r"needs exactly one of 'imageSetId' or 'studyInstanceUid', got neither"),
+        ({"datastoreId": "a" * 32, "imageSetId": "b" * 32, "studyInstanceUid": "1.2"}, r"got both"),
+        ({"imageSetId": "b" * 32}, r"request is missing 'datastoreId'"),
+        (
+            {"datastoreId": "a" * 32, "imageSetId": "b" * 32, "extra": 1},
+            r"unknown key\(s\) in request: 'extra'",
+        ),
+        ({"datastoreId": "a" * 31, "imageSetId": "b" * 32}, r"'datastoreId' must be an AWS HealthImaging ID"),
+        ({"datastoreId": "a" * 32, "imageSetId": None}, r"'imageSetId' must be .* got None"),
+        ({"dicomFolder": "/etc"}, r"unknown key\(s\) in request: 'dicomFolder'"),
+    ],
+)
+def test_malformed_requests(service: Any, tmp_path: Path, request_obj: Any, reason: str) -> None:
+    with pytest.raises(RequestError, match=reason) as info:
+        service.run(request_obj, tmp_path / "out")
+    assert info.value.http_status == 400
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "reason"),
+    [
+        ("unknown", 404, rf"image set {UNKNOWN_ID}"),
+        ("mr_only", 422, r"no CT series .*series found: .* \(MR\)"),
+        ("one_slice", 422, r"1 (slice|instance)"),
+        ("rgb", 422, r"\(0028,0004\) Photometric Interpretation 'RGB'"),
+    ],
+)
+def test_unusable_inputs_then_a_good_run(
+    service: Any, stack: Stack, tmp_path: Path, case: str, status: int, reason: str
+) -> None:
+    """Each failure first (a fresh service's first run failing is the hard case), then a good run."""
+    request = (
+        {"datastoreId": stack.datastore_id, "imageSetId": UNKNOWN_ID}
+        if case == "unknown"
+        else stack.cases[case].request()
+    )
+    with pytest.raises((AppError, AHIError)) as info:
+        service.run(request, tmp_path / "bad")
+    assert info.value.http_status == status
+    assert re.search(reason, str(info.value)), str(info.value)
+    good = stack.cases["good0"]
+    result = service.run(good.request(), tmp_path / "good")
+    assert result.report["seriesInstanceUid"] == good.series_uid
+    assert result.report["sliceCount"] == good.slices
+    assert result.seg_path.is_file()
