@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import botocore.exceptions
+import psutil
 import pytest
 
 from tests.container.conftest import http
@@ -275,6 +276,10 @@ def test_broken_model_archive_fails_its_load(stack: Stack, target: str, logged: 
     assert f"failed to load model '{target}'" in response["Error"]["Message"]
     assert "Failed to start workers" in response["OriginalMessage"]
     assert http("GET", f"{stack.container.url}/models/{model_key(target)}")[0] == 404
+    deadline = time.monotonic() + 20
+    while _processes_of(stack, model_key(target)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_of(stack, model_key(target)) == [], "workers of the failed model are left behind"
     deadline = time.monotonic() + 20  # MMS logs asynchronously
     import re
 
@@ -283,6 +288,17 @@ def test_broken_model_archive_fails_its_load(stack: Stack, target: str, logged: 
     assert re.search(logged, stack.container.log_text())
     out = stack.invoke(stack.cases["good1"].body())
     assert out["results"][0]["status"] == "succeeded"
+
+
+def _processes_of(stack: Stack, model_name: str) -> list[int]:
+    pids = []
+    for proc in stack.container.tree():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and model_name in proc.cmdline():
+                pids.append(proc.pid)
+        except psutil.Error:
+            continue
+    return pids
 
 
 def test_server_keeps_serving_after_every_bad_input(stack: Stack) -> None:
