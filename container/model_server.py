@@ -133,6 +133,7 @@ class ModelServer:
         self.config_path = self.runtime_dir / "mms.properties"
         self.log4j_path = self.runtime_dir / "log4j2.xml"
         self._launcher: subprocess.Popen[bytes] | None = None
+        self._failures_logged = 0
 
     @property
     def base_url(self) -> str:
@@ -220,6 +221,14 @@ class ModelServer:
     def load_failures(self) -> list[str]:
         """Messages of model loads that failed in a worker (written by our handler service)."""
         return self._load_reports(LOAD_FAILURES_DIR)
+
+    def log_new_load_failures(self) -> None:
+        """Log each failed load once. MMS may drop a dying worker's last output lines (it stops reading its
+        streams when the worker goes), so the reason is logged here too."""
+        failures = self.load_failures()
+        for message in failures[self._failures_logged :]:
+            logger.error("a model failed to load (POST /models answered 500): %s", message)
+        self._failures_logged = len(failures)
 
     def _ready(self) -> bool:
         try:

@@ -103,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ticks += 1
             if ticks % 10 == 0:
                 server.reap_orphans()
-            if model_dir is not None and server.load_failures():
+            if model_dir is None:
+                server.log_new_load_failures()
+            elif server.load_failures():
                 logger.error("the model failed to load: %s", server.load_failures()[-1])
                 code = 1
                 break
