@@ -34,7 +34,6 @@ def baseline(stack: Stack) -> tuple[dict[str, Any], bytes, int]:
     case = stack.cases["good0"]
     assert result["report"]["sliceCount"] == case.slices
     assert result["report"]["imageSetIds"] == [case.image_set_id]
-    assert result["report"]["spleen"]["voxelCount"] > 0
     assert requests >= case.slices  # every frame came through the proxy
     return result, pixels, requests
 
