@@ -83,9 +83,10 @@ class Phantom:
 
 
 def sample_geometry_params(rng: np.random.Generator) -> dict[str, Any]:
-    """Random acquisition: 256-512 px, 0.6-0.95 mm pixels, 1-5 mm slices, 40-300 slices, position, tilt."""
-    n = int(rng.choice([256, 320, 384, 448, 512], p=[0.15, 0.15, 0.2, 0.15, 0.35]))
+    """Random acquisition: 0.6-0.95 mm pixels with a realistic abdominal field of view (300-460 mm, so
+    256-512 px), 1-5 mm slices, 40-300 slices, patient position, tilt."""
     px = float(rng.uniform(0.6, 0.95))
+    n = int(np.clip(round(rng.uniform(300, 460) / px / 16) * 16, 256, 512))
     dz = float(rng.choice([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0]))
     nz = int(np.clip(round(rng.uniform(150, 380) / dz), 40, 300))
     position = PatientPosition(rng.choice([p.value for p in PatientPosition], p=[0.7, 0.14, 0.08, 0.08]))

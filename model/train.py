@@ -108,9 +108,9 @@ def _batch(cases: list[CachedCase], rng: np.random.Generator, cfg: TrainConfig) 
     return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None].astype(np.int64))
 
 
-def fit(cfg: TrainConfig) -> Path:
+def fit(cfg: TrainConfig, init: Path | None = None) -> Path:
     """Train; keeps ``best.pt`` (highest mean validation Dice) and ``last.pt`` in the work dir. Returns
-    best.pt."""
+    best.pt. ``init``: fine-tune from this state dict; the log is appended, logged steps continue."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -120,13 +120,18 @@ def fit(cfg: TrainConfig) -> Path:
     train = [CachedCase.load(cfg.cache_dir, s) for s in cfg.train_seeds]
     val = [CachedCase.load(cfg.cache_dir, s) for s in cfg.val_seeds]
     net = build_network(cfg.channels)
+    done = 0
+    if init is not None:
+        net.load_state_dict(torch.load(init, map_location="cpu"))
+        done = max((r.get("step", 0) for r in read_log(cfg.work_dir)), default=0)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     log_path = cfg.work_dir / "log.jsonl"
     best_path, best = cfg.work_dir / "best.pt", -1.0
     start, losses = time.monotonic(), []
-    with open(log_path, "w") as log:
-        log.write(json.dumps({"event": "config", **_jsonable(asdict(cfg))}) + "\n")
+    with open(log_path, "a" if init is not None else "w") as log:
+        config = {"event": "config", **_jsonable(asdict(cfg)), "init": str(init) if init else None}
+        log.write(json.dumps(config) + "\n")
         for step in range(cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = _lr_at(cfg, step)
@@ -141,7 +146,7 @@ def fit(cfg: TrainConfig) -> Path:
             if (step + 1) % 25 == 0:
                 rec = {
                     "event": "train",
-                    "step": step + 1,
+                    "step": done + step + 1,
                     "loss": float(np.mean(losses[-25:])),
                     "lr": _lr_at(cfg, step),
                     "minutes": round(elapsed, 2),
@@ -152,7 +157,7 @@ def fit(cfg: TrainConfig) -> Path:
                 dices = validate(net, val, cfg.patch)
                 rec = {
                     "event": "val",
-                    "step": step + 1,
+                    "step": done + step + 1,
                     "dice": dices,
                     "mean_dice": float(np.mean(dices)),
                     "minutes": round((time.monotonic() - start) / 60, 2),
@@ -166,7 +171,8 @@ def fit(cfg: TrainConfig) -> Path:
                     torch.save(net.state_dict(), best_path)
             if out_of_time:
                 logger.warning("stopping at step %d: time budget of %.0f min used", step + 1, cfg.max_minutes)
-                log.write(json.dumps({"event": "stopped", "step": step + 1, "reason": "time budget"}) + "\n")
+                stop = {"event": "stopped", "step": done + step + 1, "reason": "time budget"}
+                log.write(json.dumps(stop) + "\n")
                 break
     return best_path
 
@@ -283,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-every", type=int, default=TrainConfig.val_every)
     ap.add_argument("--max-minutes", type=float, default=TrainConfig.max_minutes)
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
+    ap.add_argument("--init", type=Path, default=None, help="fit: fine-tune from this checkpoint")
     ap.add_argument("--evaluation", type=Path, default=None, help="export: add this evaluate.py report")
     ap.add_argument(
         "--channels",
@@ -299,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         with tqdm(total=len(seeds), desc="phantom cache", unit="case") as bar:
             build_cache(seeds, cfg.cache_dir, cfg.patch, progress=bar.update)
     if args.command in ("fit", "all"):
-        fit(cfg)
+        fit(cfg, init=args.init)
     if args.command in ("export", "all"):
         logger.info("exported %s", export(cfg, evaluation=args.evaluation))
     return 0
