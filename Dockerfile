@@ -25,12 +25,14 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Python 3.11 (deadsnakes; Ubuntu 22.04 ships 3.10), Java 17 JRE for multi-model-server, OpenMP for torch on CPU.
+# Python 3.11 (deadsnakes; Ubuntu 22.04 ships 3.10), Java 17 JRE for multi-model-server, OpenMP for torch on CPU,
+# CUDA forward compatibility (/usr/local/cuda/compat; serve puts it on LD_LIBRARY_PATH only for older host drivers).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates gpg-agent software-properties-common \
  && add-apt-repository -y ppa:deadsnakes/ppa \
  && apt-get update \
  && apt-get install -y --no-install-recommends python3.11 python3.11-venv openjdk-17-jre-headless libgomp1 \
+      cuda-compat-13-0 \
  && apt-get purge -y --auto-remove gpg-agent software-properties-common \
  && rm -rf /var/lib/apt/lists/*
 

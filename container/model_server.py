@@ -32,6 +32,7 @@ from typing import Any
 
 import psutil
 
+from container.cuda_compat import library_path_with_compat
 from container.settings import DEFAULT_HANDLER, LOAD_FAILURES_DIR, LOADED_DIR, RUNTIME_DIR_ENV, Settings
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,10 @@ class ModelServer:
         env[RUNTIME_DIR_ENV] = str(self.runtime_dir)
         # MMS forces OMP_NUM_THREADS=1 in workers unless it is set: share the CPUs among the workers instead.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.settings.worker_count)))
+        if self.settings.num_gpus:
+            library_path = library_path_with_compat(env.get("LD_LIBRARY_PATH"))
+            if library_path:
+                env["LD_LIBRARY_PATH"] = library_path
         bin_dir = str(Path(sys.executable).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
         if self.model_dir is not None:

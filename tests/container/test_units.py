@@ -339,3 +339,24 @@ def test_seg_inline_only_when_asked_and_within_the_response_budget(tmp_path):
     assert too_big["inlineOmitted"].startswith("SEG is 10240 bytes (13656 base64)")
     assert "6 MB real-time response limit" in too_big["inlineOmitted"]
     assert "base64" not in _seg_entry(ctx(False, 10**9), seg, None)
+
+
+def test_cuda_forward_compatibility_only_for_older_host_drivers(tmp_path):
+    from container.cuda_compat import compat_driver_version, compat_library_path, parse_version
+
+    compat = tmp_path / "compat"
+    compat.mkdir()
+    for name in (
+        "libcuda.so",
+        "libcuda.so.1",
+        "libcuda.so.580.65.06",
+        "libnvidia-ptxjitcompiler.so.580.65.06",
+    ):
+        (compat / name).write_bytes(b"")
+    assert compat_driver_version(compat) == (580, 65, 6)
+    assert compat_driver_version(tmp_path / "missing") is None
+    assert parse_version("535.161.08") == (535, 161, 8) and parse_version("N/A") is None
+    assert compat_library_path((535, 161, 8), (580, 65, 6), compat) == str(compat)  # old host driver
+    assert compat_library_path((580, 65, 6), (580, 65, 6), compat) is None
+    assert compat_library_path((590, 1), (580, 65, 6), compat) is None
+    assert compat_library_path(None, (580, 65, 6), compat) is None  # no GPU
