@@ -5,6 +5,7 @@ server keeps serving the next good request."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -156,8 +157,6 @@ def _check_body(body: dict[str, Any], bad: Bad) -> None:
     assert error["type"] == bad.error_type, body
     assert error["httpStatus"] == bad.status, body
     assert body["requestId"], body
-    import re
-
     assert re.search(bad.reason, error["message"]), (bad.reason, error["message"])
     assert "Traceback" not in json.dumps(body)
 
@@ -253,8 +252,6 @@ def test_unknown_or_unreadable_target_model(stack: Stack, target: str, reason: s
     response, _ = stack.invoke_error(stack.cases["good0"].body(), target=target)
     assert response["Error"]["Code"] == "ValidationError"
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    import re
-
     assert re.search(reason, response["Error"]["Message"]), response["Error"]["Message"]
 
 
@@ -281,8 +278,6 @@ def test_broken_model_archive_fails_its_load(stack: Stack, target: str, logged: 
         time.sleep(0.2)
     assert _processes_of(stack, model_key(target)) == [], "workers of the failed model are left behind"
     deadline = time.monotonic() + 20  # MMS logs asynchronously
-    import re
-
     while not re.search(logged, stack.container.log_text()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert re.search(logged, stack.container.log_text())
