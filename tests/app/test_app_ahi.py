@@ -28,7 +28,7 @@ from tests.support.clients import ahi_client, s3_client
 from tests.support.importing import create_datastore, import_folder
 
 #: 56 slices x 160^2 at 3.0 / 2.0 mm: the whole spleen in the field of view, small enough for CI. Seed 12 is
-#: a supine (HFS) phantom with a 191 mL spleen. Measured with the 13:40 training checkpoint (channels
+#: a supine (HFS) phantom with a 191 mL spleen. Measured with the committed step-750 model (channels
 #: 8..128): seeds 3 / 12 / 11 give Dice 0.937 / 0.924 / 0.623 (seed 11's anatomy is hard for that model in
 #: every patient position) and volumes -12 % of truth, identical to model/evaluate.py's NIfTI pipeline.
 PHANTOM_SHAPE = (56, 160, 160)
