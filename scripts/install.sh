@@ -14,7 +14,7 @@ PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 TORCH_INDEX_URL="${TORCH_INDEX_URL:-}"
-EXTRA="${INSTALL_EXTRA:-dev}"   # "dev" adds test/bench tools; the Dockerfile sets INSTALL_EXTRA=""
+EXTRA="${INSTALL_EXTRA-dev}"   # "dev" adds test/bench tools; the Dockerfile sets INSTALL_EXTRA=""
 
 log() { printf '[install] %s\n' "$*" >&2; }
 
