@@ -7,7 +7,10 @@
 * ``POST /endpoints/{EndpointName}/async-invocations`` (InvokeEndpointAsync): answers 202 with InferenceId and
   OutputLocation at once; in the background reads ``InputLocation`` from S3, calls the container's
   ``/invocations`` (or a multi-model target) and writes ``<S3OutputPath>/<id>.out`` or
-  ``<S3FailurePath>/<id>-error.out``.
+  ``<S3FailurePath>/<id>-error.out``. An accepted request is journaled (one JSON file per job under
+  ``async_queue_dir``) before the 202 goes out and removed once its output or error object is written, so a
+  gateway that crashes and restarts resumes every accepted job: like SageMaker's durable queue, nothing
+  accepted is lost.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable
@@ -52,6 +56,75 @@ class GatewayConfig:
     async_target_model: str = "model.tar.gz"  # used when async goes to the MME container
     endpoint_name: str | None = None  # accept only this EndpointName (None: any)
     max_loaded_models: int = 8
+    async_queue_dir: Path | None = None  # journal of accepted async jobs (default: <models_dir>/.async-jobs)
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.async_queue_dir or (self.models_dir / ".async-jobs")
+
+
+@dataclasses.dataclass(frozen=True)
+class AsyncJob:
+    """One accepted InvokeEndpointAsync request, as journaled on disk until its result object exists."""
+
+    inference_id: str
+    input_loc: S3Location
+    out: S3Location
+    fail: S3Location
+    headers: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "InferenceId": self.inference_id,
+            "InputLocation": self.input_loc.uri,
+            "OutputLocation": self.out.uri,
+            "FailureLocation": self.fail.uri,
+            "Headers": self.headers,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> AsyncJob:
+        return cls(
+            inference_id=str(obj["InferenceId"]),
+            input_loc=S3Location.parse(obj["InputLocation"], "InputLocation"),
+            out=S3Location.parse(obj["OutputLocation"], "S3OutputPath"),
+            fail=S3Location.parse(obj["FailureLocation"], "S3FailurePath"),
+            headers=dict(obj.get("Headers") or {}),
+        )
+
+
+class AsyncJournal:
+    """Accepted async jobs on disk: written atomically before the 202, removed after the result is stored."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, inference_id: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in inference_id)
+        return self.directory / f"{safe}.json"
+
+    def add(self, job: AsyncJob) -> None:
+        path = self._path(job.inference_id)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(job.to_json(), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def done(self, inference_id: str) -> None:
+        self._path(inference_id).unlink(missing_ok=True)
+
+    def pending(self) -> list[AsyncJob]:
+        jobs = []
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                jobs.append(AsyncJob.from_json(json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError, KeyError, PayloadError) as exc:
+                # Keep the file for inspection; never drop it silently.
+                logger.error("async journal entry %s is unreadable (%s); left in place", path, exc)
+        return jobs
 
 
 class Gateway:
@@ -73,6 +146,29 @@ class Gateway:
             ContainerClient(config.async_container_url) if config.async_container_url else None
         )
         self.async_jobs: dict[str, str] = {}  # inference id -> "pending" | "succeeded" | "failed"
+        self.journal = AsyncJournal(config.queue_dir)
+
+    def submit_async(self, job: AsyncJob) -> None:
+        """Journal the job, then run it in the background; the entry goes once its result is stored."""
+        self.journal.add(job)
+        self._start_async(job)
+
+    def resume_async(self) -> int:
+        """Restart every journaled job a previous gateway accepted but did not finish."""
+        jobs = self.journal.pending()
+        for job in jobs:
+            logger.info("resuming async inference %s accepted before a restart", job.inference_id)
+            self._start_async(job)
+        return len(jobs)
+
+    def _start_async(self, job: AsyncJob) -> None:
+        self.async_jobs[job.inference_id] = "pending"
+        threading.Thread(
+            target=self.run_async,
+            args=(job.inference_id, job.input_loc, job.out, job.fail, job.headers),
+            daemon=True,
+            name=f"async-{job.inference_id[:8]}",
+        ).start()
 
     def s3(self) -> Any:
         with self._s3_lock:
@@ -134,9 +230,11 @@ class Gateway:
         try:
             s3.put_object(Bucket=dest.bucket, Key=dest.key, Body=reply.body, ContentType=content_type)
         except Exception:
+            # Left in the journal: the next gateway start retries it, so the request is not lost.
             logger.exception("async inference %s: cannot write %s", inference_id, dest.uri)
             self.async_jobs[inference_id] = "failed"
             return
+        self.journal.done(inference_id)
         self.async_jobs[inference_id] = "succeeded" if ok else "failed"
         logger.info(
             "async inference %s %s (%d) -> %s",
@@ -220,13 +318,11 @@ async def _invoke_endpoint_async(request: Request) -> Response:
             headers[H_CUSTOM] = request.headers[H_CUSTOM]
     except RuntimeApiError as exc:
         return exc.response()
-    gw.async_jobs[inference_id] = "pending"
-    threading.Thread(
-        target=gw.run_async,
-        args=(inference_id, input_loc, out, fail, headers),
-        daemon=True,
-        name=f"async-{inference_id[:8]}",
-    ).start()
+    try:
+        gw.submit_async(AsyncJob(inference_id, input_loc, out, fail, headers))
+    except OSError:
+        logger.exception("InvokeEndpointAsync: cannot journal %s", inference_id)
+        return internal_failure("cannot queue the request; see the gateway log").response()
     return JSONResponse(
         {"InferenceId": inference_id},
         status_code=202,
@@ -256,5 +352,9 @@ def create_app(config: GatewayConfig, s3_factory: Callable[[], Any]) -> Starlett
             Route("/_local/health", _health, methods=["GET"]),
         ]
     )
-    app.state.gateway = Gateway(config, s3_factory)
+    gateway = Gateway(config, s3_factory)
+    app.state.gateway = gateway
+    resumed = gateway.resume_async()
+    if resumed:
+        logger.info("resumed %d async job(s) from %s", resumed, config.queue_dir)
     return app

@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
         "--async-target-model", default="model.tar.gz", help="target model when async uses the MME"
     )
     s.add_argument(
+        "--async-queue-dir",
+        type=Path,
+        help="journal of accepted async requests, resumed on restart (default: <models-dir>/.async-jobs)",
+    )
+    s.add_argument(
         "--s3-endpoint-url", help="S3 endpoint (default: the standard chain, e.g. AWS_ENDPOINT_URL_S3)"
     )
     s.add_argument("--log-level", default="INFO")
@@ -75,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         async_container_url=args.async_container_url,
         async_target_model=args.async_target_model,
         endpoint_name=args.endpoint_name,
+        async_queue_dir=args.async_queue_dir,
     )
     app = create_app(config, s3_client_factory(args.s3_endpoint_url))
     logging.getLogger(__name__).info(
