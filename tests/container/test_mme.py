@@ -493,6 +493,38 @@ def test_invoke_endpoint_async(stack):
         rt.invoke_endpoint_async(EndpointName="spleen", InputLocation="/local/file.json")
 
 
+def test_deploy_cli_invoke_against_the_local_gateway(stack, monkeypatch, capsys, tmp_path):
+    """``ahi-spleen invoke`` (scripts/aws) end to end through sagemaker-local: real-time with TargetModel,
+    then async (request object uploaded to S3, output object polled)."""
+    from scripts.aws.cli import main as aws_cli
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    series = stack["data"].series[5]
+    common = [
+        "invoke",
+        "--sagemaker-runtime-endpoint-url", stack["gateway"].url,
+        "--s3-endpoint-url", stack["moto"],
+        "--state-file", str(tmp_path / "state.json"),
+        "--no-progress",
+        "--endpoint-name", "spleen",
+        "--datastore-id", series.datastore_id, "--image-set-id", series.image_set_id,
+    ]  # fmt: skip
+    assert aws_cli([*common, "--target-model", "model.tar.gz"]) == 0
+    realtime = json.loads(capsys.readouterr().out)
+    assert realtime["results"][0]["report"]["seriesInstanceUid"] == series.series_uid
+
+    assert aws_cli([*common, "--async", "--bucket", RESULTS_BUCKET, "--poll-interval", "0.5"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{") :])
+    assert result["results"][0]["report"]["seriesInstanceUid"] == series.series_uid
+    assert result["results"][0]["spleenVolumeMl"] == realtime["results"][0]["spleenVolumeMl"]
+
+
 def test_write_back_to_ahi(stack):
     series = stack["data"].series[7]
     write_back = {"dataAccessRoleArn": "arn:aws:iam::123456789012:role/ahi-import", "wait": True}
