@@ -7,7 +7,7 @@ tilt) is written as a NIfTI image and run through the bundle exactly as configur
 (including
 ``LoadImaged``), ``inferer`` (sliding window 96^3, overlap 0.5), ``postprocessing`` (softmax, ``Invertd``
 back to
-the source grid, argmax; ``SaveImaged`` dropped). The prediction is compared with the ground-truth label on
+the source grid, spleen-probability threshold, largest component; ``SaveImaged`` dropped). The prediction is compared with the ground-truth label on
 the
 source grid: Dice, and the spleen volume against the phantom's true volume.
 Held-out seeds must not overlap the training seeds (checked against ``model/work/log.jsonl`` when present).

@@ -236,12 +236,6 @@ def test_trained_model_dice_against_phantom_truth(ahi_run: Any, imported_study: 
 
 
 @needs_trained_model
-@pytest.mark.xfail(
-    strict=True,
-    reason="model, not app: the committed model (channels 8..128, step 750) under-segments by about 12 % "
-    "(168.3 vs 191.5 mL here; seeds 3/11 also -12 %), exactly as model/evaluate.py's reference pipeline does "
-    "(test_app_segments_exactly_like_the_bundle_reference_pipeline). Remove this marker when it passes.",
-)
 def test_trained_model_volume_within_5_percent_of_truth(ahi_run: Any, imported_study: ImportedStudy) -> None:
     assert ahi_run.report["spleen"]["volumeMl"] == pytest.approx(imported_study.spleen_volume_ml, rel=0.05)
 
