@@ -27,6 +27,9 @@ from types import TracebackType
 
 import psutil
 
+from ahi_connector.local.cli import serve_command as ahi_local_command
+from container.gateway.cli import serve_command as gateway_command
+
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,22 +165,12 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
     def start_ahi_local(self) -> str:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        argv = [
-            sys.executable,
-            "-m",
-            "ahi_connector.local.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(self.work_dir / "ahi-data"),
-            "--log-level",
-            "warning",
-        ]
-        if "AWS_ENDPOINT_URL_S3" in self.env:
-            argv += ["--s3-endpoint-url", self.env["AWS_ENDPOINT_URL_S3"]]
+        argv = ahi_local_command(
+            port,
+            self.work_dir / "ahi-data",
+            s3_endpoint_url=self.env.get("AWS_ENDPOINT_URL_S3"),
+            extra=["--log-level", "warning"],
+        )
         self._start("ahi-local", argv, f"{url}/_local/health", url, 60)
         self.env["AWS_ENDPOINT_URL_MEDICAL_IMAGING"] = url
         self.env["AWS_DISABLE_HOST_PREFIX_INJECTION"] = "true"
@@ -197,22 +190,13 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
     def start_gateway(self, container_url: str, model_data_url: str, async_output: str | None = None) -> str:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        argv = [
-            sys.executable,
-            "-m",
-            "container.gateway.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--container-url",
+        argv = gateway_command(
+            port,
             container_url,
-            "--model-data-url",
             model_data_url,
-            "--models-dir",
-            str(self.work_dir / "models"),
-            "--log-level",
-            "WARNING",
-        ]
+            models_dir=self.work_dir / "models",
+            extra=["--log-level", "WARNING"],
+        )
         if async_output:
             argv += ["--async-output", async_output]
         self._start("sagemaker-local", argv, f"{url}/_local/health", url, 60)

@@ -6,10 +6,9 @@ Each phantom (random realistic acquisition: 0.6-0.95 mm pixels, 1-5 mm slices, 2
 tilt) is written as a NIfTI image and run through the bundle exactly as configured: ``preprocessing``
 (including
 ``LoadImaged``), ``inferer`` (sliding window 96^3, overlap 0.5), ``postprocessing`` (softmax, ``Invertd``
-back to
-the source grid, spleen-probability threshold, largest component; ``SaveImaged`` dropped). The prediction is compared with the ground-truth label on
-the
-source grid: Dice, and the spleen volume against the phantom's true volume.
+back to the source grid, spleen-probability threshold, largest component; ``SaveImaged`` dropped). The
+prediction is compared with the ground-truth label on the source grid: Dice, and the spleen volume against the
+phantom's true volume.
 Held-out seeds must not overlap the training seeds (checked against ``model/work/log.jsonl`` when present).
 """
 

@@ -36,6 +36,22 @@ from .settings import (
 logger = logging.getLogger(__name__)
 
 
+def serve_command(
+    port: int,
+    data_dir: str | Path,
+    *,
+    s3_endpoint_url: str | None = None,
+    host: str = "127.0.0.1",
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The argv that starts ``ahi-local serve`` in a child process with this interpreter (demo, tests)."""
+    argv = [sys.executable, "-m", "ahi_connector.local.cli", "serve", "--host", host, "--port", str(port)]
+    argv += ["--data-dir", str(data_dir)]
+    if s3_endpoint_url:
+        argv += ["--s3-endpoint-url", s3_endpoint_url]
+    return argv + list(extra)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ahi-local", description="Local AWS HealthImaging-compatible service"

@@ -27,6 +27,25 @@ def s3_client_factory(endpoint_url: str | None) -> Any:
     return factory
 
 
+def serve_command(
+    port: int,
+    container_url: str,
+    model_data_url: str | Path,
+    *,
+    models_dir: Path | None = None,
+    s3_endpoint_url: str | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The argv that starts ``sagemaker-local serve`` in a child process with this interpreter."""
+    argv = [sys.executable, "-m", "container.gateway.cli", "serve", "--port", str(port)]
+    argv += ["--container-url", container_url, "--model-data-url", str(model_data_url)]
+    if models_dir is not None:
+        argv += ["--models-dir", str(models_dir)]
+    if s3_endpoint_url:
+        argv += ["--s3-endpoint-url", s3_endpoint_url]
+    return argv + list(extra)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sagemaker-local", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)

@@ -28,6 +28,7 @@ import psutil
 import pytest
 from botocore.config import Config
 
+from container.gateway.cli import serve_command as gateway_command
 from tests.support.clients import REGION, ahi_client, s3_client
 from tests.support.importing import create_datastore, ensure_bucket, import_folder
 from tests.support.servers import DUMMY_AWS_ENV, free_port
@@ -160,21 +161,7 @@ def gateway(
     env: Mapping[str, str], container_url: str, model_data_url: str, s3_url: str, extra: Sequence[str] = ()
 ) -> Iterator[RunningProcess]:
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "container.gateway.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--container-url",
-        container_url,
-        "--model-data-url",
-        model_data_url,
-        "--s3-endpoint-url",
-        s3_url,
-        *extra,
-    ]
+    argv = gateway_command(port, container_url, model_data_url, s3_endpoint_url=s3_url, extra=extra)
     with running(argv, "/_local/health", f"http://127.0.0.1:{port}", env, "sagemaker-local", 60) as rp:
         yield rp
 

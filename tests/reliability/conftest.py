@@ -33,6 +33,8 @@ import botocore.exceptions
 import psutil
 import pytest
 
+from ahi_connector.local.cli import serve_command as ahi_local_command
+from container.gateway.cli import serve_command as gateway_command
 from tests.container.conftest import (
     ROOT,
     RunningProcess,
@@ -170,8 +172,7 @@ class AhiLocal(Service):
 
     def __init__(self, data_dir: Path, s3_url: str, env: dict[str, str]) -> None:
         def argv(port: int) -> list[str]:
-            return [sys.executable, "-m", "ahi_connector.local.cli", "serve", "--port", str(port),
-                    "--data-dir", str(data_dir), "--s3-endpoint-url", s3_url]  # fmt: skip
+            return ahi_local_command(port, data_dir, s3_endpoint_url=s3_url)
 
         super().__init__("ahi-local", argv, "/_local/health", env)
 
@@ -345,13 +346,10 @@ def _gateway_argv(
     container_url: str, models: Path, moto: str, models_dir: Path
 ) -> Callable[[int], list[str]]:
     def argv(port: int) -> list[str]:
-        return [
-            sys.executable, "-m", "container.gateway.cli", "serve", "--port", str(port),
-            "--container-url", container_url, "--model-data-url", str(models),
-            "--models-dir", str(models_dir),
-            "--s3-endpoint-url", moto, "--async-output", f"s3://{BUCKET}/async-out",
-            "--async-failure", f"s3://{BUCKET}/async-failed",
-        ]  # fmt: skip
+        return gateway_command(
+            port, container_url, models, models_dir=models_dir, s3_endpoint_url=moto,
+            extra=["--async-output", f"s3://{BUCKET}/async-out", "--async-failure", f"s3://{BUCKET}/async-failed"],
+        )  # fmt: skip
 
     return argv
 

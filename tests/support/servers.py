@@ -21,6 +21,8 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from ahi_connector.local.cli import serve_command
+
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60.0
@@ -133,20 +135,6 @@ def ahi_local_server(
     """
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = [
-        sys.executable,
-        "-m",
-        "ahi_connector.local.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        os.fspath(data_dir),
-    ]
-    if s3_endpoint_url:
-        argv += ["--s3-endpoint-url", s3_endpoint_url]
-    argv += list(extra_args)
+    argv = serve_command(port, data_dir, s3_endpoint_url=s3_endpoint_url, extra=extra_args)
     with _process(argv, f"{url}/_local/health", dict(env or {}), "ahi-local", timeout_s):
         yield url
