@@ -4,7 +4,9 @@
 - Keep-alive: one botocore client (urllib3 pool of ``max_pool_connections``) shared by every worker.
 - Retries: botocore retries each call (standard/adaptive mode); on top, a frame is retried with exponential
   backoff and jitter on the explicit ``RETRYABLE`` tuple (throttling, 5xx, connection errors, checksum
-  mismatch, corrupt bytes), at most ``RetryPolicy.max_attempts`` times, each logged at debug.
+  mismatch, corrupt bytes), at most ``RetryPolicy.max_attempts`` times, each logged at debug. A frame that
+  no decoder of the fallback chain can decode (or verify) is fetched once more; when the same bytes come back
+  the failure is deterministic and is raised at once instead of being retried.
 - Deadline: a job that is not done by its deadline raises ExportDeadlineError naming the outstanding frames;
   queued work is cancelled, running attempts stop at their next step. Never a hang.
 """
@@ -26,9 +28,9 @@ import numpy as np
 
 from .decoders import Codec, DecoderRegistry, FrameSpec, resolve_codec
 from .decoders.jpeg import to_rgb
+from .decoders.registry import FrameDecodeFailure
 from .errors import (
     AHICredentialsError,
-    AHIError,
     ExportDeadlineError,
     FrameChecksumError,
     FrameDecodeError,
@@ -69,11 +71,19 @@ class _RetryableClientError(Exception):
 
 
 class _ChecksumMismatch(Exception):
-    pass
+    """Decoded pixels do not match the metadata checksum; ``digest`` identifies the bytes."""
+
+    def __init__(self, message: str, digest: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.digest = digest
 
 
 class _CorruptFrame(Exception):
-    pass
+    """No decoder of the chain decoded the bytes (or reproduced the checksum); ``digest`` identifies them."""
+
+    def __init__(self, message: str, digest: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.digest = digest
 
 
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -232,6 +242,7 @@ class FrameFetcher:
     def _run_task(self, task: FrameTask, job: _Job) -> None:
         policy = self.retry
         last: BaseException | None = None
+        failed_digest: tuple[int, int] | None = None
         for attempt in range(1, policy.max_attempts + 1):
             if job.cancelled.is_set():
                 return
@@ -240,6 +251,11 @@ class FrameFetcher:
                 pixels, codec, backend = self._fetch_once(task)
             except RETRYABLE as exc:
                 last = exc
+                digest = getattr(exc, "digest", None)
+                if digest is not None and digest == failed_digest:
+                    # the same bytes failed again: a deterministic decode/verify failure, not a transfer fault
+                    raise self._final_error(task, last, attempt, deterministic=True) from None
+                failed_digest = digest if digest is not None else failed_digest
                 delay = policy.delay(attempt)
                 log.debug(
                     "%s: attempt %d/%d failed (%s: %s); retry in %.3f s",
@@ -267,17 +283,23 @@ class FrameFetcher:
         raise self._final_error(task, last, policy.max_attempts)
 
     @staticmethod
-    def _final_error(task: FrameTask, last: BaseException | None, attempts: int) -> FrameError:
+    def _final_error(
+        task: FrameTask, last: BaseException | None, attempts: int, deterministic: bool = False
+    ) -> FrameError:
         cause = last.__cause__ if isinstance(last, _RetryableClientError) and last.__cause__ else last
+        tries = (
+            f"on {attempts} attempts (the same bytes were served each time; not retried further)"
+            if deterministic
+            else f"on all {attempts} attempts"
+        )
         if isinstance(last, _ChecksumMismatch):
             err: FrameError = FrameChecksumError(
-                f"{task.ref.describe()}: {last} on all {attempts} attempts; the stored frame or its "
-                f"metadata checksum"
-                " is corrupt",
+                f"{task.ref.describe()}: {last} {tries}; the stored frame or its metadata checksum is "
+                "corrupt",
                 task.ref,
             )
         elif isinstance(last, _CorruptFrame):
-            err = FrameDecodeError(f"{task.ref.describe()}: {last} on all {attempts} attempts", task.ref)
+            err = FrameDecodeError(f"{task.ref.describe()}: {last} {tries}", task.ref)
         else:
             err = FrameFetchError(
                 f"{task.ref.describe()}: GetImageFrame failed {attempts} times; last error "
@@ -295,24 +317,17 @@ class FrameFetcher:
         except ValueError as exc:
             raise UnsupportedFrameFormatError(f"{ref.describe()}: {exc}", ref) from exc
         try:
-            backend = self.decoders.select(codec)
+            pixels, backend = self.decoders.decode_frame(codec, data, task.spec, task.checksum)
         except LookupError as exc:
             raise UnsupportedFrameFormatError(f"{ref.describe()}: {exc}", ref) from exc
-        try:
-            pixels = self.decoders.decode(codec, data, task.spec)
-        except AHIError:
-            raise
-        except Exception as exc:  # decoder libraries raise their own types; treated as corrupt bytes, retried
-            raise _CorruptFrame(
-                f"{backend.name} could not decode {len(data)} {codec.value} bytes: {exc}"
-            ) from exc
-        if task.checksum is not None:
-            crc = zlib.crc32(pixels) & 0xFFFFFFFF
-            if crc != task.checksum:
-                raise _ChecksumMismatch(f"CRC32 of decoded pixels {crc} != metadata checksum {task.checksum}")
+        except FrameDecodeFailure as exc:  # every backend failed: corrupt in transit (retried) or for good
+            digest = (zlib.crc32(data), len(data))
+            if exc.checksum_only:
+                raise _ChecksumMismatch(f"{len(data)} {codec.value} bytes: {exc}", digest) from exc
+            raise _CorruptFrame(f"could not decode {len(data)} {codec.value} bytes: {exc}", digest) from exc
         if codec is Codec.JPEG and task.spec.is_ybr:
             pixels = to_rgb(pixels, task.spec)
-        return pixels, codec, backend.name
+        return pixels, codec, backend
 
     def _get_frame_bytes(self, ref: FrameRef) -> tuple[bytes, str | None]:
         try:

@@ -101,10 +101,10 @@ class InstanceInfo:
                 "(0028,0011) Columns; its frames cannot be laid out"
             )
         bits_allocated = as_int(d.get("BitsAllocated"), 16) or 16
-        if bits_allocated not in (8, 16, 32):
+        if bits_allocated not in (1, 8, 16, 32):
             raise UnsupportedFrameFormatError(
                 f"instance {self.sop_instance_uid} (series {self.series_uid}) has (0028,0100) Bits Allocated "
-                f"{bits_allocated}; the connector exports 8, 16 or 32-bit integer pixels only"
+                f"{bits_allocated}; the connector exports 1, 8, 16 or 32-bit integer pixels only"
             )
         return FrameSpec(
             rows=rows,

@@ -35,9 +35,12 @@ class FrameSpec:
 
     @property
     def dtype(self) -> np.dtype:
+        """Sample dtype of a decoded frame; 1-bit frames are served and decoded one sample per byte."""
+        if self.bits_allocated == 1:
+            return np.dtype("u1")
         if self.bits_allocated not in (8, 16, 32):
             raise ValueError(
-                f"(0028,0100) Bits Allocated {self.bits_allocated} is not supported (8, 16 or 32)"
+                f"(0028,0100) Bits Allocated {self.bits_allocated} is not supported (1, 8, 16 or 32)"
             )
         kind = "i" if self.pixel_representation == 1 else "u"
         return np.dtype(f"<{kind}{self.bits_allocated // 8}")
@@ -50,7 +53,7 @@ class FrameSpec:
 
     @property
     def nbytes(self) -> int:
-        return self.rows * self.columns * self.samples_per_pixel * (self.bits_allocated // 8)
+        return self.rows * self.columns * self.samples_per_pixel * self.dtype.itemsize
 
 
 class DecoderBackend:
