@@ -95,8 +95,13 @@ def _binary(value: Any, where: str) -> bytes:
 
 _INT_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV"})
 _FLOAT_VRS = frozenset({"FL", "FD"})
-_NON_FINITE = {"nan": float("nan"), "infinity": float("inf"), "-infinity": float("-inf"), "inf": float("inf"),
-               "-inf": float("-inf")}
+_NON_FINITE = {
+    "nan": float("nan"),
+    "infinity": float("inf"),
+    "-infinity": float("-inf"),
+    "inf": float("inf"),
+    "-inf": float("-inf"),
+}
 
 
 def is_empty(value: Any) -> bool:

@@ -299,7 +299,9 @@ class FrameFetcher:
                 task.ref,
             )
         elif isinstance(last, _CorruptFrame):
-            err = FrameDecodeError(f"{task.ref.describe()}: {last} {tries}", task.ref)
+            err = FrameDecodeError(f"{task.ref.describe()}: (7FE0,0010) Pixel Data: {last} {tries}", task.ref)
+            if deterministic:  # the stored frame itself cannot be decoded: bad data in the image set
+                err.http_status = 422
         else:
             err = FrameFetchError(
                 f"{task.ref.describe()}: GetImageFrame failed {attempts} times; last error "

@@ -29,12 +29,24 @@ ensure_java() {
   fi
 }
 
+ensure_dicom3tools() {
+  # dciodvfy (Debian package dicom3tools) checks every SEG the product writes (tests/conformance); dev only.
+  if [ -z "$EXTRA" ] || command -v dciodvfy >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing dicom3tools (dciodvfy) for the DICOM SEG conformance tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dicom3tools >/dev/null
+  else
+    log "WARNING: no dciodvfy on PATH; the SEG conformance tests skip (apt-get install dicom3tools as root)"
+  fi
+}
+
 stamp_of() {
   cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/devstack/pyproject.toml" "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
   echo "$TORCH_VERSION $TORCH_INDEX_URL $EXTRA"
 }
 
 ensure_java
+ensure_dicom3tools
 STAMP="$VENV/.install-stamp"
 WANT="$(stamp_of)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$VENV/bin/python" ]; then

@@ -84,6 +84,13 @@ def base(sop_class: str = "1.2.840.10008.5.1.4.1.1.7", series: str | None = None
     ds.SeriesInstanceUID = series or generate_uid()
     ds.PatientID = "EDGE"
     ds.PatientName = "Edge^Case"
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.StudyDate, ds.StudyTime, ds.StudyID = "20240229", "120000", "1"
+    ds.ReferringPhysicianName = ""
+    ds.AccessionNumber = ""
+    ds.SeriesNumber, ds.InstanceNumber = "1", "1"
+    ds.Manufacturer = "edge-cases"
     ds.Modality = "OT"
     return ds
 
@@ -268,6 +275,11 @@ def enhanced(kind: str) -> Dataset:
     index.FunctionalGroupPointer = 0x00209111
     ds.DimensionIndexSequence = Sequence([index])
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.FrameOfReferenceUID = STUDY_UID + ".1"
+    ds.PositionReferenceIndicator = ""
+    ds.ContentDate, ds.ContentTime = "20240229", "120000"
+    ds.AcquisitionDateTime = "20240229120000"
+    ds.PatientPosition = "HFS"
     return ds
 
 
