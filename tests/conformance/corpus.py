@@ -66,6 +66,8 @@ def _norm(vr: str, value: Any) -> Any:
     """A value in a form where equality means 'the same DICOM value' (DS/IS by their original strings)."""
     if isinstance(value, (list, MultiValue, tuple)):
         items = [_norm(vr, v) for v in value]
+        if not items:
+            return None
         return items[0] if len(items) == 1 else items
     if value is None or value == "" or value == b"":
         return None
