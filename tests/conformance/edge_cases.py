@@ -349,8 +349,8 @@ def cases() -> dict[str, tuple[Dataset, str, Callable[[Dataset], None] | None]]:
         "enhanced_ct": (enhanced("ct"), ExplicitVRLittleEndian, None),
         "enhanced_mr": (enhanced("mr"), ExplicitVRLittleEndian, None),
         "enhanced_ct_j2k": (enhanced("ct"), ExplicitVRLittleEndian, compress(JPEG2000Lossless)),
-        # pydicom 3.0 cannot split 1-bit frames that end inside a byte, so multi-frame cases are byte aligned
         "one_bit_multiframe": (one_bit(6, 8, 3), ExplicitVRLittleEndian, None),
+        "one_bit_frames_share_bytes": (one_bit(5, 7, 3), ExplicitVRLittleEndian, None),
         "one_bit_implicit": (one_bit(6, 8, 2), ImplicitVRLittleEndian, None),
         "one_bit_odd_size": (one_bit(5, 7, 1), ExplicitVRLittleEndian, None),
         "ybr_full_native": (colour("YBR_FULL"), ExplicitVRLittleEndian, None),
