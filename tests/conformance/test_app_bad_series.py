@@ -26,6 +26,7 @@ from devstack.clients import ahi_client, s3_client
 from devstack.importing import create_datastore, import_folder
 from model import SOURCE_BUNDLE_DIR
 from tests.conformance.edge_cases import base, mono
+from tests.support.ahi_metadata import update_instance_attributes
 
 BAD_VALUE = "thick"
 
@@ -71,17 +72,7 @@ def bad_study(ahi_local: str, moto_s3: str, tmp_path_factory: pytest.TempPathFac
         for uid in doc.series_uids():
             image_set_of[uid] = image_set_id
     bad = image_set_of[sc_series]
-    updates = {
-        "SchemaVersion": "1.1",
-        "Study": {"Series": {sc_series: {"Instances": {sops[1]: {"DICOM": {"SliceThickness": BAD_VALUE}}}}}},
-    }
-    version = ahi.get_image_set(datastoreId=datastore_id, imageSetId=bad)["versionId"]
-    ahi.update_image_set_metadata(
-        datastoreId=datastore_id,
-        imageSetId=bad,
-        latestVersionId=version,
-        updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": json.dumps(updates).encode()}},
-    )
+    update_instance_attributes(ahi, datastore_id, bad, sc_series, sops[1], {"SliceThickness": BAD_VALUE})
     return BadStudy(
         datastore_id,
         str(first.StudyInstanceUID),
