@@ -299,9 +299,9 @@ class FrameFetcher:
                 task.ref,
             )
         elif isinstance(last, _CorruptFrame):
+            # 502 even when deterministic: the service accepted the frame at import, so bytes it serves that
+            # no decoder reads are an upstream fault, not the caller's data
             err = FrameDecodeError(f"{task.ref.describe()}: (7FE0,0010) Pixel Data: {last} {tries}", task.ref)
-            if deterministic:  # the stored frame itself cannot be decoded: bad data in the image set
-                err.http_status = 422
         else:
             err = FrameFetchError(
                 f"{task.ref.describe()}: GetImageFrame failed {attempts} times; last error "
