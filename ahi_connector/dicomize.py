@@ -246,6 +246,10 @@ def set_pixel_data(ds: Dataset, pixels: np.ndarray, codec: Codec | None) -> None
         ds.add(DataElement(0x7FE00010, "OB", data))
         return
     data = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes()
+    if pixels.dtype.kind == "f":  # Float (OF) / Double Float (OD) Pixel Data
+        double = pixels.dtype.itemsize == 8
+        ds.add(DataElement(0x7FE00009 if double else 0x7FE00008, "OD" if double else "OF", data))
+        return
     if len(data) % 2:
         data += b"\0"
     bits = pixels.dtype.itemsize * 8

@@ -28,6 +28,7 @@ class FrameSpec:
     bits_stored: int = 16
     pixel_representation: int = 0  # 0 unsigned, 1 two's complement
     photometric: str = "MONOCHROME2"
+    floating: bool = False  # Float (32-bit) / Double Float (64-bit) Pixel Data
 
     @property
     def is_ybr(self) -> bool:
@@ -38,6 +39,8 @@ class FrameSpec:
         """Sample dtype of a decoded frame; 1-bit frames are served and decoded one sample per byte."""
         if self.bits_allocated == 1:
             return np.dtype("u1")
+        if self.floating:
+            return np.dtype(f"<f{self.bits_allocated // 8}")
         if self.bits_allocated not in (8, 16, 32):
             raise ValueError(
                 f"(0028,0100) Bits Allocated {self.bits_allocated} is not supported (1, 8, 16 or 32)"
@@ -100,7 +103,11 @@ def normalize(decoded: np.ndarray, spec: FrameSpec) -> np.ndarray:
             raise ValueError(f"decoded frame has shape {arr.shape}, the metadata says {want}")
     dtype = spec.dtype
     if arr.dtype != dtype:
-        if arr.dtype.kind not in "iub":
+        if arr.dtype.kind == "f" or dtype.kind == "f":
+            if arr.dtype.kind != dtype.kind or arr.dtype.itemsize != dtype.itemsize:
+                raise ValueError(f"decoded frame has dtype {arr.dtype}, expected {dtype}")
+            arr = arr.astype(dtype, copy=False)
+        elif arr.dtype.kind not in "iub":
             raise ValueError(f"decoded frame has dtype {arr.dtype}, expected integer {dtype}")
         if arr.dtype.itemsize == dtype.itemsize:
             arr = arr.view(dtype)

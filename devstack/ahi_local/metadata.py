@@ -84,8 +84,8 @@ class FrameInfo:
         return {
             "ID": self.frame_id,
             "FrameSizeInBytes": self.size,
-            "MinPixelValue": self.min_value,
-            "MaxPixelValue": self.max_value,
+            "MinPixelValue": _number(self.min_value),  # float pixel data may hold NaN / Infinity
+            "MaxPixelValue": _number(self.max_value),
             "PixelDataChecksumFromBaseToFullResolution": [
                 {"Width": self.width, "Height": self.height, "Checksum": self.checksum}
             ],

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.charset import python_encoding
+from pydicom.charset import convert_encodings, decode_bytes, encode_string, python_encoding
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -207,17 +207,34 @@ CHARSET_SAMPLES = [
 ]
 
 
+# A name in the repertoire each set exists for (others: the first of CHARSET_SAMPLES the set can spell).
+PREFERRED = {
+    "ISO_IR 13": "ﾔﾏﾀﾞ^ﾀﾛｳ",
+    "ISO 2022 IR 13": "ﾔﾏﾀﾞ^ﾀﾛｳ",
+    "ISO 2022 IR 87": "山田^太郎",
+    "ISO 2022 IR 149": "김^민준",
+    "ISO 2022 IR 58": "王^小明",
+    "ISO 2022 58": "王^小明",
+    "GB18030": "王^小明",
+    "GBK": "王^小明",
+    "ISO 2022 GBK": "王^小明",
+    "ISO_IR 192": "山田^Zoë=김",
+}
+ASCII_ONLY = ("", "ISO_IR 6", "ISO 2022 IR 6")  # pydicom reads these as Latin-1; keep them to ASCII
+
+
 def charset_cases() -> dict[str, Dataset]:
-    """One instance per Specific Character Set pydicom supports, with a name only that set can spell."""
+    """One instance per Specific Character Set pydicom supports, with a name in that set's repertoire."""
     out = {}
     series = generate_uid()
     for term in sorted(python_encoding):
-        encoding = python_encoding[term]
-        name = next((s for s in CHARSET_SAMPLES if _encodes(s, encoding)), "Plain^Ascii")
+        terms = ["", term] if term.startswith("ISO 2022") and term != "ISO 2022 IR 6" else [term]
+        candidates = ([PREFERRED[term]] if term in PREFERRED else []) + CHARSET_SAMPLES
+        name = next((s for s in candidates if _encodes(s, terms)), "Plain^Ascii")
+        if term in ASCII_ONLY:
+            name = "Plain^Ascii"
         ds = base(series=series)
-        ds.SpecificCharacterSet = (
-            ["", term] if term.startswith("ISO 2022") and term != "ISO 2022 IR 6" else term
-        )
+        ds.SpecificCharacterSet = terms if len(terms) > 1 else term
         if term == "":
             del ds.SpecificCharacterSet
         ds.PatientName = name
@@ -228,14 +245,26 @@ def charset_cases() -> dict[str, Dataset]:
     return out
 
 
-def _encodes(text: str, encoding: str) -> bool:
-    if encoding in ("iso_ir_6", "ascii"):
+def _encodes(text: str, terms: list[str]) -> bool:
+    """Whether the named set can spell ``text`` and pydicom writes it exactly (no replacement characters)."""
+    if text.isascii():
         return False
     try:
-        text.encode(encoding)
-    except (UnicodeEncodeError, LookupError):
+        text.encode(python_encoding[terms[-1]])
+    except (UnicodeError, LookupError):
         return False
-    return True
+    encodings = convert_encodings(terms)
+    mode = pydicom.config.settings.writing_validation_mode
+    pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            encoded = encode_string(text, encodings)
+        return decode_bytes(encoded, encodings, set()) == text
+    except (UserWarning, UnicodeError, LookupError, ValueError):
+        return False
+    finally:
+        pydicom.config.settings.writing_validation_mode = mode
 
 
 def enhanced(kind: str) -> Dataset:
@@ -307,6 +336,24 @@ def colour(photometric: str, planar: int = 0) -> Dataset:
     return ds
 
 
+def float_pixels(double: bool) -> Dataset:
+    """Float / Double Float Pixel Data (e.g. a parametric map) holding NaN and -Infinity samples."""
+    ds = base("1.2.840.10008.5.1.4.1.1.30")
+    rows, cols, frames = 4, 6, 2
+    arr = (np.arange(frames * rows * cols, dtype="<f8" if double else "<f4") / 7 - 1).reshape(
+        frames, rows, cols
+    )
+    arr[0, 0, 0], arr[1, 2, 3] = np.nan, -np.inf
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, cols, frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = 64 if double else 32
+    if double:
+        ds.DoubleFloatPixelData = arr.tobytes()
+    else:
+        ds.FloatPixelData = arr.tobytes()
+    return ds
+
+
 def non_finite() -> Dataset:
     ds = base()
     mono(ds)
@@ -360,6 +407,8 @@ def cases() -> dict[str, tuple[Dataset, str, Callable[[Dataset], None] | None]]:
         "ybr_rct_j2k": (colour("RGB"), ExplicitVRLittleEndian, compress_then(JPEG2000Lossless, "YBR_RCT")),
         "rgb_jpegls": (colour("RGB"), ExplicitVRLittleEndian, compress(JPEGLSLossless)),
         "non_finite_floats": (non_finite(), ExplicitVRLittleEndian, None),
+        "float_pixel_data": (float_pixels(double=False), ExplicitVRLittleEndian, None),
+        "double_float_pixel_data": (float_pixels(double=True), ExplicitVRLittleEndian, None),
     }
     for name, ds in charset_cases().items():
         out[name] = (ds, ExplicitVRLittleEndian, None)
