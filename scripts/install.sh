@@ -5,6 +5,9 @@
 #   VENV=/opt/venv TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 scripts/install.sh
 #                                 (Dockerfile: GPU torch build matching the base image)
 #
+# Versions come from the hashed lock files (requirements.lock, or requirements-dev.lock with the dev extra; made
+# by `make lock` = scripts/lock.sh from requirements.txt and pyproject.toml), so a laptop, CI and the image get
+# the same packages. torch is not in the locks: it is installed first, pinned, from the index that fits.
 # Idempotent: a stamp file records the hash of the pins; re-running with unchanged pins is a no-op.
 set -euo pipefail
 
@@ -30,9 +33,15 @@ ensure_java() {
 }
 
 stamp_of() {
-  cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
+  cat "$ROOT/requirements.txt" "$ROOT/$LOCK" "$ROOT/pyproject.toml" "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
   echo "$TORCH_VERSION $TORCH_INDEX_URL $EXTRA"
 }
+
+case "$EXTRA" in
+  "") LOCK=requirements.lock ;;
+  dev) LOCK=requirements-dev.lock ;;
+  *) log "INSTALL_EXTRA must be 'dev' or empty (there is one lock file for each), not '$EXTRA'"; exit 2 ;;
+esac
 
 ensure_java
 STAMP="$VENV/.install-stamp"
@@ -47,7 +56,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install --upgrade pip >/dev/null
 
 # torch first, pinned, so nothing later can pull an unpinned (multi-GB CUDA) build.
 if [ -n "$TORCH_INDEX_URL" ]; then
@@ -56,11 +64,14 @@ else
   "${PIP[@]}" install "torch==$TORCH_VERSION"
 fi
 
-# Everything else in ONE command (setuptools<82 must be resolved together with sagemaker-inference),
-# with torch held at the version just installed.
-SPEC="$ROOT"
-[ -n "$EXTRA" ] && SPEC="$ROOT[$EXTRA]"
-"${PIP[@]}" install "torch==$TORCH_VERSION" -r "$ROOT/requirements.txt" -e "$SPEC"
-"${PIP[@]}" check >&2 || log "WARNING: pip check reported conflicts"
+# Everything else exactly as locked: every file checked against its sha256, no dependency resolution (the lock is
+# the resolution; it holds pip and setuptools too), then the project itself without dependencies.
+log "installing $LOCK"
+"${PIP[@]}" install --require-hashes --no-deps -r "$ROOT/$LOCK"
+"${PIP[@]}" install --no-deps --no-build-isolation -e "$ROOT"
+if ! "${PIP[@]}" check >&2; then
+  log "pip check failed: $LOCK and torch==$TORCH_VERSION do not fit together; regenerate with 'make lock'"
+  exit 1
+fi
 echo "$WANT" > "$STAMP"
 log "ready: $VENV"
