@@ -20,6 +20,7 @@ STAGE_INFERENCE = "inference"
 STAGE_MASK = "mask"
 STAGE_SEG_WRITE = "seg_write"
 STAGE_STL = "stl"
+STAGE_PREVIEW = "preview"
 STAGE_REPORT = "report"
 STAGES = (
     STAGE_FETCH,
@@ -29,6 +30,7 @@ STAGES = (
     STAGE_MASK,
     STAGE_SEG_WRITE,
     STAGE_STL,
+    STAGE_PREVIEW,
     STAGE_REPORT,
 )
 

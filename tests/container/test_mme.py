@@ -297,6 +297,8 @@ def test_invoke_endpoint_writes_seg_to_s3_and_inline(stack):
     assert report["seg"]["path"] == seg["s3Uri"]
     assert result["spleenVolumeMl"] == report["spleen"]["volumeMl"]
     assert s3_bytes(stack["moto"], result["stlS3Uri"])[:5] != b""
+    assert result["previewS3Uri"] == prefix + "preview.png" == report["previewPath"]
+    assert s3_bytes(stack["moto"], result["previewS3Uri"])[:8] == b"\x89PNG\r\n\x1a\n"
     assert list(stack["work"].iterdir()) == []  # per-request working directories are removed
 
 
