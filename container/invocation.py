@@ -1,8 +1,8 @@
 """Run one validated invocation with ``app.service.SpleenSegService`` and build the response (no MMS here).
 
-Shared by the MME container's ``ModelHandler`` and ``model/code/inference.py`` (SageMaker's prebuilt PyTorch
-container): each input runs in its own temporary working directory (removed afterwards, so concurrent requests
-never share files), its SEG/STL/preview/report go to
+Shared by the MME container's ``ModelHandler`` and ``container/prebuilt/inference.py`` (SageMaker's prebuilt
+PyTorch container): each input runs in its own temporary working directory (removed afterwards, so concurrent
+requests never share files), its SEG/STL/preview/report go to
 ``s3://<output prefix>/<request id>/<NN>-<image set or study>/``, the SEG bytes are returned inline only when
 asked and when they fit the 6 MB real-time response limit, and the SEG is imported back into AHI only when
 ``output.writeBackToAHI`` asks for it.

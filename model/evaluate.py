@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from model.bundle import SOURCE_BUNDLE_DIR, LoadedBundle, load_bundle
+from app.bundle import LoadedBundle, load_bundle
+from model import SOURCE_BUNDLE_DIR
 from model.phantoms import Phantom, generate_phantom, write_image_nifti
 from model.train import TrainConfig, parse_seeds
 

@@ -33,7 +33,8 @@ ensure_java() {
 }
 
 stamp_of() {
-  cat "$ROOT/requirements.txt" "$ROOT/$LOCK" "$ROOT/pyproject.toml" "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
+  cat "$ROOT/requirements.txt" "$ROOT/$LOCK" "$ROOT/pyproject.toml" "$ROOT/devstack/pyproject.toml" \
+    "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
   echo "$TORCH_VERSION $TORCH_INDEX_URL $EXTRA"
 }
 
@@ -65,10 +66,13 @@ else
 fi
 
 # Everything else exactly as locked: every file checked against its sha256, no dependency resolution (the lock is
-# the resolution; it holds pip and setuptools too), then the project itself without dependencies.
+# the resolution; it holds pip and setuptools too), then the project itself without dependencies; the dev extra
+# also installs devstack/ (the local AWS doubles: its own distribution, never in the image).
 log "installing $LOCK"
 "${PIP[@]}" install --require-hashes --no-deps -r "$ROOT/$LOCK"
-"${PIP[@]}" install --no-deps --no-build-isolation -e "$ROOT"
+SPEC=(-e "$ROOT")
+[ -n "$EXTRA" ] && SPEC+=(-e "$ROOT/devstack")
+"${PIP[@]}" install --no-deps --no-build-isolation "${SPEC[@]}"
 if ! "${PIP[@]}" check >&2; then
   log "pip check failed: $LOCK and torch==$TORCH_VERSION do not fit together; regenerate with 'make lock'"
   exit 1
