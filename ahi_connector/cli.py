@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _preview_renderer() -> Any:
-    """:func:`app.preview.render_preview`, or a clear error when matplotlib (or the app package) is missing."""
+    """:func:`app.preview.render_preview`, or a clear error when matplotlib or the app package is missing."""
     try:
         import matplotlib  # noqa: F401
 
@@ -66,7 +66,7 @@ def _preview_renderer() -> Any:
 
 
 def _write_preview(render: Any, vol: Any, output: Path) -> Path | None:
-    """The series picture of a rescaled (HU) volume, or None (logged) when the volume is not a 3-D grey stack."""
+    """The picture of a rescaled (HU) volume, or None (logged) when the volume is not a 3-D grey stack."""
     if vol.array.ndim != 3:
         log.warning("no preview for series %s: %d-D (colour?) volume", vol.series_uid, vol.array.ndim)
         return None

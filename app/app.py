@@ -7,7 +7,8 @@ Operator graph (``source port -> target port``)::
                                                       spleen_preview
     series_to_volume    image                      -> spleen_bundle_inference, spleen_mask, spleen_preview
     spleen_bundle_inf.  pred                       -> spleen_mask       pred
-    spleen_mask         spleen_mask                -> seg_writer (seg_image), report, spleen_stl, spleen_preview
+    spleen_mask         spleen_mask                -> seg_writer (seg_image), report, spleen_stl,
+                                                      spleen_preview
     seg_writer          seg_path                   -> report            seg_path
     spleen_preview      preview_path               -> report            preview_path
     spleen_stl          stl_path                   -> report            stl_path      (only when STL is on)

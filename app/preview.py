@@ -2,13 +2,15 @@
 
 :func:`render_preview` draws the three orthogonal planes through the spleen's centre (through the volume's
 centre when there is no mask), the CT in a soft-tissue window (W 400 / L 40 HU), the mask's outline in
-:data:`OUTLINE_RGB`, orientation letters on every edge, a scale bar, a frame around each view's field of view and a caption (the caller's lines: volume,
-model, series). An empty mask gives the same views through the volume's centre under a "No spleen found" banner
-in :data:`BANNER_RGB`, so an empty result is never mistaken for a missing picture.
+:data:`OUTLINE_RGB`, orientation letters on every edge, a scale bar, a frame around each view's field of
+view and a caption (the caller's lines: volume, model, series). An empty mask gives the same views through
+the volume's centre under a "No spleen found" banner in :data:`BANNER_RGB`, so an empty result is never
+mistaken for a missing picture.
 
 Orientation follows the radiological convention of clinical viewers: the axial view is seen from the feet,
-patient left on the image's right and anterior up; the coronal view is seen from the front (patient left on
-the right, superior up); the sagittal view is seen from the patient's left (anterior on the left, superior up).
+patient left on the image's right and anterior up; the coronal view is seen from the front (patient left
+on the right, superior up); the sagittal view is seen from the patient's left (anterior on the left,
+superior up).
 The array is first turned to the patient axes with :func:`to_patient_axes`, which uses the series affine
 (``affine[:3, :3]`` columns = LPS steps of the array axes, as :mod:`ahi_connector.geometry` computes it), so
 head-first, feet-first and prone series all come out the same way up. An oblique (tilted) series is shown on
@@ -191,14 +193,28 @@ def render_preview(
         bar = _scale_bar_mm(width)
         ax.add_artist(
             AnchoredSizeBar(
-                ax.transData, bar, f"{bar} mm", loc="lower right", color=LETTER_RGB, frameon=False,
-                size_vertical=max(height / 150, dr / 2), pad=0.4, fontproperties={"size": 9},
+                ax.transData,
+                bar,
+                f"{bar} mm",
+                loc="lower right",
+                color=LETTER_RGB,
+                frameon=False,
+                size_vertical=max(height / 150, dr / 2),
+                pad=0.4,
+                fontproperties={"size": 9},
             )
         )
     if no_spleen:
         fig.text(
-            0.5, 0.5, NO_SPLEEN_TEXT, ha="center", va="center", fontsize=30, fontweight="bold",
-            color=BANNER_RGB, bbox={"facecolor": "black", "alpha": 0.7, "edgecolor": BANNER_RGB},
+            0.5,
+            0.5,
+            NO_SPLEEN_TEXT,
+            ha="center",
+            va="center",
+            fontsize=30,
+            fontweight="bold",
+            color=BANNER_RGB,
+            bbox={"facecolor": "black", "alpha": 0.7, "edgecolor": BANNER_RGB},
         )
     lines = list(caption) + [f"CT window W {WINDOW_WIDTH:g} / L {WINDOW_LEVEL:g} HU"]
     fig.text(0.5, 0.015, "\n".join(lines), ha="center", va="bottom", color="white", fontsize=10)

@@ -131,8 +131,8 @@ class SpleenSegService:
         request: SegRequest | Mapping[str, Any] | str | bytes | os.PathLike[str],
         work_dir: str | os.PathLike[str],
     ) -> SegResult:
-        """Segment the request's CT series; write SEG (``seg/``), STL (``stl/spleen.stl``), ``preview.png`` and
-        ``report.json`` under ``work_dir`` (created; its ``seg/`` folder must not already hold a SEG)."""
+        """Segment the request's CT series; write SEG (``seg/``), STL (``stl/spleen.stl``), ``preview.png``
+        and ``report.json`` under ``work_dir`` (created; its ``seg/`` folder must not already hold a SEG)."""
         req = coerce_request(request)
         output_dir = Path(work_dir)
         if any((output_dir / "seg").glob("*.dcm")):

@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from container.metrics import emit_input_metrics
 from container.payload import Invocation, S3Location, WriteBack
 
 logger = logging.getLogger(__name__)
@@ -276,6 +277,7 @@ def run_invocation(
             entry["status"],
             entry["seconds"],
         )
+        emit_input_metrics(request_id, entry)  # one CloudWatch EMF line per input
         results.append(entry)
     body: dict[str, Any] = {"requestId": request_id, "results": results}
     if first_error is None:

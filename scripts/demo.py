@@ -9,7 +9,8 @@
    the SEG was imported into), save the result's ``preview.png`` (axial/coronal/sagittal views with the spleen
    outline) locally and print its path, then stop everything it started (also on Ctrl-C or an error).
 
-Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 3] [--preview-out PNG] [--keep-logs]``
+Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 3] [--preview-out PNG]
+[--keep-logs]``
 """
 
 from __future__ import annotations

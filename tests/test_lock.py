@@ -8,10 +8,10 @@ silently not be installed. These checks fail in that case, and when a lock pin f
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version

@@ -94,6 +94,7 @@ def build_report(
         },
         "stlPath": stl_path or None,
         "previewPath": preview_path or None,
+        "fetch": record.fetch_summary(),
         "timingsSeconds": record.timings_ordered(),
     }
 

@@ -1,8 +1,9 @@
 """SpleenPreviewOperator: ``preview.png``, the three orthogonal views of the CT with the spleen outline.
 
 The picture is drawn by :func:`app.preview.render_preview` (see there for layout and orientation); this
-operator gives it the CT, the mask and the series affine (:func:`~app.operators.spleen_stl_operator.series_affine`,
-the same placement as the STL), and a caption with the spleen volume, the model and the series.
+operator gives it the CT, the mask and the series affine
+(:func:`~app.operators.spleen_stl_operator.series_affine`, the same placement as the STL), and a caption
+with the spleen volume, the model and the series.
 
 Named inputs:
     image: the source CT ``Image`` (DHW, HU) from DICOMSeriesToVolumeOperator.

@@ -69,7 +69,8 @@ def image_positions(panel: np.ndarray) -> dict[str, tuple[float, float]]:
 def truth_positions(
     hu: np.ndarray, label: np.ndarray, affine_lps: np.ndarray, slab_mm: float
 ) -> dict[str, dict[str, tuple[float, float]]]:
-    """Expected fractions per panel from ``[slice, row, col]`` arrays and their (col, row, slice) -> LPS affine:
+    """Expected fractions per panel from ``[slice, row, col]`` arrays and their (col, row, slice) -> LPS
+    affine:
     centres of the label and of bone (in the ``slab_mm`` slab of each plane through the label's centre), as
     fractions of the field of view's extent (voxel edges) along each panel's column and row directions."""
     k, j, i = np.indices(hu.shape).reshape(3, -1)
@@ -117,6 +118,8 @@ def check_preview_orientation(
             if got is None:
                 problems.append(f"{name}: no {what} pixels")
             elif abs(got[0] - fc) > tol or abs(got[1] - fr) > tol:
-                problems.append(f"{name} {what} at (col, row) {got[0]:.3f}, {got[1]:.3f}; expected {fc:.3f}, {fr:.3f}")
+                problems.append(
+                    f"{name} {what} at (col, row) {got[0]:.3f}, {got[1]:.3f}; expected {fc:.3f}, {fr:.3f}"
+                )
     assert not problems, "; ".join(problems)
     return measured

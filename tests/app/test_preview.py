@@ -52,7 +52,11 @@ def test_left_sided_spleen_appears_on_the_image_right_in_every_patient_position(
     hu, affine, order = _dicom_volume(paths)
     png = render_preview(hu, affine, tmp_path / "preview.png", mask=phantom.label[order], caption=["test"])
     measured = check_preview_orientation(
-        png, phantom.hu, phantom.label, phantom.geometry.affine_lps(), slab_mm=max(SPACING),
+        png,
+        phantom.hu,
+        phantom.label,
+        phantom.geometry.affine_lps(),
+        slab_mm=max(SPACING),
         checked=("outline",) if tilt else ("outline", "bone"),
     )
     # The radiological convention in words: the left-sided spleen on the axial image's right half, the
@@ -62,13 +66,17 @@ def test_left_sided_spleen_appears_on_the_image_right_in_every_patient_position(
     assert measured["coronal"]["outline"][0] > 0.5
 
 
-def test_empty_mask_gives_the_no_spleen_banner_and_no_mask_gives_a_plain_series_picture(tmp_path: Path) -> None:
+def test_empty_mask_gives_the_no_spleen_banner_and_no_mask_gives_a_plain_series_picture(
+    tmp_path: Path,
+) -> None:
     from model.phantoms import generate_phantom
 
     phantom = generate_phantom(4, shape=SHAPE, spacing=SPACING, patient_position="HFS", tilt_deg=0.0)
     g = phantom.geometry.affine_lps()
     affine = np.column_stack([g[:, 2], g[:, 1], g[:, 0], g[:, 3]])  # (slice, row, col) indices
-    empty = read_rgb(render_preview(phantom.hu, affine, tmp_path / "e.png", mask=np.zeros_like(phantom.label)))
+    empty = read_rgb(
+        render_preview(phantom.hu, affine, tmp_path / "e.png", mask=np.zeros_like(phantom.label))
+    )
     plain = read_rgb(render_preview(phantom.hu, affine, tmp_path / "p.png"))
     assert banner_pixels(empty).sum() > 2000 and not outline_pixels(empty).any()
     assert banner_pixels(plain).sum() == 0 and not outline_pixels(plain).any()
