@@ -16,7 +16,8 @@ Metrics (namespace :data:`NAMESPACE`, overridable with ``SPLEEN_METRICS_NAMESPAC
   botocore's retried attempts);
 - ``SpleenVolumeMl`` (None: CloudWatch has no volume unit).
 
-Dimension sets: ``[Service]``, ``[Service, Outcome]`` and ``[Service, VolumeBucket]``, with ``Outcome`` one of
+Dimension sets: ``[Service]``, ``[Service, Outcome]`` and ``[Service, VolumeBucket]``, with ``Service`` the
+endpoint's name (``SPLEEN_METRICS_SERVICE``, set by ``ahi-spleen deploy-*``), ``Outcome`` one of
 ``succeeded`` / ``client_error`` (4xx) / ``server_error`` (5xx) and ``VolumeBucket`` from
 :func:`volume_bucket`. The request ID, input index, error type and model travel as plain properties
 (searchable in Logs Insights, no metric cardinality). Set ``SPLEEN_METRICS=off`` to stop the lines.
@@ -43,6 +44,12 @@ VOLUME_BUCKETS = ((150.0, "lt150mL"), (300.0, "150to300mL"), (500.0, "300to500mL
 
 def namespace() -> str:
     return os.environ.get("SPLEEN_METRICS_NAMESPACE") or NAMESPACE
+
+
+def service() -> str:
+    """The ``Service`` dimension: ``SPLEEN_METRICS_SERVICE`` (``ahi-spleen deploy-*`` sets the endpoint's
+    name) or :data:`SERVICE`."""
+    return os.environ.get("SPLEEN_METRICS_SERVICE") or SERVICE
 
 
 def volume_bucket(volume_ml: float | None) -> str:
@@ -104,7 +111,7 @@ def input_metrics(request_id: str, entry: dict[str, Any], now_ms: int | None = N
                 }
             ],
         },
-        "Service": SERVICE,
+        "Service": service(),
         "Outcome": _outcome(entry),
         "VolumeBucket": volume_bucket(volume if isinstance(volume, int | float) and not failed else None),
         "RequestId": request_id,

@@ -56,7 +56,9 @@ LOG4J_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
   </Appenders>
   <Loggers>
     <Logger name="ACCESS_LOG" level="info" additivity="false"><AppenderRef ref="STDOUT"/></Logger>
-    <Logger name="com.amazonaws.ml.mms" level="info" additivity="false"><AppenderRef ref="STDOUT"/></Logger>
+    <Logger name="com.amazonaws.ml.mms" level="info" additivity="false">
+      <AppenderRef ref="STDOUT"/><AppenderRef ref="EMF"/>
+    </Logger>
     <Logger name="MODEL_LOG" level="info" additivity="false">
       <AppenderRef ref="STDOUT"/><AppenderRef ref="EMF"/>
     </Logger>
