@@ -167,6 +167,10 @@ def render_preview(
         rows, cols = plane.shape
         height, width = rows * dr, cols * dc
         ax.set_facecolor("black")
+        if min(rows, cols) < 2:  # a single slice (or row) has no view across it
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"{title}: one slice,\nno view", color="white", ha="center", va="center")
+            continue
         ax.imshow(
             plane, cmap="gray", vmin=low, vmax=high, extent=(0, width, height, 0), interpolation="bilinear"
         )

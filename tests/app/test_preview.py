@@ -82,3 +82,27 @@ def test_empty_mask_gives_the_no_spleen_banner_and_no_mask_gives_a_plain_series_
     assert banner_pixels(plain).sum() == 0 and not outline_pixels(plain).any()
     with pytest.raises(ValueError, match=r"mask shape \(2, 2, 2\) differs from the CT's"):
         render_preview(phantom.hu, affine, tmp_path / "x.png", mask=np.zeros((2, 2, 2)))
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "693_UNCR.dcm"])
+def test_real_scanner_slice_is_drawn_the_radiological_way(tmp_path: Path, name: str) -> None:
+    """A CT slice from a real scanner (pydicom-data), not made by our generator: a disc marked in the
+    patient's left half (by its own ImagePosition/Orientation) is outlined in the axial view's right half."""
+    from pydicom.data import get_testdata_file
+
+    from app.operators.spleen_stl_operator import series_affine
+    from tests.app.preview_checks import image_positions, panels
+
+    ds = pydicom.dcmread(get_testdata_file(name))
+    hu = (ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)).astype(np.float32)[None]
+    affine = series_affine([ds])
+    rows, cols = np.indices(hu.shape[1:])
+    lps = np.tensordot(affine[:3, 1:3], np.stack([rows, cols]), axes=1) + affine[:3, 3, None, None]
+    left = lps[0] > np.median(lps[0])  # LPS x grows toward the patient's left
+    r0, c0 = (np.argwhere(left).mean(axis=0)).astype(int)
+    disc = ((rows - r0) ** 2 + (cols - c0) ** 2 < (hu.shape[1] // 10) ** 2) & left
+    png = render_preview(hu, affine, tmp_path / "p.png", mask=disc[None], caption=[name])
+    axial = image_positions(panels(read_rgb(png))["axial"])
+    assert axial["outline"][0] > 0.55
+    plain = read_rgb(render_preview(hu, affine, tmp_path / "q.png"))
+    assert not outline_pixels(plain).any()
