@@ -4,7 +4,8 @@
 #   make lock                  (= scripts/lock.sh; needs uv, which the dev extra installs)
 #
 #   requirements.lock          the runtime set (image, MAP, laptop without dev tools)
-#   requirements-dev.lock      the runtime set plus the dev extra, constrained to the runtime lock's versions
+#   requirements-dev.lock      the runtime set plus the dev extra and devstack/'s dependencies, constrained to
+#                              the runtime lock's versions
 #
 # Both are resolved for CPython 3.11 on x86_64 glibc 2.35 (Ubuntu 22.04, the image's base), together with the
 # torch pin of scripts/install.sh, and list every package with its sha256 hashes EXCEPT torch: install.sh
@@ -32,7 +33,12 @@ COMMON=(--python-version 3.11 --python-platform x86_64-manylinux_2_35 --generate
 [ -n "${PIP_FIND_LINKS:-}" ] && COMMON+=(--find-links "$PIP_FIND_LINKS")
 
 "$UV" pip compile requirements.txt "$TMP/torch.txt" "${COMMON[@]}" -o requirements.lock
-"$UV" pip compile requirements.txt pyproject.toml --extra dev "$TMP/torch.txt" -c requirements.lock \
+# The dev set: the project with its dev extra and devstack/ (the local AWS doubles, a distribution of its own
+# that depends on the project), both resolved from their pyproject files and not emitted (install.sh installs
+# them editable, without dependencies).
+printf -- '-e .[dev]\n-e ./devstack\n' > "$TMP/local.txt"
+"$UV" pip compile requirements.txt "$TMP/local.txt" "$TMP/torch.txt" -c requirements.lock \
+  --no-emit-package ahi-spleen-seg --no-emit-package ahi-spleen-devstack \
   "${COMMON[@]}" -o requirements-dev.lock
 # Record the torch pin the lock was resolved with (tests/test_lock.py compares it with install.sh).
 sed -i "2a # resolved with torch==$TORCH_VERSION (scripts/install.sh), which is not emitted: install.sh installs it first" \
