@@ -16,8 +16,9 @@ The array is first turned to the patient axes with :func:`to_patient_axes`, whic
 head-first, feet-first and prone series all come out the same way up. An oblique (tilted) series is shown on
 its nearest patient axes without resampling; its letters then name the nearest direction.
 
-matplotlib is imported inside :func:`render_preview` (Agg backend, no display), so importing this module costs
-nothing and the AHI connector can offer previews without depending on matplotlib.
+matplotlib is imported inside :func:`render_preview` (a bare ``Figure``, rendered by Agg: no pyplot, no
+display, no backend switch), so importing this module costs nothing and the AHI connector can offer previews
+without depending on matplotlib.
 """
 
 from __future__ import annotations
@@ -141,10 +142,7 @@ def render_preview(
 ) -> Path:
     """Write the preview PNG of a CT volume (HU; any axis order, ``affine`` maps its indices to LPS mm) and,
     when given, its binary ``mask`` on the same grid. Returns the written path."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # a bare Figure renders with Agg; pyplot's backend is left alone
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
     ct_p = to_patient_axes(np.asarray(ct), affine)

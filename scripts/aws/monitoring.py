@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from container.metrics import NAMESPACE
+from container.metrics import NAMESPACE, stage_metric
 from scripts.aws.names import Names
 from scripts.aws.scaling import ensure_alarm
 from scripts.aws.session import Aws, AwsCliError, error_code
@@ -92,10 +92,7 @@ def dashboard_body(names: Names, kind: str, region: str) -> dict[str, Any]:
     """The dashboard (CloudWatch dashboard body structure: ``widgets`` of type ``text`` and ``metric``)."""
     ep = names.endpoint(kind)
     stages = ("fetch_decode", "volume", "inference", "seg_write", "preview")
-    stage_metrics = [
-        _ours(ep, "Stage" + "".join(p.capitalize() for p in s.split("_")) + "Seconds", stat="p50", label=s)
-        for s in stages
-    ]
+    stage_metrics = [_ours(ep, stage_metric(s), stat="p50", label=s) for s in stages]
     widgets = [
         {
             "type": "text",
