@@ -16,7 +16,8 @@ Metrics (namespace :data:`NAMESPACE`, overridable with ``SPLEEN_METRICS_NAMESPAC
   botocore's retried attempts);
 - ``SpleenVolumeMl`` (None: CloudWatch has no volume unit).
 
-Dimension sets: ``[Service]``, ``[Service, Outcome]`` and ``[Service, VolumeBucket]``, with ``Service`` the
+Dimension sets: ``[Service]`` for every metric, and ``[Service, Outcome]`` and ``[Service, VolumeBucket]`` for
+``Inputs`` and ``InputsFailed`` only (a second directive: fewer billed custom metrics), with ``Service`` the
 endpoint's name (``SPLEEN_METRICS_SERVICE``, set by ``ahi-spleen deploy-*``), ``Outcome`` one of
 ``succeeded`` / ``client_error`` (4xx) / ``server_error`` (5xx) and ``VolumeBucket`` from
 :func:`volume_bucket`. The request ID, input index, error type and model travel as plain properties
@@ -37,7 +38,11 @@ logger = logging.getLogger(__name__)
 NAMESPACE = "AHISpleenSeg"
 SERVICE = "ahi-spleen-seg"
 EMF_LOGGER = "container.metrics.emf"
-DIMENSION_SETS = [["Service"], ["Service", "Outcome"], ["Service", "VolumeBucket"]]
+#: Every metric by ``Service``; only the input counts also by outcome and by volume bucket (each dimension set
+#: multiplies the custom metrics CloudWatch bills for).
+DIMENSION_SETS = [["Service"]]
+BREAKDOWN_SETS = [["Service", "Outcome"], ["Service", "VolumeBucket"]]
+BREAKDOWN_METRICS = ("Inputs", "InputsFailed")
 #: Upper bounds (mL, exclusive) and names of the spleen volume buckets; above the last: ``ge500mL``.
 VOLUME_BUCKETS = ((150.0, "lt150mL"), (300.0, "150to300mL"), (500.0, "300to500mL"))
 
@@ -108,7 +113,12 @@ def input_metrics(request_id: str, entry: dict[str, Any], now_ms: int | None = N
                     "Namespace": namespace(),
                     "Dimensions": DIMENSION_SETS,
                     "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in values.items()],
-                }
+                },
+                {
+                    "Namespace": namespace(),
+                    "Dimensions": BREAKDOWN_SETS,
+                    "Metrics": [{"Name": name, "Unit": values[name][1]} for name in BREAKDOWN_METRICS],
+                },
             ],
         },
         "Service": service(),

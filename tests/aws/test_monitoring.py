@@ -78,13 +78,18 @@ def test_deploy_creates_a_dashboard_and_alarms_on_the_metrics_the_container_emit
             },
         },
     )
-    (directive,) = emitted["_aws"]["CloudWatchMetrics"]
-    metric_names = {m["Name"] for m in directive["Metrics"]}
-    dim_sets = {tuple(sorted(d)) for d in directive["Dimensions"]}
+    # (metric, sorted dimension names) pairs the line makes, per the EMF rules: each metric of a directive in
+    # each of its dimension sets
+    emitted_pairs = {
+        (m["Name"], tuple(sorted(dims)))
+        for directive in emitted["_aws"]["CloudWatchMetrics"]
+        for m in directive["Metrics"]
+        for dims in directive["Dimensions"]
+    }
     ours = [m for w in metric_widgets for m in w["properties"]["metrics"] if m[0] == NAMESPACE]
     for metric in ours:
         dims = dict(zip(metric[2:-1:2], metric[3:-1:2], strict=True))
-        assert metric[1] in metric_names and tuple(sorted(dims)) in dim_sets, metric
+        assert (metric[1], tuple(sorted(dims))) in emitted_pairs, metric
         assert dims["Service"] == endpoint
 
     alarms = {a["AlarmName"]: a for a in cw.describe_alarms(AlarmNamePrefix=f"{endpoint}-")["MetricAlarms"]}
@@ -96,7 +101,7 @@ def test_deploy_creates_a_dashboard_and_alarms_on_the_metrics_the_container_emit
         )
         dims = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
         if alarm["Namespace"] == NAMESPACE:
-            assert alarm["MetricName"] in metric_names and tuple(sorted(dims)) in dim_sets
+            assert (alarm["MetricName"], tuple(sorted(dims))) in emitted_pairs, alarm["AlarmName"]
             assert dims["Service"] == endpoint
         else:
             assert dims == {"EndpointName": endpoint, "VariantName": "AllTraffic"}

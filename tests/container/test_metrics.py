@@ -39,8 +39,11 @@ def _emitted(capsys, request_id: str, entry: dict) -> dict:
 
 def test_succeeded_input_line_is_valid_emf_with_the_entry_values(capsys):
     doc = _emitted(capsys, "req-1", SUCCEEDED)
-    (directive,) = doc["_aws"]["CloudWatchMetrics"]
-    assert directive["Namespace"] == NAMESPACE
+    directive, breakdown = doc["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == breakdown["Namespace"] == NAMESPACE
+    assert directive["Dimensions"] == [["Service"]]
+    assert breakdown["Dimensions"] == [["Service", "Outcome"], ["Service", "VolumeBucket"]]
+    assert [m["Name"] for m in breakdown["Metrics"]] == ["Inputs", "InputsFailed"]
     names = {m["Name"]: m["Unit"] for m in directive["Metrics"]}
     report = SUCCEEDED["report"]
     for stage, seconds in report["timingsSeconds"].items():
