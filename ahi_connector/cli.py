@@ -1,9 +1,9 @@
 """``ahi-export DATASTORE_ID IMAGESET_ID -o DIR [--series UID] [--format dicom|nifti|npz] [--preview]``.
 
 ``--preview`` also writes ``SERIES_UID.preview.png`` per series: the axial, coronal and sagittal views through
-the volume's centre in a soft-tissue window, drawn by :func:`app.preview.render_preview` (the picture the
-segmentation app makes, without a mask). matplotlib is imported only then, so the connector itself does not
-depend on it.
+the volume's centre in a soft-tissue window, drawn by :func:`ahi_connector.preview.render_preview` (the
+picture the segmentation app makes, without a mask). matplotlib is imported only then, so the connector
+itself does not depend on it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
@@ -20,6 +19,8 @@ from .client import make_ahi_client
 from .decoders import PREFERENCES
 from .errors import AHIError
 from .exporter import ImageSetExporter
+from .preview import render_preview
+from .volume import Volume
 from .writers import write_dicom, write_nifti, write_npz
 
 log = logging.getLogger(__name__)
@@ -51,32 +52,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _preview_renderer() -> Any:
-    """:func:`app.preview.render_preview`, or a clear error when matplotlib or the app package is missing."""
+def _require_matplotlib() -> None:
+    """A clear error (before any download) when ``--preview`` is asked for without matplotlib."""
     try:
         import matplotlib  # noqa: F401
-
-        from app.preview import render_preview
     except ImportError as exc:
         raise SystemExit(
-            f"ahi-export --preview needs matplotlib and the ahi-spleen-seg app package ({exc}); "
-            "install them (scripts/install.sh) or leave out --preview"
+            f"ahi-export --preview needs matplotlib ({exc}); install it (pip install matplotlib, or "
+            "scripts/install.sh) or leave out --preview"
         ) from exc
-    return render_preview
 
 
-def _write_preview(render: Any, vol: Any, output: Path) -> Path | None:
+def _write_preview(vol: Volume, output: Path) -> Path | None:
     """The picture of a rescaled (HU) volume, or None (logged) when the volume is not a 3-D grey stack."""
     if vol.array.ndim != 3:
         log.warning("no preview for series %s: %d-D (colour?) volume", vol.series_uid, vol.array.ndim)
         return None
-    caption = [f"Series {vol.series_uid}  ({vol.modality or '?'}, {vol.shape[0]} slices)",
-               f"Image set {vol.image_set_id}  datastore {vol.datastore_id}"]
-    return render(vol.array, vol.affine, output / f"{vol.series_uid}.preview.png", caption=caption)
+    caption = [
+        f"Series {vol.series_uid}  ({vol.modality or '?'}, {vol.shape[0]} slices)",
+        f"Image set {vol.image_set_id}  datastore {vol.datastore_id}",
+    ]
+    return render_preview(vol.array, vol.affine, output / f"{vol.series_uid}.preview.png", caption=caption)
 
 
 def run(args: argparse.Namespace) -> list[Path]:
-    render = _preview_renderer() if args.preview else None
+    if args.preview:
+        _require_matplotlib()
     client = make_ahi_client(endpoint_url=args.endpoint_url, region_name=args.region)
     args.output.mkdir(parents=True, exist_ok=True)
     with ImageSetExporter(
@@ -104,9 +105,9 @@ def run(args: argparse.Namespace) -> list[Path]:
                     paths.append(write_nifti(vol, args.output / f"{s.series_uid}.nii.gz"))
                 else:
                     paths.append(write_npz(vol, args.output / f"{s.series_uid}.npz"))
-                if render is not None and vol.rescaled:
-                    paths.extend(p for p in [_write_preview(render, vol, args.output)] if p)
-        if render is not None and (args.format == "dicom" or args.no_rescale):
+                if args.preview and vol.rescaled:
+                    paths.extend(p for p in [_write_preview(vol, args.output)] if p)
+        if args.preview and (args.format == "dicom" or args.no_rescale):
             # The DICOM export keeps frames, not volumes (and --no-rescale keeps stored values): fetch each
             # series once more as a volume in HU for its picture.
             for s in series:
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> list[Path]:
                 except AHIError as exc:
                     log.warning("no preview for series %s: %s", s.series_uid, exc)
                     continue
-                paths.extend(p for p in [_write_preview(render, vol, args.output)] if p)
+                paths.extend(p for p in [_write_preview(vol, args.output)] if p)
         return paths
 
 

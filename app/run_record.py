@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 STAGE_FETCH = "fetch_decode"
 STAGE_SELECT = "select"
@@ -46,6 +48,11 @@ class RunRecord:
     frames_fetched: int = 0
     frame_retries: int = 0
     throttles: int = 0
+    #: Set by the report operator at the end of a successful run: the report and the files it names.
+    report: dict[str, Any] | None = None
+    seg_path: Path | None = None
+    stl_path: Path | None = None
+    preview_path: Path | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

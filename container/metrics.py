@@ -139,7 +139,7 @@ def input_metrics(request_id: str, entry: dict[str, Any], now_ms: int | None = N
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stdout`` is at the time of each record (not the stream of its creation)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stdout
 

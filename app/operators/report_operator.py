@@ -10,7 +10,8 @@ Named inputs:
     seg_path: ``str`` path of the SEG (received last: the report is written after the SEG exists).
     stl_path: ``str`` path of the STL or ``""`` (only declared when the app writes an STL).
     preview_path: ``str`` path of the preview PNG or ``""``.
-Named output: none. File output: the report JSON at ``output_file``.
+Named output: none. The report is stored in the run's :class:`~app.run_record.RunRecord` (with the SEG, STL
+and preview paths) and, when ``output_file`` is given (``python -m app``), written there as JSON.
 """
 
 from __future__ import annotations
@@ -112,14 +113,14 @@ class ReportOperator(Operator):
         self,
         fragment: Fragment,
         *args: Any,
-        output_file: Path,
+        output_file: Path | None,
         model: ModelIdentity,
         request: SegRequest,
         with_stl: bool,
         record: RunRecord,
         **kwargs: Any,
     ) -> None:
-        self._output_file = Path(output_file)
+        self._output_file = Path(output_file) if output_file is not None else None
         self._model = model
         self._request = request
         self._with_stl = with_stl
@@ -151,12 +152,16 @@ class ReportOperator(Operator):
                 request=self._request,
                 record=self._record,
             )
-            self._output_file.parent.mkdir(parents=True, exist_ok=True)
-            self._output_file.write_text(json.dumps(report, indent=2) + "\n")
+            self._record.report = report
+            self._record.seg_path = Path(seg_path)
+            self._record.stl_path = Path(stl_path) if stl_path else None
+            self._record.preview_path = Path(preview_path) if preview_path else None
+            if self._output_file is not None:
+                self._output_file.parent.mkdir(parents=True, exist_ok=True)
+                self._output_file.write_text(json.dumps(report, indent=2) + "\n")
         logger.info(
-            "spleen %.1f mL (%d voxels) in series %s; report %s",
+            "spleen %.1f mL (%d voxels) in series %s",
             report["spleen"]["volumeMl"],
             report["spleen"]["voxelCount"],
             report["seriesInstanceUid"],
-            self._output_file,
         )

@@ -1,7 +1,7 @@
 """SpleenPreviewOperator: ``preview.png``, the three orthogonal views of the CT with the spleen outline.
 
-The picture is drawn by :func:`app.preview.render_preview` (see there for layout and orientation); this
-operator gives it the CT, the mask and the series affine
+The picture is drawn by :func:`ahi_connector.preview.render_preview` (see there for layout and orientation);
+this operator gives it the CT, the mask and the series affine
 (:func:`~app.operators.spleen_stl_operator.series_affine`, the same placement as the STL), and a caption
 with the spleen volume, the model and the series.
 
@@ -23,9 +23,9 @@ import numpy as np
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from ahi_connector.errors import GeometryError
+from ahi_connector.preview import render_preview
 
 from ..bundle_model import ModelIdentity
-from ..preview import render_preview
 from ..run_record import STAGE_PREVIEW, RunRecord
 from .report_operator import spleen_measurements
 from .spleen_stl_operator import series_affine

@@ -430,7 +430,8 @@ def _summary_parts(out: Any) -> list[str]:
     if not isinstance(out, dict):
         return []
     parts: list[str] = []
-    endpoint = out.get("endpoint") if isinstance(out.get("endpoint"), dict) else out
+    nested = out.get("endpoint")
+    endpoint: dict[str, Any] = nested if isinstance(nested, dict) else out
     if "endpoint_name" in endpoint and "status" in endpoint:
         parts.append(f"endpoint {endpoint['endpoint_name']} {endpoint['status']}")
     watched = endpoint.get("monitoring")

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from ahi_connector.geometry import SlicePlane, compute_geometry
-from app.preview import render_preview
+from ahi_connector.preview import render_preview
 from tests.app.preview_checks import banner_pixels, check_preview_orientation, outline_pixels, read_rgb
 
 SHAPE = (40, 112, 112)
