@@ -22,7 +22,7 @@ from .client import make_ahi_client
 from .decoders import Codec, DecoderRegistry
 from .dicomize import make_dataset, set_pixel_data
 from .errors import AHIConfigError, AHICredentialsError, AHIRequestError, ImageSetNotFoundError
-from .fetch import FrameFetcher, FrameTask, JobStats, RetryPolicy
+from .fetch import THROTTLING_CODES, FrameFetcher, FrameTask, JobStats, RetryPolicy
 from .metadata import ImageSetMetadata, parse_metadata_blob
 from .volume import Volume, allocate, plan_series
 
@@ -90,6 +90,25 @@ class ImageSetExporter:
         self._cache_size = metadata_cache_size
         self._cache_lock = threading.Lock()
         self.last_stats: JobStats | None = None
+        self._throttled = 0
+        self._throttle_lock = threading.Lock()
+        # Every attempt of every call, botocore's own retries included, passes this event.
+        self.client.meta.events.register("needs-retry.medical-imaging", self._count_throttle)
+
+    @property
+    def throttled_calls(self) -> int:
+        """How many AHI API responses to this exporter's client were throttling (HTTP 429 or a throttling
+        error code), botocore's retried attempts included; for metrics, read it before and after a job."""
+        return self._throttled
+
+    def _count_throttle(self, response: Any = None, **_: Any) -> None:
+        if not response or not isinstance(response, tuple) or len(response) != 2:
+            return  # a connection error (no response) is not a throttle
+        http, parsed = response
+        code = (parsed or {}).get("Error", {}).get("Code") if isinstance(parsed, dict) else None
+        if getattr(http, "status_code", None) == 429 or code in THROTTLING_CODES:
+            with self._throttle_lock:
+                self._throttled += 1
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:

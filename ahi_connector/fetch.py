@@ -41,11 +41,9 @@ from .errors import (
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-RETRYABLE_CODES = frozenset(
+THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
+RETRYABLE_CODES = THROTTLING_CODES | frozenset(
     {
-        "ThrottlingException",
-        "Throttling",
-        "TooManyRequestsException",
         "RequestTimeout",
         "InternalServerException",
         "ServiceUnavailable",

@@ -3,11 +3,14 @@
 Operator graph (``source port -> target port``)::
 
     loader              dicom_study_list           -> series_selector   dicom_study_list
-    series_selector     study_selected_series_list -> series_to_volume, seg_writer, report, spleen_stl
-    series_to_volume    image                      -> spleen_bundle_inference, spleen_mask   image
+    series_selector     study_selected_series_list -> series_to_volume, seg_writer, report, spleen_stl,
+                                                      spleen_preview
+    series_to_volume    image                      -> spleen_bundle_inference, spleen_mask, spleen_preview
     spleen_bundle_inf.  pred                       -> spleen_mask       pred
-    spleen_mask         spleen_mask                -> seg_writer (seg_image), report, spleen_stl
+    spleen_mask         spleen_mask                -> seg_writer (seg_image), report, spleen_stl,
+                                                      spleen_preview
     seg_writer          seg_path                   -> report            seg_path
+    spleen_preview      preview_path               -> report            preview_path
     spleen_stl          stl_path                   -> report            stl_path      (only when STL is on)
 
 ``loader`` is AHIDataLoaderOperator for an AHI request, or the SDK's DICOMDataLoaderOperator for a DICOM
@@ -40,6 +43,7 @@ from .operators.ahi_data_loader_operator import AHIDataLoaderOperator
 from .operators.ct_series_selector_operator import CTSeriesSelectorOperator
 from .operators.report_operator import ReportOperator
 from .operators.spleen_mask_operator import SpleenMaskOperator
+from .operators.spleen_preview_operator import SpleenPreviewOperator
 from .operators.spleen_seg_writer_operator import SpleenSegWriterOperator
 from .operators.spleen_stl_operator import SpleenSTLOperator
 from .operators.timed import (
@@ -55,6 +59,7 @@ logger = logging.getLogger(__name__)
 SEG_DIR = "seg"
 STL_FILE = Path("stl") / "spleen.stl"
 REPORT_FILE = "report.json"
+PREVIEW_FILE = "preview.png"
 #: argv for holoscan's Application when the app is driven in-process (argv[0] must be the interpreter).
 IN_PROCESS_ARGV = [sys.executable, "ai_spleen_seg_app"]
 
@@ -81,6 +86,10 @@ class RunConfig:
     @property
     def stl_path(self) -> Path:
         return self.output_dir / STL_FILE
+
+    @property
+    def preview_path(self) -> Path:
+        return self.output_dir / PREVIEW_FILE
 
     @property
     def report_path(self) -> Path:
@@ -110,7 +119,8 @@ def _loader(app: Application, run: RunConfig) -> Any:
 
 
 class AISpleenSegApp(Application):
-    """Spleen segmentation of the CT series of a DICOM input; writes a DICOM SEG, an STL and a JSON report.
+    """Spleen segmentation of the CT series of a DICOM input; writes a DICOM SEG, an STL, a preview PNG and a
+    JSON report.
 
     Driven in-process by :class:`app.service.SpleenSegService` (``configure()`` then ``run()``), or from the
     command line by ``python -m app -i INPUT -o OUTPUT -m MODEL`` (:mod:`app.__main__`).
@@ -164,6 +174,9 @@ class AISpleenSegApp(Application):
             record=run.record,
             name="report",
         )
+        preview = SpleenPreviewOperator(
+            self, output_file=run.preview_path, model=identity, record=run.record, name="spleen_preview"
+        )
         series_list = ("study_selected_series_list", "study_selected_series_list")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
         self.add_flow(selector, volume, {series_list})
@@ -175,6 +188,10 @@ class AISpleenSegApp(Application):
         self.add_flow(mask, report, {("spleen_mask", "spleen_mask")})
         self.add_flow(selector, report, {series_list})
         self.add_flow(seg_writer, report, {("seg_path", "seg_path")})
+        self.add_flow(volume, preview, {("image", "image")})
+        self.add_flow(mask, preview, {("spleen_mask", "spleen_mask")})
+        self.add_flow(selector, preview, {series_list})
+        self.add_flow(preview, report, {("preview_path", "preview_path")})
         if run.write_stl:
             stl = SpleenSTLOperator(self, output_file=run.stl_path, record=run.record, name="spleen_stl")
             self.add_flow(mask, stl, {("spleen_mask", "spleen_mask")})

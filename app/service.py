@@ -51,12 +51,13 @@ __all__ = ["SegRequest", "SegResult", "SpleenSegService"]
 
 @dataclass(frozen=True)
 class SegResult:
-    """Outcome of one run: the report dict (also written as ``report.json``), the SEG path and the STL
-    path."""
+    """Outcome of one run: the report dict (also written as ``report.json``), the SEG path, the STL path and
+    the preview PNG's path."""
 
     report: dict[str, Any]
     seg_path: Path
     stl_path: Path | None
+    preview_path: Path | None = None
 
 
 def _set_holoscan_log_level(level: str) -> None:
@@ -130,8 +131,8 @@ class SpleenSegService:
         request: SegRequest | Mapping[str, Any] | str | bytes | os.PathLike[str],
         work_dir: str | os.PathLike[str],
     ) -> SegResult:
-        """Segment the request's CT series; write SEG (``seg/``), STL (``stl/spleen.stl``) and ``report.json``
-        under ``work_dir`` (created; its ``seg/`` folder must not already hold a SEG)."""
+        """Segment the request's CT series; write SEG (``seg/``), STL (``stl/spleen.stl``), ``preview.png``
+        and ``report.json`` under ``work_dir`` (created; its ``seg/`` folder must not already hold a SEG)."""
         req = coerce_request(request)
         output_dir = Path(work_dir)
         if any((output_dir / "seg").glob("*.dcm")):
@@ -167,4 +168,9 @@ class SpleenSegService:
         report = record.report
         report["timingsSeconds"]["total"] = round(total, 3)
         run.report_path.write_text(json.dumps(report, indent=2) + "\n")
-        return SegResult(report=report, seg_path=record.seg_path, stl_path=record.stl_path)
+        return SegResult(
+            report=report,
+            seg_path=record.seg_path,
+            stl_path=record.stl_path,
+            preview_path=record.preview_path,
+        )

@@ -185,11 +185,13 @@ def load_ahi_studies(exporter: Any, request: SegRequest, record: RunRecord | Non
 
     An image set request loads every series of the image set (the selector chooses); a study request loads
     only
-    the series chosen by :func:`resolve_study`. ``record`` (if given) gets the datastore and image set IDs.
+    the series chosen by :func:`resolve_study`. ``record`` (if given) gets the datastore and image set IDs,
+    and the frames fetched, frame retries and throttled responses of this request.
     """
     if not request.is_ahi or request.datastore_id is None:
         raise RequestError(f"{request.describe()} is not an AWS HealthImaging request")
     datastore_id = request.datastore_id
+    throttled_before = exporter.throttled_calls
     if request.image_set_id is not None:
         image_set_id, series_uid = request.image_set_id, None
     else:
@@ -202,6 +204,10 @@ def load_ahi_studies(exporter: Any, request: SegRequest, record: RunRecord | Non
     if record is not None:
         record.datastore_id = datastore_id
         record.image_set_ids = [image_set_id]
+        stats = exporter.last_stats
+        record.frames_fetched = stats.frames if stats else 0
+        record.frame_retries = stats.retries if stats else 0
+        record.throttles = exporter.throttled_calls - throttled_before
     studies = studies_from_datasets(datasets)
     if not studies:
         raise InputNotFoundError(
