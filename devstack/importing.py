@@ -18,6 +18,7 @@ from devstack.ahi_local.folder_import import (
     start_import,
     upload_folder,
     wait_for_job,
+    wait_image_set_settled,
 )
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ __all__ = [
     "run_import",
     "upload_folder",
     "wait_for_job",
+    "wait_image_set_settled",
 ]
 
 

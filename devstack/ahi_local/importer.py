@@ -307,7 +307,7 @@ def write_job_output(
         "jobId": job.job_id,
         "datastoreId": job.datastore_id,
         "inputS3Uri": job.input_s3_uri,
-        "outputS3Uri": job.output_s3_uri,
+        "outputS3Uri": job.job_output_uri,
         "successOutputS3Uri": out.uri(f"{base}/SUCCESS/"),
         "failureOutputS3Uri": out.uri(f"{base}/FAILURE/"),
         "numberOfScannedFiles": len(keys),

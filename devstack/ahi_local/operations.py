@@ -82,14 +82,15 @@ class Operations:
 
     # ---- datastores ----------------------------------------------------------------------------------
     def CreateDatastore(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 (AWS operation names)
-        record = self.store.create_datastore(
+        record, created = self.store.create_datastore(
             p.get("datastoreName") or f"datastore-{now():.0f}",
+            p["clientToken"],
             kms_key_arn=p.get("kmsKeyArn"),
             lambda_authorizer_arn=p.get("lambdaAuthorizerArn"),
             lossless_storage_format=p.get("losslessStorageFormat") or "HTJ2K",
             tags=dict(p.get("tags") or {}),
         )
-        return {"datastoreId": record.datastore_id, "datastoreStatus": "CREATING"}
+        return {"datastoreId": record.datastore_id, "datastoreStatus": "CREATING" if created else record.status}
 
     def GetDatastore(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         return {"datastoreProperties": self.store.datastore(p["datastoreId"]).properties()}
@@ -180,11 +181,12 @@ class Operations:
 
     def GetImageSet(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         record = self.store.image_set(p["datastoreId"], p["imageSetId"])
-        return record.get_image_set(self.store.version(record, p.get("versionId")))
+        return record.get_image_set(now(), self.store.version(record, p.get("versionId")))
 
     def GetImageSetMetadata(self, p: dict[str, Any]) -> RawResponse:  # noqa: N802
         record = self.store.image_set(p["datastoreId"], p["imageSetId"])
         version = self.store.version(record, p.get("versionId"))
+        self.store.touch(record)
         return RawResponse(self.store.metadata_blob(record, version.version_id), "application/json", "gzip")
 
     def frame_location(self, p: dict[str, Any]) -> FrameLocation:
@@ -192,7 +194,9 @@ class Operations:
         frame_id = info.get("imageFrameId")
         if not frame_id:
             raise ValidationError("imageFrameInformation.imageFrameId is required")
-        return self.store.frame(p["datastoreId"], p["imageSetId"], frame_id)
+        location = self.store.frame(p["datastoreId"], p["imageSetId"], frame_id)
+        self.store.touch(self.store.image_set(p["datastoreId"], p["imageSetId"]))
+        return location
 
     def GetImageFrame(self, p: dict[str, Any]) -> RawResponse:  # noqa: N802
         location = self.frame_location(p)
@@ -212,14 +216,15 @@ class Operations:
         return {
             "datastoreId": record.datastore_id,
             "imageSetId": record.image_set_id,
-            "imageSetState": "DELETED",
-            "imageSetWorkflowStatus": "DELETING",
+            "imageSetState": record.state,
+            "imageSetWorkflowStatus": record.workflow_status,
         }
 
     def UpdateImageSetMetadata(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         store = self.store
         with store.lock:
             record = store.image_set(p["datastoreId"], p["imageSetId"])
+            store.check_unlocked(record, "UpdateImageSetMetadata")
             store.check_latest(record, p["latestVersionId"], "UpdateImageSetMetadata")
             updates = p["updateImageSetMetadataUpdates"]
             if updates.get("revertToVersionId"):
@@ -247,15 +252,16 @@ class Operations:
                 record.datastore_id,
                 record.image_set_id,
                 lambda _id: document,
-                "UPDATED",
+                "UPDATING",
                 forced=bool(p.get("force")) or None,
             )
+            store.lock_image_set(record, "UPDATING", "UPDATED", version=True)
         return {
             "datastoreId": record.datastore_id,
             "imageSetId": record.image_set_id,
             "latestVersionId": str(record.latest_version),
             "imageSetState": record.state,
-            "imageSetWorkflowStatus": "UPDATED",
+            "imageSetWorkflowStatus": record.workflow_status,
             "createdAt": record.created_at,
             "updatedAt": record.updated_at,
         }
@@ -265,6 +271,7 @@ class Operations:
         info = p["copyImageSetInformation"]
         with store.lock:
             source = store.image_set(p["datastoreId"], p["sourceImageSetId"])
+            store.check_unlocked(source, "CopyImageSet source")
             src_info = info["sourceImageSet"]
             store.check_latest(source, src_info["latestVersionId"], "CopyImageSet source")
             instances = metadata.flatten_document(store.document(source))
@@ -278,6 +285,7 @@ class Operations:
                 dest = store.image_set(
                     p["datastoreId"], check_id(dest_info["imageSetId"], "destination imageSetId")
                 )
+                store.check_unlocked(dest, "CopyImageSet destination")
                 store.check_latest(dest, dest_info["latestVersionId"], "CopyImageSet destination")
                 target = dest.image_set_id
                 existing = metadata.flatten_document(store.document(dest))
@@ -289,19 +297,26 @@ class Operations:
                 ds_id,
                 target,
                 lambda is_id: metadata.build_document(ds_id, is_id, merged),
-                "COPIED",
+                "COPYING",
                 is_primary=primary,
                 forced=bool(p.get("force")) or None,
             )
+            store.lock_image_set(source, "COPYING_WITH_READ_ONLY_ACCESS", source.workflow_status)
+            store.lock_image_set(dest_record, "COPYING", "COPIED", version=True)
         return {
             "datastoreId": ds_id,
-            "sourceImageSetProperties": source.short_properties("COPIED"),
-            "destinationImageSetProperties": dest_record.short_properties("COPIED"),
+            "sourceImageSetProperties": source.short_properties(),
+            "destinationImageSetProperties": dest_record.short_properties(),
         }
 
     # ---- tags ----------------------------------------------------------------------------------------
     def _resource(self, arn: str) -> DatastoreRecord | ImageSetRecord:
         datastore_id, image_set_id = parse_arn(arn)
+        if f":{self.store.region}:{self.store.account_id}:" not in arn:
+            raise NotFoundError(
+                f"resource {arn} not found: this service is region {self.store.region}, account "
+                f"{self.store.account_id}"
+            )
         try:
             if image_set_id:
                 return self.store.image_set(datastore_id, image_set_id)

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from .ids import now
 from .errors import ValidationError
 from .records import ImageSetRecord
 
@@ -126,7 +127,7 @@ def search(
     fingerprint = json.dumps(criteria, sort_keys=True, default=str)
     start = _offset(next_token, fingerprint)
     page = matched[start : start + limit]
-    out: dict[str, Any] = {"imageSetsMetadataSummaries": [r.summary() for r in page], "sort": sort}
+    out: dict[str, Any] = {"imageSetsMetadataSummaries": [r.summary(now()) for r in page], "sort": sort}
     if start + limit < len(matched):
         out["nextToken"] = _token(start + limit, fingerprint)
     return out
