@@ -34,7 +34,7 @@ from .importer import ImportRunner
 from .operations import Operations, RawResponse
 from .settings import ServeSettings
 from .store import Store
-from .validation import validation_errors, validation_message
+from devstack.model_validation import validation_errors, validation_message
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Request validation derived from botocore's service model, as strict as AWS's own front end.
+"""Request validation derived from a botocore service model (ahi-local, sagemaker-local), as strict as AWS's own front end.
 
 AWS checks every request against the service's Smithy model before an operation runs: required members,
 JSON types, string and blob lengths, list and map sizes, numeric ranges, enums, regular-expression patterns and
@@ -25,30 +25,59 @@ from botocore.model import Shape
 
 logger = logging.getLogger(__name__)
 
-# Java regular-expression classes that the AWS models use and Python's ``re`` lacks.
+# Java regular-expression classes that the AWS models use and Python's ``re`` lacks, as the body of a
+# character class (wrapped in [...] when used outside one).
 _JAVA_CLASSES = {
-    r"\p{ASCII}": r"[\x00-\x7F]",
-    r"\p{Alnum}": r"[A-Za-z0-9]",
-    r"\p{Alpha}": r"[A-Za-z]",
-    r"\p{Digit}": r"[0-9]",
-    r"\p{Punct}": r"[!-/:-@\[-`{-~]",
-    r"\p{Print}": r"[\x20-\x7E]",
-    r"\p{Graph}": r"[\x21-\x7E]",
-    r"\p{Space}": r"[ \t\n\x0B\f\r]",
-    r"\p{L}": r"[^\W\d_]",
-    r"\p{N}": r"\d",
+    "ASCII": r"\x00-\x7F",
+    "Alnum": r"A-Za-z0-9",
+    "Alpha": r"A-Za-z",
+    "Digit": r"0-9",
+    "Punct": r"!-/:-@\[-`{-~",
+    "Print": r"\x20-\x7E",
+    "Graph": r"\x21-\x7E",
+    "Space": r" \t\n\x0B\f\r",
+    "L": r"^\W\d_",
+    "N": r"\d",
 }
+
+
+def _python_regex(pattern: str) -> str:
+    """Translate the Java-only parts of a model pattern: ``\\p{Class}`` (in or outside ``[...]``), ``\\z``."""
+    out: list[str] = []
+    in_class = False
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            if nxt == "p" and pattern.startswith("{", i + 2) and "}" in pattern[i + 3 :]:
+                name = pattern[i + 3 : pattern.index("}", i + 3)]
+                body = _JAVA_CLASSES.get(name)
+                if body is None:
+                    raise re.error(f"unknown Java character class \\p{{{name}}}")
+                if in_class and body.startswith("^"):
+                    raise re.error(f"negated class \\p{{{name}}} inside [...]")
+                out.append(body if in_class else f"[{body}]")
+                i += 4 + len(name)
+                continue
+            out.append("\\Z" if nxt == "z" else pattern[i : i + 2])
+            i += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class and pattern[i - 1] != "[":
+            in_class = False
+        out.append(char)
+        i += 1
+    return "".join(out)
 
 
 @functools.lru_cache(maxsize=None)
 def compiled_pattern(pattern: str) -> re.Pattern[str] | None:
     """The model's (Java-flavoured) pattern as a Python regex, or None when Python cannot express it (then
     the pattern is logged once and not enforced, rather than failing every request)."""
-    translated = pattern
-    for java, python in _JAVA_CLASSES.items():
-        translated = translated.replace(java, python)
     try:
-        return re.compile(translated, re.DOTALL)
+        return re.compile(_python_regex(pattern), re.DOTALL)
     except re.error as exc:
         logger.warning("model pattern %r is not enforced: Python cannot compile it (%s)", pattern, exc)
         return None
