@@ -143,7 +143,8 @@ class Store:
         with self.lock:
             for existing in self.datastores.values():
                 if existing.client_token == client_token:
-                    asked = {"name": name, **options}
+                    # Tags are left out: TagResource may have changed them since.
+                    asked = {"name": name, **{k: v for k, v in options.items() if k != "tags"}}
                     had = {key: getattr(existing, key) for key in asked}
                     if asked != had:
                         raise ConflictError(
