@@ -92,3 +92,57 @@ def cli_env(fidelity_ahi: ServerProcess) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def ahi(fidelity_ahi: ServerProcess) -> Any:
     return ahi_client(fidelity_ahi.url, max_attempts=1)
+
+
+SM_BUCKET = "fidelity-sagemaker"
+ENDPOINT = "fidelity"
+#: An async request the gateway accepted two hours before it (re)started, with the smallest TTL AWS allows.
+EXPIRED_ID = "accepted-before-an-outage"
+
+
+@pytest.fixture(scope="session")
+def sagemaker_local(moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """sagemaker-local serving EndpointName ``fidelity`` over :mod:`tests.fidelity.container_double`, with
+    async output on moto S3 and one journaled async request whose RequestTTLSeconds ran out while the gateway
+    was down."""
+    import tarfile
+    import time
+
+    from devstack.clients import s3_client
+    from devstack.importing import ensure_bucket
+    from devstack.sagemaker_local.cli import serve_command as gateway_command
+
+    work = tmp_path_factory.mktemp("fidelity-sagemaker")
+    models = work / "models-src"
+    models.mkdir()
+    (work / "model.txt").write_text("weights")
+    with tarfile.open(models / "model.tar.gz", "w:gz") as tar:
+        tar.add(work / "model.txt", arcname="model.txt")
+    ensure_bucket(s3_client(moto_s3), SM_BUCKET)
+    queue = work / "queue"
+    queue.mkdir()
+    (queue / f"{EXPIRED_ID}.json").write_text(json.dumps({
+        "InferenceId": EXPIRED_ID,
+        "InputLocation": f"s3://{SM_BUCKET}/in/never-read.json",
+        "OutputLocation": f"s3://{SM_BUCKET}/async-out/{EXPIRED_ID}.out",
+        "FailureLocation": f"s3://{SM_BUCKET}/async-failed/{EXPIRED_ID}-error.out",
+        "Headers": {"Content-Type": "application/json"},
+        "SubmittedAt": time.time() - 7200,
+        "RequestTTLSeconds": 60,
+        "InvocationTimeoutSeconds": 900,
+    }))  # fmt: skip
+    cport, gport = free_port(), free_port()
+    container_url, url = f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{gport}"
+    container_argv = [sys.executable, "-m", "tests.fidelity.container_double", "--port", str(cport)]
+    extra = [
+        "--async-output", f"s3://{SM_BUCKET}/async-out", "--async-failure", f"s3://{SM_BUCKET}/async-failed",
+        "--async-container-url", container_url, "--async-queue-dir", str(queue), "--log-level", "WARNING",
+    ]  # fmt: skip
+    argv = gateway_command(
+        gport, container_url, models, endpoint_names=[ENDPOINT], models_dir=work / "models",
+        s3_endpoint_url=moto_s3, extra=extra,
+    )  # fmt: skip
+    env = {**DUMMY_AWS_ENV, "PYTHONPATH": str(ROOT)}
+    with ServerProcess("container-double", container_argv, f"{container_url}/ping", container_url, env=env):
+        with ServerProcess("sagemaker-local", argv, f"{url}/_local/health", url, env=env):
+            yield url
