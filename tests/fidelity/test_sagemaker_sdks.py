@@ -46,7 +46,7 @@ except ClientError as exc:
     out["unknown"] = exc.response["Error"]
 response = AsyncPredictor(predictor).predict_async(input_path=input_uri)
 out["output_path"] = response.output_path
-out["async"] = response.get_result(WaiterConfig(max_attempts=120, delay=0.5))
+out["async"] = response.get_result(WaiterConfig(max_attempts=12, delay=0.5))
 print(json.dumps(out))
 """
 
@@ -115,7 +115,7 @@ def test_sagemaker_sdk_v2_predictor_and_async_predictor(
     s3_client(moto_s3).put_object(Bucket=SM_BUCKET, Key="in/v2.json", Body=b'{"x": 5}')
     proc = subprocess.run(
         [str(sagemaker2_python), "-c", V2_SCRIPT, ENDPOINT, f"s3://{SM_BUCKET}/in/v2.json"],
-        env={**os.environ, **_runtime_env(sagemaker_local, moto_s3), "PYTHONPATH": ""},
+        env={**os.environ, **_runtime_env(sagemaker_local, moto_s3), "PYTHONPATH": "", "SAGEMAKER_SUPPRESS_V2_WARNING": "1"},
         capture_output=True,
         text=True,
         timeout=300,
