@@ -126,7 +126,7 @@ def prepare_instance(
             return FileFailure(input_file, "MissingRequiredElement", f"{label} is missing or empty")
     try:
         _fix_transfer_syntax(ds)
-        encoded = encode_instance(ds)
+        encoded = encode_instance(ds, store.datastore(datastore_id).lossless_storage_format)
         frames = [
             metadata.FrameInfo(new_id(), len(f.data), f.min_value, f.max_value, f.width, f.height, f.checksum)
             for f in (encoded.frames if encoded else [])

@@ -254,7 +254,7 @@ def test_image_set_properties_and_metadata_layout(ahi: Any, small: dict[str, Any
     series = doc["Study"]["Series"][small["series"].series_uid]
     inst = series["Instances"][small["series"].sop_instance_uids[0]]
     assert inst["DICOMVRs"]["00091011"] == "DS" and inst["DICOM"]["00091012"] == "AAEC/g=="
-    assert inst["StoredTransferSyntaxUID"] == "1.2.840.10008.1.2.4.201"
+    assert inst["StoredTransferSyntaxUID"] == "1.2.840.10008.1.2.4.202"
     assert set(inst["ImageFrames"][0]) == {
         "ID",
         "FrameSizeInBytes",
