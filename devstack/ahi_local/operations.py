@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from . import metadata
+from . import metadata, update_rules
 from .errors import ConflictError, NotFoundError, ValidationError
 from .ids import check_id, new_id, now, parse_arn
 from .importer import ImportRunner, S3Location
@@ -220,42 +220,71 @@ class Operations:
             "imageSetWorkflowStatus": record.workflow_status,
         }
 
+    def _updated_document(
+        self, record: ImageSetRecord, updates: dict[str, Any], force: bool, study_only: bool
+    ) -> dict[str, Any]:
+        """The document ``record`` gets from ``updates`` (checked against AHI's rules; nothing written)."""
+        store = self.store
+        if updates.get("revertToVersionId"):
+            return store.document(record, int(store.version(record, updates["revertToVersionId"]).version_id))
+        document = store.document(record)
+        dicom_updates = updates.get("DICOMUpdates") or {}
+        if not dicom_updates:
+            raise ValidationError("updateImageSetMetadataUpdates needs DICOMUpdates or revertToVersionId")
+        if dicom_updates.get("removableAttributes"):
+            removals = _json_blob(dicom_updates["removableAttributes"], "removableAttributes")
+            update_rules.check_removal(removals, image_set_id=record.image_set_id, force=force)
+            apply_removal(document, removals)
+        if dicom_updates.get("updatableAttributes"):
+            changes = _json_blob(dicom_updates["updatableAttributes"], "updatableAttributes")
+            if study_only:
+                update_rules.study_level_only(changes)
+            update_rules.check_update(
+                {k: v for k, v in changes.items()},
+                document,
+                image_set_id=record.image_set_id,
+                force=force,
+                primary=record.is_primary,
+            )
+            merge_update(document, changes)
+            update_rules.refile(document)
+        if not metadata.flatten_document(document):
+            raise ValidationError(f"update would leave image set {record.image_set_id} without instances")
+        return document
+
     def UpdateImageSetMetadata(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         store = self.store
+        force = bool(p.get("force"))
         with store.lock:
             record = store.image_set(p["datastoreId"], p["imageSetId"])
             store.check_unlocked(record, "UpdateImageSetMetadata")
             store.check_latest(record, p["latestVersionId"], "UpdateImageSetMetadata")
             updates = p["updateImageSetMetadataUpdates"]
-            if updates.get("revertToVersionId"):
-                document = store.document(
-                    record, int(store.version(record, updates["revertToVersionId"]).version_id)
+            targets = [record]
+            include_study = bool(p.get("includeStudyImageSets"))
+            if include_study:
+                if updates.get("revertToVersionId"):
+                    raise ValidationError("includeStudyImageSets cannot be combined with revertToVersionId")
+                study_uid = record.dicom_tags.get("DICOMStudyInstanceUID")
+                for other in store.live_image_sets(record.datastore_id):
+                    if (other is not record and other.is_primary
+                            and other.dicom_tags.get("DICOMStudyInstanceUID") == study_uid):  # fmt: skip
+                        store.check_unlocked(other, "UpdateImageSetMetadata (includeStudyImageSets)")
+                        targets.append(other)
+            # Every image set is checked before any is written: the update is atomic across the study.
+            documents = [self._updated_document(t, updates, force, include_study) for t in targets]
+            committed = []
+            for target, document in zip(targets, documents, strict=True):
+                done = store.commit_version(
+                    target.datastore_id,
+                    target.image_set_id,
+                    lambda _id, doc=document: doc,
+                    "UPDATING",
+                    forced=force or None,
                 )
-            else:
-                document = store.document(record)
-                dicom_updates = updates.get("DICOMUpdates") or {}
-                if not dicom_updates:
-                    raise ValidationError(
-                        "updateImageSetMetadataUpdates needs DICOMUpdates or revertToVersionId"
-                    )
-                if dicom_updates.get("removableAttributes"):
-                    apply_removal(
-                        document, _json_blob(dicom_updates["removableAttributes"], "removableAttributes")
-                    )
-                if dicom_updates.get("updatableAttributes"):
-                    merge_update(
-                        document, _json_blob(dicom_updates["updatableAttributes"], "updatableAttributes")
-                    )
-            if not metadata.flatten_document(document):
-                raise ValidationError(f"update would leave image set {record.image_set_id} without instances")
-            record = store.commit_version(
-                record.datastore_id,
-                record.image_set_id,
-                lambda _id: document,
-                "UPDATING",
-                forced=bool(p.get("force")) or None,
-            )
-            store.lock_image_set(record, "UPDATING", "UPDATED", version=True)
+                store.lock_image_set(done, "UPDATING", "UPDATED", version=True)
+                committed.append(done)
+            record = committed[0]
         return {
             "datastoreId": record.datastore_id,
             "imageSetId": record.image_set_id,
@@ -289,6 +318,13 @@ class Operations:
                 store.check_latest(dest, dest_info["latestVersionId"], "CopyImageSet destination")
                 target = dest.image_set_id
                 existing = metadata.flatten_document(store.document(dest))
+            instances = update_rules.copy_into(
+                instances,
+                existing,
+                force=bool(p.get("force")),
+                source_id=source.image_set_id,
+                destination_id=str(target),
+            )
             uids = {i.sop_uid for i in instances}
             merged = [i for i in existing if i.sop_uid not in uids] + instances
             ds_id = source.datastore_id
