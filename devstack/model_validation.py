@@ -1,8 +1,9 @@
-"""Request validation derived from a botocore service model (ahi-local, sagemaker-local), as strict as AWS's own front end.
+"""Request validation derived from a botocore service model (ahi-local, sagemaker-local), as strict as AWS's
+own front end.
 
 AWS checks every request against the service's Smithy model before an operation runs: required members,
-JSON types, string and blob lengths, list and map sizes, numeric ranges, enums, regular-expression patterns and
-unions (exactly one member set). botocore's ``ParamValidator`` checks only part of that (no ``max``, no
+JSON types, string and blob lengths, list and map sizes, numeric ranges, enums, regular-expression patterns
+and unions (exactly one member set). botocore's ``ParamValidator`` checks only part of that (no ``max``, no
 ``pattern``, no ``enum``), so this module walks the input shape recursively and checks all of it, for every
 operation of whatever model is installed; nothing here names an operation or a member.
 
@@ -72,7 +73,7 @@ def _python_regex(pattern: str) -> str:
     return "".join(out)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled_pattern(pattern: str) -> re.Pattern[str] | None:
     """The model's (Java-flavoured) pattern as a Python regex, or None when Python cannot express it (then
     the pattern is logged once and not enforced, rather than failing every request)."""
@@ -213,7 +214,8 @@ class _Walker:
 
 
 def validation_errors(shape: Shape | None, params: dict[str, Any]) -> list[str]:
-    """Every constraint of the model that ``params`` (the operation's input members) breaks, in AWS's words."""
+    """Every constraint of the model that ``params`` (the operation's input members) breaks, in AWS's
+    words."""
     if shape is None:
         return []
     walker = _Walker()

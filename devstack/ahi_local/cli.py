@@ -25,11 +25,11 @@ from pathlib import Path
 
 from .faults import FaultSettings
 from .settings import (
-    ENV_IMPORT_WORKERS,
     DEFAULT_ACCOUNT_ID,
     DEFAULT_REGION,
     DEFAULT_TRANSITION_S,
     ENV_ACCOUNT_ID,
+    ENV_IMPORT_WORKERS,
     ENV_LOCK_WAIT_S,
     ENV_REGION,
     ENV_S3_ENDPOINT_URL,
@@ -77,8 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long update/copy/delete keep an image set LOCKED before it is ACTIVE again "
         f"(env {ENV_TRANSITION_S}; default {DEFAULT_TRANSITION_S})",
     )
-    serve.add_argument("--region", help=f"region in ARNs (env {ENV_REGION}, AWS_REGION; default {DEFAULT_REGION})")
-    serve.add_argument("--account-id", help=f"account in ARNs (env {ENV_ACCOUNT_ID}; default {DEFAULT_ACCOUNT_ID})")
+    serve.add_argument(
+        "--region", help=f"region in ARNs (env {ENV_REGION}, AWS_REGION; default {DEFAULT_REGION})"
+    )
+    serve.add_argument(
+        "--account-id", help=f"account in ARNs (env {ENV_ACCOUNT_ID}; default {DEFAULT_ACCOUNT_ID})"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     imp = sub.add_parser("import", help="upload a DICOM folder to S3 and import it (prints a JSON summary)")
     imp.add_argument("folder", type=Path)
@@ -146,7 +150,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         faults=FaultSettings.from_mapping(values),
         log_level=args.log_level,
         lock_wait_s=float(environ.get(ENV_LOCK_WAIT_S) or 15.0),
-        transition_s=_first_float(args.transition_seconds, environ.get(ENV_TRANSITION_S), DEFAULT_TRANSITION_S),
+        transition_s=_first_float(
+            args.transition_seconds, environ.get(ENV_TRANSITION_S), DEFAULT_TRANSITION_S
+        ),
         region=args.region or environ.get(ENV_REGION) or environ.get("AWS_REGION") or DEFAULT_REGION,
         account_id=args.account_id or environ.get(ENV_ACCOUNT_ID) or DEFAULT_ACCOUNT_ID,
     )

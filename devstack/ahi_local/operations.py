@@ -90,7 +90,8 @@ class Operations:
             lossless_storage_format=p.get("losslessStorageFormat") or "HTJ2K",
             tags=dict(p.get("tags") or {}),
         )
-        return {"datastoreId": record.datastore_id, "datastoreStatus": "CREATING" if created else record.status}
+        status = "CREATING" if created else record.status
+        return {"datastoreId": record.datastore_id, "datastoreStatus": status}
 
     def GetDatastore(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         return {"datastoreProperties": self.store.datastore(p["datastoreId"]).properties()}

@@ -8,8 +8,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .ids import now
 from .errors import ValidationError
+from .ids import now
 from .records import ImageSetRecord
 
 STRING_FILTERS = {

@@ -3,7 +3,8 @@
 Every operation of the ``medical-imaging`` service model gets a route from its ``http.requestUri``; request
 members are read from the URI, query string and JSON body as the model's serialization says, then checked
 against every constraint of the model (:mod:`devstack.ahi_local.validation`). An operation the model has but
-ahi-local does not implement (a newer botocore) is routed too and answers an AWS-shaped error. Errors are answered like AWS rest-json: ``x-amzn-ErrorType`` header and ``{"message": ...}``.
+ahi-local does not implement (a newer botocore) is routed too and answers an AWS-shaped error. Errors are
+answered like AWS rest-json: ``x-amzn-ErrorType`` header and ``{"message": ...}``.
 
 Non-AWS routes: ``GET /_local/health`` and ``GET|PUT /_local/faults`` (runtime fault settings).
 """
@@ -27,6 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from devstack.model_validation import validation_errors, validation_message
+
 from .errors import InternalError, ServiceError, UnknownOperationError, ValidationError
 from .faults import FaultInjector, FaultSettings, corrupt_bytes
 from .ids import new_id
@@ -34,7 +37,6 @@ from .importer import ImportRunner
 from .operations import Operations, RawResponse
 from .settings import ServeSettings
 from .store import Store
-from devstack.model_validation import validation_errors, validation_message
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +194,8 @@ class LocalAHIApp:
             try:
                 if handler is None:
                     raise UnknownOperationError(
-                        f"{op.name} is in botocore's medical-imaging model but ahi-local does not implement it"
+                        f"{op.name} is in botocore's medical-imaging model but ahi-local does not "
+                        "implement it"
                     )
                 if self.faults.latency_s():
                     await asyncio.sleep(self.faults.latency_s())

@@ -70,7 +70,8 @@ def check_update(
                 f"image set {image_set_id} is primary: its Series-level attributes {sorted(series_dicom)} "
                 "cannot be updated"
             )
-        uid_changes += [f"Series.{series_uid}.DICOM.{k}" for k in _changes(series_dicom, series_now.get("DICOM", {}))
+        changed_series = _changes(series_dicom, series_now.get("DICOM", {}))
+        uid_changes += [f"Series.{series_uid}.DICOM.{k}" for k in changed_series
                         if k in FORCE_ONLY]  # fmt: skip
         for sop_uid, instance in (series.get("Instances") or {}).items():
             instance_now = series_now.get("Instances", {}).get(sop_uid)
@@ -160,7 +161,8 @@ def copy_into(
         return copied
     if not force:
         raise ValidationError(
-            f"CopyImageSet from {source_id} into {destination_id}: inconsistent metadata ({'; '.join(different)}); "
+            f"CopyImageSet from {source_id} into {destination_id}: inconsistent metadata "
+            f"({'; '.join(different)}); "
             "pass force=true to copy anyway (the destination keeps its patient, study and series attributes)"
         )
     keep = _level(existing, metadata.PATIENT_KEYWORDS | metadata.STUDY_KEYWORDS)
@@ -168,13 +170,18 @@ def copy_into(
     series_attrs = _level([i for i in existing if i.series_uid == target_series], metadata.SERIES_KEYWORDS)
     out = []
     for inst in copied:
-        dicom = {k: v for k, v in inst.dicom.items() if k not in metadata.PATIENT_KEYWORDS | metadata.STUDY_KEYWORDS}
+        dicom = {
+            k: v
+            for k, v in inst.dicom.items()
+            if k not in metadata.PATIENT_KEYWORDS | metadata.STUDY_KEYWORDS
+        }
         dicom.update(keep)
         series_uid = inst.series_uid
         if target_series is not None and series_uid not in dest_series:
             dicom = {k: v for k, v in dicom.items() if k not in metadata.SERIES_KEYWORDS}
             dicom.update(series_attrs)
             series_uid = target_series
-        out.append(metadata.FlatInstance(series_uid, inst.sop_uid, dicom, inst.vrs, inst.stored_transfer_syntax,
+        out.append(metadata.FlatInstance(series_uid, inst.sop_uid, dicom, inst.vrs,
+                                         inst.stored_transfer_syntax,
                                          inst.frames))  # fmt: skip
     return out

@@ -15,10 +15,10 @@
   ``/invocations`` (or a multi-model target) and writes ``<S3OutputPath>/<id>.out`` or
   ``<S3FailurePath>/<id>-error.out``. ``RequestTTLSeconds`` (default 21600) and ``InvocationTimeoutSeconds``
   (default 900) are honoured: a request not started within its TTL, or whose container call outlives its
-  timeout, goes to the failure location with the reason. An accepted request is journaled (one JSON file per job under
-  ``async_queue_dir``) before the 202 goes out and removed once its output or error object is written, so a
-  gateway that crashes and restarts resumes every accepted job: like SageMaker's durable queue, nothing
-  accepted is lost.
+  timeout, goes to the failure location with the reason. An accepted request is journaled (one JSON file per
+  job under ``async_queue_dir``) before the 202 goes out and removed once its output or error object is
+  written, so a gateway that crashes and restarts resumes every accepted job: like SageMaker's durable queue,
+  nothing accepted is lost.
 """
 
 from __future__ import annotations
@@ -285,7 +285,9 @@ class Gateway:
             else:
                 reply = self.invoke(self.config.async_target_model, body, headers, job.timeout_s)
         except TimeoutError:
-            logger.warning("async inference %s outlived InvocationTimeoutSeconds=%d", inference_id, job.timeout_s)
+            logger.warning(
+                "async inference %s outlived InvocationTimeoutSeconds=%d", inference_id, job.timeout_s
+            )
             reply = HttpReply(
                 424,
                 json.dumps(

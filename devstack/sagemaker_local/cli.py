@@ -114,7 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         async_target_model=args.async_target_model,
         endpoint_names=tuple(args.endpoint_names),
         account_id=args.account_id,
-        region=args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        region=args.region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or "us-east-1",
         async_queue_dir=args.async_queue_dir,
     )
     app = create_app(config, s3_client_factory(args.s3_endpoint_url))

@@ -93,7 +93,12 @@ def gateway(
 ) -> Iterator[RunningProcess]:
     port = free_port()
     argv = gateway_command(
-        port, container_url, model_data_url, endpoint_names=endpoint_names, s3_endpoint_url=s3_url, extra=extra
+        port,
+        container_url,
+        model_data_url,
+        endpoint_names=endpoint_names,
+        s3_endpoint_url=s3_url,
+        extra=extra,
     )
     with running(argv, "/_local/health", f"http://127.0.0.1:{port}", env, "sagemaker-local", 60) as rp:
         yield rp

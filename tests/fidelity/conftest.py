@@ -48,7 +48,9 @@ class CliResult(dict):
         return json.loads(self["stdout"]) if self["stdout"].strip() else None
 
 
-def aws_cli(commands: Sequence[Sequence[str]], env: Mapping[str, str], timeout_s: float = 120) -> list[CliResult]:
+def aws_cli(
+    commands: Sequence[Sequence[str]], env: Mapping[str, str], timeout_s: float = 120
+) -> list[CliResult]:
     """Run ``aws <command>`` for each command (``--output json`` added) in one CLI process; the results in
     order, each with ``rc``, ``stdout``, ``stderr`` and ``.json``."""
     argvs = [[*c, "--output", "json"] for c in commands]

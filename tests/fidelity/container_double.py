@@ -1,8 +1,8 @@
-"""A minimal model container for the sagemaker-local fidelity tests (``python -m tests.fidelity.container_double
---port N``): the multi-model API MMS offers (``/ping``, ``/models``, ``/models/{name}/invoke``) and the
-single-model ``/invocations``. A JSON body ``{"fail": true}`` answers 500; ``{"sleep": S}`` waits S seconds
-first; anything else is echoed. It stands in for the real container only where the test is about the gateway
-(the real container is exercised in tests/container)."""
+"""A minimal model container for the sagemaker-local fidelity tests (``python -m
+tests.fidelity.container_double --port N``): the multi-model API MMS offers (``/ping``, ``/models``,
+``/models/{name}/invoke``) and the single-model ``/invocations``. A JSON body ``{"fail": true}`` answers
+500; ``{"sleep": S}`` waits S seconds first; anything else is echoed. It stands in for the real container
+only where the test is about the gateway (the real container is exercised in tests/container)."""
 
 from __future__ import annotations
 

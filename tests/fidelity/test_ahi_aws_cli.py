@@ -83,7 +83,8 @@ def test_every_operation_through_the_aws_cli(
             [MI, "get-dicom-import-job", "--datastore-id", ds, "--job-id", job_id],
             [MI, "list-dicom-import-jobs", "--datastore-id", ds],
             [MI, "search-image-sets", "--datastore-id", ds, "--search-criteria", json.dumps(
-                {"filters": [{"values": [{"DICOMPatientId": series.spec.patient_id}], "operator": "EQUAL"}]})],
+                {"filters": [{"values": [{"DICOMPatientId": series.spec.patient_id}],
+                              "operator": "EQUAL"}]})],
             [MI, "search-image-sets", "--datastore-id", ds, "--search-criteria", json.dumps(
                 {"filters": [{"values": [{"DICOMPatientId": "x"}], "operator": "EQUAL"}] * 3})],
         ],
@@ -92,7 +93,7 @@ def test_every_operation_through_the_aws_cli(
     props = job.json["jobProperties"]
     job_folder = f"{out_uri}{ds}-DicomImport-{job_id}/"
     assert props["jobStatus"] == "COMPLETED" and props["outputS3Uri"] == job_folder
-    manifest_key = f"{job_folder[len(f's3://{BUCKET}/'):]}job-output-manifest.json"
+    manifest_key = f"{job_folder[len(f's3://{BUCKET}/') :]}job-output-manifest.json"
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=manifest_key)["Body"].read())
     assert manifest["jobSummary"]["jobId"] == job_id
     assert [j["jobId"] for j in jobs.json["jobSummaries"]] == [job_id]
@@ -119,8 +120,15 @@ def test_every_operation_through_the_aws_cli(
     assert metadata_out.json["contentType"] == "application/json"
     assert [v["versionId"] for v in versions.json["imageSetPropertiesList"]] == ["1"]
 
-    updates = json.dumps({"DICOMUpdates": {"updatableAttributes": json.dumps(
-        {"SchemaVersion": "1.1", "Study": {"DICOM": {"StudyDescription": "via the AWS CLI"}}})}})
+    updates = json.dumps(
+        {
+            "DICOMUpdates": {
+                "updatableAttributes": json.dumps(
+                    {"SchemaVersion": "1.1", "Study": {"DICOM": {"StudyDescription": "via the AWS CLI"}}}
+                )
+            }
+        }
+    )
     frame, tagged, tags, untagged, updated, accessed = aws_cli(
         [
             [MI, "get-image-frame", *key, "--image-frame-information", f"imageFrameId={frame_id}",

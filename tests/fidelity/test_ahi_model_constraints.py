@@ -73,7 +73,8 @@ def _pattern_breaker(shape: Shape) -> str | None:
     return None
 
 
-def _violations(shape: Shape, path: tuple[Any, ...], location: str | None) -> Iterator[tuple[Any, str]]:
+def _violations(  # noqa: C901 (one branch per kind of constraint, as the model has them)
+    shape: Shape, path: tuple[Any, ...], location: str | None) -> Iterator[tuple[Any, str]]:
     """(value, expected message fragment) for each constraint of ``shape`` itself."""
     meta, where = shape.metadata, _wire_path(path)
     at = f"at '{where}' failed to satisfy constraint: "
@@ -106,7 +107,10 @@ def _violations(shape: Shape, path: tuple[Any, ...], location: str | None) -> It
         if low:
             yield [], at + f"Member must have length greater than or equal to {low}"
         if high is not None and high < 10_000:
-            yield [_sample(shape.member)] * (high + 1), at + f"Member must have length less than or equal to {high}"
+            yield (
+                [_sample(shape.member)] * (high + 1),
+                at + f"Member must have length less than or equal to {high}",
+            )
     elif kind == "map" and high is not None:
         yield {f"k{i}": _sample(shape.value) for i in range(high + 1)}, at + "Member must have length less"
 
@@ -117,9 +121,9 @@ def _sample(shape: Shape) -> Any:
             "list": [], "map": {}}.get(shape.type_name, "x")  # fmt: skip
 
 
-def _walk(shape: Shape, path: tuple[Any, ...], depth: int, location: str | None = None) -> Iterator[
-    tuple[tuple[str | int, ...], Any, str]
-]:
+def _walk(
+    shape: Shape, path: tuple[Any, ...], depth: int, location: str | None = None
+) -> Iterator[tuple[tuple[str | int, ...], Any, str]]:
     yield from ((path, value, expect) for value, expect in _violations(shape, path, location))
     if depth >= MAX_DEPTH:
         return
@@ -133,8 +137,12 @@ def _walk(shape: Shape, path: tuple[Any, ...], depth: int, location: str | None 
                     # then null (a union: none set), reported under this member's path.
                     yield child, MISSING, f"at '{_wire_path(child)}"
                 elif member.metadata.get("union") is None:
-                    yield child, MISSING, f"Value null at '{_wire_path(child)}' failed to satisfy constraint: " \
-                        "Member must not be null"
+                    yield (
+                        child,
+                        MISSING,
+                        f"Value null at '{_wire_path(child)}' failed to satisfy constraint: "
+                        "Member must not be null",
+                    )
             yield from _walk(member, child, depth + 1, loc or location)
     elif shape.type_name == "list":
         yield from _walk(shape.member, (*path, 0), depth + 1, location)
@@ -169,7 +177,7 @@ def _uri_defaults(op: OperationModel) -> dict[str, Any]:
 def _place(params: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
     path = tuple(step.key if isinstance(step, MapKey) else step for step in path)
     node: Any = params
-    for step, nxt in zip(path, path[1:]):
+    for step, nxt in zip(path, path[1:], strict=False):
         if isinstance(step, int):
             while len(node) <= step:
                 node.append([] if isinstance(nxt, int) else {})

@@ -1,5 +1,6 @@
-"""AWS HealthImaging semantics that ahi-local models: LOCKED image sets, idempotent CreateDatastore, ARNs of the
-configured region and account, and a newer botocore model whose extra operation never crashes the server."""
+"""AWS HealthImaging semantics that ahi-local models: LOCKED image sets, idempotent CreateDatastore, ARNs of
+the configured region and account, and a newer botocore model whose extra operation never crashes the
+server."""
 
 from __future__ import annotations
 

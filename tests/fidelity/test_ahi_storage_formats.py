@@ -1,5 +1,5 @@
-"""Stored frames as AHI stores them: HTJ2K lossless with RPCL progression (1.2.840.10008.1.2.4.202) by default;
-JPEG 2000 lossless (1.2.840.10008.1.2.4.90, ``image/j2c``) in a datastore created with
+"""Stored frames as AHI stores them: HTJ2K lossless with RPCL progression (1.2.840.10008.1.2.4.202) by
+default; JPEG 2000 lossless (1.2.840.10008.1.2.4.90, ``image/j2c``) in a datastore created with
 ``losslessStorageFormat=JPEG_2000_LOSSLESS``; and the connector reads both back to the original pixels."""
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def test_lossless_storage_format(
 ) -> None:  # fmt: skip
     series = write_series(tmp_path / "src", SeriesSpec(slices=3, rows=32, columns=24))
     ds = ahi.create_datastore(
-        datastoreName=f"format-{storage_format}", clientToken=storage_format, losslessStorageFormat=storage_format
+        datastoreName=f"format-{storage_format}",
+        clientToken=storage_format,
+        losslessStorageFormat=storage_format,
     )["datastoreId"]
     props = ahi.get_datastore(datastoreId=ds)["datastoreProperties"]
     assert props["losslessStorageFormat"] == storage_format
@@ -50,7 +52,9 @@ def test_lossless_storage_format(
     instances = doc["Study"]["Series"][series.series_uid]["Instances"]
     assert {i["StoredTransferSyntaxUID"] for i in instances.values()} == {syntax}
     frame_id = instances[series.sop_instance_uids[0]]["ImageFrames"][0]["ID"]
-    frame = ahi.get_image_frame(datastoreId=ds, imageSetId=image_set, imageFrameInformation={"imageFrameId": frame_id})
+    frame = ahi.get_image_frame(
+        datastoreId=ds, imageSetId=image_set, imageFrameInformation={"imageFrameId": frame_id}
+    )
     assert frame["contentType"] == content_type
     data = frame["imageFrameBlob"].read()
     if storage_format == "HTJ2K":

@@ -1,6 +1,6 @@
 """AHI's update and copy rules in ahi-local: ``force`` for UIDs (never for a primary image set's), the
-patient level of primary image sets, an updated SOPInstanceUID re-files its instance, ``includeStudyImageSets``
-and a copy across series."""
+patient level of primary image sets, an updated SOPInstanceUID re-files its instance,
+``includeStudyImageSets`` and a copy across series."""
 
 from __future__ import annotations
 
@@ -29,15 +29,21 @@ def _update(ahi: Any, ds: str, image_set: str, version: str, attrs: dict[str, An
 
 
 def test_update_and_copy_rules(ahi: Any, moto_s3: str, tmp_path: Path) -> None:
-    first = write_series(tmp_path / "a", SeriesSpec(slices=2, rows=8, columns=8, study_uid=STUDY_UID, series_number=1))
-    second = write_series(tmp_path / "b", SeriesSpec(slices=2, rows=8, columns=8, study_uid=STUDY_UID, series_number=2, seed=3))
+    first = write_series(
+        tmp_path / "a", SeriesSpec(slices=2, rows=8, columns=8, study_uid=STUDY_UID, series_number=1)
+    )
+    second = write_series(
+        tmp_path / "b", SeriesSpec(slices=2, rows=8, columns=8, study_uid=STUDY_UID, series_number=2, seed=3)
+    )
     ds = create_datastore(ahi, "rules")
     s3 = s3_client(moto_s3)
     [primary] = import_folder(ahi, s3, ds, tmp_path / "a").image_set_ids
     [other] = import_folder(ahi, s3, ds, tmp_path / "b").image_set_ids
     sop = first.sop_instance_uids[0]
     new_sop = sop + ".9"
-    sop_update = {"Study": {"Series": {first.series_uid: {"Instances": {sop: {"DICOM": {"SOPInstanceUID": new_sop}}}}}}}
+    sop_update = {
+        "Study": {"Series": {first.series_uid: {"Instances": {sop: {"DICOM": {"SOPInstanceUID": new_sop}}}}}}
+    }
 
     for force in (False, True):
         with pytest.raises(ahi.exceptions.ValidationException, match="is primary: .*not even with force"):
@@ -46,7 +52,9 @@ def test_update_and_copy_rules(ahi: Any, moto_s3: str, tmp_path: Path) -> None:
         _update(ahi, ds, primary, "1", {"Patient": {"DICOM": {"PatientName": "Renamed^Patient"}}})
 
     copied = ahi.copy_image_set(
-        datastoreId=ds, sourceImageSetId=primary, copyImageSetInformation={"sourceImageSet": {"latestVersionId": "1"}}
+        datastoreId=ds,
+        sourceImageSetId=primary,
+        copyImageSetInformation={"sourceImageSet": {"latestVersionId": "1"}},
     )["destinationImageSetProperties"]["imageSetId"]
     wait_image_set_settled(ahi, ds, copied)
     wait_image_set_settled(ahi, ds, primary)

@@ -1,8 +1,8 @@
-"""The ``sagemaker`` Python SDK against sagemaker-local, both majors: v3 (``pip install sagemaker`` today, in the
-dev extra) with ``sagemaker.core.resources.Endpoint.invoke`` / ``invoke_async``, and v2 (``sagemaker<3``, in
-the side venv ``.venv-sagemaker2`` that scripts/install.sh builds) with ``Predictor`` / ``AsyncPredictor``.
-Only runtime calls are made (the endpoint URL comes from ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``); nothing
-reaches STS or the SageMaker control plane."""
+"""The ``sagemaker`` Python SDK against sagemaker-local, both majors: v3 (``pip install sagemaker`` today, in
+the dev extra) with ``sagemaker.core.resources.Endpoint.invoke`` / ``invoke_async``, and v2
+(``sagemaker<3``, in the side venv ``.venv-sagemaker2`` that scripts/install.sh builds) with ``Predictor``
+/ ``AsyncPredictor``. Only runtime calls are made (the endpoint URL comes from
+``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``); nothing reaches STS or the SageMaker control plane."""
 
 from __future__ import annotations
 
@@ -115,7 +115,12 @@ def test_sagemaker_sdk_v2_predictor_and_async_predictor(
     s3_client(moto_s3).put_object(Bucket=SM_BUCKET, Key="in/v2.json", Body=b'{"x": 5}')
     proc = subprocess.run(
         [str(sagemaker2_python), "-c", V2_SCRIPT, ENDPOINT, f"s3://{SM_BUCKET}/in/v2.json"],
-        env={**os.environ, **_runtime_env(sagemaker_local, moto_s3), "PYTHONPATH": "", "SAGEMAKER_SUPPRESS_V2_WARNING": "1"},
+        env={
+            **os.environ,
+            **_runtime_env(sagemaker_local, moto_s3),
+            "PYTHONPATH": "",
+            "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+        },
         capture_output=True,
         text=True,
         timeout=300,
