@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import imagecodecs
@@ -123,7 +123,7 @@ def _j2k_lossless(arr: np.ndarray) -> bytes:
     return _checked("JPEG 2000", arr, encoded, imagecodecs.jpeg2k_decode)
 
 
-def _checked(name: str, arr: np.ndarray, encoded: bytes, decode: Any) -> bytes:
+def _checked(name: str, arr: np.ndarray, encoded: bytes | bytearray, decode: Any) -> bytes:
     back = decode(encoded)
     if back.shape != arr.shape or not np.array_equal(back, arr):
         raise FrameEncodingError(f"{name} round trip changed the pixels (encoder fault); refusing to store")
@@ -159,7 +159,7 @@ def encode_instance(ds: Dataset, lossless_format: str = "HTJ2K") -> EncodedInsta
 def _fallback_decode(ds: Dataset, transfer_syntax: UID, originals: list[bytes]) -> list[np.ndarray]:
     """Decode kept lossy frames with imagecodecs (libjpeg-turbo / OpenJPEG / OpenJPH) when pydicom cannot;
     the shape must match (0028,0010) Rows / (0028,0011) Columns."""
-    codec = FALLBACK_DECODERS[str(transfer_syntax)]
+    codec: Callable[..., np.ndarray] = FALLBACK_DECODERS[str(transfer_syntax)]  # type: ignore[assignment]
     arrays = [np.ascontiguousarray(codec(raw)) for raw in originals]
     for index, arr in enumerate(arrays):
         if arr.shape[:2] != (ds.Rows, ds.Columns):

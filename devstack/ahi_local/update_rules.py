@@ -33,7 +33,7 @@ def _is_private(key: str) -> bool:
     return bool(_PRIVATE.fullmatch(key))
 
 
-def _changes(updates: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def _changes(updates: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
     return [k for k, v in (updates or {}).items() if current.get(k) != v]
 
 

@@ -10,8 +10,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ahi_connector.import_jobs import wait_for_import_job
 from devstack.clients import s3_client
-from devstack.importing import ROLE_ARN, ensure_bucket, upload_folder, wait_for_job, wait_image_set_settled
+from devstack.importing import DEFAULT_ROLE_ARN as ROLE_ARN
+from devstack.importing import ensure_bucket, upload_folder, wait_image_set_settled
 from devstack.synthetic import SeriesSpec, write_series
 from tests.fidelity.conftest import aws_cli
 
@@ -76,7 +78,7 @@ def test_every_operation_through_the_aws_cli(
     assert ds in {d["datastoreId"] for d in listed.json["datastoreSummaries"]}
     assert "at 'dataAccessRoleArn'" in _error(bad_role)
     job_id = started.json["jobId"]
-    wait_for_job(ahi, ds, job_id, timeout_s=120)
+    wait_for_import_job(ahi, ds, job_id, timeout_s=120)
 
     job, jobs, searched, three_filters = aws_cli(
         [
