@@ -352,7 +352,10 @@ async def _invoke_endpoint(request: Request) -> Response:
                 "(use InvokeEndpointAsync for larger inputs)"
             )
         headers = _forward_headers(request)
-        reply = await run_in_threadpool(gw.invoke, request.headers.get(H_TARGET), body, headers)
+        try:
+            reply = await run_in_threadpool(gw.invoke, request.headers.get(H_TARGET), body, headers)
+        except TimeoutError:
+            raise model_error(0, TIMEOUT_MESSAGE) from None
         if not 200 <= reply.status < 300:
             raise model_error(reply.status, reply.text())
     except RuntimeApiError as exc:
