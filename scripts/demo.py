@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_BUCKET = "spleen-demo-results"
 IMPORT_BUCKET = "spleen-demo-import"
 ROLE_ARN = "arn:aws:iam::123456789012:role/spleen-demo-ahi-import"
+ENDPOINT_NAME = "spleen-mme"  # the one EndpointName the demo's sagemaker-local serves
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         s3_url = stack.start_moto()
         ahi_url = stack.start_ahi_local()
         container_url = stack.start_serve()
-        gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent))
+        gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent), [ENDPOINT_NAME])
         print(f"S3 {s3_url} | AHI {ahi_url} | container {container_url} | sagemaker-runtime {gateway_url}")
         ahi, s3 = stack.client("medical-imaging"), stack.client("s3")
 
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         try:
             resp = runtime.invoke_endpoint(  # type: ignore[attr-defined]
-                EndpointName="spleen-mme",
+                EndpointName=ENDPOINT_NAME,
                 TargetModel="model.tar.gz",
                 ContentType="application/json",
                 Accept="application/json",
