@@ -23,6 +23,7 @@ from .decoders import Codec, DecoderRegistry
 from .dicomize import make_dataset, set_pixel_data
 from .errors import AHIConfigError, AHICredentialsError, AHIRequestError, ImageSetNotFoundError
 from .fetch import FrameFetcher, FrameTask, JobStats, RetryPolicy
+from .transport import DEFAULT_FRAME_READ_TIMEOUT_S
 from .metadata import ImageSetMetadata, parse_metadata_blob
 from .volume import Volume, allocate, plan_series
 
@@ -61,6 +62,16 @@ class ImageSetExporter:
     :param decoder: HTJ2K/J2K backend preference: ``auto``, ``openjph``, ``openjpeg`` or ``jpeg2k``.
     :param max_workers: frame worker threads (each holds at most one request and one decode).
     :param deadline_s: default overall deadline of one export call.
+    :param transport: GetImageFrame transport: ``auto`` (the lean urllib3 + SigV4 transport when the client
+        allows it, else botocore), ``lean`` or ``botocore`` (see :mod:`ahi_connector.transport`).
+    :param max_tps: ceiling on GetImageFrame requests per second (AHI's default quota: 1000); None: no
+        ceiling. Throttling answers also halve the concurrency (AIMD, see :mod:`ahi_connector.fetch`).
+    :param frame_read_timeout_s: how long one frame attempt waits for data (lean transport).
+
+    Time budget of a frame that never answers, with the defaults: each attempt waits 10 s for data, a frame
+    gets at most 30 s over all its attempts (``RetryPolicy.frame_budget_s``), so one hung frame fails the
+    export with FrameFetchError naming it after about 30 s; a frame that stalls once and then answers costs
+    one 10 s attempt and succeeds. The export as a whole is bounded by ``deadline_s``.
     """
 
     def __init__(
@@ -74,6 +85,9 @@ class ImageSetExporter:
         metadata_cache_size: int = 16,
         endpoint_url: str | None = None,
         region_name: str | None = None,
+        transport: str = "auto",
+        max_tps: float | None = 1000.0,
+        frame_read_timeout_s: float = DEFAULT_FRAME_READ_TIMEOUT_S,
     ) -> None:
         if deadline_s <= 0:
             raise AHIConfigError(f"deadline_s must be > 0, got {deadline_s}")
@@ -85,7 +99,18 @@ class ImageSetExporter:
             endpoint_url, region_name, max_pool_connections=max(64, max_workers)
         )
         self.deadline_s = deadline_s
-        self.fetcher = FrameFetcher(self.client, self.decoders, max_workers=max_workers, retry=retry)
+        try:
+            self.fetcher = FrameFetcher(
+                self.client,
+                self.decoders,
+                max_workers=max_workers,
+                retry=retry,
+                transport=transport,
+                max_tps=max_tps,
+                frame_read_timeout_s=frame_read_timeout_s,
+            )
+        except ValueError as exc:
+            raise AHIConfigError(str(exc)) from exc
         self._cache: OrderedDict[tuple[str, str, str | None], ImageSetMetadata] = OrderedDict()
         self._cache_size = metadata_cache_size
         self._cache_lock = threading.Lock()
@@ -95,6 +120,7 @@ class ImageSetExporter:
     def close(self) -> None:
         """Stop the frame workers and decoder processes (the exporter restarts them lazily if used again)."""
         self.fetcher.close()
+        self.fetcher.transport.close()
         self.decoders.close()
 
     def __enter__(self) -> ImageSetExporter:
@@ -186,9 +212,10 @@ class ImageSetExporter:
         t0 = time.perf_counter()
         self.last_stats = self.fetcher.run(tasks, deadline_s or self.deadline_s)
         log.debug(
-            "fetched %d frames in %.3f s (%d retries; %s)",
+            "fetched %d frames in %.3f s over %s (%d retries; %s)",
             self.last_stats.frames,
             time.perf_counter() - t0,
+            self.last_stats.transport,
             self.last_stats.retries,
             self.last_stats.backends,
         )
