@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import botocore.exceptions as bce
@@ -21,10 +21,17 @@ from pydicom.dataset import FileDataset
 from .client import make_ahi_client
 from .decoders import Codec, DecoderRegistry
 from .dicomize import make_dataset, set_pixel_data
-from .errors import AHIConfigError, AHICredentialsError, AHIRequestError, ImageSetNotFoundError
+from .errors import (
+    AHIConfigError,
+    AHICredentialsError,
+    AHIRequestError,
+    ImageSetNotFoundError,
+    MetadataError,
+    SeriesNotFoundError,
+)
 from .fetch import FrameFetcher, FrameTask, JobStats, RetryPolicy
-from .transport import DEFAULT_FRAME_READ_TIMEOUT_S
 from .metadata import ImageSetMetadata, parse_metadata_blob
+from .transport import DEFAULT_FRAME_READ_TIMEOUT_S
 from .volume import Volume, allocate, plan_series
 
 log = logging.getLogger(__name__)
@@ -271,6 +278,64 @@ class ImageSetExporter:
                 set_pixel_data(ds, pixels if multi else pixels[0], seen.get("codec"))
             datasets.append(ds)
         return datasets
+
+    def frames_array(
+        self,
+        datastore_id: str,
+        image_set_id: str,
+        sop_instance_uids: Sequence[str],
+        *,
+        deadline_s: float | None = None,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """The stored pixel values of the given single-frame instances, in the order given, decoded straight
+        into one preallocated ``(len(uids), rows, columns[, samples])`` array of the stored type (no datasets,
+        no rescale, no geometry checks: for a caller that sorted the slices itself, e.g. the MONAI Deploy
+        volume operator). Only these instances' frames are fetched.
+
+        Raises SeriesNotFoundError for a UID the image set does not hold, MetadataError for a multi-frame
+        instance or a frame size that differs from the first instance's.
+        """
+        meta = self.get_metadata(datastore_id, image_set_id)
+        by_uid = {inst.sop_instance_uid: inst for inst in meta.iter_instances()}
+        where = f"image set {image_set_id} (datastore {datastore_id})"
+        missing = [uid for uid in sop_instance_uids if uid not in by_uid]
+        if missing:
+            raise SeriesNotFoundError(f"{where} holds no instance {missing[0]} ({len(missing)} missing)")
+        instances = [by_uid[uid] for uid in sop_instance_uids]
+        if not instances:
+            raise AHIConfigError(f"frames_array of {where}: no instances given")
+        first = instances[0].frame_spec()
+        for inst in instances:
+            if len(inst.frames) != 1:
+                raise MetadataError(
+                    f"instance {inst.sop_instance_uid} of {where} has {len(inst.frames)} frames; "
+                    "frames_array takes single-frame instances (use to_volume for multi-frame series)"
+                )
+        array = np.empty((len(instances), *first.shape), dtype=first.dtype)
+
+        def sink(task: FrameTask, frame: np.ndarray, codec: Codec) -> None:
+            array[slot[task.ref.sop_instance_uid]] = frame
+            if progress:
+                progress(1)
+
+        slot = {inst.sop_instance_uid: k for k, inst in enumerate(instances)}
+        tasks = []
+        for inst in instances:
+            spec = inst.frame_spec()
+            if spec.shape != first.shape:
+                raise MetadataError(
+                    f"instance {inst.sop_instance_uid} of {where} has frames of shape {spec.shape}, the first "
+                    f"instance {instances[0].sop_instance_uid} {first.shape}: they do not stack"
+                )
+            frame = inst.frames[0]
+            tasks.append(
+                FrameTask(
+                    meta.frame_ref(inst, frame), spec, frame.checksum, inst.stored_transfer_syntax, sink
+                )
+            )
+        self._run(tasks, deadline_s)
+        return array
 
     def to_volume(
         self,

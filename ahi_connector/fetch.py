@@ -34,7 +34,6 @@ import botocore.exceptions as bce
 import numpy as np
 
 from .decoders import Codec, DecoderRegistry, FrameSpec, resolve_codec
-from .transport import DEFAULT_FRAME_READ_TIMEOUT_S, FrameTransport, select_transport
 from .decoders.jpeg import to_rgb
 from .errors import (
     AHICredentialsError,
@@ -47,6 +46,7 @@ from .errors import (
     FrameRef,
     UnsupportedFrameFormatError,
 )
+from .transport import DEFAULT_FRAME_READ_TIMEOUT_S, FrameTransport, select_transport
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +364,9 @@ class FrameFetcher:
                     break
                 spent = time.monotonic() - started
                 if spent + delay >= policy.frame_budget_s:
-                    raise self._final_error(task, exc, tries, budget=(self.retry.frame_budget_s, spent))
+                    raise self._final_error(
+                        task, exc, tries, budget=(self.retry.frame_budget_s, spent)
+                    ) from exc
                 if job.remaining() <= delay:
                     raise ExportDeadlineError(
                         f"{task.ref.describe()}: deadline reached while retrying (attempt {tries}, last "

@@ -94,7 +94,9 @@ def _lean_blocker(client: Any) -> str | None:
     config = meta.config
     if (config.signature_version or "v4") not in ("v4", "s3v4") or model.signature_version != "v4":
         return f"signature version {config.signature_version!r}"
-    if config.proxies or any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+    if config.proxies or any(
+        os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+    ):
         return "a proxy is configured"
     if config.client_cert:
         return "a client certificate is configured"

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+STAGE_METADATA = "metadata"
 STAGE_FETCH = "fetch_decode"
 STAGE_SELECT = "select"
 STAGE_VOLUME = "volume"
@@ -22,6 +23,7 @@ STAGE_SEG_WRITE = "seg_write"
 STAGE_STL = "stl"
 STAGE_REPORT = "report"
 STAGES = (
+    STAGE_METADATA,
     STAGE_FETCH,
     STAGE_SELECT,
     STAGE_VOLUME,

@@ -88,6 +88,7 @@ class SpleenSegService:
         ahi_client: Any = None,
         endpoint_url: str | None = None,
         write_stl: bool = True,
+        ahi_direct_volume: bool = True,
         device: str | None = None,
         holoscan_log_level: str = "WARN",
     ) -> None:
@@ -100,6 +101,7 @@ class SpleenSegService:
         self._ahi_client = ahi_client
         self._endpoint_url = endpoint_url
         self._write_stl = write_stl
+        self._ahi_direct_volume = ahi_direct_volume
         self._lock = threading.Lock()
 
     @property
@@ -147,6 +149,7 @@ class SpleenSegService:
             exporter=self._get_exporter() if req.is_ahi else None,
             write_stl=self._write_stl,
             record=RunRecord(),
+            ahi_direct_volume=self._ahi_direct_volume,
         )
         with self._lock:
             start = time.perf_counter()
