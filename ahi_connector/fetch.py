@@ -50,6 +50,20 @@ from .transport import DEFAULT_FRAME_READ_TIMEOUT_S, FrameTransport, select_tran
 
 log = logging.getLogger(__name__)
 
+
+def _crc32_function() -> Callable[[Any], int]:
+    """CRC-32 (the checksum AHI stores) of a buffer: libdeflate's from imagecodecs (~15x zlib's on 512²
+    frames, 0.014 vs 0.2 ms), else zlib's. Same polynomial, same values."""
+    try:
+        from imagecodecs import deflate_crc32
+    except ImportError:  # imagecodecs without libdeflate
+        return zlib.crc32
+    probe = b"ahi-connector crc probe"
+    return deflate_crc32 if deflate_crc32(probe) == zlib.crc32(probe) else zlib.crc32
+
+
+crc32 = _crc32_function()
+
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 RETRYABLE_CODES = frozenset(
     {
@@ -444,7 +458,7 @@ class FrameFetcher:
                 f"{backend.name} could not decode {len(data)} {codec.value} bytes: {exc}"
             ) from exc
         if task.checksum is not None:
-            crc = zlib.crc32(pixels) & 0xFFFFFFFF
+            crc = crc32(pixels) & 0xFFFFFFFF
             if crc != task.checksum:
                 raise _ChecksumMismatch(f"CRC32 of decoded pixels {crc} != metadata checksum {task.checksum}")
         if codec is Codec.JPEG and task.spec.is_ybr:
