@@ -325,8 +325,8 @@ class ImageSetExporter:
             spec = inst.frame_spec()
             if spec.shape != first.shape:
                 raise MetadataError(
-                    f"instance {inst.sop_instance_uid} of {where} has frames of shape {spec.shape}, the first "
-                    f"instance {instances[0].sop_instance_uid} {first.shape}: they do not stack"
+                    f"instance {inst.sop_instance_uid} of {where} has frames of shape {spec.shape}, the "
+                    f"first instance {instances[0].sop_instance_uid} {first.shape}: they do not stack"
                 )
             frame = inst.frames[0]
             tasks.append(
