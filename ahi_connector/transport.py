@@ -87,9 +87,9 @@ class BotocoreFrameTransport:
 
 def _lean_blocker(client: Any) -> str | None:
     """Why the lean transport cannot stand in for this client's GetImageFrame, or None when it can."""
-    meta = getattr(client, "meta", None)
+    meta: Any = getattr(client, "meta", None)
     model = getattr(meta, "service_model", None)
-    if model is None or getattr(model, "service_name", None) != "medical-imaging":
+    if meta is None or model is None or getattr(model, "service_name", None) != "medical-imaging":
         return "not a botocore medical-imaging client"
     config = meta.config
     if (config.signature_version or "v4") not in ("v4", "s3v4") or model.signature_version != "v4":
@@ -223,7 +223,7 @@ class LeanFrameTransport:
     @staticmethod
     def _read(resp: Any, url: str) -> bytes:
         try:
-            data = resp.read()
+            data = bytes(resp.read())
         except urllib3.exceptions.ReadTimeoutError as exc:
             raise bce.ReadTimeoutError(endpoint_url=url, error=exc) from exc
         except (urllib3.exceptions.ProtocolError, urllib3.exceptions.HTTPError, OSError) as exc:

@@ -83,6 +83,8 @@ class RunConfig:
     @property
     def direct_volume(self) -> bool:
         return self.ahi_direct_volume and self.request.dicom_folder is None
+    #: False when the caller writes ``report.json`` itself (the service adds the total time first).
+    write_report_file: bool = True
 
     @property
     def seg_dir(self) -> Path:
@@ -183,7 +185,7 @@ class AISpleenSegApp(Application):
         )
         report = ReportOperator(
             self,
-            output_file=run.report_path,
+            output_file=run.report_path if run.write_report_file else None,
             model=identity,
             request=run.request,
             with_stl=run.write_stl,

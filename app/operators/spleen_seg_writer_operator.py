@@ -96,8 +96,11 @@ class SpleenSegWriterOperator(DICOMSegmentationWriterOperator):
         """The SDK's SEG writing, given only the slices that contain a segment (see the module doc)."""
         mask = np.asarray(image)
         instances = dicom_series.get_sop_instances()
-        keep = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)) if mask.ndim == 3 else []
-        if len(instances) != mask.shape[0] or len(keep) in (0, mask.shape[0]):
+        if mask.ndim != 3 or len(instances) != mask.shape[0]:
+            super().create_dicom_seg(image, dicom_series, output_dir)
+            return
+        keep = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+        if len(keep) in (0, mask.shape[0]):
             super().create_dicom_seg(image, dicom_series, output_dir)
             return
         subset = DICOMSeries(dicom_series.SeriesInstanceUID)

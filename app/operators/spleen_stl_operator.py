@@ -36,6 +36,7 @@ from pydicom.dataset import Dataset
 from ahi_connector.errors import GeometryError
 from ahi_connector.geometry import SlicePlane, compute_geometry
 
+from ..components import largest_component
 from ..run_record import STAGE_STL, RunRecord
 
 logger = logging.getLogger(__name__)
@@ -62,17 +63,6 @@ def series_affine(datasets: Sequence[Dataset]) -> np.ndarray:
     return compute_geometry(planes).affine
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    from skimage.measure import label
-
-    labels = label(mask, connectivity=1)
-    if labels.max() <= 1:
-        return labels > 0
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    return labels == int(np.argmax(counts))
-
-
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """The smallest box holding every non-zero voxel (one pass per axis over the projections), or None."""
     box = []
@@ -94,7 +84,7 @@ def spleen_mesh(mask: np.ndarray, affine: np.ndarray, smooth: bool = True) -> An
     box = _bounding_box(np.asarray(mask))
     if box is None:
         return None
-    component = _largest_component(np.asarray(mask)[box] > 0)
+    component = largest_component(np.asarray(mask)[box] > 0)
     lo = np.array([b.start for b in box])
     padded = np.pad(component.astype(np.float32), 1)
     verts, faces, _, _ = marching_cubes(padded, level=0.5)
