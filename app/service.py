@@ -131,9 +131,12 @@ class SpleenSegService:
         self,
         request: SegRequest | Mapping[str, Any] | str | bytes | os.PathLike[str],
         work_dir: str | os.PathLike[str],
+        *,
+        write_stl: bool | None = None,
     ) -> SegResult:
         """Segment the request's CT series; write SEG (``seg/``), STL (``stl/spleen.stl``) and ``report.json``
-        under ``work_dir`` (created; its ``seg/`` folder must not already hold a SEG)."""
+        under ``work_dir`` (created; its ``seg/`` folder must not already hold a SEG). ``write_stl`` overrides
+        the service's STL setting for this request (None: the service's, default on)."""
         req = coerce_request(request)
         output_dir = Path(work_dir)
         if any((output_dir / "seg").glob("*.dcm")):
@@ -147,7 +150,7 @@ class SpleenSegService:
             model=self._model,
             app_context=self._app_context,
             exporter=self._get_exporter() if req.is_ahi else None,
-            write_stl=self._write_stl,
+            write_stl=self._write_stl if write_stl is None else write_stl,
             record=RunRecord(),
             ahi_direct_volume=self._ahi_direct_volume,
             write_report_file=False,
