@@ -19,7 +19,9 @@ app).
 AHI access: ``exporter`` (an ``ahi_connector.ImageSetExporter``), or ``ahi_client``, or ``endpoint_url``; by
 default the standard boto3 chain (``AWS_ENDPOINT_URL_MEDICAL_IMAGING``,
 ``AWS_DISABLE_HOST_PREFIX_INJECTION``...),
-created on the first AHI request.
+created on the first AHI request. ``ahi_direct_volume`` (default True) selects the series from metadata and
+fetches only its frames straight into the SDK Image; False keeps the SDK-compatible path (every instance
+with pixel data, then the SDK's volume operator). Both give the same SEG.
 
 Errors: :class:`app.errors.AppError` subclasses and the connector's ``AHIError`` tree carry ``http_status``;
 they
