@@ -27,6 +27,10 @@ model-archive: install
 	$(PY) -m model.package --output build/model.tar.gz
 
 bench: install
+	$(PY) scripts/bench_app.py
+
+.PHONY: bench-connector
+bench-connector: install
 	$(PY) scripts/bench_connector.py
 
 clean:

@@ -15,8 +15,11 @@ Operator graph (``source port -> target port``)::
 
 ``loader`` is AHIDataLoaderOperator for an AHI request, or the SDK's DICOMDataLoaderOperator for a DICOM
 folder.
-The volume operator is the SDK's DICOMSeriesToVolumeOperator and the inference operator the SDK's
-MonaiBundleInferenceOperator (``image`` -> ``pred``, bundle configs ``inference``), both timed by
+For an AHI request the loader emits attribute-only instances (metadata, no frame fetched) and the volume
+operator is AHISeriesToVolumeOperator (the SDK's operator fetching only the selected series' frames straight
+into the Image); ``RunConfig.ahi_direct_volume=False`` restores the SDK-compatible path (instances with pixel
+data). Otherwise the volume operator is the SDK's DICOMSeriesToVolumeOperator. The inference operator is the
+SDK's MonaiBundleInferenceOperator (``image`` -> ``pred``, bundle configs ``inference``), both timed by
 :mod:`app.operators.timed`. Same app for both inputs: only the loader differs.
 
 One application object serves many runs: :meth:`AISpleenSegApp.configure` sets the next run's
@@ -40,6 +43,7 @@ from monai.deploy.operators.monai_bundle_inference_operator import BundleConfigN
 from .bundle_model import MODEL_NAME, BundleModel
 from .errors import RequestError
 from .operators.ahi_data_loader_operator import AHIDataLoaderOperator
+from .operators.ahi_series_to_volume_operator import AHISeriesToVolumeOperator
 from .operators.ct_series_selector_operator import CTSeriesSelectorOperator
 from .operators.report_operator import ReportOperator
 from .operators.spleen_mask_operator import SpleenMaskOperator
@@ -76,6 +80,14 @@ class RunConfig:
     exporter: Any = None
     write_stl: bool = True
     record: RunRecord = field(default_factory=RunRecord)
+    #: AHI requests: select from metadata, then fetch only the chosen series straight into the SDK Image
+    #: (AHISeriesToVolumeOperator). False: the SDK-compatible path (every instance with pixels, then the
+    #: SDK's DICOMSeriesToVolumeOperator).
+    ahi_direct_volume: bool = True
+
+    @property
+    def direct_volume(self) -> bool:
+        return self.ahi_direct_volume and self.request.dicom_folder is None
     #: False when the caller writes ``report.json`` itself (the service adds the total time first).
     write_report_file: bool = True
 
@@ -114,7 +126,25 @@ def _loader(app: Application, run: RunConfig) -> Any:
     if run.exporter is None:
         raise RequestError(f"{run.request.describe()}: no AWS HealthImaging connection configured")
     return AHIDataLoaderOperator(
-        app, once, exporter=run.exporter, request=run.request, record=run.record, name="loader"
+        app,
+        once,
+        exporter=run.exporter,
+        request=run.request,
+        record=run.record,
+        with_pixels=not run.direct_volume,
+        name="loader",
+    )
+
+
+def _volume(app: Application, run: RunConfig) -> Any:
+    """The volume operator: the SDK's (timed), or for AHI requests the direct one (frames of the selected
+    series only, same Image)."""
+    if run.direct_volume:
+        return AHISeriesToVolumeOperator(
+            app, exporter=run.exporter, record=run.record, name="series_to_volume"
+        )
+    return TimedDICOMSeriesToVolumeOperator(
+        app, record=run.record, stage=STAGE_VOLUME, name="series_to_volume"
     )
 
 
@@ -144,9 +174,7 @@ class AISpleenSegApp(Application):
         selector = CTSeriesSelectorOperator(
             self, source=run.request.describe(), record=run.record, name="series_selector"
         )
-        volume = TimedDICOMSeriesToVolumeOperator(
-            self, record=run.record, stage=STAGE_VOLUME, name="series_to_volume"
-        )
+        volume = _volume(self, run)
         inference = TimedMonaiBundleInferenceOperator(
             self,
             input_mapping=[IOMapping("image", Image, IOType.IN_MEMORY)],

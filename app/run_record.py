@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+STAGE_METADATA = "metadata"
 STAGE_FETCH = "fetch_decode"
 STAGE_SELECT = "select"
 STAGE_VOLUME = "volume"
@@ -25,6 +26,7 @@ STAGE_STL = "stl"
 STAGE_PREVIEW = "preview"
 STAGE_REPORT = "report"
 STAGES = (
+    STAGE_METADATA,
     STAGE_FETCH,
     STAGE_SELECT,
     STAGE_VOLUME,
