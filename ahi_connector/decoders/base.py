@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import enum
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+
+def _crc32_function() -> Callable[[Any], int]:
+    """CRC-32 (the checksum AHI stores) of a buffer: libdeflate's from imagecodecs (~15x zlib's on 512²
+    frames, 0.014 vs 0.2 ms), else zlib's. Same polynomial, same values."""
+    try:
+        from imagecodecs import deflate_crc32
+    except ImportError:  # imagecodecs without libdeflate
+        return zlib.crc32
+    probe = b"ahi-connector crc probe"
+    return deflate_crc32 if deflate_crc32(probe) == zlib.crc32(probe) else zlib.crc32
+
+
+crc32 = _crc32_function()
 
 
 class Codec(str, enum.Enum):

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import zlib
 from collections.abc import Iterable
 
 import numpy as np
 
-from .base import Codec, DecoderBackend, FrameSpec, normalize
+from .base import Codec, DecoderBackend, FrameSpec, crc32, normalize
 from .jpeg import JpegBackend
 from .jpeg2k import Jpeg2kBackend
 from .libjpeg import LibjpegBackend
@@ -203,7 +202,7 @@ class DecoderRegistry:
                 continue
             decoded_any = True
             if checksum is not None:
-                crc = zlib.crc32(pixels) & 0xFFFFFFFF
+                crc = crc32(np.ascontiguousarray(pixels)) & 0xFFFFFFFF
                 if crc != checksum:
                     reasons.append(f"{backend.name}: CRC32 of decoded pixels {crc} != metadata {checksum}")
                     continue
