@@ -50,9 +50,10 @@ DEFAULT_TIMEOUT_S = 600
 DEFAULT_STARTUP_TIMEOUT_S = 600
 #: MMS's own default request limit (bytes); SageMaker real-time payloads are at most 6 MB.
 DEFAULT_MAX_REQUEST_SIZE = 6_553_500
-# #: SageMaker real-time responses are limited to 6 MB: base64 SEG bytes inline must fit with the JSON around
-# them.
-REALTIME_RESPONSE_LIMIT = 6 * 1024 * 1024
+#: SageMaker InvokeEndpoint limits both the request and the response payload to 6 MB (the one place this
+#: number lives; sagemaker-local's gateway enforces it on requests, inline SEG bytes must fit the response).
+REALTIME_PAYLOAD_LIMIT = 6 * 1024 * 1024
+REALTIME_RESPONSE_LIMIT = REALTIME_PAYLOAD_LIMIT
 DEFAULT_INLINE_SEG_MAX_BYTES = REALTIME_RESPONSE_LIMIT - 256 * 1024  # base64 characters
 #: Resident memory one worker needs besides the model files (MONAI Deploy SDK + holoscan ≈ 600 MB measured).
 DEFAULT_MODEL_MEMORY_OVERHEAD_MB = 1024

@@ -32,13 +32,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from container.payload import PayloadError, S3Location
-from devstack.sagemaker_local.errors import RuntimeApiError, internal_failure, model_error, validation_error
+from container.settings import REALTIME_PAYLOAD_LIMIT
+from devstack.sagemaker_local.errors import (
+    RuntimeApiError,
+    internal_failure,
+    model_error,
+    payload_too_large,
+    validation_error,
+)
 from devstack.sagemaker_local.models import ContainerClient, HttpReply, ModelManager, ModelSource
 
 logger = logging.getLogger(__name__)
 
-#: SageMaker real-time payload limit.
-MAX_PAYLOAD = 6 * 1024 * 1024
+#: SageMaker real-time payload limit (InvokeEndpoint: 6 MB request, 6 MB response).
+MAX_PAYLOAD = REALTIME_PAYLOAD_LIMIT
 H_TARGET = "X-Amzn-SageMaker-Target-Model"
 H_CUSTOM = "X-Amzn-SageMaker-Custom-Attributes"
 H_INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
@@ -57,6 +64,7 @@ class GatewayConfig:
     endpoint_name: str | None = None  # accept only this EndpointName (None: any)
     max_loaded_models: int = 8
     async_queue_dir: Path | None = None  # journal of accepted async jobs (default: <models_dir>/.async-jobs)
+    max_model_bytes: int | None = None  # largest unpacked archive (default: free disk / memory decide)
 
     @property
     def queue_dir(self) -> Path:
@@ -141,6 +149,7 @@ class Gateway:
             ModelSource(config.model_data_url, self.s3),
             config.models_dir,
             config.max_loaded_models,
+            config.max_model_bytes,
         )
         self.async_container = (
             ContainerClient(config.async_container_url) if config.async_container_url else None
@@ -250,6 +259,33 @@ def _model_gone(reply: HttpReply) -> bool:
     return "ModelNotFoundException" in text or "ServiceUnavailableException" in text
 
 
+def _too_large(size: str) -> RuntimeApiError:
+    return payload_too_large(
+        f"Request body is {size} bytes; InvokeEndpoint payloads are limited to {MAX_PAYLOAD} bytes "
+        "(6 MB; use InvokeEndpointAsync, whose input object in S3 may be up to 1 GB)"
+    )
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed ``limit``: from Content-Length
+    before reading anything, else once the streamed bytes pass it (never buffering more than ``limit``)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise _too_large(declared)
+        except ValueError:
+            raise validation_error(f"Content-Length {declared[:40]!r} is not a number") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(f"more than {limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _forward_headers(request: Request) -> dict[str, str]:
     headers = {name: request.headers[name] for name in FORWARD_HEADERS if name in request.headers}
     # boto3 sends no Content-Type unless ContentType is given: pass the body on as opaque bytes (an HTTP
@@ -262,13 +298,7 @@ async def _invoke_endpoint(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     try:
         gw.check_endpoint(request.path_params["name"])
-        body = await request.body()
-        if len(body) > MAX_PAYLOAD:
-            raise validation_error(
-                f"Request body is {len(body)} bytes; InvokeEndpoint payloads are limited to "
-                f"{MAX_PAYLOAD} bytes "
-                "(use InvokeEndpointAsync for larger inputs)"
-            )
+        body = await _bounded_body(request, MAX_PAYLOAD)
         headers = _forward_headers(request)
         reply = await run_in_threadpool(gw.invoke, request.headers.get(H_TARGET), body, headers)
         if not 200 <= reply.status < 300:
