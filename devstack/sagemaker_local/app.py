@@ -15,13 +15,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import shutil
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,7 @@ class GatewayConfig:
     max_loaded_models: int = 8
     async_queue_dir: Path | None = None  # journal of accepted async jobs (default: <models_dir>/.async-jobs)
     max_model_bytes: int | None = None  # largest unpacked archive (default: free disk / memory decide)
+    remove_models_dir: bool = False  # the models folder is this gateway's own temporary one: remove at exit
 
     @property
     def queue_dir(self) -> Path:
@@ -375,7 +378,18 @@ async def _health(request: Request) -> Response:
 
 
 def create_app(config: GatewayConfig, s3_factory: Callable[[], Any]) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            # At shutdown, inside the server: uvicorn re-raises SIGTERM after it, so no code runs later.
+            if config.remove_models_dir:
+                shutil.rmtree(config.models_dir, ignore_errors=True)
+                logger.info("removed the temporary models folder %s", config.models_dir)
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/endpoints/{name}/invocations", _invoke_endpoint, methods=["POST"]),
             Route("/endpoints/{name}/async-invocations", _invoke_endpoint_async, methods=["POST"]),

@@ -129,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         endpoint_name=args.endpoint_name,
         async_queue_dir=args.async_queue_dir,
         max_model_bytes=args.max_model_size_mb * 1024 * 1024 if args.max_model_size_mb else None,
+        remove_models_dir=temporary,
     )
     app = create_app(config, s3_client_factory(args.s3_endpoint_url))
     logging.getLogger(__name__).info(
@@ -138,11 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.container_url,
         args.model_data_url,
     )
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
-    finally:
-        if temporary:  # the default folder is this process's own: remove it with the extracted models
-            shutil.rmtree(models_dir, ignore_errors=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
     return 0
 
 

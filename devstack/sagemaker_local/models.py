@@ -261,8 +261,8 @@ def extract_archive(archive: Path, dest: Path, max_model_bytes: int | None = Non
             if total > limit:
                 raise validation_error(
                     f"model archive {archive.name} ({archive.stat().st_size} bytes) unpacks to {total} "
-                    f"bytes, more than this host can take: {max(limit, 0)} bytes ({why}); use a smaller model "
-                    "or a larger instance"
+                    f"bytes, more than this host can take: {max(limit, 0)} bytes ({why}); use a smaller "
+                    "model or a larger instance"
                 )
             dest.mkdir(parents=True)
             tar.extractall(dest, members=members, filter="data")
