@@ -21,13 +21,10 @@ import os
 import shutil
 import socket
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from devstack.clients import ahi_client
 from tests.container.conftest import http
 from tests.reliability.conftest import JSON, TARGET, Service, Stack, _gateway_argv, original
 
@@ -120,7 +117,9 @@ def test_gateway_refuses_an_oversized_body_before_reading_it(stack: Stack) -> No
             f"Content-Length: {64 * 1024 * 1024}\r\n\r\n"
         )
         sock.sendall(head.encode() + b"x" * 1024)
-        reply = sock.recv(65536)
+        reply = b""
+        while chunk := sock.recv(65536):  # the gateway answers, then closes (the body was never read)
+            reply += chunk
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert b"limited to 6291456 bytes" in reply and b"InvokeEndpointAsync" in reply, reply
 
@@ -227,36 +226,3 @@ def test_management_api_errors_do_not_list_host_folders(stack: Stack) -> None:
     for name in ("passwd", "hostname", "hosts", "os-release"):
         if name in listing:
             assert not any(f"'{name}'" in t for t in texts), [t[:300] for t in texts if name in t]
-
-
-# --- 11. inputs past the request's time budget
-# ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def service(stack: Stack) -> Iterator[Any]:
-    from app.service import SpleenSegService
-
-    svc = SpleenSegService(
-        stack.models / "extracted" / "spleen_ct_segmentation", ahi_client=ahi_client(stack.ahi.url)
-    )
-    yield svc
-    svc.close()
-
-
-def test_inputs_past_the_time_budget_are_not_started(stack: Stack, service: Any, tmp_path: Path) -> None:
-    """Inputs run one after another; once the next one would not finish within the request's budget, the
-    rest are answered notStarted (413, naming them) and the finished result is kept, instead of MMS killing
-    the worker at its timeout with every result lost."""
-    from container.handler import request_time_budget_s
-    from container.invocation import run_invocation
-    from container.payload import parse_invocation
-
-    names = ["good0", "good1", "good2"]
-    invocation = parse_invocation(json.dumps({"inputs": [stack.cases[n].request() for n in names]}))
-    result = run_invocation(service, invocation, "budget-test", work_root=tmp_path, time_budget_s=0.5)
-    assert result.status == 413
-    assert result.body["error"]["type"] == "TimeBudgetExceededError"
-    assert "inputs[1..2] not started" in result.body["error"]["message"]
-    assert "another request" in result.body["error"]["message"]
-    assert [r["status"] for r in result.body["results"]] == ["succeeded", "notStarted", "notStarted"]
-    assert result.body["results"][0]["report"]["seriesInstanceUid"] == stack.cases["good0"].series_uid
-    assert request_time_budget_s(600) == 540  # the handler's budget: 90 % of the response timeout
