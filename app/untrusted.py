@@ -43,7 +43,7 @@ def brief(value: Any, limit: int = ECHO_LIMIT) -> str:
     return text
 
 
-def _depth_exceeds(raw: str | bytes, limit: int) -> bool:
+def _depth_exceeds(raw: str | bytes | bytearray, limit: int) -> bool:
     """Whether brackets outside strings nest deeper than ``limit`` (a linear scan, no recursion)."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
     if data.count(b"[") + data.count(b"{") <= limit:

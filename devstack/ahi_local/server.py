@@ -17,9 +17,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import boto3
 import botocore.session
-from botocore.config import Config
 from botocore.model import OperationModel, Shape
 from botocore.validate import ParamValidator
 from starlette.applications import Starlette
@@ -27,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ahi_connector.client import make_client
 from app.untrusted import brief, loads
 
 from .errors import InternalError, ServiceError, UnknownOperationError, ValidationError
@@ -169,8 +168,7 @@ class LocalAHIApp:
             self.runner.stop()
 
     def _s3_client(self) -> Any:
-        config = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
-        return boto3.client("s3", endpoint_url=self.settings.s3_endpoint_url, config=config)
+        return make_client("s3", endpoint_url=self.settings.s3_endpoint_url, max_attempts=5)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "datastores": len(self.store.datastores)})

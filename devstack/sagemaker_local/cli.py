@@ -19,14 +19,9 @@ from devstack.sagemaker_local.app import GatewayConfig, create_app
 
 def s3_client_factory(endpoint_url: str | None) -> Any:
     def factory() -> Any:
-        import boto3
-        from botocore.config import Config
+        from ahi_connector.client import make_client
 
-        config = Config(
-            retries={"max_attempts": 5, "mode": "standard"},
-            s3={"addressing_style": "path"} if endpoint_url else {},
-        )
-        return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        return make_client("s3", endpoint_url=endpoint_url, max_attempts=5)
 
     return factory
 

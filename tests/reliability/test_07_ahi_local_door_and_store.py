@@ -27,18 +27,10 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
+from ahi_connector.import_jobs import read_job_output, start_import_job, wait_for_import_job
 from devstack.ahi_local.cli import build_parser, serve_command, settings_from_args
 from devstack.clients import ahi_client, s3_client
-from devstack.importing import (
-    ROLE_ARN,
-    create_datastore,
-    ensure_bucket,
-    import_folder,
-    read_job_output,
-    start_import,
-    upload_folder,
-    wait_for_job,
-)
+from devstack.importing import DEFAULT_ROLE_ARN, create_datastore, ensure_bucket, import_folder, upload_folder
 from devstack.processes import DUMMY_AWS_ENV
 from devstack.synthetic import SeriesSpec, write_series
 from tests.container.conftest import http
@@ -124,16 +116,18 @@ def test_unwritable_output_fails_before_anything_is_stored(
         prefix = f"input/{uuid.uuid4().hex}"
         upload_folder(s3, big_series, BUCKET, prefix)
         source = f"s3://{BUCKET}/{prefix}/"
-        job = start_import(ahi, datastore, source, "s3://no-such-output-bucket-rel14/out/", role_arn=ROLE_ARN)
-        props = wait_for_job(ahi, datastore, job, 120)
+        job = start_import_job(
+            ahi, datastore, source, "s3://no-such-output-bucket-rel14/out/", DEFAULT_ROLE_ARN
+        )
+        props = wait_for_import_job(ahi, datastore, job, 120)
         assert props["jobStatus"] == "FAILED"
         assert "no-such-output-bucket-rel14" in props.get("message", ""), props
         assert _image_sets(ahi, datastore) == [], "a failed job committed an image set"
         assert _frame_files(tmp_path / "store") == set()
         # The retry with a good output location creates one image set, version 1, one frame per slice.
         out = f"s3://{BUCKET}/output/{uuid.uuid4().hex}/"
-        job = start_import(ahi, datastore, source, out, role_arn=ROLE_ARN)
-        assert wait_for_job(ahi, datastore, job, 120)["jobStatus"] == "COMPLETED"
+        job = start_import_job(ahi, datastore, source, out, DEFAULT_ROLE_ARN)
+        assert wait_for_import_job(ahi, datastore, job, 120)["jobStatus"] == "COMPLETED"
         assert len(read_job_output(s3, out, datastore, job).success) == BIG.slices
         (image_set,) = _image_sets(ahi, datastore)
         assert image_set["version"] == 1
@@ -279,7 +273,7 @@ def test_restart_after_kill_removes_unreferenced_frames(
         prefix = f"input/{uuid.uuid4().hex}"
         upload_folder(s3, tmp_path / "many", BUCKET, prefix)
         out = f"s3://{BUCKET}/output/{uuid.uuid4().hex}/"
-        job = start_import(ahi, datastore, f"s3://{BUCKET}/{prefix}/", out, role_arn=ROLE_ARN)
+        job = start_import_job(ahi, datastore, f"s3://{BUCKET}/{prefix}/", out, DEFAULT_ROLE_ARN)
         deadline = time.monotonic() + 60
         while len(_frame_files(data_dir)) < before + 5:  # kill -9 once the job has stored a few frames
             assert time.monotonic() < deadline, "the import stored no frames"
@@ -288,7 +282,7 @@ def test_restart_after_kill_removes_unreferenced_frames(
         (data_dir / "datastores" / datastore / "frames" / "zz").mkdir(parents=True, exist_ok=True)
         (data_dir / "datastores" / datastore / "frames" / "zz" / ".zzz.jph.x1.tmp").write_bytes(b"partial")
         service.start()
-        props = wait_for_job(ahi, datastore, job, 120)
+        props = wait_for_import_job(ahi, datastore, job, 120)
         assert props["jobStatus"] == "COMPLETED", props
         assert _frame_files(data_dir) == _live_frames(ahi, datastore), "unreferenced frame files stayed"
         assert not list(data_dir.glob("**/*.tmp"))
