@@ -43,7 +43,13 @@ from devstack.sagemaker_local.errors import (
     payload_too_large,
     validation_error,
 )
-from devstack.sagemaker_local.models import ContainerClient, HttpReply, ModelManager, ModelSource
+from devstack.sagemaker_local.models import (
+    FAILED_LOAD_CLEANUP_S,
+    ContainerClient,
+    HttpReply,
+    ModelManager,
+    ModelSource,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +74,7 @@ class GatewayConfig:
     max_loaded_models: int = 8
     async_queue_dir: Path | None = None  # journal of accepted async jobs (default: <models_dir>/.async-jobs)
     max_model_bytes: int | None = None  # largest unpacked archive (default: free disk / memory decide)
+    failed_load_cleanup_s: float = FAILED_LOAD_CLEANUP_S  # a refused load's folder goes this much later
     remove_models_dir: bool = False  # the models folder is this gateway's own temporary one: remove at exit
 
     @property
@@ -154,6 +161,7 @@ class Gateway:
             config.models_dir,
             config.max_loaded_models,
             config.max_model_bytes,
+            config.failed_load_cleanup_s,
         )
         self.async_container = (
             ContainerClient(config.async_container_url) if config.async_container_url else None

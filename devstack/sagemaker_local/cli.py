@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 
 from devstack.sagemaker_local.app import GatewayConfig, create_app
+from devstack.sagemaker_local.models import FAILED_LOAD_CLEANUP_S
 
 
 def s3_client_factory(endpoint_url: str | None) -> Any:
@@ -84,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="refuse archives that unpack to more (default: free disk under --models-dir and free memory)",
     )
+    s.add_argument(
+        "--failed-load-cleanup-s",
+        type=float,
+        default=FAILED_LOAD_CLEANUP_S,
+        help="remove the folder of a load the container refused this many seconds later",
+    )
     s.add_argument("--log-level", default="INFO")
     return p
 
@@ -125,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         async_queue_dir=args.async_queue_dir,
         max_model_bytes=args.max_model_size_mb * 1024 * 1024 if args.max_model_size_mb else None,
         remove_models_dir=temporary,
+        failed_load_cleanup_s=args.failed_load_cleanup_s,
     )
     app = create_app(config, s3_client_factory(args.s3_endpoint_url))
     logging.getLogger(__name__).info(

@@ -276,6 +276,16 @@ def extract_archive(archive: Path, dest: Path, max_model_bytes: int | None = Non
     return dest
 
 
+#: A folder whose container load failed is removed this long after the failure: multi-model-server keeps
+#: restarting the workers of a failed model for a while (even after unregistering it), and they must still
+#: find its files to report the real reason instead of "No such file or directory".
+FAILED_LOAD_CLEANUP_S = 120.0
+
+
+class _LoadRejected(Exception):
+    """The container refused the load (the archive itself was fine): its folder is removed later."""
+
+
 class ModelManager:
     """Load each TargetModel into the container once; LRU eviction on 507; thread-safe."""
 
@@ -286,8 +296,10 @@ class ModelManager:
         models_dir: Path,
         max_loaded: int = 8,
         max_model_bytes: int | None = None,
+        failed_load_cleanup_s: float = FAILED_LOAD_CLEANUP_S,
     ):
         self.max_model_bytes = max_model_bytes
+        self.failed_load_cleanup_s = failed_load_cleanup_s
         self.container = container
         self.source = source
         self.models_dir = Path(models_dir)
@@ -337,8 +349,15 @@ class ModelManager:
         root = self.models_dir / name
         try:
             self._fetch_and_load(target, name, root)
+        except RuntimeApiError as exc:
+            # Nothing of a failed load stays: not the fetched archive, not its extraction, not the folder (a
+            # load the container refused goes after FAILED_LOAD_CLEANUP_S, see there).
+            if isinstance(exc.__cause__, _LoadRejected):
+                self._remove_later(target, root)
+            else:
+                shutil.rmtree(root, ignore_errors=True)
+            raise
         except BaseException:
-            # Nothing of a failed load stays: not the fetched archive, not its extraction, not the folder.
             shutil.rmtree(root, ignore_errors=True)
             raise
         self.load_seconds[target] = time.perf_counter() - started
@@ -359,8 +378,21 @@ class ModelManager:
         if reply.status == 409:
             logger.info("model %s (%s) was already loaded in the container", target, name)
         elif reply.status != 200:
-            self.container.unload(name)  # MMS may keep a failed model registered; its folder goes next
-            raise model_error(reply.status, f"failed to load model {target!r}: {reply.text()}")
+            self.container.unload(name)  # MMS may keep a failed model registered; its folder goes later
+            raise model_error(reply.status, f"failed to load model {target!r}: {reply.text()}") from (
+                _LoadRejected(name)
+            )
+
+    def _remove_later(self, target: str, root: Path) -> None:
+        def remove() -> None:
+            with self._lock(target):  # unless the target was loaded again meanwhile
+                if target not in self.loaded():
+                    shutil.rmtree(root, ignore_errors=True)
+                    logger.info("removed %s of the failed load of %s", root, target)
+
+        timer = threading.Timer(self.failed_load_cleanup_s, remove)
+        timer.daemon = True
+        timer.start()
 
     def _evict_lru(self, exclude: str) -> None:
         with self._guard:
