@@ -26,13 +26,19 @@ from pathlib import Path
 from .faults import FaultSettings
 from .guard import is_loopback
 from .settings import (
+    DEFAULT_ACCOUNT_ID,
+    DEFAULT_REGION,
+    DEFAULT_TRANSITION_S,
     ENV_ACCESS_KEY_ID,
+    ENV_ACCOUNT_ID,
     ENV_BODY_TIMEOUT_S,
     ENV_ENABLE_FAULTS,
     ENV_IMPORT_WORKERS,
     ENV_LOCK_WAIT_S,
+    ENV_REGION,
     ENV_S3_ENDPOINT_URL,
     ENV_SECRET_ACCESS_KEY,
+    ENV_TRANSITION_S,
     ServeSettings,
     configured_credentials,
     default_environ,
@@ -70,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--s3-endpoint-url", help=f"S3 endpoint for import jobs (env {ENV_S3_ENDPOINT_URL})")
     serve.add_argument(
         "--import-workers", type=int, help=f"threads per import job (env {ENV_IMPORT_WORKERS})"
+    )
+    serve.add_argument(
+        "--transition-seconds",
+        type=float,
+        help="how long update/copy/delete keep an image set LOCKED before it is ACTIVE again "
+        f"(env {ENV_TRANSITION_S}; default {DEFAULT_TRANSITION_S})",
+    )
+    serve.add_argument(
+        "--region", help=f"region in ARNs (env {ENV_REGION}, AWS_REGION; default {DEFAULT_REGION})"
+    )
+    serve.add_argument(
+        "--account-id", help=f"account in ARNs (env {ENV_ACCOUNT_ID}; default {DEFAULT_ACCOUNT_ID})"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
@@ -174,7 +192,34 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         enable_faults=enable_faults,
         credentials=credentials,
         body_timeout_s=float(environ.get(ENV_BODY_TIMEOUT_S) or 10.0),
+        transition_s=_first_float(
+            args.transition_seconds, environ.get(ENV_TRANSITION_S), DEFAULT_TRANSITION_S
+        ),
+        region=args.region or environ.get(ENV_REGION) or environ.get("AWS_REGION") or DEFAULT_REGION,
+        account_id=args.account_id or environ.get(ENV_ACCOUNT_ID) or DEFAULT_ACCOUNT_ID,
     )
+
+
+def _first_float(*values: object) -> float:
+    for value in values:
+        if value is not None and value != "":
+            result = float(value)  # type: ignore[arg-type]
+            if result < 0:
+                raise ValueError(f"transition seconds must be >= 0, got {result}")
+            return result
+    raise ValueError("no value")
+
+
+def client_environment(settings: ServeSettings) -> dict[str, str]:
+    """The environment a client (AWS CLI v1/v2, boto3) needs to talk to this server as it would to AWS.
+
+    ``AWS_DISABLE_HOST_PREFIX_INJECTION`` matters for the data plane: without it the CLI and boto3 send
+    GetImageFrame/GetImageSetMetadata/SearchImageSets to ``runtime-<host>``, which does not resolve."""
+    return {
+        "AWS_ENDPOINT_URL_MEDICAL_IMAGING": f"http://{settings.host}:{settings.port}",
+        "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
+        "AWS_DEFAULT_REGION": settings.region,
+    }
 
 
 def serve(settings: ServeSettings) -> None:
@@ -184,12 +229,14 @@ def serve(settings: ServeSettings) -> None:
 
     app = create_app(settings)
     logger.info(
-        "ahi-local serving %s on http://%s:%d (SigV4 %s, fault injection %s)",
+        "ahi-local serving %s on http://%s:%d (SigV4 %s, fault injection %s); clients (aws CLI, boto3) "
+        "need: %s",
         settings.data_dir,
         settings.host,
         settings.port,
         "required" if settings.credentials else "off",
         "enabled" if settings.enable_faults else "off",
+        " ".join(f"{k}={v}" for k, v in client_environment(settings).items()),
     )
     uvicorn.run(
         app,

@@ -28,6 +28,12 @@ ENV_BODY_TIMEOUT_S = "AHI_LOCAL_BODY_TIMEOUT_S"
 #: The credentials SigV4 requests are verified against (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
 ENV_ACCESS_KEY_ID = "AHI_LOCAL_ACCESS_KEY_ID"
 ENV_SECRET_ACCESS_KEY = "AHI_LOCAL_SECRET_ACCESS_KEY"
+ENV_TRANSITION_S = "AHI_LOCAL_TRANSITION_SECONDS"
+ENV_REGION = "AHI_LOCAL_REGION"
+ENV_ACCOUNT_ID = "AHI_LOCAL_ACCOUNT_ID"
+DEFAULT_TRANSITION_S = 0.5
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT_ID = "123456789012"
 
 FAULT_ENV = {
     "throttle_rate": ENV_THROTTLE_RATE,
@@ -54,6 +60,9 @@ class ServeSettings:
     faults: FaultSettings
     log_level: str = "info"
     lock_wait_s: float = 15.0
+    transition_s: float = DEFAULT_TRANSITION_S
+    region: str = DEFAULT_REGION
+    account_id: str = DEFAULT_ACCOUNT_ID
     #: ``/_local/faults`` answers only when fault injection was enabled at start (``--enable-faults`` or
     #: fault flags / variables); otherwise it is 404 and no fault can be switched on.
     enable_faults: bool = False

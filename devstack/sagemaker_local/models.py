@@ -91,17 +91,27 @@ class ContainerClient:
         self._prefix = split.path.rstrip("/")
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> HttpReply:
-        conn = _BigWindowConnection(self._host, self._port, timeout=self.timeout_s)
+        """One HTTP call to the container, its whole body read; TimeoutError past ``timeout_s``."""
+        conn = _BigWindowConnection(self._host, self._port, timeout=timeout_s or self.timeout_s)
         try:
             try:
                 conn.request(method, self._prefix + path, body=body, headers=dict(headers or {}))
                 resp = conn.getresponse()
+            except TimeoutError:
+                raise
             except (OSError, http.client.HTTPException) as exc:
                 raise service_unavailable(f"container at {self.base_url} is not reachable: {exc}") from exc
             try:
                 data = resp.read()
+            except TimeoutError:
+                raise
             except (OSError, http.client.HTTPException) as exc:
                 length = resp.getheader("Content-Length") or "unknown"
                 logger.error(
@@ -134,11 +144,15 @@ class ContainerClient:
     def unload(self, name: str) -> HttpReply:
         return self.request("DELETE", f"/models/{name}")
 
-    def invoke(self, name: str, body: bytes, headers: Mapping[str, str]) -> HttpReply:
-        return self.request("POST", f"/models/{name}/invoke", body, headers)
+    def invoke(
+        self, name: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None = None
+    ) -> HttpReply:
+        return self.request("POST", f"/models/{name}/invoke", body, headers, timeout_s)
 
-    def invocations(self, body: bytes, headers: Mapping[str, str]) -> HttpReply:
-        return self.request("POST", "/invocations", body, headers)
+    def invocations(
+        self, body: bytes, headers: Mapping[str, str], timeout_s: float | None = None
+    ) -> HttpReply:
+        return self.request("POST", "/invocations", body, headers, timeout_s)
 
 
 def model_key(target_model: str) -> str:
