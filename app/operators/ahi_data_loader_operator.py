@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
 from monai.deploy.core.domain.dicom_series import DICOMSeries
@@ -32,6 +32,9 @@ from ..errors import InputNotFoundError, RequestError, SeriesSelectionError
 from ..request import SegRequest
 from ..run_record import STAGE_FETCH, STAGE_METADATA, RunRecord
 from ..selection import choose_series
+
+if TYPE_CHECKING:
+    from ahi_connector.exporter import ImageSetExporter
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +148,7 @@ def studies_from_datasets(datasets: Iterable[Dataset]) -> list[DICOMStudy]:
 
 
 def header_datasets(
-    exporter: Any,
+    exporter: ImageSetExporter,
     datastore_id: str,
     image_set_id: str,
     unreadable: dict[str, tuple[str | None, DicomizeError]] | None = None,
@@ -175,7 +178,7 @@ def header_datasets(
     return out
 
 
-def _image_set_ids_for_study(exporter: Any, datastore_id: str, study_uid: str) -> list[str]:
+def _image_set_ids_for_study(exporter: ImageSetExporter, datastore_id: str, study_uid: str) -> list[str]:
     ids = list(exporter.find_image_sets_for_study(datastore_id, study_uid))
     if not ids:
         raise InputNotFoundError(
@@ -186,7 +189,11 @@ def _image_set_ids_for_study(exporter: Any, datastore_id: str, study_uid: str) -
 
 
 def select_series(
-    exporter: Any, datastore_id: str, image_set_ids: list[str], study_uid: str | None, source: str
+    exporter: ImageSetExporter,
+    datastore_id: str,
+    image_set_ids: list[str],
+    study_uid: str | None,
+    source: str,
 ) -> tuple[str, str]:
     """Pick the (image set ID, series UID) to segment among ``image_set_ids`` (only instances of
     ``study_uid`` when given): the selection rules on header-only Datasets, no frame fetched.
@@ -218,7 +225,7 @@ def select_series(
     return image_set_of_series[series_uid], series_uid
 
 
-def resolve_study(exporter: Any, datastore_id: str, study_uid: str) -> tuple[str, str]:
+def resolve_study(exporter: ImageSetExporter, datastore_id: str, study_uid: str) -> tuple[str, str]:
     """Pick the (image set ID, series UID) to segment for an AHI study: the selection rules across its image
     sets (:func:`select_series`), so a study request and an image set request select the same way."""
     ids = _image_set_ids_for_study(exporter, datastore_id, study_uid)
@@ -228,7 +235,11 @@ def resolve_study(exporter: Any, datastore_id: str, study_uid: str) -> tuple[str
 
 
 def load_ahi_studies(
-    exporter: Any, request: SegRequest, record: RunRecord | None = None, *, with_pixels: bool = True
+    exporter: ImageSetExporter,
+    request: SegRequest,
+    record: RunRecord | None = None,
+    *,
+    with_pixels: bool = True,
 ) -> list[DICOMStudy]:
     """The request's instances grouped like the SDK loader: with their pixels (fetched and decoded by the
     connector), or ``with_pixels=False`` attribute-only (metadata only, no frame fetched; the selector then
@@ -300,7 +311,7 @@ class AHIDataLoaderOperator(Operator):
         self,
         fragment: Fragment,
         *args: Any,
-        exporter: Any,
+        exporter: ImageSetExporter,
         request: SegRequest | None = None,
         input_file: Path | None = None,
         record: RunRecord | None = None,
