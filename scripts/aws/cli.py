@@ -20,7 +20,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scripts.aws import ahi_import, cleanup, deploy, iam, invoke, model_artifact, pipeline, scaling
+from scripts.aws import ahi_import, cleanup, cli_scale, deploy, iam, invoke, model_artifact, pipeline, scaling
 from scripts.aws.names import Names
 from scripts.aws.session import SERVICES, Aws, AwsCliError, AwsSettings
 from scripts.aws.state import State, default_state_path
@@ -110,6 +110,7 @@ def _endpoint_spec(
         instance_count=args.instance_count,
         env=_key_values(args.env, "--env"),
         async_config=async_config,
+        inference_ami_version=getattr(args, "inference_ami_version", "auto"),
     )
 
 
@@ -241,6 +242,14 @@ def _deploy_args(p: argparse.ArgumentParser, default_instance: str, single_model
     )
     if single_model:
         p.add_argument("--target-model", default="model.tar.gz", help="archive under the model prefix")
+    if single_model:
+        p.add_argument(
+            "--inference-ami-version",
+            default="auto",
+            help="production variant InferenceAmiVersion: auto (GPU types: "
+            f"{deploy.GPU_INFERENCE_AMI}, driver 580 / CUDA 13), none (SageMaker's default host; the image's "
+            "CUDA forward-compatibility path), or a value of botocore's enum",
+        )
     p.add_argument("--no-wait", action="store_true", help="do not wait for InService")
     p.add_argument("--force", action="store_true", help="take over an existing endpoint without our tag")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (default %(default)s)")
@@ -357,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--bucket", help="with --force --data: also delete s3://BUCKET/<name>/")
     p.add_argument("--no-wait", action="store_true", help="do not wait for endpoints/image sets to be gone")
+
+    cli_scale.register(add)  # deploy-trigger, batch, deploy-components
     return parser
 
 
@@ -373,6 +384,8 @@ def settings_from_args(args: argparse.Namespace) -> AwsSettings:
 
 
 def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_json") and callable(value.to_json):
+        return _jsonable(value.to_json())
     if is_dataclass(value) and not isinstance(value, type):
         return _jsonable(asdict(value))
     if isinstance(value, dict):
@@ -419,6 +432,7 @@ def run(argv: Sequence[str] | None = None) -> tuple[int, str]:
         code = 1
     if isinstance(result, invoke.InvokeResult) and result.failed:
         code = 1
+    code = max(code, int(getattr(result, "exit_code", 0)))  # batch: 1 when any image set failed
     return code, render(args.command, result, aws)
 
 
