@@ -1,8 +1,10 @@
-"""``sagemaker-local serve``: the local SageMaker-runtime gateway (Starlette + uvicorn, 127.0.0.1 default)."""
+"""``sagemaker-local serve``: the local SageMaker-runtime gateway (Starlette + uvicorn, 127.0.0.1 default);
+``sagemaker-local transform``: run one Batch Transform job against a local container (see ``transform.py``)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import tempfile
@@ -81,12 +83,49 @@ def _parser() -> argparse.ArgumentParser:
         "--s3-endpoint-url", help="S3 endpoint (default: the standard chain, e.g. AWS_ENDPOINT_URL_S3)"
     )
     s.add_argument("--log-level", default="INFO")
+
+    t = sub.add_parser(
+        "transform", help="run a Batch Transform job's records through a container's /invocations"
+    )
+    job = t.add_mutually_exclusive_group(required=True)
+    job.add_argument(
+        "--job-json", type=Path, help="CreateTransformJob parameters / DescribeTransformJob answer"
+    )
+    job.add_argument(
+        "--job-name", help="read the job with DescribeTransformJob (see --sagemaker-endpoint-url)"
+    )
+    t.add_argument("--sagemaker-endpoint-url", help="SageMaker API endpoint holding the job (e.g. moto)")
+    t.add_argument(
+        "--container-url", required=True, help="single-model container (GET /ping, POST /invocations)"
+    )
+    t.add_argument("--s3-endpoint-url", help="S3 endpoint (default: the standard chain)")
+    t.add_argument("--log-level", default="INFO")
     return p
+
+
+def transform_main(args: argparse.Namespace) -> int:
+    """Run the job; print its outcome as JSON; exit 1 when it failed."""
+    import json
+
+    import boto3
+
+    from devstack.sagemaker_local.transform import TransformRunner
+
+    if args.job_json:
+        job = json.loads(args.job_json.read_text())
+    else:
+        sm = boto3.client("sagemaker", endpoint_url=args.sagemaker_endpoint_url)
+        job = sm.describe_transform_job(TransformJobName=args.job_name)
+    result = TransformRunner(job, args.container_url, s3_client_factory(args.s3_endpoint_url)()).run()
+    print(json.dumps(dataclasses.asdict(result), indent=2))
+    return 0 if result.status == "Completed" else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s [%(levelname)s] %(name)s - %(message)s")
+    if args.command == "transform":
+        return transform_main(args)
     import uvicorn
 
     models_dir = args.models_dir or Path(tempfile.mkdtemp(prefix="sagemaker-local-models-"))

@@ -27,9 +27,17 @@ def async_endpoint(ahi_spleen, small_archive: Path) -> None:
     ahi_spleen("deploy-async", *COMMON, "--create-roles", "--image", IMAGE, "--instance-type", "ml.m5.xlarge")
 
 
-def test_deploy_trigger_wires_rule_function_and_dead_letter_queue_once(ahi_spleen, client, async_endpoint) -> None:
+def test_deploy_trigger_wires_rule_function_and_dead_letter_queue_once(
+    ahi_spleen, client, async_endpoint
+) -> None:
     out = ahi_spleen(
-        "deploy-trigger", *COMMON, "--create-roles", "--datastore-id", "a" * 32, "--output-s3-uri", f"s3://{BUCKET}/seg"
+        "deploy-trigger",
+        *COMMON,
+        "--create-roles",
+        "--datastore-id",
+        "a" * 32,
+        "--output-s3-uri",
+        f"s3://{BUCKET}/seg",
     )
     result = out["result"]
 
@@ -71,7 +79,9 @@ def test_deploy_trigger_wires_rule_function_and_dead_letter_queue_once(ahi_splee
         "detail": {"datastoreId": ["a" * 32]},
     }
     assert rule["State"] == "ENABLED"
-    assert tags_of(events.list_tags_for_resource(ResourceARN=rule["Arn"])["Tags"])["ahi-spleen-project"] == NAME
+    assert (
+        tags_of(events.list_tags_for_resource(ResourceARN=rule["Arn"])["Tags"])["ahi-spleen-project"] == NAME
+    )
     (target,) = events.list_targets_by_rule(Rule=f"{NAME}-ahi-events")["Targets"]
     assert target["Arn"] == conf["FunctionArn"]
     assert target["DeadLetterConfig"]["Arn"] == result["queue_arn"]
@@ -93,7 +103,12 @@ def test_deploy_trigger_wires_rule_function_and_dead_letter_queue_once(ahi_splee
 
     cleaned = ahi_spleen("cleanup", *COMMON, "--roles")
     deleted = " | ".join(cleaned["result"]["deleted"])
-    for what in (f"rule {NAME}-ahi-events", f"function {NAME}-trigger", f"queue {NAME}-trigger-dlq", f"{NAME}-lambda"):
+    for what in (
+        f"rule {NAME}-ahi-events",
+        f"function {NAME}-trigger",
+        f"queue {NAME}-trigger-dlq",
+        f"{NAME}-lambda",
+    ):
         assert what in deleted
     assert events.list_rules(NamePrefix=NAME)["Rules"] == []
     assert lam.list_functions()["Functions"] == []
@@ -108,11 +123,19 @@ def test_deploy_trigger_without_async_endpoint_says_to_deploy_it(ahi_spleen, cli
     assert client("sqs").list_queues().get("QueueUrls", []) == []
 
 
-def test_deploy_trigger_dry_run_lists_the_calls_and_creates_nothing(ahi_spleen, client, async_endpoint) -> None:
+def test_deploy_trigger_dry_run_lists_the_calls_and_creates_nothing(
+    ahi_spleen, client, async_endpoint
+) -> None:
     out = ahi_spleen("deploy-trigger", *COMMON, "--create-roles", "--dry-run")
     ops = [c.split("(")[0] for c in out["would_call"]]
-    for op in ("sqs.create_queue", "lambda.create_function", "lambda.put_function_event_invoke_config",
-               "events.put_rule", "lambda.add_permission", "events.put_targets"):
+    for op in (
+        "sqs.create_queue",
+        "lambda.create_function",
+        "lambda.put_function_event_invoke_config",
+        "events.put_rule",
+        "lambda.add_permission",
+        "events.put_targets",
+    ):
         assert op in ops
     assert client("lambda").list_functions()["Functions"] == []
 
@@ -126,6 +149,10 @@ def test_lambda_package_is_reproducible_and_holds_only_the_trigger_package(tmp_p
     assert "trigger/handler.py" in names and all(n.startswith("trigger/") for n in names)
     # importable with nothing but the zip on the path (Lambda's runtime provides boto3)
     probe = "import trigger.handler as h; print(h.lambda_handler.__name__)"
-    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {probe}"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {probe}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "lambda_handler"

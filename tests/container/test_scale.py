@@ -1,0 +1,278 @@
+"""Beyond one request, offline: the Lambda trigger, the async back-fill and Batch Transform against the local stack.
+
+    synthesised AHI events ─▶ trigger.handler ─┐
+    ahi-spleen batch (async) ──────────────────┼─▶ sagemaker-local (async) ─▶ container/serve (single model)
+    ahi-spleen batch --transform ─▶ moto job ─▶ sagemaker-local transform ─┘        └─▶ ahi-local, moto S3
+
+One single-model ``serve`` for the module; the data: CT series (16-22 slices), an MR series and a 4-slice CT in one
+ahi-local datastore. Every check reads what landed in S3 (request objects, async outputs, the transform output).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack import events as ahi_events
+from devstack.clients import ahi_client, s3_client
+from devstack.importing import create_datastore, ensure_bucket, import_folder
+from devstack.processes import DUMMY_AWS_ENV
+from devstack.sagemaker_local.transform import TransformRunner
+from devstack.synthetic import SeriesSpec, write_series
+from scripts.aws import cli
+from scripts.aws.session import AwsCliError
+from tests.container.conftest import gateway, serve, service_env
+from trigger import handler
+from trigger.events import EventError
+from trigger.submission import SubmissionError
+
+NAME = "scale"
+BUCKET = "scale-requests"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/scale:latest"
+WAIT_S = 300.0
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    import os
+
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class Stack:
+    def __init__(self, moto: str, ahi: str, gateway_url: str, container_url: str, datastore: str, root: Path):
+        self.moto, self.ahi, self.gateway_url, self.container_url = moto, ahi, gateway_url, container_url
+        self.datastore, self.root = datastore, root
+        self.series: dict[str, dict[str, Any]] = {}
+
+    def add(self, label: str, spec: SeriesSpec) -> dict[str, Any]:
+        written = write_series(self.root / label, spec)
+        result = import_folder(ahi_client(self.ahi), s3_client(self.moto), self.datastore, self.root / label)
+        assert result.job_status == "COMPLETED" and len(result.image_set_ids) == 1, result.failure
+        entry = {"id": result.image_set_ids[0], "job": result.job_id, "series_uid": written.series_uid}
+        self.series[label] = entry
+        return entry
+
+    def cli(self, *argv: str, expect_code: int = 0) -> dict[str, Any]:
+        full = [
+            *argv,
+            "--name", NAME,
+            "--region", "us-east-1",
+            "--endpoint-url", self.moto,
+            "--ahi-endpoint-url", self.ahi,
+            "--sagemaker-runtime-endpoint-url", self.gateway_url,
+            "--no-progress",
+        ]  # fmt: skip
+        code, text = cli.run(full)
+        assert code == expect_code, text
+        return dict(json.loads(text))
+
+    def keys(self, prefix: str) -> list[str]:
+        s3 = s3_client(self.moto)
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def read(self, uri: str) -> bytes | None:
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        try:
+            return s3_client(self.moto).get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception:
+            return None
+
+    def wait_for(self, uri: str) -> dict[str, Any]:
+        deadline = time.monotonic() + WAIT_S
+        while (body := self.read(uri)) is None:
+            assert time.monotonic() < deadline, f"no result at {uri} after {WAIT_S:.0f} s"
+            time.sleep(0.5)
+        return dict(json.loads(body))
+
+
+@pytest.fixture(scope="module")
+def stack(
+    moto_s3: str, ahi_local: str, model_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("scale")
+    with _env(**DUMMY_AWS_ENV):
+        ensure_bucket(s3_client(moto_s3), BUCKET)
+        datastore = create_datastore(ahi_client(ahi_local), name="scale-tests")
+        # the control plane (moto): an async endpoint record the CLI checks before submitting
+        plane = Stack(moto_s3, ahi_local, "", "", datastore, root)
+        plane.cli("upload-model", "--bucket", BUCKET, "--archive", str(model_store / "model.tar.gz"))
+        plane.cli(
+            "deploy-async",
+            "--bucket",
+            BUCKET,
+            "--create-roles",
+            "--image",
+            IMAGE,
+            "--instance-type",
+            "ml.m5.xlarge",
+        )
+    model_dir = root / "model"
+    with tarfile.open(model_store / "model.tar.gz") as tar:
+        tar.extractall(model_dir, filter="data")
+    env = {**service_env(moto_s3, ahi_local), "SAGEMAKER_MULTI_MODEL": "false"}
+    with serve(env, ["--model-dir", str(model_dir)], timeout_s=300) as container:
+        deadline = time.monotonic() + 300
+        while "serving on" not in container.log_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        extra = [
+            "--endpoint-name", f"{NAME}-async",
+            "--async-output", f"s3://{BUCKET}/{NAME}/async-output/",
+            "--async-failure", f"s3://{BUCKET}/{NAME}/async-failure/",
+            "--async-container-url", container.url,
+        ]  # fmt: skip
+        with gateway(env, container.url, str(model_store), moto_s3, extra) as gw:
+            s = Stack(moto_s3, ahi_local, gw.url, container.url, datastore, root)
+            s.add("ct-a", SeriesSpec(slices=16, patient_id="SCALE-A", seed=11, study_date="20240110"))
+            s.add("ct-b", SeriesSpec(slices=18, patient_id="SCALE-B", seed=12, study_date="20240220"))
+            s.add(
+                "mr",
+                SeriesSpec(slices=16, modality="MR", patient_id="SCALE-M", seed=13, study_date="20240110"),
+            )
+            s.add("short", SeriesSpec(slices=4, patient_id="SCALE-S", seed=14, study_date="20240110"))
+            with _env(**DUMMY_AWS_ENV):
+                yield s
+
+
+def _lambda_env(stack: Stack) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL_S3": stack.moto,
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": stack.gateway_url,
+        "AWS_ENDPOINT_URL_MEDICAL_IMAGING": stack.ahi,
+        "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
+        "ENDPOINT_NAME": f"{NAME}-async",
+        "REQUEST_BUCKET": BUCKET,
+        "REQUEST_PREFIX": f"{NAME}/requests/",
+    }
+
+
+def test_trigger_handler_submits_each_ct_image_set_version_once(stack: Stack) -> None:
+    ahi = ahi_client(stack.ahi)
+    a, b, mr, short = (stack.series[k] for k in ("ct-a", "ct-b", "mr", "short"))
+    created_a = ahi_events.image_set_created(stack.datastore, a["id"])
+    with _env(**_lambda_env(stack)):
+        first = handler.lambda_handler(created_a)
+        retried = handler.lambda_handler(created_a)  # Lambda's retry of the same event
+        redelivered = handler.lambda_handler(ahi_events.image_set_created(stack.datastore, a["id"]))
+        not_ct = handler.lambda_handler(ahi_events.image_set_created(stack.datastore, mr["id"]))
+        too_short = handler.lambda_handler(ahi_events.image_set_created(stack.datastore, short["id"]))
+        job = handler.lambda_handler(ahi_events.import_job_completed(ahi, stack.datastore, b["job"]))
+        with pytest.raises(EventError, match=r"detail-type 'Data Store Created' is not handled"):
+            handler.lambda_handler(
+                ahi_events.envelope("Data Store Created", {"datastoreId": stack.datastore})
+            )
+
+    (submitted,) = first["outcomes"]
+    assert submitted["status"] == "submitted" and submitted["inference_id"] == f"{a['id']}-v1"
+    assert [o["status"] for o in retried["outcomes"] + redelivered["outcomes"]] == ["duplicate", "duplicate"]
+    assert redelivered["outcomes"][0]["output_location"] == submitted["output_location"]
+    assert (
+        not_ct["outcomes"][0]["status"] == "skipped"
+        and "(MR, 16 instances)" in not_ct["outcomes"][0]["reason"]
+    )
+    assert (
+        too_short["outcomes"][0]["status"] == "skipped"
+        and "at least 16" in too_short["outcomes"][0]["reason"]
+    )
+    (from_job,) = job["outcomes"]
+    assert (from_job["status"], from_job["image_set_id"]) == ("submitted", b["id"])
+
+    requests = [k for k in stack.keys(f"{NAME}/requests/") if not k.endswith(".submitted.json")]
+    assert requests == sorted(f"{NAME}/requests/{stack.datastore}/{s['id']}/v1.json" for s in (a, b))
+    for outcome, series in ((submitted, a), (from_job, b)):
+        report = stack.wait_for(outcome["output_location"])["results"][0]
+        assert report["status"] == "succeeded"
+        assert report["report"]["seriesInstanceUid"] == series["series_uid"]
+
+
+def test_trigger_handler_without_endpoint_raises_so_lambda_retries_then_dead_letters(stack: Stack) -> None:
+    event = ahi_events.image_set_created(stack.datastore, stack.series["ct-b"]["id"])
+    stack.series["ct-late"] = stack.add("ct-late", SeriesSpec(slices=16, patient_id="SCALE-L", seed=15))
+    late = ahi_events.image_set_created(stack.datastore, stack.series["ct-late"]["id"])
+    with _env(**{**_lambda_env(stack), "ENDPOINT_NAME": "no-such-endpoint"}):
+        assert handler.lambda_handler(event)["outcomes"][0]["status"] == "duplicate"  # marker found first
+        with pytest.raises(SubmissionError, match=r"endpoint no-such-endpoint not found.*deploy-async"):
+            handler.lambda_handler(late)
+    # nothing claimed: the version is free for the retry (or the back-fill)
+    late_id = stack.series["ct-late"]["id"]
+    assert not [k for k in stack.keys(f"{NAME}/requests/{stack.datastore}/{late_id}/")]
+
+
+def test_batch_backfills_the_rest_once_and_a_rerun_changes_nothing(stack: Stack, tmp_path: Path) -> None:
+    journal = str(tmp_path / "journal.jsonl")
+    args = ("batch", "--datastore-id", stack.datastore, "--bucket", BUCKET, "--journal", journal,
+            "--poll-interval", "1", "--concurrency", "2")  # fmt: skip
+    out = stack.cli(*args)["result"]
+    by_id = {item["image_set_id"]: item for item in out["items"]}
+    ids = {k: s["id"] for k, s in stack.series.items()}
+    assert out["counts"] == {"succeeded": 3, "skipped": 2}, out["items"]
+    for label in ("ct-a", "ct-b", "ct-late"):
+        assert by_id[ids[label]]["status"] == "succeeded" and by_id[ids[label]]["spleenVolumeMl"] is not None
+    assert "no CT series" in by_id[ids["mr"]]["reason"]
+    outputs = stack.keys(f"{NAME}/async-output/")
+    assert len(outputs) == 3  # ct-a and ct-b were the trigger's: collected, not inferred again
+
+    again = stack.cli(*args)
+    assert again["result"]["counts"] == out["counts"] and again["changes"] == []
+    assert stack.keys(f"{NAME}/async-output/") == outputs
+
+    no_match = (
+        "batch",
+        "--datastore-id",
+        stack.datastore,
+        "--bucket",
+        BUCKET,
+        "--study-date-from",
+        "20990101",
+    )
+    with pytest.raises(AwsCliError, match=r"no image sets match datastore .* study dates 20990101"):
+        stack.cli(*no_match)
+    with pytest.raises(AwsCliError, match=r"datastore f{32} not found"):
+        stack.cli("batch", "--datastore-id", "f" * 32, "--bucket", BUCKET)
+
+
+def test_transform_route_runs_the_manifest_through_invocations(stack: Stack, tmp_path: Path) -> None:
+    d = stack.add("ct-d", SeriesSpec(slices=20, patient_id="SCALE-D", seed=16))
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text(f"# back-fill list\n{d['id']}\n{stack.series['mr']['id']}\n")
+    args = ("batch", "--transform", "--datastore-id", stack.datastore, "--bucket", BUCKET, "--ids-file", str(ids_file),
+            "--image", IMAGE, "--instance-type", "ml.m5.xlarge", "--max-concurrent", "2")  # fmt: skip
+    first = stack.cli(*args, "--no-wait")
+    job_name = first["result"]["transformJob"]
+    assert any(c.startswith("sagemaker.create_transform_job(") for c in first["changes"])
+    import boto3
+
+    sm = boto3.client("sagemaker", endpoint_url=stack.moto, region_name="us-east-1")
+    job = sm.describe_transform_job(TransformJobName=job_name)
+    assert job["TransformInput"]["SplitType"] == "Line" and job["BatchStrategy"] == "SingleRecord"
+    manifest = stack.read(job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"])
+    assert manifest is not None and [json.loads(line) for line in manifest.decode().splitlines()] == [
+        {"inputs": [{"datastoreId": stack.datastore, "imageSetId": d["id"]}]}
+    ]
+
+    result = TransformRunner(job, stack.container_url, s3_client(stack.moto)).run()
+    assert result.status == "Completed", result.failure_reason
+    assert result.records == 1 and len(result.outputs) == 1
+
+    again = stack.cli(*args)
+    assert again["changes"] == [] and again["result"]["transformJob"] == job_name
+    items = {i["image_set_id"]: i for i in again["result"]["items"]}
+    assert items[d["id"]]["status"] == "succeeded" and items[d["id"]]["spleenVolumeMl"] is not None
+    assert items[stack.series["mr"]["id"]]["status"] == "skipped"
