@@ -6,6 +6,7 @@ Registered into the ``ahi-spleen`` parser by :func:`register` (the handlers stay
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -91,15 +92,11 @@ def _summarised(report: batch.BatchReport) -> batch.BatchReport:
 
 
 def cmd_deploy_components(args: argparse.Namespace, aws: Aws, names: Names, state: State) -> Any:
-    archives = args.archive or ["model.tar.gz"]
-    for archive in archives:
-        model_artifact.require_model_data(aws, f"s3://{args.bucket}/{names.model_key(archive)}")
-    role = iam.ensure_role(aws, names, "sagemaker", args.bucket, args.role, args.create_roles)
-    spec = components.ComponentsSpec(
-        image=args.image or batch.default_image(aws, names, args.image_tag),
-        role_arn=role,
+    spec = components.ComponentsSpec(  # validated before any AWS call; the role is filled in below
+        image=args.image or "",
+        role_arn="",
         bucket=args.bucket,
-        archives=tuple(archives),
+        archives=tuple(args.archive or ["model.tar.gz"]),
         instance_type=args.instance_type,
         instance_count=args.instance_count,
         max_instance_count=args.max_instance_count,
@@ -109,6 +106,14 @@ def cmd_deploy_components(args: argparse.Namespace, aws: Aws, names: Names, stat
         memory_mb=args.memory_mb,
         cpus=args.cpus,
         invocations_per_copy=args.invocations_per_copy,
+        inference_ami_version=args.inference_ami_version,
+    )
+    for archive in spec.archives:
+        model_artifact.require_model_data(aws, f"s3://{args.bucket}/{names.model_key(archive)}")
+    spec = dataclasses.replace(
+        spec,
+        image=args.image or batch.default_image(aws, names, args.image_tag),
+        role_arn=iam.ensure_role(aws, names, "sagemaker", args.bucket, args.role, args.create_roles),
     )
     return components.ensure_components(
         aws, names, spec, wait=not args.no_wait, force=args.force, timeout_s=args.timeout
@@ -196,6 +201,7 @@ def register(add: Add) -> None:
     p.add_argument(
         "--invocations-per-copy", type=float, default=2.0, help="target InvocationsPerCopy for autoscaling"
     )
+    p.add_argument("--inference-ami-version", default="auto", help="as for deploy-realtime (default auto)")
     p.add_argument("--no-wait", action="store_true")
     p.add_argument("--force", action="store_true", help="take over an endpoint without our tag")
     p.add_argument("--timeout", type=float, default=3600.0)

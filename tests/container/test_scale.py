@@ -276,3 +276,80 @@ def test_transform_route_runs_the_manifest_through_invocations(stack: Stack, tmp
     items = {i["image_set_id"]: i for i in again["result"]["items"]}
     assert items[d["id"]]["status"] == "succeeded" and items[d["id"]]["spleenVolumeMl"] is not None
     assert items[stack.series["mr"]["id"]]["status"] == "skipped"
+
+
+class _Throttling:
+    """A sagemaker-runtime endpoint that answers every call with ThrottlingException (400), as AWS does when a
+    caller exceeds its rate; counts the calls."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        outer = self
+        self.calls = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                outer.calls += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.dumps({"message": "Rate exceeded"}).encode()
+                self.send_response(400)
+                self.send_header("X-Amzn-ErrorType", "ThrottlingException")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_throttled_submissions_are_journaled_and_resubmitted_by_a_rerun(stack: Stack, tmp_path: Path) -> None:
+    from scripts.aws import batch
+    from scripts.aws.names import Names
+    from scripts.aws.session import Aws, AwsSettings
+    from scripts.aws.state import State
+
+    t = stack.add("ct-t", SeriesSpec(slices=16, patient_id="SCALE-T", seed=17))
+    selection = batch.Selection(stack.datastore, image_set_ids=(t["id"],))
+    journal = tmp_path / "journal.jsonl"
+    names, state = Names(NAME), State(tmp_path / "state.json")
+    throttling = _Throttling()
+    try:
+        endpoints = {"medical-imaging": stack.ahi, "sagemaker-runtime": throttling.url}
+        aws = Aws(AwsSettings("us-east-1", endpoint_url=stack.moto, service_endpoints=endpoints, max_attempts=2,
+                              progress=False))  # fmt: skip
+        settings = batch.AsyncSettings(f"{NAME}-async", concurrency=2, poll_interval_s=1)
+        report = batch.run_async(aws, names, selection, BUCKET, settings, journal, state)
+    finally:
+        throttling.close()
+    (item,) = report.items
+    assert item["status"] == "submit-failed" and "ThrottlingException" in item["reason"], item
+    assert report.exit_code == 1 and throttling.calls >= 2  # botocore retried, then the journal took it
+    assert stack.keys(f"{NAME}/requests/{stack.datastore}/{t['id']}/") == []  # claim released: nothing lost
+
+    endpoints["sagemaker-runtime"] = stack.gateway_url
+    aws = Aws(AwsSettings("us-east-1", endpoint_url=stack.moto, service_endpoints=endpoints, progress=False))
+    report = batch.run_async(aws, names, selection, BUCKET, settings, journal, state)
+    (item,) = report.items
+    assert item["status"] == "succeeded" and report.exit_code == 0, item
+    lines = [json.loads(line)["status"] for line in journal.read_text().splitlines()]
+    assert lines == ["submit-failed", "submitted", "succeeded"]
+
+
+def test_batch_against_a_missing_endpoint_submits_nothing(stack: Stack) -> None:
+    before = stack.keys(f"{NAME}/requests/")
+    with pytest.raises(
+        AwsCliError, match=r"async endpoint nope does not exist.*deploy-async.*nothing was submitted"
+    ):
+        stack.cli("batch", "--datastore-id", stack.datastore, "--bucket", BUCKET, "--endpoint-name", "nope")
+    assert stack.keys(f"{NAME}/requests/") == before
