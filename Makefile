@@ -15,7 +15,7 @@ test: install model-archive
 	$(PY) -m pytest -q tests
 
 lint: install
-	$(VENV)/bin/ruff check ahi_connector app container model scripts tests
+	$(VENV)/bin/ruff check ahi_connector app container model scripts trigger tests
 
 model-archive: install
 	$(PY) -m model.package --output build/model.tar.gz

@@ -1,4 +1,4 @@
-"""AWS HealthImaging events as EventBridge delivers them, synthesised from a local import (ahi-local emits none).
+"""AHI events as EventBridge delivers them, synthesised from a local import (ahi-local emits none).
 
 The envelope and ``detail`` fields are those AWS documents for ``source: aws.medical-imaging`` (see
 :mod:`trigger.events`); tests and the demo hand these to the Lambda handler exactly as EventBridge would.

@@ -1,8 +1,8 @@
 """AWS HealthImaging events on EventBridge (``source: aws.medical-imaging``) → the image sets they concern.
 
 ``Image Set Created`` / ``Image Set Updated`` carry ``detail.datastoreId`` and ``detail.imageSetId`` (plus
-``imageSetState``, ``imageSetWorkflowStatus`` and ``imagingVersion``; no version ID, so the current one is read
-with GetImageSet). ``Import Job Completed`` carries ``detail.datastoreId``, ``jobId``, ``jobStatus`` and
+``imageSetState``, ``imageSetWorkflowStatus`` and ``imagingVersion``; no version ID, so the current one is
+read with GetImageSet). ``Import Job Completed`` carries ``detail.datastoreId``, ``jobId``, ``jobStatus`` and
 ``outputS3Uri``; its image sets are those named by the job's ``SUCCESS/success.ndjson`` under
 ``<outputS3Uri>/<datastoreId>-DicomImport-<jobId>/``.
 """

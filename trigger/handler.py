@@ -1,15 +1,17 @@
 """The Lambda function behind ``ahi-spleen deploy-trigger``: AHI event → CT pre-filter → InvokeEndpointAsync.
 
-EventBridge invokes it asynchronously with one AHI event (:mod:`trigger.events`). For every image set the event
-names it reads the current version (GetImageSet) and the metadata (GetImageSetMetadata), skips what is not a CT
-series the model can segment, and submits the rest once per version (:mod:`trigger.submission`; the EventBridge
-event id is the claimant, so a Lambda retry of the same event resumes its own claims). When any submission fails
-the function raises after trying all of them (and raises at once on an event it cannot read): Lambda retries the event (already submitted image sets are then
-duplicates, not second inferences) and, after its last retry, sends it to the SQS dead-letter queue.
+EventBridge invokes it asynchronously with one AHI event (:mod:`trigger.events`). For every image set the
+event names it reads the current version (GetImageSet) and the metadata (GetImageSetMetadata), skips what is
+not a CT series the model can segment, and submits the rest once per version (:mod:`trigger.submission`; the
+EventBridge event id is the claimant, so a Lambda retry of the same event resumes its own claims). When any
+submission fails the function raises after trying all of them (and raises at once on an event it cannot read):
+Lambda retries the event (already submitted image sets are then duplicates, not second inferences) and, after
+its last retry, sends it to the SQS dead-letter queue.
 
-Configuration (environment): ``ENDPOINT_NAME``, ``REQUEST_BUCKET``, ``REQUEST_PREFIX`` (ends with ``/``), optional
-``OUTPUT_S3_URI`` (the request's ``output.s3Uri``), ``MIN_SLICES`` and ``CLAIM_LEASE_SECONDS``. AWS endpoints come
-from boto3's usual chain (``AWS_ENDPOINT_URL_<SERVICE>``), which is how the local stack runs it.
+Configuration (environment): ``ENDPOINT_NAME``, ``REQUEST_BUCKET``, ``REQUEST_PREFIX`` (ends with ``/``),
+optional ``OUTPUT_S3_URI`` (the request's ``output.s3Uri``), ``MIN_SLICES`` and ``CLAIM_LEASE_SECONDS``. AWS
+endpoints come from boto3's usual chain (``AWS_ENDPOINT_URL_<SERVICE>``), which is how the local stack runs
+it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Which image sets are worth an inference: a metadata-only pre-filter before anything is submitted.
 
 The application's own series selection (``app.selection``) is the authority and runs inside the container; it
-needs pixel headers and MONAI. This pre-filter uses only what GetImageSetMetadata returns, so the trigger and the
-back-fill never pay an endpoint invocation for an image set the application would reject on its metadata alone:
-no CT series, or only CT series with fewer than :data:`MIN_SLICES` instances, or only localizers by name.
+needs pixel headers and MONAI. This pre-filter uses only what GetImageSetMetadata returns, so the trigger and
+the back-fill never pay an endpoint invocation for an image set the application would reject on its metadata
+alone: no CT series, or only CT series with fewer than :data:`MIN_SLICES` instances, or only localizers by
+name.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ LOCALIZER_DESCRIPTION = re.compile(r"(?i)\b(scout|localizer|localiser|topogram|s
 
 @dataclass(frozen=True)
 class Selection:
-    """The verdict on one image set: ``ok`` with the CT series it would segment, or the reason it is skipped."""
+    """The verdict on one image set: ``ok`` with the CT series it would segment, or why it is skipped."""
 
     ok: bool
     reason: str

@@ -1,14 +1,15 @@
-"""Submit one image set version to the async endpoint at most once, whoever asks (trigger, back-fill, retries).
+"""Submit each image set version to the async endpoint at most once, whoever asks (trigger, back-fill).
 
-Every version gets a deterministic request object, ``s3://<bucket>/<prefix><datastoreId>/<imageSetId>/v<N>.json``,
-written with ``If-None-Match: *``: the first writer *claims* the version; anyone else gets 412 and stands back.
-After ``InvokeEndpointAsync`` answers, a *marker* object next to it (``v<N>.submitted.json``) records the
-InferenceId and the output/failure locations; a later request for the same version finds the marker and reports a
-duplicate without invoking. A claim whose submission failed is deleted again (so a retry may claim it); a claim
-left by a process that died is taken over by the same claimant (a Lambda retry of the same event carries the same
-event id) at once, by anyone else after :data:`CLAIM_LEASE_S`, with ``If-Match`` on the claim's ETag so two
-takers cannot both win. The one window left: a crash after the endpoint accepted the request and before the
-marker is written; the retry then submits the version a second time.
+Every version gets a deterministic request object,
+``s3://<bucket>/<prefix><datastoreId>/<imageSetId>/v<N>.json``, written with ``If-None-Match: *``: the first
+writer *claims* the version; anyone else gets 412 and stands back. After ``InvokeEndpointAsync`` answers, a
+*marker* object next to it (``v<N>.submitted.json``) records the InferenceId and the output/failure locations;
+a later request for the same version finds the marker and reports a duplicate without invoking. A claim whose
+submission failed is deleted again (so a retry may claim it); a claim left by a process that died is taken
+over by the same claimant (a Lambda retry of the same event carries the same event id) at once, by anyone else
+after :data:`CLAIM_LEASE_S`, with ``If-Match`` on the claim's ETag so two takers cannot both win. The one
+window left: a crash after the endpoint accepted the request and before the marker is written; the retry then
+submits the version a second time.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ logger = logging.getLogger(__name__)
 #: A claim older than this without a marker belongs to a submitter that died (longer than a Lambda timeout).
 CLAIM_LEASE_S = 900.0
 JSON = "application/json"
-#: S3 answers these when a conditional write loses (412 from If-None-Match/If-Match, 409 for a concurrent one).
+#: S3 answers these when a conditional write loses (412 from If-None-Match/If-Match, 409 for a concurrent
+# one).
 CONDITION_LOST = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 NOT_FOUND = ("NoSuchKey", "404", "NotFound")
 RETRYABLE_RUNTIME = ("ThrottlingException", "ServiceUnavailable", "InternalFailure", "ModelNotReadyException")
@@ -56,7 +58,7 @@ class ImageSetRef:
 
 @dataclass(frozen=True)
 class Target:
-    """Where requests go: the async endpoint, the bucket and prefix of the request objects, the results' S3 URI."""
+    """Where requests go: the async endpoint, bucket and prefix of request objects, the results' S3 URI."""
 
     endpoint_name: str
     bucket: str
@@ -84,8 +86,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one image set: ``submitted``, ``duplicate`` (submitted before), ``in-progress`` (someone
-    else holds a live claim) or ``skipped`` (not a candidate; ``reason`` says why)."""
+    """What happened to one image set: ``submitted``, ``duplicate`` (submitted before), ``in-progress``
+    (someone else holds a live claim) or ``skipped`` (not a candidate; ``reason`` says why)."""
 
     status: str
     datastore_id: str
@@ -126,11 +128,11 @@ class Submitter:
         self.min_slices = min_slices
         self.invocation_timeout_s = invocation_timeout_s
 
-    # ---- AHI ---------------------------------------------------------------------------------------------------
+    # ---- AHI ---------------------------------------------------------------------------------------------
     def resolve(
         self, datastore_id: str, image_set_id: str, version_id: str | None = None
     ) -> ImageSetRef | Outcome:
-        """The image set's version (the current one unless given), or a ``skipped`` outcome when it is gone."""
+        """The image set's version (current unless given), or a ``skipped`` outcome when it is gone."""
         params = {"datastoreId": datastore_id, "imageSetId": image_set_id}
         if version_id:
             params["versionId"] = version_id
@@ -155,7 +157,7 @@ class Submitter:
         return select_ct(decode_metadata(blob), self.min_slices)
 
     def process(self, datastore_id: str, image_set_id: str, version_id: str | None = None) -> Outcome:
-        """Resolve, pre-filter and submit one image set (the whole path of one event or one back-fill item)."""
+        """Resolve, pre-filter and submit one image set (the path of one event or one back-fill item)."""
         ref = self.resolve(datastore_id, image_set_id, version_id)
         if isinstance(ref, Outcome):
             return ref
@@ -167,7 +169,7 @@ class Submitter:
             return Outcome("skipped", ref.datastore_id, ref.image_set_id, ref.version_id, selection.reason)
         return self.submit(ref, selection.reason)
 
-    # ---- S3 claim and marker -----------------------------------------------------------------------------------
+    # ---- S3 claim and marker -----------------------------------------------------------------------------
     def _uri(self, key: str) -> str:
         return f"s3://{self.target.bucket}/{key}"
 
@@ -193,8 +195,8 @@ class Submitter:
         )
 
     def _claim(self, ref: ImageSetRef) -> bool:
-        """Write the request object if nobody has (or take over a dead claim); False when another submitter holds
-        a live one."""
+        """Write the request object if nobody has (or take over a dead claim); False when another submitter
+        holds a live one."""
         key = self.target.request_key(ref)
         put = {
             "Bucket": self.target.bucket,
@@ -244,9 +246,9 @@ class Submitter:
         except Exception:  # the claim then expires after the lease; never hide the original error
             logger.exception("%s: could not release the claim; it expires after %.0f s", ref, self.lease_s)
 
-    # ---- submission --------------------------------------------------------------------------------------------
+    # ---- submission --------------------------------------------------------------------------------------
     def submit(self, ref: ImageSetRef, reason: str = "") -> Outcome:
-        """Claim ``ref``, InvokeEndpointAsync, record the marker. Raises :class:`SubmissionError` (claim released)."""
+        """Claim ``ref``, InvokeEndpointAsync, record the marker (:class:`SubmissionError`: claim released)."""
         if not self._claim(ref):
             again = self.submitted(ref)
             if again is not None:
@@ -307,5 +309,5 @@ class Submitter:
                 "and re-run (nothing was submitted)"
             )
         if code in RETRYABLE_RUNTIME:
-            return f"{ref}: endpoint {endpoint} refused the request ({code}: {exc}); nothing was submitted, retry"
+            return f"{ref}: endpoint {endpoint} refused the request ({code}: {exc}); nothing submitted, retry"
         return f"{ref}: InvokeEndpointAsync on {endpoint} failed ({code or type(exc).__name__}: {exc})"

@@ -1,5 +1,6 @@
 """``sagemaker-local serve``: the local SageMaker-runtime gateway (Starlette + uvicorn, 127.0.0.1 default);
-``sagemaker-local transform``: run one Batch Transform job against a local container (see ``transform.py``)."""
+``sagemaker-local transform``: run one Batch Transform job against a local container (see
+``transform.py``)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,20 @@
 """A SageMaker Batch Transform job run locally: the job's S3 input, split by line, through the container's
 ``/invocations``, assembled into ``<S3OutputPath>/<input file>.out``.
 
-It executes a job *description* (DescribeTransformJob's answer, or CreateTransformJob's parameters) so what runs
-locally is exactly what was submitted to SageMaker (moto records the job; this runs it). As strict as SageMaker:
+It executes a job *description* (DescribeTransformJob's answer, or CreateTransformJob's parameters) so what
+runs locally is exactly what was submitted to SageMaker (moto records the job; this runs it). As strict as
+SageMaker:
 
 * only what the product uses is emulated — ``S3DataType=S3Prefix``, ``SplitType`` ``Line`` or ``None``,
-  ``BatchStrategy=SingleRecord``, ``AssembleWith`` ``Line`` or ``None``, no compression, no ``DataProcessing``;
-  anything else is refused by name instead of being approximated;
+  ``BatchStrategy=SingleRecord``, ``AssembleWith`` ``Line`` or ``None``, no compression, no
+  ``DataProcessing``; anything else is refused by name instead of being approximated;
 * the container must answer ``GET /ping`` before any record is sent;
 * records go out with at most ``MaxConcurrentTransforms`` in flight, each retried at most
   ``ModelClientConfig.InvocationsMaxRetries`` times (SageMaker's default 3) within
   ``InvocationsTimeoutInSeconds`` (default 600);
-* a record over ``MaxPayloadInMB`` (default 6) or any record the container answers with a non-2xx status fails the
-  job (``Failed`` with the file, line and the container's answer as the reason); outputs of input files whose
-  records all succeeded are still written, as SageMaker does;
+* a record over ``MaxPayloadInMB`` (default 6) or any record the container answers with a non-2xx status fails
+  the job (``Failed`` with the file, line and the container's answer as the reason); outputs of input files
+  whose records all succeeded are still written, as SageMaker does;
 * no S3 object under the input prefix fails the job.
 """
 
@@ -215,7 +216,8 @@ class TransformRunner:
             first = failures[0]
             result.status = "Failed"
             result.failure_reason = (
-                f"ClientError: {len(failures)} input file(s) failed; first: s3://{self.spec.input.bucket}/{first.key} "
+                f"ClientError: {len(failures)} input file(s) failed; first: "
+                f"s3://{self.spec.input.bucket}/{first.key} "
                 f"line {first.line}: container answered {first.status}: {first.message}"
             )
         result.seconds = time.monotonic() - started

@@ -5,14 +5,14 @@
    (:mod:`trigger.selection`, the same as the event trigger's).
 2. **Async route** (default): every candidate version is submitted once (:mod:`trigger.submission`: the same
    claim + marker objects as the trigger, so trigger and back-fill never both infer one version) with at most
-   ``concurrency`` submissions in flight; then the output/failure objects SageMaker writes are collected. A local
-   JSON-lines journal records every outcome as it happens: a re-run skips what succeeded or was skipped, retries
-   what failed, and keeps waiting for what is still running. Scaling is SageMaker's (``deploy-async``
+   ``concurrency`` submissions in flight; then the output/failure objects SageMaker writes are collected. A
+   local JSON-lines journal records every outcome as it happens: a re-run skips what succeeded or was skipped,
+   retries what failed, and keeps waiting for what is still running. Scaling is SageMaker's (``deploy-async``
    autoscaling on the backlog), never a scheduler of ours.
 3. **Transform route** (``--transform``): the candidates' requests as a JSON-lines manifest in S3, one
    CreateTransformJob (``SplitType=Line``, ``BatchStrategy=SingleRecord``, ``AssembleWith=Line``, the
-   single-model image on ``/invocations``); its name is a hash of the manifest and settings, so a re-run finds the
-   same job instead of starting another. Line *i* of the ``.out`` object is the answer to request *i*.
+   single-model image on ``/invocations``); its name is a hash of the manifest and settings, so a re-run finds
+   the same job instead of starting another. Line *i* of the ``.out`` object is the answer to request *i*.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ PENDING = {"submitted", "duplicate"}
 TRANSFORM_GPU_AMI = "al2-ami-sagemaker-batch-gpu-535"
 
 
-# ---- selection -----------------------------------------------------------------------------------------------
+# ---- selection -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Selection:
     """Which image sets of one datastore: a search (study dates, updated since) or an explicit list."""
@@ -143,7 +143,8 @@ def require_datastore(aws: Aws, datastore_id: str) -> None:
     except Exception as exc:
         if error_code(exc) in ("ResourceNotFoundException", "ValidationException"):
             raise AwsCliError(
-                f"datastore {datastore_id} not found in {aws.region} ({exc}); check --datastore-id and --region"
+                f"datastore {datastore_id} not found in {aws.region} ({exc}); "
+                "check --datastore-id and --region"
             ) from exc
         raise
     if props.get("datastoreStatus") != "ACTIVE":
@@ -167,7 +168,7 @@ def search(aws: Aws, selection: Selection) -> Iterator[tuple[str, str | None]]:
         yield str(summary["imageSetId"]), (str(version) if version is not None else None)
 
 
-# ---- journal -------------------------------------------------------------------------------------------------
+# ---- journal ---------------------------------------------------------------------------------------------
 def default_journal(names: Names, region: str, selection: Selection) -> Path:
     root = Path(os.environ.get("AHI_SPLEEN_STATE_DIR", Path.home() / ".ahi-spleen"))
     return root / f"{names.name}-{region}-batch-{settings_hash(asdict(selection))}.jsonl"
@@ -212,7 +213,7 @@ class Journal:
         return full
 
 
-# ---- report --------------------------------------------------------------------------------------------------
+# ---- report ----------------------------------------------------------------------------------------------
 @dataclass
 class BatchReport:
     selection: str
@@ -255,7 +256,7 @@ class BatchReport:
         }
 
 
-# ---- async route ---------------------------------------------------------------------------------------------
+# ---- async route -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AsyncSettings:
     endpoint_name: str
@@ -264,6 +265,9 @@ class AsyncSettings:
     wait: bool = True
     timeout_s: float = 6 * 3600.0
     poll_interval_s: float = 15.0
+    #: check the endpoint with DescribeEndpoint first (off where no SageMaker control plane exists: the local
+    #: stack has only the runtime, whose InvokeEndpointAsync then names a missing endpoint)
+    verify_endpoint: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:
@@ -274,7 +278,8 @@ def require_async_endpoint(aws: Aws, endpoint_name: str) -> None:
     endpoint = deploy.describe_endpoint(aws, endpoint_name)
     if endpoint is None:
         raise AwsCliError(
-            f"async endpoint {endpoint_name} does not exist: deploy it with `ahi-spleen deploy-async` or pass "
+            f"async endpoint {endpoint_name} does not exist: deploy it with `ahi-spleen deploy-async` "
+            "or pass "
             "--endpoint-name (nothing was submitted)"
         )
     config = aws.client("sagemaker").describe_endpoint_config(
@@ -347,7 +352,7 @@ def run_async(
 ) -> BatchReport:
     """Select, submit (bounded concurrency, journaled), then collect results; see the module doc."""
     require_datastore(aws, selection.datastore_id)
-    if not aws.dry_run:
+    if settings.verify_endpoint and not aws.dry_run:
         require_async_endpoint(aws, settings.endpoint_name)
     journal = Journal(journal_path, persist=not aws.dry_run)
     report = BatchReport(selection.describe(), f"async endpoint {settings.endpoint_name}", str(journal_path))
@@ -459,7 +464,7 @@ def _collect(aws: Aws, journal: Journal, items: dict[str, dict[str, Any]], setti
         bar.close()
 
 
-# ---- transform route -----------------------------------------------------------------------------------------
+# ---- transform route -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TransformSettings:
     image: str

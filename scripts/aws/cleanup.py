@@ -1,7 +1,9 @@
 """``cleanup``: delete what ``ahi-spleen --name NAME`` created, and nothing else unless forced.
 
-Tagged resources (endpoints, endpoint configs, models, alarms, SNS topics, ECR, CodeBuild, CodePipeline, IAM
-roles) are
+Tagged resources (the trigger's EventBridge rule, Lambda function and SQS queue, inference components via
+their
+endpoint, endpoints, endpoint configs, models, alarms, SNS topics, ECR, CodeBuild, CodePipeline, IAM roles)
+are
 deleted only when they carry ``ahi-spleen-project=NAME``; scaling policies and targets go with their
 endpoint; data
 (image sets, datastores, S3 prefixes, buckets) only when listed in the state file. ``force`` drops both
@@ -252,7 +254,7 @@ class Cleaner:
                 progress=self.aws.settings.progress,
             )
 
-    # ---- event trigger (EventBridge rule, Lambda function, SQS dead-letter queue) ---------------------------
+    # ---- event trigger (EventBridge rule, Lambda function, SQS dead-letter queue) ------------------------
     def event_trigger(self) -> None:
         events, lam, sqs = (self.aws.client(s) for s in ("events", "lambda", "sqs"))
         rule = self.names.trigger_rule

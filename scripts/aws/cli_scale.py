@@ -1,6 +1,7 @@
 """Subcommands for inference at scale: ``deploy-trigger``, ``batch`` and ``deploy-components``.
 
-Registered into the ``ahi-spleen`` parser by :func:`register` (the handlers stay thin: parse → plain function).
+Registered into the ``ahi-spleen`` parser by :func:`register` (the handlers stay thin: parse → plain
+function).
 """
 
 from __future__ import annotations

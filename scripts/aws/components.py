@@ -1,11 +1,12 @@
-"""``deploy-components``: the GPU multi-model route — one endpoint, one SageMaker inference component per archive.
+"""``deploy-components``: the GPU multi-model route — one endpoint, one SageMaker inference component per
+archive.
 
 SageMaker multi-model endpoints take GPUs only with Triton containers; inference components do not care: the
 endpoint ``<name>-ic`` holds instances (managed instance scaling between ``instance_count`` and
 ``max_instance_count``), and each model archive becomes a component ``<name>-ic-<archive>`` with its own model
-(SingleModel, the same image), its compute reservation per copy (GPUs, memory, cores), its copy count and its own
-autoscaling (target tracking on ``InvocationsPerCopy`` of ``inference-component/<component>``). Invoke one with
-``invoke_endpoint(EndpointName=<name>-ic, InferenceComponentName=<component>)``.
+(SingleModel, the same image), its compute reservation per copy (GPUs, memory, cores), its copy count and its
+own autoscaling (target tracking on ``InvocationsPerCopy`` of ``inference-component/<component>``). Invoke one
+with ``invoke_endpoint(EndpointName=<name>-ic, InferenceComponentName=<component>)``.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ ACCELERATED_RE = re.compile(r"^ml\.(g\d|p\d|inf\d|trn\d|dl\d)", re.IGNORECASE)
 NVIDIA_RE = re.compile(r"^ml\.(g\d|p\d)", re.IGNORECASE)
 #: Inference AMI for NVIDIA instance types: driver 580 / CUDA 13.0, matching the image (holoscan-cu13, torch
 #: cu130). SageMaker's default GPU hosts ship driver 535/550, where the image falls back to its CUDA
-#: forward-compatibility libraries (container/cuda_compat.py); ``--inference-ami-version none`` keeps that path.
+#: forward-compatibility libraries (container/cuda_compat.py); ``--inference-ami-version none`` keeps
+#: that path.
 GPU_INFERENCE_AMI = "al2023-ami-sagemaker-inference-gpu-4-1"
 
 
@@ -59,8 +60,9 @@ def inference_ami_versions() -> list[str]:
 
 
 def inference_ami_for(instance_type: str, requested: str | None = "auto") -> str | None:
-    """The AMI version a production variant on ``instance_type`` gets: ``auto`` picks :data:`GPU_INFERENCE_AMI`
-    for NVIDIA types (none for CPU), ``none`` leaves SageMaker's default host (forward-compatibility path)."""
+    """The AMI version a production variant on ``instance_type`` gets: ``auto`` picks
+    :data:`GPU_INFERENCE_AMI` for NVIDIA types (none for CPU), ``none`` leaves SageMaker's default host (the
+    forward-compatibility path)."""
     if requested in (None, "auto"):
         return GPU_INFERENCE_AMI if NVIDIA_RE.match(instance_type) else None
     if requested == "none":

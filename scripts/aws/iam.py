@@ -6,8 +6,8 @@ Role kinds and the service that assumes them:
 ECR push),
 ``codepipeline`` (S3 artefacts + start CodeBuild), ``ahi-import`` (HealthImaging reads the DICOM input and
 writes the
-import output in S3), ``lambda`` (the event trigger: AHI reads, request objects in S3, InvokeEndpointAsync, its
-dead-letter queue).
+import output in S3), ``lambda`` (the event trigger: AHI reads, request objects in S3,
+InvokeEndpointAsync, its dead-letter queue).
 """
 
 from __future__ import annotations

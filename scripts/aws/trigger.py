@@ -1,12 +1,12 @@
-"""``deploy-trigger``: every new CT image set in AWS HealthImaging goes to the async endpoint, once per version.
+"""``deploy-trigger``: every new CT image set in HealthImaging goes to the async endpoint, once per version.
 
     AHI ──event──▶ EventBridge rule <name>-ahi-events ──▶ Lambda <name>-trigger ──▶ InvokeEndpointAsync
                         └─ undeliverable ─┐            └─ failed after retries ─┐
                                           ▼                                     ▼
                                   SQS <name>-trigger-dlq  (both dead letters land here, 14 days)
 
-The function is the project's own :mod:`trigger` package, zipped by :func:`package_zip` (deterministic bytes, so
-re-running compares the code hash and changes nothing). Requests and their markers live under
+The function is the project's own :mod:`trigger` package, zipped by :func:`package_zip` (deterministic bytes,
+so re-running compares the code hash and changes nothing). Requests and their markers live under
 ``s3://<bucket>/<name>/requests/`` (see :mod:`trigger.submission`).
 """
 
@@ -43,7 +43,7 @@ TARGET_ID = "ahi-spleen-trigger"
 
 
 def package_zip(package: Path = PACKAGE) -> bytes:
-    """The Lambda deployment package: ``trigger/*.py`` with fixed timestamps and modes (same bytes every time)."""
+    """The Lambda deployment package: ``trigger/*.py``, fixed timestamps and modes (same bytes each time)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(package.glob("*.py")):
@@ -108,7 +108,7 @@ def function_environment(names: Names, settings: TriggerSettings) -> dict[str, s
     return {**env, **settings.env}
 
 
-# ---- SQS dead-letter queue -----------------------------------------------------------------------------------
+# ---- SQS dead-letter queue -------------------------------------------------------------------------------
 def queue_url(aws: Aws, name: str) -> str | None:
     try:
         return str(aws.client("sqs").get_queue_url(QueueName=name)["QueueUrl"])
@@ -165,7 +165,7 @@ def ensure_queue_policy(aws: Aws, url: str, queue_arn: str, rule_arn: str) -> No
     aws.call("sqs", "set_queue_attributes", QueueUrl=url, Attributes={"Policy": json.dumps(wanted)})
 
 
-# ---- Lambda --------------------------------------------------------------------------------------------------
+# ---- Lambda ----------------------------------------------------------------------------------------------
 def get_function(aws: Aws, name: str) -> dict[str, Any] | None:
     try:
         return dict(aws.client("lambda").get_function(FunctionName=name))
@@ -292,7 +292,7 @@ def ensure_permission(aws: Aws, names: Names, rule_arn: str) -> None:
     )
 
 
-# ---- EventBridge ---------------------------------------------------------------------------------------------
+# ---- EventBridge -----------------------------------------------------------------------------------------
 def describe_rule(aws: Aws, name: str) -> dict[str, Any] | None:
     try:
         return dict(aws.client("events").describe_rule(Name=name))
@@ -350,7 +350,7 @@ def ensure_target(aws: Aws, names: Names, function_arn: str, queue_arn: str) -> 
 def deploy_trigger(
     aws: Aws, names: Names, settings: TriggerSettings, state: State, force: bool = False
 ) -> TriggerResult:
-    """Create or update queue, function, invoke config, rule, permission and target; a re-run changes nothing."""
+    """Create or update queue, function, invoke config, rule, permission, target; re-runs change nothing."""
     endpoint = describe_endpoint(aws, settings.endpoint_name)
     if endpoint is None:
         message = (
@@ -364,7 +364,8 @@ def deploy_trigger(
         EndpointConfigName=endpoint["EndpointConfigName"]
     ):
         raise AwsCliError(
-            f"endpoint {settings.endpoint_name} has no AsyncInferenceConfig; the trigger needs an async endpoint "
+            f"endpoint {settings.endpoint_name} has no AsyncInferenceConfig; "
+            "the trigger needs an async endpoint "
             "(`ahi-spleen deploy-async`)"
         )
     url, queue_arn = ensure_queue(aws, names)

@@ -1,5 +1,6 @@
-"""GPU hosts SageMaker offers today (InferenceAmiVersion, TransformAmiVersion) and ``deploy-components`` (inference
-components: moto does not model them, so the dry run's calls are checked, and that nothing was created)."""
+"""GPU hosts SageMaker offers today (InferenceAmiVersion, TransformAmiVersion) and ``deploy-components``
+(inference components: moto does not model them, so the dry run's calls are checked, and that nothing was
+created)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def test_gpu_variants_select_the_cuda13_inference_ami_and_cpu_variants_none(
         == []
     )
 
-    # the forward-compatibility path: same model, a config without the AMI, the endpoint moved to it (moto has no
+    # the forward-compatibility path: same model, a config without the AMI, the endpoint moved to it (moto
+    # has no
     # UpdateEndpoint, so the dry run shows the plan)
     fallback = ahi_spleen(
         "deploy-realtime", *COMMON, "--image", IMAGE, "--instance-type", "ml.g4dn.xlarge",

@@ -1,11 +1,13 @@
-"""Beyond one request, offline: the Lambda trigger, the async back-fill and Batch Transform against the local stack.
+"""Beyond one request, offline: the Lambda trigger, the async back-fill and Batch Transform against the local
+stack.
 
     synthesised AHI events ─▶ trigger.handler ─┐
     ahi-spleen batch (async) ──────────────────┼─▶ sagemaker-local (async) ─▶ container/serve (single model)
     ahi-spleen batch --transform ─▶ moto job ─▶ sagemaker-local transform ─┘        └─▶ ahi-local, moto S3
 
-One single-model ``serve`` for the module; the data: CT series (16-22 slices), an MR series and a 4-slice CT in one
-ahi-local datastore. Every check reads what landed in S3 (request objects, async outputs, the transform output).
+One single-model ``serve`` for the module; the data: CT series (16-22 slices), an MR series and a 4-slice CT
+in one ahi-local datastore. Every check reads what landed in S3 (request objects, async outputs, the transform
+output).
 """
 
 from __future__ import annotations
@@ -252,7 +254,8 @@ def test_transform_route_runs_the_manifest_through_invocations(stack: Stack, tmp
     d = stack.add("ct-d", SeriesSpec(slices=20, patient_id="SCALE-D", seed=16))
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text(f"# back-fill list\n{d['id']}\n{stack.series['mr']['id']}\n")
-    args = ("batch", "--transform", "--datastore-id", stack.datastore, "--bucket", BUCKET, "--ids-file", str(ids_file),
+    args = ("batch", "--transform", "--datastore-id", stack.datastore, "--bucket", BUCKET,
+            "--ids-file", str(ids_file),
             "--image", IMAGE, "--instance-type", "ml.m5.xlarge", "--max-concurrent", "2")  # fmt: skip
     first = stack.cli(*args, "--no-wait")
     job_name = first["result"]["transformJob"]
@@ -326,7 +329,8 @@ def test_throttled_submissions_are_journaled_and_resubmitted_by_a_rerun(stack: S
     throttling = _Throttling()
     try:
         endpoints = {"medical-imaging": stack.ahi, "sagemaker-runtime": throttling.url}
-        aws = Aws(AwsSettings("us-east-1", endpoint_url=stack.moto, service_endpoints=endpoints, max_attempts=2,
+        aws = Aws(AwsSettings("us-east-1", endpoint_url=stack.moto, service_endpoints=endpoints,
+                              max_attempts=2,
                               progress=False))  # fmt: skip
         settings = batch.AsyncSettings(f"{NAME}-async", concurrency=2, poll_interval_s=1)
         report = batch.run_async(aws, names, selection, BUCKET, settings, journal, state)
