@@ -248,7 +248,7 @@ class Submitter:
 
     # ---- submission --------------------------------------------------------------------------------------
     def submit(self, ref: ImageSetRef, reason: str = "") -> Outcome:
-        """Claim ``ref``, InvokeEndpointAsync, record the marker (:class:`SubmissionError`: claim released)."""
+        """Claim ``ref``, InvokeEndpointAsync, record the marker (a SubmissionError releases the claim)."""
         if not self._claim(ref):
             again = self.submitted(ref)
             if again is not None:
