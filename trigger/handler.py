@@ -47,13 +47,30 @@ def target_from_env(env: Mapping[str, str]) -> Target:
     )
 
 
+def require_conditional_writes(s3: Any) -> None:
+    """The once-per-version claim needs S3 conditional writes (``IfNoneMatch``/``IfMatch`` on PutObject); an
+    old boto3 in the Lambda runtime would fail every claim, so say so once, by name."""
+    import botocore
+
+    members = s3.meta.service_model.operation_model("PutObject").input_shape.members
+    missing = [name for name in ("IfNoneMatch", "IfMatch") if name not in members]
+    if missing:
+        raise ConfigError(
+            f"botocore {botocore.__version__} in this runtime has no S3 PutObject {'/'.join(missing)} "
+            "(conditional writes, needed to submit each image set version once); use a newer Lambda Python "
+            "runtime or bundle a newer boto3 in a layer"
+        )
+
+
 def _clients() -> tuple[Any, Any, Any]:
     import boto3
     from botocore.config import Config
 
     config = Config(retries={"max_attempts": 5, "mode": "standard"})
+    s3 = boto3.client("s3", config=config)
+    require_conditional_writes(s3)
     return (
-        boto3.client("s3", config=config),
+        s3,
         boto3.client("sagemaker-runtime", config=config),
         boto3.client("medical-imaging", config=config),
     )
