@@ -20,6 +20,7 @@ import argparse
 import io
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -134,6 +135,7 @@ def _log_errors(log: Path, lines: int = 25) -> str:
 def _backfill(args: argparse.Namespace, work: Path, stack: Any, datastore_id: str, gateway_url: str) -> None:
     """Import ``args.backfill`` more phantoms, then run the async back-fill over the whole datastore."""
     from devstack.ahi_local.folder_import import import_folder
+    from devstack.stack import LOCAL_AWS_ENV
     from scripts.aws import batch
     from scripts.aws.names import Names
     from scripts.aws.session import Aws, AwsSettings
@@ -154,6 +156,7 @@ def _backfill(args: argparse.Namespace, work: Path, stack: Any, datastore_id: st
         "medical-imaging": stack.env["AWS_ENDPOINT_URL_MEDICAL_IMAGING"],
         "sagemaker-runtime": gateway_url,
     }
+    os.environ.update(LOCAL_AWS_ENV)  # the CLI code reads credentials the usual way; these are the stack's
     aws = Aws(AwsSettings("us-east-1", service_endpoints=endpoints, progress=True))
     settings = batch.AsyncSettings(
         "spleen-async",

@@ -50,6 +50,8 @@ PENDING = {"submitted", "duplicate"}
 #: Batch Transform AMI for GPU instance types (newest driver offered for transform jobs; CUDA 13 then runs on
 #: the image's forward-compatibility libraries).
 TRANSFORM_GPU_AMI = "al2-ami-sagemaker-batch-gpu-535"
+#: A manifest whose job failed runs again as ``<job>-r2``, ``-r3`` (then the failure stands).
+MAX_TRANSFORM_ATTEMPTS = 3
 
 
 # ---- selection -------------------------------------------------------------------------------------------
@@ -593,9 +595,24 @@ def run_transform(
             "concurrent": settings.max_concurrent,
         }
     )
+    base_name = job_name
+    current = describe_transform_job(aws, job_name)
+    for attempt in range(
+        2, MAX_TRANSFORM_ATTEMPTS + 1
+    ):  # a failed or stopped job is retried under a new name
+        if current is None or current.get("TransformJobStatus") not in ("Failed", "Stopped"):
+            break
+        logger.warning(
+            "transform job %s is %s (%s); starting attempt %d",
+            job_name,
+            current["TransformJobStatus"],
+            current.get("FailureReason", "no reason given"),
+            attempt,
+        )
+        job_name = f"{base_name[: 63 - 3]}-r{attempt}"
+        current = describe_transform_job(aws, job_name)
     output_uri = f"s3://{bucket}/{names.transform_output_prefix}{job_name}/"
     report = BatchReport(selection.describe(), f"transform job {job_name}", None, transform_job=job_name)
-    current = describe_transform_job(aws, job_name)
     if current is None:
         aws.call(
             "s3",

@@ -212,6 +212,11 @@ def test_trigger_handler_without_endpoint_raises_so_lambda_retries_then_dead_let
         assert handler.lambda_handler(event)["outcomes"][0]["status"] == "duplicate"  # marker found first
         with pytest.raises(SubmissionError, match=r"endpoint no-such-endpoint not found.*deploy-async"):
             handler.lambda_handler(late)
+        # an event about a datastore / image set this account does not have: skipped with the reason, no claim
+        foreign = handler.lambda_handler(ahi_events.image_set_created("0" * 32, "1" * 32))
+    (skipped,) = foreign["outcomes"]
+    assert skipped["status"] == "skipped" and skipped["reason"].startswith("not found"), skipped
+    assert stack.keys(f"{NAME}/requests/{'0' * 32}/") == []
     # nothing claimed: the version is free for the retry (or the back-fill)
     late_id = stack.series["ct-late"]["id"]
     assert not [k for k in stack.keys(f"{NAME}/requests/{stack.datastore}/{late_id}/")]
@@ -357,3 +362,40 @@ def test_batch_against_a_missing_endpoint_submits_nothing(stack: Stack) -> None:
     ):
         stack.cli("batch", "--datastore-id", stack.datastore, "--bucket", BUCKET, "--endpoint-name", "nope")
     assert stack.keys(f"{NAME}/requests/") == before
+
+
+def test_transform_emulator_fails_the_job_on_a_bad_record_and_refuses_what_it_does_not_emulate(
+    stack: Stack,
+) -> None:
+    s3 = s3_client(stack.moto)
+    good = {"inputs": [{"datastoreId": stack.datastore, "imageSetId": stack.series["mr"]["id"]}]}
+    unknown = {"inputs": [{"datastoreId": stack.datastore, "imageSetId": "f" * 32}]}
+    lines = "\n".join(json.dumps(x) for x in (good, unknown)) + "\n"
+    s3.put_object(Bucket=BUCKET, Key="emulator/in/bad.jsonl", Body=lines.encode())
+    job = {
+        "TransformJobName": "bad-record",
+        "MaxConcurrentTransforms": 2,
+        "ModelClientConfig": {"InvocationsMaxRetries": 0},
+        "BatchStrategy": "SingleRecord",
+        "TransformInput": {
+            "DataSource": {
+                "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/emulator/in/"}
+            },
+            "ContentType": "application/json",
+            "SplitType": "Line",
+        },
+        "TransformOutput": {"S3OutputPath": f"s3://{BUCKET}/emulator/out/", "AssembleWith": "Line"},
+    }
+    result = TransformRunner(job, stack.container_url, s3).run()
+    assert result.status == "Failed" and result.outputs == []
+    assert "emulator/in/bad.jsonl line 1: container answered 422" in str(result.failure_reason)  # the MR line
+    assert stack.keys("emulator/out/") == []
+    for change, message in (
+        ({"BatchStrategy": "MultiRecord"}, "BatchStrategy 'MultiRecord' is not emulated"),
+        ({"DataProcessing": {"JoinSource": "Input"}}, "DataProcessing"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            TransformRunner({**job, **change}, stack.container_url, s3)
+    empty = {**job, "TransformInput": {**job["TransformInput"], "DataSource": {
+        "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/emulator/none/"}}}}  # fmt: skip
+    assert "no S3 objects found" in str(TransformRunner(empty, stack.container_url, s3).run().failure_reason)
