@@ -11,11 +11,13 @@ install:
 demo: install model-archive
 	$(PY) -m scripts.demo
 
-test: install model-archive
+test: install model-archive lint
 	$(PY) -m pytest -q tests
 
+# ruff on everything; mypy strict on ahi_connector/ and container/, basic elsewhere (pyproject [tool.mypy]).
 lint: install
-	$(VENV)/bin/ruff check ahi_connector app container model scripts trigger tests
+	$(VENV)/bin/ruff check ahi_connector app container model scripts trigger tests devstack
+	$(VENV)/bin/mypy
 
 model-archive: install
 	$(PY) -m model.package --output build/model.tar.gz

@@ -114,7 +114,8 @@ class ImageSetExporter:
                 log.debug("%s; metadata is read unversioned and cached under version None", err)
                 return None
             raise err from exc
-        return resp.get("versionId")
+        version = resp.get("versionId")
+        return str(version) if version is not None else None
 
     def get_metadata(
         self, datastore_id: str, image_set_id: str, version_id: str | None = None
@@ -155,7 +156,7 @@ class ImageSetExporter:
 
     def iter_image_sets(
         self, datastore_id: str, search_criteria: dict[str, Any] | None = None
-    ) -> Iterator[dict]:
+    ) -> Iterator[dict[str, Any]]:
         """Every SearchImageSets summary (all pages)."""
         paginator = self.client.get_paginator("search_image_sets")
         kwargs: dict[str, Any] = {"datastoreId": datastore_id}
@@ -169,7 +170,7 @@ class ImageSetExporter:
 
     def search_image_sets(
         self, datastore_id: str, search_criteria: dict[str, Any] | None = None
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         return list(self.iter_image_sets(datastore_id, search_criteria))
 
     def find_image_sets_for_study(self, datastore_id: str, study_uid: str) -> list[str]:

@@ -105,7 +105,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         cap = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
-        return cap / 2 + random.uniform(0, cap / 2)
+        return float(cap / 2 + random.uniform(0, cap / 2))
 
 
 @dataclass(frozen=True)
@@ -307,7 +307,7 @@ class FrameFetcher:
                 f"{backend.name} could not decode {len(data)} {codec.value} bytes: {exc}"
             ) from exc
         if task.checksum is not None:
-            crc = zlib.crc32(pixels) & 0xFFFFFFFF
+            crc = zlib.crc32(np.ascontiguousarray(pixels).tobytes()) & 0xFFFFFFFF
             if crc != task.checksum:
                 raise _ChecksumMismatch(f"CRC32 of decoded pixels {crc} != metadata checksum {task.checksum}")
         if codec is Codec.JPEG and task.spec.is_ybr:

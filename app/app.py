@@ -71,6 +71,8 @@ class RunConfig:
     exporter: Any = None
     write_stl: bool = True
     record: RunRecord = field(default_factory=RunRecord)
+    #: False when the caller writes ``report.json`` itself (the service adds the total time first).
+    write_report_file: bool = True
 
     @property
     def seg_dir(self) -> Path:
@@ -155,7 +157,7 @@ class AISpleenSegApp(Application):
         )
         report = ReportOperator(
             self,
-            output_file=run.report_path,
+            output_file=run.report_path if run.write_report_file else None,
             model=identity,
             request=run.request,
             with_stl=run.write_stl,

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 STAGE_FETCH = "fetch_decode"
 STAGE_SELECT = "select"
@@ -40,6 +42,10 @@ class RunRecord:
     timings: dict[str, float] = field(default_factory=dict)
     datastore_id: str | None = None
     image_set_ids: list[str] = field(default_factory=list)
+    #: Set by the report operator at the end of a successful run: the report and the files it names.
+    report: dict[str, Any] | None = None
+    seg_path: Path | None = None
+    stl_path: Path | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -92,7 +92,7 @@ class SpleenSegService:
         holoscan_log_level: str = "WARN",
     ) -> None:
         _set_holoscan_log_level(holoscan_log_level)
-        self._model = BundleModel(bundle_path, device=device)
+        self._model = BundleModel(Path(bundle_path), device=device)
         self._app_context = make_app_context(self._model)
         self._app = AISpleenSegApp(IN_PROCESS_ARGV)
         self._exporter = exporter
@@ -147,6 +147,7 @@ class SpleenSegService:
             exporter=self._get_exporter() if req.is_ahi else None,
             write_stl=self._write_stl,
             record=RunRecord(),
+            write_report_file=False,
         )
         with self._lock:
             start = time.perf_counter()
@@ -160,12 +161,10 @@ class SpleenSegService:
                 self._app = AISpleenSegApp(IN_PROCESS_ARGV)
                 raise
             total = time.perf_counter() - start
-        if not run.report_path.is_file():
-            raise AppError(f"the application finished without writing {run.report_path} for {req.describe()}")
-        report = json.loads(run.report_path.read_text())
+        record = run.record
+        if record.report is None or record.seg_path is None:
+            raise AppError(f"the application finished without a report for {req.describe()}")
+        report = record.report
         report["timingsSeconds"]["total"] = round(total, 3)
         run.report_path.write_text(json.dumps(report, indent=2) + "\n")
-        stl = report.get("stlPath")
-        return SegResult(
-            report=report, seg_path=Path(report["seg"]["path"]), stl_path=Path(stl) if stl else None
-        )
+        return SegResult(report=report, seg_path=record.seg_path, stl_path=record.stl_path)

@@ -22,21 +22,26 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from container.payload import Invocation, S3Location, WriteBack
+from ahi_connector.client import make_ahi_client, make_client
+from ahi_connector.import_jobs import ImportJobError, read_job_output, start_import_job, wait_for_import_job
+from ahi_connector.s3uri import S3Uri
+from container.payload import Invocation, WriteBack
+from container.settings import DEFAULT_INLINE_SEG_MAX_BYTES
 
 logger = logging.getLogger(__name__)
 
 SEG_NAME = "seg.dcm"
 STL_NAME = "spleen.stl"
 REPORT_NAME = "report.json"
+JSON_TYPE = "application/json"
 #: Per-input working directories: ``<work root>/spleen-p<worker pid>-<request id>-<NN>-<random>``.
 WORK_DIR_PREFIX = "spleen-p"
 _WORK_DIR_NAME = re.compile(r"^spleen-p(\d+)-")
@@ -52,23 +57,29 @@ class InvocationResult:
         return json.dumps(self.body, default=str)
 
 
-def default_s3_client() -> Any:
-    """S3 client from the standard chain (``AWS_ENDPOINT_URL_S3`` for a local endpoint), with retries."""
-    import boto3
-    from botocore.config import Config
+class AwsClients:
+    """The S3 and HealthImaging clients of one worker, each built once on first use and shared by every
+    request (boto3 clients are thread-safe). Endpoints and credentials come from the standard boto3 chain
+    (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` for local endpoints)."""
 
-    local = bool(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
-    config = Config(
-        retries={"max_attempts": 5, "mode": "standard"},
-        s3={"addressing_style": "path"} if local else {},
-    )
-    return boto3.client("s3", config=config)
+    def __init__(self, s3: Any = None, ahi: Any = None) -> None:
+        self._s3 = s3
+        self._ahi = ahi
+        self._lock = threading.Lock()
 
+    @property
+    def s3(self) -> Any:
+        with self._lock:
+            if self._s3 is None:
+                self._s3 = make_client("s3", max_attempts=5)
+            return self._s3
 
-def default_ahi_client() -> Any:
-    from ahi_connector.client import make_ahi_client
-
-    return make_ahi_client()
+    @property
+    def ahi(self) -> Any:
+        with self._lock:
+            if self._ahi is None:
+                self._ahi = make_ahi_client()
+            return self._ahi
 
 
 def error_body(exc: BaseException, request_id: str) -> tuple[int, dict[str, Any]]:
@@ -88,7 +99,7 @@ def _input_label(raw: dict[str, Any]) -> str:
     return str(raw.get("imageSetId") or raw.get("studyInstanceUid") or "input")
 
 
-def _upload(s3: Any, path: Path, loc: S3Location, content_type: str) -> str:
+def _upload(s3: Any, path: Path, loc: S3Uri, content_type: str) -> str:
     s3.upload_file(str(path), loc.bucket, loc.key, ExtraArgs={"ContentType": content_type})
     return loc.uri
 
@@ -97,19 +108,15 @@ def _upload(s3: Any, path: Path, loc: S3Location, content_type: str) -> str:
 class _Context:
     invocation: Invocation
     request_id: str
-    s3_factory: Callable[[], Any]
-    ahi_factory: Callable[[], Any]
+    clients: AwsClients
     inline_budget: int
-    _s3: Any = None
 
     @property
     def s3(self) -> Any:
-        if self._s3 is None:
-            self._s3 = self.s3_factory()
-        return self._s3
+        return self.clients.s3
 
 
-def _seg_entry(ctx: _Context, seg_path: Path, loc: S3Location | None) -> dict[str, Any]:
+def _seg_entry(ctx: _Context, seg_path: Path, loc: S3Uri | None) -> dict[str, Any]:
     size = seg_path.stat().st_size
     entry: dict[str, Any] = {"sizeBytes": size, "s3Uri": None}
     if loc is not None:
@@ -130,50 +137,46 @@ def _seg_entry(ctx: _Context, seg_path: Path, loc: S3Location | None) -> dict[st
 
 
 def _write_back(
-    ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path, loc: S3Location
+    ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path, loc: S3Uri
 ) -> dict[str, Any]:
     """Import the SEG into AHI as a new image set (StartDICOMImportJob); wait for it if asked."""
     datastore = wb.datastore_id or raw["datastoreId"]
     staged = loc.child("ahi-import", "input")
     out = loc.child("ahi-import", "output")
     _upload(ctx.s3, seg_path, staged.child(SEG_NAME), "application/dicom")
-    ahi = ctx.ahi_factory()
-    job = ahi.start_dicom_import_job(
-        jobName=f"spleen-seg-{ctx.request_id[:18]}",
-        dataAccessRoleArn=wb.role_arn,
-        clientToken=uuid.uuid5(uuid.NAMESPACE_URL, staged.uri).hex,
-        datastoreId=datastore,
-        inputS3Uri=staged.uri + "/",
-        outputS3Uri=out.uri + "/",
+    ahi = ctx.clients.ahi
+    job_id = start_import_job(
+        ahi,
+        datastore,
+        staged.uri + "/",
+        out.uri + "/",
+        wb.role_arn,
+        job_name=f"spleen-seg-{ctx.request_id[:18]}",
+        client_token=uuid.uuid5(uuid.NAMESPACE_URL, staged.uri).hex,
     )
     entry: dict[str, Any] = {
         "datastoreId": datastore,
-        "jobId": job["jobId"],
-        "jobStatus": job.get("jobStatus", "SUBMITTED"),
+        "jobId": job_id,
+        "jobStatus": "SUBMITTED",
         "inputS3Uri": staged.uri + "/",
         "outputS3Uri": out.uri + "/",
     }
     if wb.wait:
-        entry.update(_wait_import(ctx, ahi, datastore, job["jobId"], out))
+        entry.update(_wait_import(ctx, datastore, job_id, out))
     return entry
 
 
-def _wait_import(ctx: _Context, ahi: Any, datastore: str, job_id: str, out: S3Location) -> dict[str, Any]:
-    deadline = time.monotonic() + IMPORT_POLL_TIMEOUT_S
-    delay = 0.1
-    while True:
-        props = ahi.get_dicom_import_job(datastoreId=datastore, jobId=job_id)["jobProperties"]
-        if props["jobStatus"] in ("COMPLETED", "FAILED") or time.monotonic() > deadline:
-            break
-        time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
+def _wait_import(ctx: _Context, datastore: str, job_id: str, out: S3Uri) -> dict[str, Any]:
+    try:
+        props = wait_for_import_job(
+            ctx.clients.ahi, datastore, job_id, IMPORT_POLL_TIMEOUT_S, max_interval_s=2.0
+        )
+    except ImportJobError as exc:
+        return {"jobStatus": "IN_PROGRESS", "message": str(exc)}
     result: dict[str, Any] = {"jobStatus": props["jobStatus"]}
     if props["jobStatus"] == "COMPLETED":
-        key = out.child(f"{datastore}-DicomImport-{job_id}", "SUCCESS", "success.ndjson")
-        body = ctx.s3.get_object(Bucket=key.bucket, Key=key.key)["Body"].read().decode()
-        ids = [json.loads(line)["importResponse"]["imageSetId"] for line in body.splitlines() if line.strip()]
-        result["imageSetIds"] = list(dict.fromkeys(ids))
-    elif props["jobStatus"] == "FAILED":
+        result["imageSetIds"] = read_job_output(ctx.s3, out.uri, datastore, job_id).image_set_ids
+    else:
         result["message"] = props.get("message", "import job failed; see its FAILURE/failure.ndjson")
     return result
 
@@ -210,9 +213,10 @@ def _one_input(
         "report": report,
     }
     if loc is not None:
-        report_path = work / f"_{REPORT_NAME}"
-        report_path.write_text(json.dumps(report, indent=2, default=str))
-        entry["reportS3Uri"] = _upload(ctx.s3, report_path, loc.child(REPORT_NAME), "application/json")
+        report_loc = loc.child(REPORT_NAME)
+        body = json.dumps(report, indent=2, default=str).encode()
+        ctx.s3.put_object(Bucket=report_loc.bucket, Key=report_loc.key, Body=body, ContentType=JSON_TYPE)
+        entry["reportS3Uri"] = report_loc.uri
     if output.write_back is not None and loc is not None:
         entry["writeBackToAHI"] = _write_back(ctx, output.write_back, raw, Path(result.seg_path), loc)
     return entry
@@ -237,12 +241,14 @@ def run_invocation(
     invocation: Invocation,
     request_id: str,
     work_root: Path | None = None,
-    inline_limit: int = 4_500_000,
-    s3_factory: Callable[[], Any] = default_s3_client,
-    ahi_factory: Callable[[], Any] = default_ahi_client,
+    inline_limit: int = DEFAULT_INLINE_SEG_MAX_BYTES,
+    clients: AwsClients | None = None,
 ) -> InvocationResult:
-    """Run every input of ``invocation`` through ``service.run`` in its own working directory."""
-    ctx = _Context(invocation, request_id, s3_factory, ahi_factory, inline_limit)
+    """Run every input of ``invocation`` through ``service.run`` in its own working directory.
+
+    ``clients`` are the worker's AWS clients (built once per worker); a fresh :class:`AwsClients` otherwise.
+    """
+    ctx = _Context(invocation, request_id, clients or AwsClients(), inline_limit)
     remove_orphaned_work_dirs(work_root or Path(tempfile.gettempdir()))
     results: list[dict[str, Any]] = []
     first_error: tuple[int, dict[str, Any]] | None = None

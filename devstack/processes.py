@@ -142,12 +142,8 @@ class ServerProcess(contextlib.AbstractContextManager["ServerProcess"]):
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                logger.warning(
-                    "%s pid %d ignored SIGTERM for %.0f s; killing it",
-                    self.name,
-                    self.proc.pid,
-                    STOP_TIMEOUT_S,
-                )
+                logger.warning("%s pid %d ignored SIGTERM for %.0f s; killing it", self.name, self.proc.pid,
+                               STOP_TIMEOUT_S)
         _, alive = psutil.wait_procs(tree, timeout=5)
         for proc in alive:
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -172,9 +168,8 @@ def moto_s3_server(timeout_s: float = START_TIMEOUT_S) -> Iterator[str]:
     """Start ``python -m moto.server`` on a free port and yield its URL (``http://127.0.0.1:PORT``)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with ServerProcess(
-        "moto-s3", moto_command(port), f"{url}/moto-api/", url, env=DUMMY_AWS_ENV, timeout_s=timeout_s
-    ):
+    with ServerProcess("moto-s3", moto_command(port), f"{url}/moto-api/", url, env=DUMMY_AWS_ENV,
+                       timeout_s=timeout_s):
         yield url
 
 
@@ -195,13 +190,7 @@ def ahi_local_server(
     """
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = serve_command(port, data_dir, s3_endpoint_url=s3_endpoint_url, extra=extra_args)
-    with ServerProcess(
-        "ahi-local",
-        argv,
-        f"{url}/_local/health",
-        url,
-        env={**DUMMY_AWS_ENV, **(env or {})},
-        timeout_s=timeout_s,
-    ):
+    argv = serve_command(port, Path(data_dir), s3_endpoint_url=s3_endpoint_url, extra=extra_args)
+    with ServerProcess("ahi-local", argv, f"{url}/_local/health", url, env={**DUMMY_AWS_ENV, **(env or {})},
+                       timeout_s=timeout_s):
         yield url

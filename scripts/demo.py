@@ -134,7 +134,7 @@ def _log_errors(log: Path, lines: int = 25) -> str:
 
 def _backfill(args: argparse.Namespace, work: Path, stack: Any, datastore_id: str, gateway_url: str) -> None:
     """Import ``args.backfill`` more phantoms, then run the async back-fill over the whole datastore."""
-    from devstack.ahi_local.folder_import import import_folder
+    from devstack.importing import import_folder
     from devstack.stack import LOCAL_AWS_ENV
     from scripts.aws import batch
     from scripts.aws.names import Names
@@ -148,9 +148,9 @@ def _backfill(args: argparse.Namespace, work: Path, stack: Any, datastore_id: st
     )
     for n in range(1, args.backfill + 1):
         folder, _ = _phantom_study(work, args.seed + n, args.shape, args.spacing, f"backfill-{n}")
-        props, _ = import_folder(ahi, s3, datastore_id, folder, IMPORT_BUCKET)
-        if props["jobStatus"] != "COMPLETED":
-            raise RuntimeError(f"back-fill import {n} failed: {props}")
+        imported = import_folder(ahi, s3, datastore_id, folder, IMPORT_BUCKET)
+        if imported.job_status != "COMPLETED":
+            raise RuntimeError(f"back-fill import {n} failed: {imported.job_properties} {imported.failure}")
     endpoints = {
         "s3": stack.env["AWS_ENDPOINT_URL_S3"],
         "medical-imaging": stack.env["AWS_ENDPOINT_URL_MEDICAL_IMAGING"],
@@ -178,7 +178,7 @@ def _backfill(args: argparse.Namespace, work: Path, stack: Any, datastore_id: st
 def run(args: argparse.Namespace) -> int:
     from botocore.exceptions import ClientError
 
-    from devstack.ahi_local.folder_import import ensure_bucket, import_folder
+    from devstack.importing import ensure_bucket, import_folder
     from devstack.stack import LocalStack
 
     if not args.model_archive.is_file():
@@ -199,10 +199,10 @@ def run(args: argparse.Namespace) -> int:
         _step(f"generating phantom (seed {args.seed}, {args.shape} voxels) and importing it into AHI")
         folder, phantom = _phantom_study(work, args.seed, args.shape, args.spacing)
         datastore_id = _create_datastore(ahi)
-        props, output = import_folder(ahi, s3, datastore_id, folder, IMPORT_BUCKET)
-        if props["jobStatus"] != "COMPLETED" or not output.image_set_ids:
-            raise RuntimeError(f"import failed: {props} {output.failure}")
-        image_set_id = output.image_set_ids[0]
+        imported = import_folder(ahi, s3, datastore_id, folder, IMPORT_BUCKET)
+        if imported.job_status != "COMPLETED" or not imported.image_set_ids:
+            raise RuntimeError(f"import failed: {imported.job_properties} {imported.failure}")
+        image_set_id = imported.image_set_ids[0]
         print(f"datastore {datastore_id}, image set {image_set_id} ({len(list(folder.iterdir()))} instances)")
         ensure_bucket(s3, RESULTS_BUCKET)
 

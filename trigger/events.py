@@ -9,9 +9,11 @@ read with GetImageSet). ``Import Job Completed`` carries ``detail.datastoreId``,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
+
+from ahi_connector.import_jobs import ImportJobError, read_job_output
+from ahi_connector.s3uri import S3UriError
 
 SOURCE = "aws.medical-imaging"
 IMAGE_SET_CREATED = "Image Set Created"
@@ -35,37 +37,15 @@ def _detail(event: dict[str, Any], *keys: str) -> dict[str, Any]:
     return detail
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://") or not uri[5:].split("/", 1)[0]:
-        raise EventError(f"outputS3Uri {uri!r} is not an S3 URI")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
-
-
 def import_job_image_sets(s3: Any, detail: dict[str, Any]) -> list[str]:
     """Distinct image set IDs of a completed import job, from its success.ndjson (first-seen order)."""
-    bucket, prefix = _split_s3(str(detail["outputS3Uri"]))
-    folder = f"{detail['datastoreId']}-DicomImport-{detail['jobId']}"
-    base = prefix.rstrip("/")
-    if not base.endswith(folder):
-        base = f"{base}/{folder}".lstrip("/")
-    key = f"{base}/SUCCESS/success.ndjson"
     try:
-        text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
-    except Exception as exc:
-        code = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
-        if code in ("NoSuchKey", "404"):
-            return []  # a job that imported nothing writes no success file
-        raise
-    ids = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            ids.append(str(json.loads(line)["importResponse"]["imageSetId"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise EventError(f"s3://{bucket}/{key} line {number} has no importResponse.imageSetId") from exc
-    return list(dict.fromkeys(ids))
+        output = read_job_output(
+            s3, str(detail["outputS3Uri"]), str(detail["datastoreId"]), str(detail["jobId"])
+        )
+        return output.image_set_ids
+    except (S3UriError, ImportJobError) as exc:
+        raise EventError(f"Import Job Completed event for job {detail['jobId']}: {exc}") from exc
 
 
 def image_sets(event: dict[str, Any], s3: Any) -> Iterator[tuple[str, str]]:

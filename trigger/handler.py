@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ahi_connector.client import make_client
 from trigger.events import EventError, image_sets
 from trigger.selection import MIN_SLICES
 from trigger.submission import CLAIM_LEASE_S, SubmissionError, Submitter, Target
@@ -63,16 +64,12 @@ def require_conditional_writes(s3: Any) -> None:
 
 
 def _clients() -> tuple[Any, Any, Any]:
-    import boto3
-    from botocore.config import Config
-
-    config = Config(retries={"max_attempts": 5, "mode": "standard"})
-    s3 = boto3.client("s3", config=config)
+    s3 = make_client("s3", max_attempts=5)
     require_conditional_writes(s3)
     return (
         s3,
-        boto3.client("sagemaker-runtime", config=config),
-        boto3.client("medical-imaging", config=config),
+        make_client("sagemaker-runtime", max_attempts=5),
+        make_client("medical-imaging", max_attempts=5),
     )
 
 

@@ -9,7 +9,8 @@ Named inputs:
     study_selected_series_list: the selected series (study/series UIDs).
     seg_path: ``str`` path of the SEG (received last: the report is written after the SEG exists).
     stl_path: ``str`` path of the STL or ``""`` (only declared when the app writes an STL).
-Named output: none. File output: the report JSON at ``output_file``.
+Named output: none. The report is stored in the run's :class:`~app.run_record.RunRecord` (with the SEG and STL
+paths) and, when ``output_file`` is given (``python -m app``), written there as JSON.
 """
 
 from __future__ import annotations
@@ -107,14 +108,14 @@ class ReportOperator(Operator):
         self,
         fragment: Fragment,
         *args: Any,
-        output_file: Path,
+        output_file: Path | None,
         model: ModelIdentity,
         request: SegRequest,
         with_stl: bool,
         record: RunRecord,
         **kwargs: Any,
     ) -> None:
-        self._output_file = Path(output_file)
+        self._output_file = Path(output_file) if output_file is not None else None
         self._model = model
         self._request = request
         self._with_stl = with_stl
@@ -143,12 +144,15 @@ class ReportOperator(Operator):
                 request=self._request,
                 record=self._record,
             )
-            self._output_file.parent.mkdir(parents=True, exist_ok=True)
-            self._output_file.write_text(json.dumps(report, indent=2) + "\n")
+            self._record.report = report
+            self._record.seg_path = Path(seg_path)
+            self._record.stl_path = Path(stl_path) if stl_path else None
+            if self._output_file is not None:
+                self._output_file.parent.mkdir(parents=True, exist_ok=True)
+                self._output_file.write_text(json.dumps(report, indent=2) + "\n")
         logger.info(
-            "spleen %.1f mL (%d voxels) in series %s; report %s",
+            "spleen %.1f mL (%d voxels) in series %s",
             report["spleen"]["volumeMl"],
             report["spleen"]["voxelCount"],
             report["seriesInstanceUid"],
-            self._output_file,
         )

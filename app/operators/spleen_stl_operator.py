@@ -36,6 +36,7 @@ from pydicom.dataset import Dataset
 from ahi_connector.errors import GeometryError
 from ahi_connector.geometry import SlicePlane, compute_geometry
 
+from ..components import largest_component
 from ..run_record import STAGE_STL, RunRecord
 
 logger = logging.getLogger(__name__)
@@ -62,17 +63,6 @@ def series_affine(datasets: Sequence[Dataset]) -> np.ndarray:
     return compute_geometry(planes).affine
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    from skimage.measure import label
-
-    labels = label(mask, connectivity=1)
-    if labels.max() <= 1:
-        return labels > 0
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    return labels == int(np.argmax(counts))
-
-
 def spleen_mesh(mask: np.ndarray, affine: np.ndarray, smooth: bool = True) -> Any:
     """``trimesh.Trimesh`` (LPS mm) of the largest component of a DHW binary mask, or None when it is
     empty."""
@@ -81,7 +71,7 @@ def spleen_mesh(mask: np.ndarray, affine: np.ndarray, smooth: bool = True) -> An
 
     if not np.any(mask):
         return None
-    component = _largest_component(np.asarray(mask) > 0)
+    component = largest_component(np.asarray(mask) > 0)
     idx = np.argwhere(component)
     lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
     box = np.pad(component[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32), 1)

@@ -156,33 +156,28 @@ def serve(settings: ServeSettings) -> None:
 
 def run_import(args: argparse.Namespace) -> int:
     """``ahi-local import``: returns 0 when every file was imported, 1 otherwise."""
-    import boto3
-    from botocore.config import Config
-
-    from ahi_connector.client import make_ahi_client
-
-    from .folder_import import import_folder
+    from ahi_connector.client import make_ahi_client, make_client
+    from devstack.importing import import_folder
 
     ahi = make_ahi_client(endpoint_url=args.endpoint_url)
-    s3_config = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
-    s3 = boto3.client("s3", endpoint_url=args.s3_endpoint_url, config=s3_config)
+    s3 = make_client("s3", endpoint_url=args.s3_endpoint_url, max_attempts=5)
     datastore_id = args.datastore_id
     if not datastore_id:
         created = ahi.create_datastore(datastoreName=args.datastore_name, clientToken=uuid.uuid4().hex)
         datastore_id = created["datastoreId"]
         logger.info("created datastore %s", datastore_id)
-    props, output = import_folder(ahi, s3, datastore_id, args.folder, args.bucket, timeout_s=args.timeout)
+    result = import_folder(ahi, s3, datastore_id, args.folder, args.bucket, timeout_s=args.timeout)
     summary = {
         "datastoreId": datastore_id,
-        "jobId": props["jobId"],
-        "jobStatus": props["jobStatus"],
-        "message": props.get("message"),
-        "imageSetIds": output.image_set_ids,
-        "imported": len(output.success),
-        "failures": output.failure,
+        "jobId": result.job_id,
+        "jobStatus": result.job_status,
+        "message": result.job_properties.get("message"),
+        "imageSetIds": result.image_set_ids,
+        "imported": len(result.success),
+        "failures": result.failure,
     }
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    return 0 if props["jobStatus"] == "COMPLETED" and not output.failure else 1
+    return 0 if result.job_status == "COMPLETED" and not result.failure else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

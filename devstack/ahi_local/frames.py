@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import imagecodecs
 import numpy as np
@@ -138,7 +138,7 @@ def encode_instance(ds: Dataset) -> EncodedInstance | None:
 def _fallback_decode(ds: Dataset, transfer_syntax: UID, originals: list[bytes]) -> list[np.ndarray]:
     """Decode kept lossy frames with imagecodecs (libjpeg-turbo / OpenJPEG / OpenJPH) when pydicom cannot;
     the shape must match (0028,0010) Rows / (0028,0011) Columns."""
-    codec = FALLBACK_DECODERS[str(transfer_syntax)]
+    codec: Callable[..., np.ndarray] = FALLBACK_DECODERS[str(transfer_syntax)]  # type: ignore[assignment]
     arrays = [np.ascontiguousarray(codec(raw)) for raw in originals]
     for index, arr in enumerate(arrays):
         if arr.shape[:2] != (ds.Rows, ds.Columns):

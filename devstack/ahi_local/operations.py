@@ -15,10 +15,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ahi_connector.s3uri import S3Uri
+
 from . import metadata
 from .errors import ConflictError, NotFoundError, ValidationError
 from .ids import check_id, new_id, now, parse_arn
-from .importer import ImportRunner, S3Location
+from .importer import ImportRunner
 from .records import DatastoreRecord, ImageSetRecord, JobRecord
 from .search import paginate, search
 from .store import FrameLocation, Store
@@ -113,7 +115,7 @@ class Operations:
         datastore = self.store.datastore(p["datastoreId"])
         for member in ("inputS3Uri", "outputS3Uri"):
             try:
-                S3Location.parse(p[member])
+                S3Uri.parse(p[member], member)
             except ValueError as exc:
                 raise ValidationError(f"{member}: {exc}") from exc
         for job in self.store.jobs[datastore.datastore_id].values():
@@ -172,10 +174,10 @@ class Operations:
                 study[0] += 1
                 study[1] += len(record.sop_uids)
         for summary in out["imageSetsMetadataSummaries"]:
-            study = counts.get(str(summary["DICOMTags"].get("DICOMStudyInstanceUID")))
-            if study:
-                summary["DICOMTags"]["DICOMNumberOfStudyRelatedSeries"] = study[0]
-                summary["DICOMTags"]["DICOMNumberOfStudyRelatedInstances"] = study[1]
+            found = counts.get(str(summary["DICOMTags"].get("DICOMStudyInstanceUID")))
+            if found:
+                summary["DICOMTags"]["DICOMNumberOfStudyRelatedSeries"] = found[0]
+                summary["DICOMTags"]["DICOMNumberOfStudyRelatedInstances"] = found[1]
         return out
 
     def GetImageSet(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802

@@ -18,15 +18,15 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import boto3
 import botocore.session
-from botocore.config import Config
 from botocore.model import OperationModel, Shape
 from botocore.validate import ParamValidator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ahi_connector.client import make_client
 
 from .errors import InternalError, ServiceError, UnknownOperationError, ValidationError
 from .faults import FaultInjector, FaultSettings, corrupt_bytes
@@ -158,8 +158,7 @@ class LocalAHIApp:
             self.runner.stop()
 
     def _s3_client(self) -> Any:
-        config = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
-        return boto3.client("s3", endpoint_url=self.settings.s3_endpoint_url, config=config)
+        return make_client("s3", endpoint_url=self.settings.s3_endpoint_url, max_attempts=5)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "datastores": len(self.store.datastores)})

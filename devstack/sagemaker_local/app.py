@@ -31,14 +31,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from container.payload import PayloadError, S3Location
+from ahi_connector.s3uri import S3Uri, S3UriError
+from container.payload import PayloadError
+from container.settings import REALTIME_PAYLOAD_LIMIT
 from devstack.sagemaker_local.errors import RuntimeApiError, internal_failure, model_error, validation_error
 from devstack.sagemaker_local.models import ContainerClient, HttpReply, ModelManager, ModelSource
 
 logger = logging.getLogger(__name__)
 
-#: SageMaker real-time payload limit.
-MAX_PAYLOAD = 6 * 1024 * 1024
+#: SageMaker real-time payload limit (the container's settings hold the one value).
+MAX_PAYLOAD = REALTIME_PAYLOAD_LIMIT
 H_TARGET = "X-Amzn-SageMaker-Target-Model"
 H_CUSTOM = "X-Amzn-SageMaker-Custom-Attributes"
 H_INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
@@ -68,9 +70,9 @@ class AsyncJob:
     """One accepted InvokeEndpointAsync request, as journaled on disk until its result object exists."""
 
     inference_id: str
-    input_loc: S3Location
-    out: S3Location
-    fail: S3Location
+    input_loc: S3Uri
+    out: S3Uri
+    fail: S3Uri
     headers: dict[str, str]
 
     def to_json(self) -> dict[str, Any]:
@@ -86,9 +88,9 @@ class AsyncJob:
     def from_json(cls, obj: dict[str, Any]) -> AsyncJob:
         return cls(
             inference_id=str(obj["InferenceId"]),
-            input_loc=S3Location.parse(obj["InputLocation"], "InputLocation"),
-            out=S3Location.parse(obj["OutputLocation"], "S3OutputPath"),
-            fail=S3Location.parse(obj["FailureLocation"], "S3FailurePath"),
+            input_loc=S3Uri.parse(obj["InputLocation"], "InputLocation"),
+            out=S3Uri.parse(obj["OutputLocation"], "S3OutputPath"),
+            fail=S3Uri.parse(obj["FailureLocation"], "S3FailurePath"),
             headers=dict(obj.get("Headers") or {}),
         )
 
@@ -205,9 +207,9 @@ class Gateway:
     def run_async(
         self,
         inference_id: str,
-        input_loc: S3Location,
-        out: S3Location,
-        fail: S3Location,
+        input_loc: S3Uri,
+        out: S3Uri,
+        fail: S3Uri,
         headers: dict[str, str],
     ) -> None:
         s3 = self.s3()
@@ -288,13 +290,13 @@ async def _invoke_endpoint(request: Request) -> Response:
     return Response(reply.body, status_code=200, media_type=content_type, headers=out_headers)
 
 
-def _s3_header(request: Request, name: str) -> S3Location:
+def _s3_header(request: Request, name: str) -> S3Uri:
     value = request.headers.get(name)
     if not value:
         raise validation_error(f"{name} is required: the S3 URI of the input object")
     try:
-        return S3Location.parse(value, "InputLocation")
-    except PayloadError as exc:
+        return S3Uri.parse(value, "InputLocation")
+    except S3UriError as exc:
         raise validation_error(str(exc)) from exc
 
 
@@ -308,9 +310,9 @@ async def _invoke_endpoint_async(request: Request) -> Response:
             )
         input_loc = _s3_header(request, "X-Amzn-SageMaker-InputLocation")
         inference_id = request.headers.get(H_INFERENCE_ID) or str(uuid.uuid4())
-        out = S3Location.parse(gw.config.async_output, "S3OutputPath").child(f"{inference_id}.out")
+        out = S3Uri.parse(gw.config.async_output, "S3OutputPath").child(f"{inference_id}.out")
         fail_root = gw.config.async_failure or gw.config.async_output
-        fail = S3Location.parse(fail_root, "S3FailurePath").child(f"{inference_id}-error.out")
+        fail = S3Uri.parse(fail_root, "S3FailurePath").child(f"{inference_id}-error.out")
         headers = {"Content-Type": request.headers.get("X-Amzn-SageMaker-Content-Type", "application/json")}
         if "X-Amzn-SageMaker-Accept" in request.headers:
             headers["Accept"] = request.headers["X-Amzn-SageMaker-Accept"]

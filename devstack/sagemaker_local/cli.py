@@ -18,14 +18,9 @@ from devstack.sagemaker_local.app import GatewayConfig, create_app
 
 def s3_client_factory(endpoint_url: str | None) -> Any:
     def factory() -> Any:
-        import boto3
-        from botocore.config import Config
+        from ahi_connector.client import make_client
 
-        config = Config(
-            retries={"max_attempts": 5, "mode": "standard"},
-            s3={"addressing_style": "path"} if endpoint_url else {},
-        )
-        return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        return make_client("s3", endpoint_url=endpoint_url, max_attempts=5)
 
     return factory
 
@@ -108,14 +103,13 @@ def transform_main(args: argparse.Namespace) -> int:
     """Run the job; print its outcome as JSON; exit 1 when it failed."""
     import json
 
-    import boto3
-
+    from ahi_connector.client import make_client
     from devstack.sagemaker_local.transform import TransformRunner
 
     if args.job_json:
         job = json.loads(args.job_json.read_text())
     else:
-        sm = boto3.client("sagemaker", endpoint_url=args.sagemaker_endpoint_url)
+        sm = make_client("sagemaker", endpoint_url=args.sagemaker_endpoint_url)
         job = sm.describe_transform_job(TransformJobName=args.job_name)
     result = TransformRunner(job, args.container_url, s3_client_factory(args.s3_endpoint_url)()).run()
     print(json.dumps(dataclasses.asdict(result), indent=2))

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from container.payload import PayloadError, S3Location
+from ahi_connector.s3uri import S3Uri, S3UriError
 from devstack.sagemaker_local.errors import (
     RuntimeApiError,
     model_error,
@@ -106,11 +106,11 @@ class ModelSource:
         self.location = location
         self._s3_factory = s3_factory
         self._s3 = None
-        self.s3_prefix: S3Location | None = None
+        self.s3_prefix: S3Uri | None = None
         if location.startswith("s3://"):
             try:
-                self.s3_prefix = S3Location.parse(location, "--model-data-url")
-            except PayloadError as exc:
+                self.s3_prefix = S3Uri.parse(location, "--model-data-url")
+            except S3UriError as exc:
                 raise ValueError(str(exc)) from exc
 
     def fetch(self, target: str, dest: Path) -> Path:
@@ -132,8 +132,9 @@ class ModelSource:
             if self._s3_factory is None:
                 raise RuntimeError("no S3 client for an s3:// model source")
             self._s3 = self._s3_factory()
+        s3: Any = self._s3
         try:
-            self._s3.download_file(loc.bucket, loc.key, str(dest))
+            s3.download_file(loc.bucket, loc.key, str(dest))
         except Exception as exc:  # botocore ClientError (404/403) and transfer errors
             raise validation_error(
                 f"Failed to download model data (bucket: {loc.bucket}, key: {loc.key}): {exc}. Ensure "

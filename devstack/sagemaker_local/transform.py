@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from container.payload import PayloadError, S3Location
+from ahi_connector.s3uri import S3Uri, S3UriError
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +61,10 @@ class TransformResult:
 @dataclass(frozen=True)
 class JobSpec:
     name: str
-    input: S3Location
+    input: S3Uri
     content_type: str
     split_type: str
-    output: S3Location
+    output: S3Uri
     accept: str
     assemble_with: str
     max_concurrent: int
@@ -96,9 +96,9 @@ class JobSpec:
             raise TransformJobError(f"{name}: AssembleWith {assemble!r} is not valid (Line or None)")
         client = job.get("ModelClientConfig") or {}
         try:
-            input_loc = S3Location.parse(str(source.get("S3Uri", "")), "TransformInput.S3Uri")
-            output_loc = S3Location.parse(str(tout.get("S3OutputPath", "")), "TransformOutput.S3OutputPath")
-        except PayloadError as exc:
+            input_loc = S3Uri.parse(str(source.get("S3Uri", "")), "TransformInput.S3Uri")
+            output_loc = S3Uri.parse(str(tout.get("S3OutputPath", "")), "TransformOutput.S3OutputPath")
+        except S3UriError as exc:
             raise TransformJobError(f"{name}: {exc}") from exc
         max_concurrent = int(job.get("MaxConcurrentTransforms") or 1)
         if max_concurrent < 1:

@@ -43,6 +43,16 @@ GONE_CODES = (
 )
 
 
+def _tags_of(call: Callable[..., Any], key: str, **params: Any) -> Callable[[], Iterable[Any]]:
+    """A deferred tag lookup: ``call(**params)[key]`` when (and only if) the tags are needed."""
+    return lambda: call(**params)[key]
+
+
+def _constant(tags: Iterable[Any]) -> Callable[[], Iterable[Any]]:
+    """Tags already at hand, in the deferred form :meth:`Cleaner._ours` takes."""
+    return lambda: tags
+
+
 @dataclass(frozen=True)
 class CleanupOptions:
     pipeline: bool = False  # CodePipeline, CodeBuild project, ECR repository (with its images)
@@ -307,7 +317,7 @@ class Cleaner:
             arn = alarm["AlarmArn"]
             if self._ours(
                 f"alarm {alarm['AlarmName']}",
-                lambda arn=arn: cw.list_tags_for_resource(ResourceARN=arn)["Tags"],
+                _tags_of(cw.list_tags_for_resource, "Tags", ResourceARN=arn),
             ):
                 self._delete(
                     f"alarm {alarm['AlarmName']}",
@@ -320,7 +330,7 @@ class Cleaner:
         for topic in self.aws.paginate("sns", "list_topics", "Topics"):
             arn = topic["TopicArn"]
             if arn.rsplit(":", 1)[-1] in wanted and self._ours(
-                f"SNS topic {arn}", lambda arn=arn: sns.list_tags_for_resource(ResourceArn=arn)["Tags"]
+                f"SNS topic {arn}", _tags_of(sns.list_tags_for_resource, "Tags", ResourceArn=arn)
             ):
                 self._delete(f"SNS topic {arn}", "sns", "delete_topic", TopicArn=arn)
 
@@ -342,7 +352,7 @@ class Cleaner:
             if error_code(exc) not in GONE_CODES:
                 raise
         for project in cb.batch_get_projects(names=[self.names.codebuild_project])["projects"]:
-            if self._ours(f"CodeBuild project {project['name']}", lambda p=project: p.get("tags") or []):
+            if self._ours(f"CodeBuild project {project['name']}", _constant(project.get("tags") or [])):
                 self._delete(
                     f"CodeBuild project {project['name']}",
                     "codebuild",
@@ -377,7 +387,7 @@ class Cleaner:
                 if error_code(exc) in GONE_CODES:
                     continue
                 raise
-            if not self._ours(f"IAM role {role}", lambda r=role: iam.list_role_tags(RoleName=r)["Tags"]):
+            if not self._ours(f"IAM role {role}", _tags_of(iam.list_role_tags, "Tags", RoleName=role)):
                 continue
             for policy in self.aws.paginate("iam", "list_role_policies", "PolicyNames", RoleName=role):
                 self._delete(

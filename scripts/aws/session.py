@@ -14,7 +14,6 @@ which wins over boto3's own chain (``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOIN
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,9 +21,10 @@ from typing import Any
 
 import boto3
 import botocore.session
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from tqdm import tqdm
+
+from ahi_connector.client import make_client
 
 logger = logging.getLogger(__name__)
 
@@ -177,18 +177,13 @@ class Aws:
     def client(self, service: str) -> Any:
         """A client for ``service`` with retries configured (and no host prefix for a local AHI endpoint)."""
         if service not in self._clients:
-            endpoint = self.settings.endpoint_for(service)
-            options: dict[str, Any] = {
-                "retries": {"max_attempts": self.settings.max_attempts, "mode": "standard"}
-            }
-            if service == "medical-imaging" and (
-                endpoint or os.environ.get("AWS_ENDPOINT_URL_MEDICAL_IMAGING")
-            ):
-                options["inject_host_prefix"] = False
-            if service == "s3" and endpoint:
-                options["s3"] = {"addressing_style": "path"}
-            self._clients[service] = self.session.client(
-                service, region_name=self.region, endpoint_url=endpoint, config=Config(**options)
+            self._clients[service] = make_client(
+                service,
+                endpoint_url=self.settings.endpoint_for(service),
+                region_name=self.region,
+                session=self.session,
+                max_attempts=self.settings.max_attempts + 1,  # retries (botocore max_attempts) + first try
+                read_timeout=120.0,
             )
         return self._clients[service]
 

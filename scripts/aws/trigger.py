@@ -5,7 +5,8 @@
                                           ▼                                     ▼
                                   SQS <name>-trigger-dlq  (both dead letters land here, 14 days)
 
-The function is the project's own :mod:`trigger` package, zipped by :func:`package_zip` (deterministic bytes,
+The function is the project's own :mod:`trigger` package (with the connector modules it uses), zipped by
+:func:`package_zip` (deterministic bytes,
 so re-running compares the code hash and changes nothing). Requests and their markers live under
 ``s3://<bucket>/<name>/requests/`` (see :mod:`trigger.submission`).
 """
@@ -30,7 +31,17 @@ from trigger.events import HANDLED, IMAGE_SET_CREATED, SOURCE
 
 logger = logging.getLogger(__name__)
 
-PACKAGE = Path(__file__).resolve().parents[2] / "trigger"
+ROOT = Path(__file__).resolve().parents[2]
+#: The Lambda deployment package: the trigger package and the connector modules it imports (all boto3-only;
+#: ``ahi_connector/__init__`` loads its heavy submodules lazily, so they are not needed).
+LAMBDA_FILES = (
+    "trigger/*.py",
+    "ahi_connector/__init__.py",
+    "ahi_connector/errors.py",
+    "ahi_connector/client.py",
+    "ahi_connector/import_jobs.py",
+    "ahi_connector/s3uri.py",
+)
 RUNTIME = "python3.13"
 HANDLER = "trigger.handler.lambda_handler"
 TIMEOUT_S = 300
@@ -42,12 +53,13 @@ STATEMENT_ID = "ahi-spleen-eventbridge-invoke"
 TARGET_ID = "ahi-spleen-trigger"
 
 
-def package_zip(package: Path = PACKAGE) -> bytes:
-    """The Lambda deployment package: ``trigger/*.py``, fixed timestamps and modes (same bytes each time)."""
+def package_zip(root: Path = ROOT) -> bytes:
+    """The Lambda deployment package (:data:`LAMBDA_FILES`) with fixed timestamps and modes: same bytes."""
+    files = sorted({path for pattern in LAMBDA_FILES for path in root.glob(pattern)})
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(package.glob("*.py")):
-            info = zipfile.ZipInfo(f"trigger/{path.name}", date_time=(1980, 1, 1, 0, 0, 0))
+        for path in files:
+            info = zipfile.ZipInfo(path.relative_to(root).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, path.read_bytes())

@@ -140,19 +140,22 @@ def test_deploy_trigger_dry_run_lists_the_calls_and_creates_nothing(
     assert client("lambda").list_functions()["Functions"] == []
 
 
-def test_lambda_package_is_reproducible_and_holds_only_the_trigger_package(tmp_path: Path) -> None:
+def test_lambda_package_is_reproducible_and_self_contained(tmp_path: Path) -> None:
     data = package_zip()
     assert data == package_zip()
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = zf.namelist()
         zf.extractall(tmp_path)
-    assert "trigger/handler.py" in names and all(n.startswith("trigger/") for n in names)
-    # importable with nothing but the zip on the path (Lambda's runtime provides boto3)
-    probe = "import trigger.handler as h; print(h.lambda_handler.__name__)"
-    out = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {probe}"],
-        capture_output=True,
-        text=True,
-        check=True,
+    assert "trigger/handler.py" in names
+    assert {n.split("/")[0] for n in names} == {"trigger", "ahi_connector"}
+    # with the zip first on the path, every project module the handler loads comes from the zip (Lambda's
+    # runtime provides boto3); a module missing from LAMBDA_FILES fails the import here
+    probe = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import trigger.handler, trigger.events; "
+        "mods = [m.__file__ for n, m in sys.modules.items() "
+        "if n.split('.')[0] in ('trigger', 'ahi_connector')]; "
+        f"print(all(f.startswith({str(tmp_path)!r}) for f in mods), len(mods))"
     )
-    assert out.stdout.strip() == "lambda_handler"
+    out = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, check=True)
+    ok, count = out.stdout.split()
+    assert ok == "True" and int(count) >= 6, out.stdout
