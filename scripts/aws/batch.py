@@ -382,6 +382,8 @@ def run_async(
             ref = submitter.resolve(selection.datastore_id, image_set_id, version)
             if isinstance(ref, Outcome):
                 return _item(ref)
+            if (done := submitter.submitted(ref)) is not None:
+                return _item(done)
             sel = submitter.select(ref)
             status = "would-submit" if sel.ok else "skipped"
             return {
@@ -423,6 +425,12 @@ def run_async(
             items[key] = entry if aws.dry_run else journal.record(key, **entry)
             bar.update(1)
             bar.set_postfix_str(entry["status"])
+    if all(e["status"] == "skipped" for e in items.values()):
+        logger.warning(
+            "no CT image set to segment among the %d image sets of %s (reasons in the table); none submitted",
+            len(items),
+            selection.describe(),
+        )
     if settings.wait and not aws.dry_run:
         _collect(aws, journal, items, settings)
     report.items = sorted(items.values(), key=lambda e: (e["status"], e["image_set_id"]))

@@ -226,9 +226,14 @@ def test_batch_backfills_the_rest_once_and_a_rerun_changes_nothing(stack: Stack,
     journal = str(tmp_path / "journal.jsonl")
     args = ("batch", "--datastore-id", stack.datastore, "--bucket", BUCKET, "--journal", journal,
             "--poll-interval", "1", "--concurrency", "2")  # fmt: skip
+    ids = {k: s["id"] for k, s in stack.series.items()}
+    planned = stack.cli(*args, "--dry-run")
+    assert planned["would_call"] == [] and not Path(journal).exists()
+    statuses = {i["image_set_id"]: i["status"] for i in planned["result"]["items"]}
+    assert statuses[ids["ct-late"]] == "would-submit" and statuses[ids["ct-a"]] == "duplicate"
+
     out = stack.cli(*args)["result"]
     by_id = {item["image_set_id"]: item for item in out["items"]}
-    ids = {k: s["id"] for k, s in stack.series.items()}
     assert out["counts"] == {"succeeded": 3, "skipped": 2}, out["items"]
     for label in ("ct-a", "ct-b", "ct-late"):
         assert by_id[ids[label]]["status"] == "succeeded" and by_id[ids[label]]["spleenVolumeMl"] is not None
@@ -239,6 +244,22 @@ def test_batch_backfills_the_rest_once_and_a_rerun_changes_nothing(stack: Stack,
     again = stack.cli(*args)
     assert again["result"]["counts"] == out["counts"] and again["changes"] == []
     assert stack.keys(f"{NAME}/async-output/") == outputs
+
+    not_ct = tmp_path / "not-ct.txt"
+    not_ct.write_text(f"{ids['mr']}\n{ids['short']}\n")
+    journal2 = str(tmp_path / "j2.jsonl")
+    none = stack.cli(
+        "batch",
+        "--datastore-id",
+        stack.datastore,
+        "--bucket",
+        BUCKET,
+        "--ids-file",
+        str(not_ct),
+        "--journal",
+        journal2,
+    )["result"]
+    assert none["counts"] == {"skipped": 2} and stack.keys(f"{NAME}/async-output/") == outputs
 
     no_match = (
         "batch",
