@@ -123,3 +123,28 @@ def import_folder(
     return run_import(
         ahi, s3, datastore_id, bucket, f"{prefix}/input", f"{prefix}/output", timeout_s, role_arn
     )
+
+
+def wait_image_set_settled(
+    ahi: Any, datastore_id: str, image_set_id: str, timeout_s: float = 120.0
+) -> dict[str, Any]:
+    """Poll GetImageSet until the image set is no longer LOCKED (an update, copy or delete finished: AHI does
+    them asynchronously, and rejects other writes meanwhile); return its properties. A deleted image set
+    answers ResourceNotFoundException once gone, which ends the wait too (then
+    ``{"imageSetState": "DELETED"}``)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            props = ahi.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id)
+        except ahi.exceptions.ResourceNotFoundException:
+            return {"imageSetId": image_set_id, "imageSetState": "DELETED"}
+        if props["imageSetState"] != "LOCKED":
+            return dict(props)
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"image set {image_set_id} of datastore {datastore_id} still LOCKED "
+                f"({props.get('imageSetWorkflowStatus')}) after {timeout_s} s"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)

@@ -114,13 +114,21 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
         self._start("serve", [str(SERVE)], f"{url}/ping", url, timeout_s, env)
         return url
 
-    def start_gateway(self, container_url: str, model_data_url: str, async_output: str | None = None) -> str:
+    def start_gateway(
+        self,
+        container_url: str,
+        model_data_url: str,
+        endpoint_names: Sequence[str],
+        async_output: str | None = None,
+    ) -> str:
+        """Start sagemaker-local serving ``endpoint_names`` (SageMaker answers any other name "not found")."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         argv = gateway_command(
             port,
             container_url,
             model_data_url,
+            endpoint_names=endpoint_names,
             models_dir=self.work_dir / "models",
             extra=["--log-level", "WARNING"],
         )

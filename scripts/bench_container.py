@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_moto()
         stack.start_ahi_local()
         container_url = stack.start_serve(workers=1)
-        gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent))
+        gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent), ["bench"])
         ahi, s3 = stack.client("medical-imaging"), stack.client("s3")
         slices, rows, cols = (int(v) for v in args.shape.split(","))
         thickness, row_mm, col_mm = (float(v) for v in args.spacing.split(","))

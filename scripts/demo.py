@@ -6,12 +6,14 @@
    StartDICOMImportJob);
 3. ``invoke_endpoint(EndpointName=..., TargetModel="model.tar.gz", Body={"inputs": [...], "output": {...}})``;
 4. print the spleen volume (and the phantom's true volume), where the SEG went (S3, and the new AHI image set
-   the SEG was imported into), then stop everything it started (also on Ctrl-C or an error).
+   the SEG was imported into), save the result's ``preview.png`` (axial/coronal/sagittal views with the spleen
+   outline) locally and print its path, then stop everything it started (also on Ctrl-C or an error).
 
 5. with ``--backfill N``: import N more phantoms and back-fill the datastore through the async endpoint with
    ``ahi-spleen batch``'s code (search, CT pre-filter, one submission per image set version, results from S3).
 
-Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 3] [--backfill 2] [--keep-logs]``
+Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 3] [--preview-out PNG]
+[--backfill 2] [--keep-logs]``
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_BUCKET = "spleen-demo-results"
 IMPORT_BUCKET = "spleen-demo-import"
 ROLE_ARN = "arn:aws:iam::123456789012:role/spleen-demo-ahi-import"
+ENDPOINT_NAME = "spleen-mme"  # the one EndpointName the demo's sagemaker-local serves
+ASYNC_ENDPOINT_NAME = "spleen-async"  # served too with --backfill (async, to the same container)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", default="48,128,128", help="phantom slices,rows,cols")
     p.add_argument("--spacing", default="4.0,2.5,2.5", help="phantom slice thickness,row,col spacing in mm")
     p.add_argument("--no-write-back", action="store_true", help="do not import the SEG back into AHI")
+    p.add_argument(
+        "--preview-out",
+        type=Path,
+        default=ROOT / "build" / "demo" / "preview.png",
+        help="where to save the result's preview picture",
+    )
     p.add_argument("--keep-logs", action="store_true", help="keep the services' logs and data folder")
     p.add_argument(
         "--backfill",
@@ -87,7 +97,16 @@ def _phantom_study(
     return folder, phantom
 
 
-def _summarise(out: dict[str, Any], s3: Any, phantom: Any) -> None:
+def _save_preview(s3: Any, uri: str | None, path: Path) -> str:
+    if not uri:
+        return "(none: the series is not one regular stack)"
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    s3.download_file(bucket, key, str(path))
+    return f"{uri} -> saved to {path}"
+
+
+def _summarise(out: dict[str, Any], s3: Any, phantom: Any, preview_out: Path) -> None:
     import pydicom
 
     print(json.dumps({k: v for k, v in out.items() if k != "results"}, indent=2))
@@ -108,6 +127,7 @@ def _summarise(out: dict[str, Any], s3: Any, phantom: Any) -> None:
         print(f"SEG (DICOM)      : {result['seg']['s3Uri']} ({result['seg']['sizeBytes']} bytes)")
         print(f"STL mesh         : {result['stlS3Uri']}")
         print(f"report           : {result['reportS3Uri']}")
+        print(f"preview (PNG)    : {_save_preview(s3, result.get('previewS3Uri'), preview_out)}")
         bucket, key = result["seg"]["s3Uri"].removeprefix("s3://").split("/", 1)
         seg = pydicom.dcmread(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
         print(
@@ -159,7 +179,7 @@ def _backfill(args: argparse.Namespace, work: Path, stack: Any, datastore_id: st
     os.environ.update(LOCAL_AWS_ENV)  # the CLI code reads credentials the usual way; these are the stack's
     aws = Aws(AwsSettings("us-east-1", service_endpoints=endpoints, progress=True))
     settings = batch.AsyncSettings(
-        "spleen-async",
+        ASYNC_ENDPOINT_NAME,
         concurrency=2,
         output_s3_uri=f"s3://{RESULTS_BUCKET}/backfill",
         poll_interval_s=2,
@@ -192,7 +212,10 @@ def run(args: argparse.Namespace) -> int:
         ahi_url = stack.start_ahi_local()
         container_url = stack.start_serve()
         async_output = f"s3://{RESULTS_BUCKET}/async-output/" if args.backfill else None
-        gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent), async_output)
+        endpoints = [ENDPOINT_NAME, ASYNC_ENDPOINT_NAME] if args.backfill else [ENDPOINT_NAME]
+        gateway_url = stack.start_gateway(
+            container_url, str(args.model_archive.parent), endpoints, async_output
+        )
         print(f"S3 {s3_url} | AHI {ahi_url} | container {container_url} | sagemaker-runtime {gateway_url}")
         ahi, s3 = stack.client("medical-imaging"), stack.client("s3")
 
@@ -217,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         try:
             resp = runtime.invoke_endpoint(  # type: ignore[attr-defined]
-                EndpointName="spleen-mme",
+                EndpointName=ENDPOINT_NAME,
                 TargetModel="model.tar.gz",
                 ContentType="application/json",
                 Accept="application/json",
@@ -236,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
             f"answered in {time.perf_counter() - started:.1f} s (first call loads the model); "
             f"CustomAttributes: {resp.get('CustomAttributes')}"
         )
-        _summarise(out, s3, phantom)
+        _summarise(out, s3, phantom, args.preview_out)
         if args.backfill:
             _backfill(args, work, stack, datastore_id, gateway_url)
         _step("stopping everything the demo started")

@@ -112,7 +112,7 @@ def prepare_instance(
             return FileFailure(input_file, "MissingRequiredElement", f"{label} is missing or empty")
     try:
         _fix_transfer_syntax(ds)
-        encoded = encode_instance(ds)
+        encoded = encode_instance(ds, store.datastore(datastore_id).lossless_storage_format)
         frames = [
             metadata.FrameInfo(new_id(), len(f.data), f.min_value, f.max_value, f.width, f.height, f.checksum)
             for f in (encoded.frames if encoded else [])
@@ -292,7 +292,7 @@ def write_job_output(
         "jobId": job.job_id,
         "datastoreId": job.datastore_id,
         "inputS3Uri": job.input_s3_uri,
-        "outputS3Uri": job.output_s3_uri,
+        "outputS3Uri": job.job_output_uri,
         "successOutputS3Uri": S3Uri(out.bucket, base).child("SUCCESS").uri + "/",
         "failureOutputS3Uri": S3Uri(out.bucket, base).child("FAILURE").uri + "/",
         "numberOfScannedFiles": len(keys),

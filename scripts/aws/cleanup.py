@@ -5,7 +5,7 @@ their
 endpoint, endpoints, endpoint configs, models, alarms, SNS topics, ECR, CodeBuild, CodePipeline, IAM roles)
 are
 deleted only when they carry ``ahi-spleen-project=NAME``; scaling policies and targets go with their
-endpoint; data
+endpoint; the endpoints' CloudWatch dashboards when their body carries our marker; data
 (image sets, datastores, S3 prefixes, buckets) only when listed in the state file. ``force`` drops both
 checks for
 the name-derived resources (for a lost state file or resources created by hand).
@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scripts.aws import monitoring
 from scripts.aws.iam import PRINCIPALS
 from scripts.aws.names import Names
 from scripts.aws.scaling import DIMENSION, NAMESPACE, resource_id
@@ -140,7 +141,7 @@ class Cleaner:
             done={"deleted"},
             timeout_s=1800,
             interval_s=15.0,
-            progress=self.aws.settings.progress,
+            progress=self.aws.settings.progress_mode,
         )
 
     def scaling(self, endpoint_name: str) -> None:
@@ -334,6 +335,33 @@ class Cleaner:
             ):
                 self._delete(f"SNS topic {arn}", "sns", "delete_topic", TopicArn=arn)
 
+    def monitoring(self) -> None:
+        """The endpoints' dashboards (ours by their marker: dashboards carry no tags) and alarms (by tag)."""
+        cw = self.aws.client("cloudwatch")
+        wanted = {
+            monitoring.alarm_name(self.names, kind, what)
+            for kind in ENDPOINT_KINDS
+            for what in monitoring.ALARM_KINDS
+        }
+        for alarm in cw.describe_alarms(AlarmNames=sorted(wanted))["MetricAlarms"]:
+            name, arn = alarm["AlarmName"], alarm["AlarmArn"]
+            tags = lambda arn=arn: cw.list_tags_for_resource(ResourceARN=arn)["Tags"]  # noqa: E731
+            if self._ours(f"alarm {name}", tags):
+                self._delete(f"alarm {name}", "cloudwatch", "delete_alarms", AlarmNames=[name])
+        for kind in ENDPOINT_KINDS:
+            name = monitoring.dashboard_name(self.names, kind)
+            try:
+                body = cw.get_dashboard(DashboardName=name)["DashboardBody"]
+            except Exception as exc:
+                if error_code(exc) in ("ResourceNotFound", "ResourceNotFoundException"):
+                    continue
+                raise
+            if self.options.force or monitoring.is_our_dashboard(body, self.names):
+                self._delete(f"dashboard {name}", "cloudwatch", "delete_dashboards", DashboardNames=[name])
+            else:
+                logger.warning("dashboard %s is not ours; keeping it (use --force to delete)", name)
+                self.report.kept.append(f"dashboard {name}")
+
     # ---- build pipeline ------------------------------------------------------------------------------------
     def build_pipeline(self) -> None:
         cp, cb, ecr = (self.aws.client(s) for s in ("codepipeline", "codebuild", "ecr"))
@@ -474,7 +502,7 @@ class Cleaner:
             done={"empty"},
             timeout_s=1800,
             interval_s=5.0,
-            progress=self.aws.settings.progress,
+            progress=self.aws.settings.progress_mode,
         )
 
     def s3_data(self) -> None:
@@ -503,6 +531,7 @@ class Cleaner:
         self.endpoints()
         self.configs_and_models()
         self.alarms_and_topics()
+        self.monitoring()
         if self.options.pipeline:
             self.build_pipeline()
         if self.options.roles:

@@ -135,12 +135,13 @@ def stack(
         while "serving on" not in container.log_text() and time.monotonic() < deadline:
             time.sleep(0.5)
         extra = [
-            "--endpoint-name", f"{NAME}-async",
             "--async-output", f"s3://{BUCKET}/{NAME}/async-output/",
             "--async-failure", f"s3://{BUCKET}/{NAME}/async-failure/",
             "--async-container-url", container.url,
         ]  # fmt: skip
-        with gateway(env, container.url, str(model_store), moto_s3, extra) as gw:
+        with gateway(
+            env, container.url, str(model_store), moto_s3, extra, endpoint_names=[f"{NAME}-async"]
+        ) as gw:
             s = Stack(moto_s3, ahi_local, gw.url, container.url, datastore, root)
             s.add("ct-a", SeriesSpec(slices=16, patient_id="SCALE-A", seed=11, study_date="20240110"))
             s.add("ct-b", SeriesSpec(slices=18, patient_id="SCALE-B", seed=12, study_date="20240220"))
