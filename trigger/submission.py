@@ -249,6 +249,9 @@ class Submitter:
     # ---- submission --------------------------------------------------------------------------------------
     def submit(self, ref: ImageSetRef, reason: str = "") -> Outcome:
         """Claim ``ref``, InvokeEndpointAsync, record the marker (a SubmissionError releases the claim)."""
+        done = self.submitted(ref)
+        if done is not None:  # also when this claimant submitted it before (a retry of the same event)
+            return done
         if not self._claim(ref):
             again = self.submitted(ref)
             if again is not None:
