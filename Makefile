@@ -13,7 +13,7 @@ lock:
 	@VENV=$(VENV) scripts/lock.sh
 
 demo: install model-archive
-	$(PY) -m scripts.demo
+	$(PY) -m scripts.demo $(DEMO_ARGS)
 
 test: install model-archive lint
 	$(PY) -m pytest -q tests
