@@ -100,7 +100,7 @@ def _scalar(vr: str, value: Any) -> Any:
 
 
 def _value(vr: str, value: Any, vrs: Mapping[str, str], context: Mapping[str, Any], where: str) -> Any:
-    if value is None or value == []:
+    if value is None or value == [] or (value == "" and vr not in ("SQ", *BINARY_VRS)):
         return empty_value_for_VR(vr)
     if vr == "SQ":
         items = value if isinstance(value, list) else [value]

@@ -5,7 +5,8 @@ members are read from the URI, query string and JSON body as the model's seriali
 with botocore's own ``ParamValidator`` (types, required members, lengths, ranges) and the ID patterns.
 Errors are answered like AWS rest-json: ``x-amzn-ErrorType`` header and ``{"message": ...}``.
 
-Non-AWS routes: ``GET /_local/health`` and ``GET|PUT /_local/faults`` (runtime fault settings).
+DICOMweb (WADO-RS, QIDO-RS, STOW-RS under ``/datastore/{datastoreId}/studies``) lives in
+:mod:`devstack.ahi_local.dicomweb`. Non-AWS routes: ``GET /_local/health`` and ``GET|PUT /_local/faults`` (runtime fault settings).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .dicomweb import DicomWeb
 from .errors import InternalError, ServiceError, UnknownOperationError, ValidationError
 from .faults import FaultInjector, FaultSettings, corrupt_bytes
 from .ids import ID_PATTERN, new_id
@@ -138,6 +140,7 @@ class LocalAHIApp:
         routes = [
             Route("/_local/health", self.health, methods=["GET"]),
             Route("/_local/faults", self.fault_settings, methods=["GET", "PUT"]),
+            *DicomWeb(self.store).routes(),
         ]
         for name in self.model.operation_names:
             op = self.model.operation_model(name)
