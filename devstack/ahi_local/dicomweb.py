@@ -86,6 +86,9 @@ FRAME_MEDIA_TYPES = {
     "1.2.840.10008.1.2.4.203": "image/jphc",
 }
 CODECS = {"image/jph": Codec.HTJ2K, "image/jpeg": Codec.JPEG, "image/j2c": Codec.J2K}
+# STOW-RS Failure Reason (0008,1197) values (PS3.4 Annex B status codes; Orthanc uses the same).
+PROCESSING_FAILURE = 0x0110
+CANNOT_UNDERSTAND = 0xC000
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 
 # Search keys the developer guide lists per level ("Study elements for SearchDICOMStudies", ...).
@@ -720,14 +723,14 @@ class DicomWeb:
                 uids = (str(head.get("SOPClassUID", "")), str(head.get("SOPInstanceUID", "")))
                 body_study = str(head.get("StudyInstanceUID", ""))
             except Exception as exc:
-                failed.append(("", "", 0xC000, f"{label}: not a DICOM Part 10 instance: {exc}"))
+                failed.append(("", "", CANNOT_UNDERSTAND, f"{label}: not a DICOM Part 10 instance: {exc}"))
                 continue
             if study is not None and body_study != study:
-                failed.append((*uids, 0xA900, f"{label}: Study Instance UID {body_study} does not match {study} in the URL"))
+                failed.append((*uids, PROCESSING_FAILURE, f"{label}: Study Instance UID {body_study} does not match {study} in the URL"))
                 continue
             outcome = prepare_instance(self.store, datastore_id, label, body)
             if isinstance(outcome, FileFailure):
-                reason = 0xC000 if outcome.exception_type == "InvalidDICOMFile" else 0xA900
+                reason = CANNOT_UNDERSTAND if outcome.exception_type == "InvalidDICOMFile" else PROCESSING_FAILURE
                 failed.append((*uids, reason, f"{label}: {outcome.exception_type}: {outcome.message}"))
             else:
                 prepared.append(outcome)

@@ -293,3 +293,25 @@ def test_wado_frames_equal_bytes(services: dict[str, Any], corpus: dict[str, Any
                 assert got.size == want.size and np.abs(got.astype(int) - want.astype(int)).max() <= 2, path.name
             else:
                 assert np.array_equal(got, want), path.name
+
+
+def test_stow_study_mismatch_is_a_conflict(services: dict[str, Any], corpus: dict[str, Any]) -> None:
+    """StoreDICOMStudy with an instance of another study: nothing stored, the instance listed as failed."""
+    ds = next(iter(corpus["datasets"].values()))
+    body = Path(ds.filename).read_bytes()
+    boundary = "conformance-boundary"
+    payload = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + body + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+               "Accept": "application/dicom+json"}
+    answers = {}
+    for name, svc in (("ahi", services["ahi"]), ("orthanc", services["orthanc"])):
+        r = requests.post(f"{svc.base_url}/studies/1.2.3.4.5.6.7.8.9", data=payload, headers=headers, timeout=60)
+        answers[name] = (r.status_code, r.json() if r.content else None)
+    for status, answer in answers.values():
+        assert status == 409, answers
+        failed = answer["00081198"]["Value"]
+        assert [f["00081155"]["Value"][0] for f in failed] == [str(ds.SOPInstanceUID)]
+        assert [f["00081197"]["Value"][0] for f in failed] == [0x0110]  # Processing failure
+        assert not answer.get("00081199", {}).get("Value")
