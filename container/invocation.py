@@ -4,8 +4,9 @@ Shared by the MME container's ``ModelHandler`` and ``container/prebuilt/inferenc
 PyTorch container): each input runs in its own temporary working directory (removed afterwards, so concurrent
 requests never share files), its SEG/STL/report go to
 ``s3://<output prefix>/<request id>/<NN>-<image set or study>/``, the SEG bytes are returned inline only when
-asked and when they fit the 6 MB real-time response limit, and the SEG is imported back into AHI only when
-``output.writeBackToAHI`` asks for it.
+asked and when they fit the 6 MB real-time response limit, and the SEG is stored back into AHI only when
+``output.writeBackToAHI`` asks for it: with STOW-RS (synchronous; the response names the new image set) or,
+with ``"method": "import-job"``, staged in S3 and imported by an AHI import job.
 
 Status: 200 when every input succeeded; otherwise the status of the first failed input (product errors carry
 ``http_status``; anything else is a 500 whose message only carries the request ID; the trace goes to the log).
@@ -71,6 +72,12 @@ def default_ahi_client() -> Any:
     return make_ahi_client()
 
 
+def default_dicomweb_client() -> Any:
+    from ahi_connector.dicomweb import DicomWebClient
+
+    return DicomWebClient()
+
+
 def error_body(exc: BaseException, request_id: str) -> tuple[int, dict[str, Any]]:
     """(status, error object) for an exception: product errors keep status and message; others become 500."""
     status = getattr(exc, "http_status", None)
@@ -101,6 +108,7 @@ class _Context:
     ahi_factory: Callable[[], Any]
     inline_budget: int
     _s3: Any = None
+    dicomweb_factory: Callable[[], Any] = default_dicomweb_client
 
     @property
     def s3(self) -> Any:
@@ -129,10 +137,34 @@ def _seg_entry(ctx: _Context, seg_path: Path, loc: S3Location | None) -> dict[st
     return entry
 
 
+def _store_seg(ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path) -> dict[str, Any]:
+    """Store the SEG with STOW-RS (StoreDICOM): synchronous, placed like an import job would place it; the
+    answer names the image set (from the RetrieveURL, else SearchImageSets on the SEG's series)."""
+    from ahi_connector.dicomweb import locate_image_sets, require_stored
+
+    datastore = wb.datastore_id or raw["datastoreId"]
+    result = require_stored(
+        ctx.dicomweb_factory().store_instances(datastore, [seg_path.read_bytes()]), seg_path
+    )
+    stored = result.stored[0]
+    ids = result.image_set_ids or locate_image_sets(ctx.ahi_factory(), datastore, seg_path)
+    return {
+        "method": "stow-rs",
+        "datastoreId": datastore,
+        "status": result.status,
+        "sopInstanceUid": stored.sop_instance_uid,
+        "retrieveUrl": stored.retrieve_url,
+        "imageSetIds": ids,
+    }
+
+
 def _write_back(
-    ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path, loc: S3Location
+    ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path, loc: S3Location | None
 ) -> dict[str, Any]:
-    """Import the SEG into AHI as a new image set (StartDICOMImportJob); wait for it if asked."""
+    """Store the SEG in AHI: STOW-RS, or (``import-job``) StartDICOMImportJob, waited for if asked."""
+    if wb.method == "stow-rs":
+        return _store_seg(ctx, wb, raw, seg_path)
+    assert loc is not None, "payload validation requires output.s3Uri for import-job"
     datastore = wb.datastore_id or raw["datastoreId"]
     staged = loc.child("ahi-import", "input")
     out = loc.child("ahi-import", "output")
@@ -147,6 +179,7 @@ def _write_back(
         outputS3Uri=out.uri + "/",
     )
     entry: dict[str, Any] = {
+        "method": "import-job",
         "datastoreId": datastore,
         "jobId": job["jobId"],
         "jobStatus": job.get("jobStatus", "SUBMITTED"),
@@ -213,7 +246,7 @@ def _one_input(
         report_path = work / f"_{REPORT_NAME}"
         report_path.write_text(json.dumps(report, indent=2, default=str))
         entry["reportS3Uri"] = _upload(ctx.s3, report_path, loc.child(REPORT_NAME), "application/json")
-    if output.write_back is not None and loc is not None:
+    if output.write_back is not None:
         entry["writeBackToAHI"] = _write_back(ctx, output.write_back, raw, Path(result.seg_path), loc)
     return entry
 
@@ -240,9 +273,12 @@ def run_invocation(
     inline_limit: int = 4_500_000,
     s3_factory: Callable[[], Any] = default_s3_client,
     ahi_factory: Callable[[], Any] = default_ahi_client,
+    dicomweb_factory: Callable[[], Any] = default_dicomweb_client,
 ) -> InvocationResult:
     """Run every input of ``invocation`` through ``service.run`` in its own working directory."""
-    ctx = _Context(invocation, request_id, s3_factory, ahi_factory, inline_limit)
+    ctx = _Context(
+        invocation, request_id, s3_factory, ahi_factory, inline_limit, dicomweb_factory=dicomweb_factory
+    )
     remove_orphaned_work_dirs(work_root or Path(tempfile.gettempdir()))
     results: list[dict[str, Any]] = []
     first_error: tuple[int, dict[str, Any]] | None = None

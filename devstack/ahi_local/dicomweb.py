@@ -60,7 +60,7 @@ from .dicomweb_media import (
     parse_media_type,
     split_multipart,
 )
-from .errors import NotFoundError, ServiceError
+from .errors import ServiceError
 from .frames import CONTENT_TYPE_OCTET, FALLBACK_DECODERS
 from .ids import ID_PATTERN
 from .importer import FileFailure, PreparedInstance, commit_groups, prepare_instance
@@ -108,7 +108,8 @@ SERIES_RETURN = (
     "PerformedProcedureStepStartDate PerformedProcedureStepStartTime"
 ).split()
 INSTANCE_RETURN = (
-    "SOPClassUID SOPInstanceUID TimezoneOffsetFromUTC InstanceNumber Rows Columns BitsAllocated NumberOfFrames"
+    "SOPClassUID SOPInstanceUID TimezoneOffsetFromUTC InstanceNumber Rows Columns BitsAllocated "
+    "NumberOfFrames"
 ).split()
 QIDO_PARAMS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 _TAG_HEX = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -200,7 +201,9 @@ class Index:
         if image_set_id is None:
             return self.primary(datastore_id)
         if not ID_PATTERN.fullmatch(image_set_id):
-            raise DicomWebError(400, f"imageSetId {image_set_id!r} is malformed: expected 32 characters [0-9a-z]")
+            raise DicomWebError(
+                400, f"imageSetId {image_set_id!r} is malformed: expected 32 characters [0-9a-z]"
+            )
         return self.instances(self.store.image_set(datastore_id, image_set_id))
 
 
@@ -213,7 +216,9 @@ def _wildcard(pattern: str, case: bool) -> re.Pattern[str]:
 def _range(value: str, query: str) -> bool:
     lo, _, hi = query.partition("-")
     value = value.strip()
-    return bool(value) and (not lo or value >= lo.strip()) and (not hi or value[: len(hi.strip())] <= hi.strip())
+    return (
+        bool(value) and (not lo or value >= lo.strip()) and (not hi or value[: len(hi.strip())] <= hi.strip())
+    )
 
 
 def value_matches(keyword: str, stored: Any, query: str) -> bool:
@@ -260,7 +265,9 @@ def parse_query(request: Request, allowed: list[str], level: str) -> Query:
             except ValueError as exc:
                 raise DicomWebError(400, f"{key}={value!r} is not an integer") from exc
             if number < (1 if key == "limit" else 0):
-                raise DicomWebError(400, f"{key}={value} is out of range ({'>= 1' if key == 'limit' else '>= 0'})")
+                raise DicomWebError(
+                    400, f"{key}={value} is out of range ({'>= 1' if key == 'limit' else '>= 0'})"
+                )
             limit, offset = (number, offset) if key == "limit" else (limit, number)
         elif key == "includefield":
             for item in (v.strip() for v in value.split(",") if v.strip()):
@@ -392,7 +399,9 @@ class DicomWeb:
             modalities = sorted({str(m.first("Modality")) for m in members if m.first("Modality")})
             filters = dict(query.filters)
             wanted_modality = filters.pop("ModalitiesInStudy", None)
-            if wanted_modality is not None and not any(value_matches("Modality", m, wanted_modality) for m in modalities):
+            if wanted_modality is not None and not any(
+                value_matches("Modality", m, wanted_modality) for m in modalities
+            ):
                 continue
             if not self._filtered(members[:1], filters):
                 continue
@@ -411,7 +420,11 @@ class DicomWeb:
         negotiate_json(request.headers.get("accept"), "SearchDICOMSeries")
         query = parse_query(request, SERIES_KEYS, "series")
         study = request.path_params["study"]
-        items = [i for i in self.index.primary(request.path_params["datastoreId"]) if i.dicom.get("StudyInstanceUID") == study]
+        items = [
+            i
+            for i in self.index.primary(request.path_params["datastoreId"])
+            if i.dicom.get("StudyInstanceUID") == study
+        ]
         series: dict[str, list[IndexedInstance]] = {}
         for inst in items:
             series.setdefault(inst.flat.series_uid, []).append(inst)
@@ -422,7 +435,13 @@ class DicomWeb:
             extra = Dataset()
             extra.NumberOfSeriesRelatedInstances = len(members)
             extra.RetrieveURL = f"{self._base(request)}/studies/{study}/series/{series_uid}"
-            rows.append((members[0].number("SeriesNumber"), series_uid, self._json(members[0], SERIES_RETURN, query, extra)))
+            rows.append(
+                (
+                    members[0].number("SeriesNumber"),
+                    series_uid,
+                    self._json(members[0], SERIES_RETURN, query, extra),
+                )
+            )
         rows.sort(key=lambda r: (r[0], r[1]))
         return self._respond_json(page([r[2] for r in rows], query))
 
@@ -439,7 +458,13 @@ class DicomWeb:
         for inst in self._filtered(items, query.filters):
             extra = Dataset()
             extra.RetrieveURL = self._instance_url(request, inst)
-            rows.append((inst.number("InstanceNumber"), inst.flat.sop_uid, self._json(inst, INSTANCE_RETURN, query, extra)))
+            rows.append(
+                (
+                    inst.number("InstanceNumber"),
+                    inst.flat.sop_uid,
+                    self._json(inst, INSTANCE_RETURN, query, extra),
+                )
+            )
         rows.sort(key=lambda r: (r[0], r[1]))
         return self._respond_json(page([r[2] for r in rows], query))
 
@@ -454,7 +479,11 @@ class DicomWeb:
         ]
         if not members:
             where = f"image set {image_set_id}" if image_set_id else "any primary image set"
-            raise DicomWebError(404, f"series {p['series']} of study {p['study']} not found in {where} of datastore {p['datastoreId']}")
+            raise DicomWebError(
+                404,
+                f"series {p['series']} of study {p['study']} not found in {where} of datastore "
+                f"{p['datastoreId']}",
+            )
         return members
 
     def _instance(self, request: Request) -> IndexedInstance:
@@ -478,7 +507,9 @@ class DicomWeb:
 
     async def series_metadata(self, request: Request) -> Response:
         negotiate_json(request.headers.get("accept"), "GetDICOMSeriesMetadata")
-        members = sorted(self._series_members(request), key=lambda i: (i.number("InstanceNumber"), i.flat.sop_uid))
+        members = sorted(
+            self._series_members(request), key=lambda i: (i.number("InstanceNumber"), i.flat.sop_uid)
+        )
         return self._respond_json([self._metadata_json(request, i) for i in members])
 
     async def instance_metadata(self, request: Request) -> Response:
@@ -500,7 +531,9 @@ class DicomWeb:
             return data
         decode = FALLBACK_DECODERS.get(str(inst.flat.stored_transfer_syntax))
         if decode is None:
-            raise DicomWebError(500, f"instance {inst.flat.sop_uid}: no decoder for stored {inst.flat.stored_transfer_syntax}")
+            raise DicomWebError(
+                500, f"instance {inst.flat.sop_uid}: no decoder for stored {inst.flat.stored_transfer_syntax}"
+            )
         arr = np.ascontiguousarray(decode(data))
         return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
 
@@ -530,7 +563,11 @@ class DicomWeb:
             data = pack_bits(np.frombuffer(b"".join(native), np.uint8), pad=False)
             tag, vr = 0x7FE00010, "OB"
         elif frames[0][1] == CONTENT_TYPE_OCTET and bits in (32, 64):
-            data, tag, vr = b"".join(native), (0x7FE00008 if bits == 32 else 0x7FE00009), ("OF" if bits == 32 else "OD")
+            data, tag, vr = (
+                b"".join(native),
+                (0x7FE00008 if bits == 32 else 0x7FE00009),
+                ("OF" if bits == 32 else "OD"),
+            )
         else:
             data, tag, vr = b"".join(native), 0x7FE00010, "OW" if bits > 8 else "OB"
         if len(data) % 2:
@@ -578,12 +615,14 @@ class DicomWeb:
             if not multipart:
                 return Response(data, media_type=ctype)
             body, boundary = multipart_body([(ctype, data, {})])
-            return Response(body, headers={"Content-Type": f'{MULTIPART}; type="{DICOM}"; boundary={boundary}'})
+            return Response(
+                body, headers={"Content-Type": f'{MULTIPART}; type="{DICOM}"; boundary={boundary}'}
+            )
         stored = inst.flat.stored_transfer_syntax or ELE
         raise DicomWebError(
             406,
             f"GetDICOMInstance: Accept {accept!r} offers no representation of instance {inst.flat.sop_uid}; "
-            f"available: {DICOM} (or {MULTIPART}; type=\"{DICOM}\") with transfer-syntax {stored} (stored), "
+            f'available: {DICOM} (or {MULTIPART}; type="{DICOM}") with transfer-syntax {stored} (stored), '
             f"{ELE} or *",
         )
 
@@ -592,13 +631,17 @@ class DicomWeb:
         try:
             numbers = [int(n) for n in text.split(",")]
         except ValueError as exc:
-            raise DicomWebError(400, f"frame list {text!r} must be comma-separated frame numbers (1-based)") from exc
+            raise DicomWebError(
+                400, f"frame list {text!r} must be comma-separated frame numbers (1-based)"
+            ) from exc
         if len(set(numbers)) != len(numbers):
             raise DicomWebError(400, f"frame list {text!r} repeats a frame number")
         count = len(inst.flat.frames)
         for n in numbers:
             if not 1 <= n <= count:
-                raise DicomWebError(404, f"instance {inst.flat.sop_uid} has frames 1..{count}; there is no frame {n}")
+                raise DicomWebError(
+                    404, f"instance {inst.flat.sop_uid} has frames 1..{count}; there is no frame {n}"
+                )
         return numbers
 
     async def frames(self, request: Request) -> Response:
@@ -634,15 +677,21 @@ class DicomWeb:
                     part_ctype = f"{OCTET}; transfer-syntax={ELE}"
                 else:
                     part_ctype = f"{FRAME_MEDIA_TYPES.get(syntax, OCTET)}; transfer-syntax={syntax}"
-                parts.append((part_ctype, data, {"Content-Location": f"{self._instance_url(request, inst)}/frames/{n}"}))
+                parts.append(
+                    (
+                        part_ctype,
+                        data,
+                        {"Content-Location": f"{self._instance_url(request, inst)}/frames/{n}"},
+                    )
+                )
             body, boundary = multipart_body(parts)
             top = part_ctype.split(";")[0]
             return Response(body, headers={"Content-Type": f'{MULTIPART}; type="{top}"; boundary={boundary}'})
         raise DicomWebError(
             406,
             f"GetDICOMInstanceFrames: Accept {accept!r} offers no representation of the frames of instance "
-            f"{inst.flat.sop_uid}; available: {MULTIPART}; type=\"{OCTET}\" (transfer-syntax {ELE}) or "
-            f"type=\"{stored_type}\" (transfer-syntax {stored}, stored)",
+            f'{inst.flat.sop_uid}; available: {MULTIPART}; type="{OCTET}" (transfer-syntax {ELE}) or '
+            f'type="{stored_type}" (transfer-syntax {stored}, stored)',
         )
 
     async def bulkdata(self, request: Request) -> Response:
@@ -670,26 +719,42 @@ class DicomWeb:
         try:
             ctype = parse_media_type(raw_type)
         except ValueError as exc:
-            raise DicomWebError(415, f"Content-Type {raw_type!r} is not a media type; send {MULTIPART}; type=\"{DICOM}\"") from exc
+            raise DicomWebError(
+                415, f'Content-Type {raw_type!r} is not a media type; send {MULTIPART}; type="{DICOM}"'
+            ) from exc
         if ctype.name == MULTIPART:
             if ctype.param("type", DICOM) != DICOM:
                 raise DicomWebError(
                     415,
-                    f"multipart/related type {ctype.param('type')!r} is not supported; StoreDICOM takes DICOM Part 10 "
-                    f"instances (type=\"{DICOM}\"), not metadata + bulk data",
+                    f"multipart/related type {ctype.param('type')!r} is not supported; StoreDICOM takes "
+                    "DICOM Part 10 "
+                    f'instances (type="{DICOM}"), not metadata + bulk data',
                 )
             if not ctype.param("boundary"):
-                raise DicomWebError(400, "malformed multipart body: the Content-Type has no boundary parameter")
+                raise DicomWebError(
+                    400, "malformed multipart body: the Content-Type has no boundary parameter"
+                )
         elif ctype.name != DICOM:
-            raise DicomWebError(415, f"Content-Type {ctype.name!r} is not accepted; send {MULTIPART}; type=\"{DICOM}\" or {DICOM}")
+            raise DicomWebError(
+                415,
+                f'Content-Type {ctype.name!r} is not accepted; send {MULTIPART}; type="{DICOM}" or {DICOM}',
+            )
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_STOW_BYTES:
-            raise DicomWebError(413, f"request of {int(declared)} bytes exceeds StoreDICOM's limit of 1 GB ({MAX_STOW_BYTES} bytes) per request; split it")
+            raise DicomWebError(
+                413,
+                f"request of {int(declared)} bytes exceeds StoreDICOM's limit of 1 GB ({MAX_STOW_BYTES} "
+                "bytes) per request; split it",
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_STOW_BYTES:
-                raise DicomWebError(413, f"request exceeds StoreDICOM's limit of 1 GB ({MAX_STOW_BYTES} bytes) per request; split it")
+                raise DicomWebError(
+                    413,
+                    f"request exceeds StoreDICOM's limit of 1 GB ({MAX_STOW_BYTES} bytes) per request; "
+                    "split it",
+                )
             chunks.append(chunk)
         body = b"".join(chunks)
         if ctype.name == DICOM:
@@ -699,7 +764,9 @@ class DicomWeb:
             for number, part in enumerate(parts, 1):
                 part_type = part.content_type
                 if part_type and parse_media_type(part_type).name != DICOM:
-                    raise DicomWebError(415, f"part {number} has Content-Type {part_type!r}; every part must be {DICOM}")
+                    raise DicomWebError(
+                        415, f"part {number} has Content-Type {part_type!r}; every part must be {DICOM}"
+                    )
             bodies = [p.body for p in parts]
         if not any(bodies):
             raise DicomWebError(400, "the request holds no DICOM instance")
@@ -726,11 +793,19 @@ class DicomWeb:
                 failed.append(("", "", CANNOT_UNDERSTAND, f"{label}: not a DICOM Part 10 instance: {exc}"))
                 continue
             if study is not None and body_study != study:
-                failed.append((*uids, PROCESSING_FAILURE, f"{label}: Study Instance UID {body_study} does not match {study} in the URL"))
+                failed.append(
+                    (
+                        *uids,
+                        PROCESSING_FAILURE,
+                        f"{label}: Study Instance UID {body_study} does not match {study} in the URL",
+                    )
+                )
                 continue
             outcome = prepare_instance(self.store, datastore_id, label, body)
             if isinstance(outcome, FileFailure):
-                reason = CANNOT_UNDERSTAND if outcome.exception_type == "InvalidDICOMFile" else PROCESSING_FAILURE
+                reason = (
+                    CANNOT_UNDERSTAND if outcome.exception_type == "InvalidDICOMFile" else PROCESSING_FAILURE
+                )
                 failed.append((*uids, reason, f"{label}: {outcome.exception_type}: {outcome.message}"))
             else:
                 prepared.append(outcome)
@@ -750,7 +825,12 @@ class DicomWeb:
             ref.ReferencedSOPInstanceUID = item.flat.sop_uid
             ref.RetrieveURL = self._instance_url(request, inst, with_set=True)
             referenced.append(ref)
-            logger.info("STOW-RS stored %s into image set %s (primary=%s)", item.flat.sop_uid, record.image_set_id, record.is_primary)
+            logger.info(
+                "STOW-RS stored %s into image set %s (primary=%s)",
+                item.flat.sop_uid,
+                record.image_set_id,
+                record.is_primary,
+            )
         failures = []
         for sop_class, sop_uid, reason, message in failed:
             item = Dataset()

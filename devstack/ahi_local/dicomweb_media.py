@@ -8,12 +8,19 @@ DICOMweb clients and AWS-style callers see why.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import secrets
-from collections.abc import Iterable
 
 from starlette.responses import Response
+
+from ahi_connector.multipart import (
+    MediaType,
+    MultipartError,
+    Part,
+    multipart_body,
+    parse_media_type,
+    split_header,
+)
+from ahi_connector.multipart import split_multipart as _split_multipart
 
 from .ids import new_id
 
@@ -42,61 +49,12 @@ def error_response(error: DicomWebError) -> Response:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class MediaType:
-    """One media type (or Accept media range) with lower-cased name and parameter names."""
-
-    name: str
-    params: dict[str, str]
-    q: float = 1.0
-
-    def param(self, key: str, default: str | None = None) -> str | None:
-        return self.params.get(key, default)
-
-    def __str__(self) -> str:
-        extra = "".join(f'; {k}="{v}"' if "/" in v else f"; {k}={v}" for k, v in self.params.items())
-        return self.name + extra
-
-
-def _split(text: str, sep: str) -> list[str]:
-    out, depth, current = [], False, []
-    for ch in text:
-        if ch == '"':
-            depth = not depth
-        if ch == sep and not depth:
-            out.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    out.append("".join(current))
-    return [part.strip() for part in out if part.strip()]
-
-
-def parse_media_type(text: str) -> MediaType:
-    pieces = _split(text, ";")
-    if not pieces or "/" not in pieces[0]:
-        raise ValueError(f"{text!r} is not a media type")
-    params: dict[str, str] = {}
-    q = 1.0
-    for piece in pieces[1:]:
-        key, _, value = piece.partition("=")
-        key, value = key.strip().lower(), value.strip().strip('"')
-        if key == "q":
-            try:
-                q = float(value)
-            except ValueError as exc:
-                raise ValueError(f"q={value!r} is not a number") from exc
-        else:
-            params[key] = value
-    return MediaType(pieces[0].lower(), params, q)
-
-
 def parse_accept(header: str | None) -> list[MediaType]:
     """The media ranges of an Accept header, best first (a missing or empty header means ``*/*``)."""
     if not header or not header.strip():
         return [MediaType("*/*", {})]
     try:
-        ranges = [parse_media_type(item) for item in _split(header, ",")]
+        ranges = [parse_media_type(item) for item in split_header(header, ",")]
     except ValueError as exc:
         raise DicomWebError(400, f"Accept header {header!r} is malformed: {exc}") from exc
     return sorted((r for r in ranges if r.q > 0), key=lambda r: -r.q)
@@ -118,71 +76,16 @@ def negotiate_json(header: str | None, what: str) -> None:
     raise DicomWebError(
         406,
         f"{what}: Accept {header!r} offers no representation this service has; it answers "
-        f"{DICOM_JSON} only (no multipart/related; type=\"application/dicom+xml\")",
+        f'{DICOM_JSON} only (no multipart/related; type="application/dicom+xml")',
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class Part:
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def content_type(self) -> str | None:
-        return self.headers.get("content-type")
-
-
 def split_multipart(body: bytes, boundary: str) -> list[Part]:
-    """The parts of a multipart body (RFC 2046); a missing boundary, a part without a header block or a
-    missing close delimiter is a 400 naming what is wrong."""
-    delimiter = b"--" + boundary.encode("latin-1")
-    pos = body.find(delimiter)
-    if pos < 0:
-        raise DicomWebError(400, f"malformed multipart body: boundary {boundary!r} never occurs")
-    parts: list[Part] = []
-    pos += len(delimiter)
-    while True:
-        if body[pos : pos + 2] == b"--":
-            break
-        if body[pos : pos + 2] != b"\r\n":
-            raise DicomWebError(400, f"malformed multipart body: no CRLF after delimiter of part {len(parts) + 1}")
-        pos += 2
-        end = body.find(b"\r\n" + delimiter, pos)
-        if end < 0:
-            raise DicomWebError(
-                400, f"malformed multipart body: part {len(parts) + 1} has no closing delimiter --{boundary}--"
-            )
-        head_end = body.find(b"\r\n\r\n", pos, end)
-        if head_end < 0 and not body[pos:end].startswith(b"\r\n"):
-            raise DicomWebError(400, f"malformed multipart body: part {len(parts) + 1} has no header block")
-        if head_end < 0:
-            head, content = b"", body[pos + 2 : end]
-        else:
-            head, content = body[pos:head_end], body[head_end + 4 : end]
-        headers: dict[str, str] = {}
-        for line in head.decode("latin-1").split("\r\n"):
-            if not line.strip():
-                continue
-            key, sep, value = line.partition(":")
-            if not sep:
-                raise DicomWebError(
-                    400, f"malformed multipart body: header line {line[:80]!r} of part {len(parts) + 1}"
-                )
-            headers[key.strip().lower()] = value.strip()
-        parts.append(Part(headers, content))
-        pos = end + 2 + len(delimiter)
-    if not parts:
-        raise DicomWebError(400, "malformed multipart body: no parts")
-    return parts
+    """:func:`ahi_connector.multipart.split_multipart`, a malformed body answered as a 400."""
+    try:
+        return _split_multipart(body, boundary)
+    except MultipartError as exc:
+        raise DicomWebError(400, str(exc)) from exc
 
 
-def multipart_body(parts: Iterable[tuple[str, bytes, dict[str, str]]]) -> tuple[bytes, str]:
-    """Body and boundary of a multipart/related response from (content type, bytes, extra headers)."""
-    boundary = secrets.token_hex(16)
-    chunks: list[bytes] = []
-    for content_type, data, extra in parts:
-        head = f"--{boundary}\r\nContent-Type: {content_type}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
-        chunks += [head.encode("latin-1"), b"\r\n", data, b"\r\n"]
-    chunks.append(f"--{boundary}--\r\n".encode("latin-1"))
-    return b"".join(chunks), boundary
+__all__ = ["MediaType", "matches", "multipart_body", "parse_media_type"]

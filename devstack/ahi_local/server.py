@@ -6,7 +6,8 @@ with botocore's own ``ParamValidator`` (types, required members, lengths, ranges
 Errors are answered like AWS rest-json: ``x-amzn-ErrorType`` header and ``{"message": ...}``.
 
 DICOMweb (WADO-RS, QIDO-RS, STOW-RS under ``/datastore/{datastoreId}/studies``) lives in
-:mod:`devstack.ahi_local.dicomweb`. Non-AWS routes: ``GET /_local/health`` and ``GET|PUT /_local/faults`` (runtime fault settings).
+:mod:`devstack.ahi_local.dicomweb`. Non-AWS routes: ``GET /_local/health`` and ``GET|PUT /_local/faults``
+(runtime fault settings).
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ HTJ2K = "1.2.840.10008.1.2.4.201"
 JSON = {"Accept": "application/dicom+json"}
 
 
-def _multipart(bodies: list[bytes], boundary: str = "b0undary", part_type: str = "application/dicom") -> bytes:
+def _multipart(
+    bodies: list[bytes], boundary: str = "b0undary", part_type: str = "application/dicom"
+) -> bytes:
     out = b""
     for body in bodies:
         out += f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode() + body + b"\r\n"
@@ -44,12 +46,24 @@ def stack(ahi_local: str, moto_s3: str, tmp_path_factory: pytest.TempPathFactory
     ahi = ahi_client(ahi_local)
     datastore_id = create_datastore(ahi, "dicomweb-local")
     work = tmp_path_factory.mktemp("dicomweb-local")
-    imported = write_series(work / "imported", SeriesSpec(slices=3, rows=32, columns=32, patient_id="IMP-1", seed=5))
+    imported = write_series(
+        work / "imported", SeriesSpec(slices=3, rows=32, columns=32, patient_id="IMP-1", seed=5)
+    )
     result = import_folder(ahi, s3_client(moto_s3), datastore_id, work / "imported")
-    stowed = write_series(work / "stowed", SeriesSpec(slices=2, rows=16, columns=24, patient_id="STOW-1", seed=6))
+    stowed = write_series(
+        work / "stowed", SeriesSpec(slices=2, rows=16, columns=24, patient_id="STOW-1", seed=6)
+    )
     base = f"{ahi_local}/datastore/{datastore_id}"
-    return {"ahi": ahi, "id": datastore_id, "base": base, "imported": imported, "import": result,
-            "stowed": stowed, "work": work, "dw": DICOMwebClient(base)}
+    return {
+        "ahi": ahi,
+        "id": datastore_id,
+        "base": base,
+        "imported": imported,
+        "import": result,
+        "stowed": stowed,
+        "work": work,
+        "dw": DICOMwebClient(base),
+    }
 
 
 def test_stow_is_visible_to_the_native_api(stack: dict[str, Any]) -> None:
@@ -78,7 +92,9 @@ def test_import_is_visible_to_qido_and_wado(stack: dict[str, Any]) -> None:
     document = json.loads(gzip.decompress(blob["imageSetMetadataBlob"].read()))
     inst = document["Study"]["Series"][imported.series_uid]["Instances"][imported.sop_instance_uids[0]]
     frame_meta = inst["ImageFrames"][0]
-    frames = dw.retrieve_instance_frames(imported.study_uid, imported.series_uid, imported.sop_instance_uids[0], [1])
+    frames = dw.retrieve_instance_frames(
+        imported.study_uid, imported.series_uid, imported.sop_instance_uids[0], [1]
+    )
     # The uncompressed frame is exactly the pixel data whose CRC32 the native metadata records.
     checksum = frame_meta["PixelDataChecksumFromBaseToFullResolution"][0]["Checksum"]
     assert zlib.crc32(bytes(frames[0])) == checksum
@@ -91,8 +107,9 @@ def test_frames_in_stored_transfer_syntax(stack: dict[str, Any]) -> None:
         f"{stack['base']}/studies/{imported.study_uid}/series/{imported.series_uid}/instances/"
         f"{imported.sop_instance_uids[1]}/frames/1"
     )
-    r = requests.get(url, headers={"Accept": f'multipart/related; type="image/jphc"; transfer-syntax={HTJ2K}'},
-                     timeout=30)
+    r = requests.get(
+        url, headers={"Accept": f'multipart/related; type="image/jphc"; transfer-syntax={HTJ2K}'}, timeout=30
+    )
     assert r.status_code == 200, r.text
     assert 'type="image/jphc"' in r.headers["Content-Type"]
     boundary = r.headers["Content-Type"].split("boundary=")[1]
@@ -100,15 +117,18 @@ def test_frames_in_stored_transfer_syntax(stack: dict[str, Any]) -> None:
     head, _, data = part.partition(b"\r\n\r\n")
     assert b"image/jphc" in head
     assert np.array_equal(imagecodecs.htj2k_decode(data[:-2]), imported.pixels[1])
-    instance = requests.get(url.rsplit("/frames", 1)[0], headers={"Accept": "application/dicom; transfer-syntax=*"},
-                            timeout=30)
+    instance = requests.get(
+        url.rsplit("/frames", 1)[0], headers={"Accept": "application/dicom; transfer-syntax=*"}, timeout=30
+    )
     ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(instance.content))
     assert str(ds.file_meta.TransferSyntaxUID) == HTJ2K
 
 
 def test_pixel_data_bulk_data_uri(stack: dict[str, Any]) -> None:
     imported, dw = stack["imported"], stack["dw"]
-    meta = dw.retrieve_instance_metadata(imported.study_uid, imported.series_uid, imported.sop_instance_uids[2])
+    meta = dw.retrieve_instance_metadata(
+        imported.study_uid, imported.series_uid, imported.sop_instance_uids[2]
+    )
     uri = meta["7FE00010"]["BulkDataURI"]
     (data,) = dw.retrieve_bulkdata(uri)
     assert np.array_equal(np.frombuffer(data, "<i2").reshape(32, 32), imported.pixels[2])
@@ -118,11 +138,20 @@ def test_conflicting_study_goes_non_primary_and_needs_image_set_id(stack: dict[s
     """Same study, same series, other Patient ID: a non-primary image set, as an import would make it;
     QIDO and WADO-RS without ``imageSetId`` do not see it, with it they do."""
     imported = stack["imported"]
-    spec = SeriesSpec(slices=1, rows=32, columns=32, patient_id="OTHER", study_uid=imported.study_uid,
-                      series_uid=imported.series_uid, seed=9)
+    spec = SeriesSpec(
+        slices=1,
+        rows=32,
+        columns=32,
+        patient_id="OTHER",
+        study_uid=imported.study_uid,
+        series_uid=imported.series_uid,
+        seed=9,
+    )
     other = write_series(stack["work"] / "conflict", spec)
     body = _multipart([Path(other.paths[0]).read_bytes()])
-    r = requests.post(f"{stack['base']}/studies/{imported.study_uid}", data=body, headers=_stow_headers(), timeout=60)
+    r = requests.post(
+        f"{stack['base']}/studies/{imported.study_uid}", data=body, headers=_stow_headers(), timeout=60
+    )
     assert r.status_code == 200, r.text
     retrieve = r.json()["00081199"]["Value"][0]["00081190"]["Value"][0]
     image_set_id = urlparse(retrieve).query.removeprefix("imageSetId=")
@@ -130,7 +159,9 @@ def test_conflicting_study_goes_non_primary_and_needs_image_set_id(stack: dict[s
     sop = other.sop_instance_uids[0]
     listed = stack["dw"].search_for_instances(imported.study_uid, imported.series_uid)
     assert sop not in {i["00080018"]["Value"][0] for i in listed}
-    path = f"{stack['base']}/studies/{imported.study_uid}/series/{imported.series_uid}/instances/{sop}/metadata"
+    path = (
+        f"{stack['base']}/studies/{imported.study_uid}/series/{imported.series_uid}/instances/{sop}/metadata"
+    )
     missing = requests.get(path, headers=JSON, timeout=30)
     assert missing.status_code == 404 and "not found" in missing.json()["message"]
     found = requests.get(f"{path}?imageSetId={image_set_id}", headers=JSON, timeout=30)
@@ -144,21 +175,38 @@ def test_conflicting_study_goes_non_primary_and_needs_image_set_id(stack: dict[s
         ('multipart/related; type="application/dicom+json"; boundary=x', b"--x--", 415, "metadata \\+ bulk"),
         ('multipart/related; type="application/dicom"', b"--x--", 400, "no boundary"),
         ('multipart/related; type="application/dicom"; boundary=x', b"garbage", 400, "never occurs"),
-        ('multipart/related; type="application/dicom"; boundary=x', b"--x\r\n\r\nDICM", 400, "no closing delimiter"),
-        ('multipart/related; type="application/dicom"; boundary=x',
-         b"--x\r\nContent-Type: image/png\r\n\r\n123\r\n--x--", 415, "every part must be"),
+        (
+            'multipart/related; type="application/dicom"; boundary=x',
+            b"--x\r\n\r\nDICM",
+            400,
+            "no closing delimiter",
+        ),
+        (
+            'multipart/related; type="application/dicom"; boundary=x',
+            b"--x\r\nContent-Type: image/png\r\n\r\n123\r\n--x--",
+            415,
+            "every part must be",
+        ),
     ],
 )
-def test_stow_bad_requests(stack: dict[str, Any], content_type: str, body: bytes, status: int, reason: str) -> None:
-    r = requests.post(f"{stack['base']}/studies", data=body, headers={"Content-Type": content_type}, timeout=30)
+def test_stow_bad_requests(
+    stack: dict[str, Any], content_type: str, body: bytes, status: int, reason: str
+) -> None:
+    r = requests.post(
+        f"{stack['base']}/studies", data=body, headers={"Content-Type": content_type}, timeout=30
+    )
     assert r.status_code == status, r.text
     assert re.search(reason, r.json()["message"]), r.json()
     assert r.headers["Warning"].startswith("299 ")
 
 
 def test_stow_not_dicom_is_a_conflict_with_a_reason(stack: dict[str, Any]) -> None:
-    r = requests.post(f"{stack['base']}/studies", data=_multipart([b"not dicom at all"]), headers=_stow_headers(),
-                      timeout=30)
+    r = requests.post(
+        f"{stack['base']}/studies",
+        data=_multipart([b"not dicom at all"]),
+        headers=_stow_headers(),
+        timeout=30,
+    )
     assert r.status_code == 409
     assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
     assert "not a DICOM Part 10 instance" in r.headers["Warning"]
@@ -195,7 +243,8 @@ def test_unknown_resources_are_404(stack: dict[str, Any]) -> None:
 
 def test_unacceptable_accept_is_406(stack: dict[str, Any]) -> None:
     imported, base = stack["imported"], stack["base"]
-    instance = f"{base}/studies/{imported.study_uid}/series/{imported.series_uid}/instances/{imported.sop_instance_uids[0]}"
+    series = f"{base}/studies/{imported.study_uid}/series/{imported.series_uid}"
+    instance = f"{series}/instances/{imported.sop_instance_uids[0]}"
     cases = {
         f"{base}/studies": 'multipart/related; type="application/dicom+xml"',
         f"{instance}/metadata": "application/xml",

@@ -1,6 +1,6 @@
-"""Differential conformance: the same files stored with STOW-RS in ahi-local and in Orthanc (+ DICOMweb plugin),
-then both queried with dicomweb-client and compared: STOW responses, QIDO results (attributes, matching,
-paging), WADO-RS metadata (DICOM JSON), instances and frames (decoded pixels).
+"""Differential conformance: the same files stored with STOW-RS in ahi-local and in Orthanc (+ its DICOMweb
+plugin), then both queried with dicomweb-client and compared: STOW responses, QIDO results (attributes,
+matching, paging), WADO-RS metadata (DICOM JSON), instances and frames (decoded pixels).
 
 Where AHI differs from Orthanc on purpose, the difference is named in :data:`DELIBERATE` with the AHI
 developer guide page that says so (the README's DICOMweb table lists the same); every other difference fails.
@@ -58,10 +58,21 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     phantom = generate_phantom(7, shape=(6, 48, 48), spacing=(3.0, 2.0, 2.0))
     paths = list(write_dicom_series(phantom, work / "phantom"))
     for name, spec in {
-        "rgb": SeriesSpec(slices=2, rows=24, columns=20, bits_allocated=8, bits_stored=8, signed=False,
-                          photometric="RGB", modality="XC", patient_id="SYN-RGB", seed=1),
-        "multiframe": SeriesSpec(slices=4, rows=32, columns=32, multiframe=True, modality="MR",
-                                 patient_id="SYN-MF", seed=2),
+        "rgb": SeriesSpec(
+            slices=2,
+            rows=24,
+            columns=20,
+            bits_allocated=8,
+            bits_stored=8,
+            signed=False,
+            photometric="RGB",
+            modality="XC",
+            patient_id="SYN-RGB",
+            seed=1,
+        ),
+        "multiframe": SeriesSpec(
+            slices=4, rows=32, columns=32, multiframe=True, modality="MR", patient_id="SYN-MF", seed=2
+        ),
     }.items():
         paths += write_series(work / name, spec).paths
     testdata, left_out = reference_corpus()
@@ -126,7 +137,9 @@ def _same_json(a: dict[str, Any], b: dict[str, Any], where: str = "") -> list[st
 
 
 def _each_series(corpus: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    seen = dict.fromkeys((str(d.StudyInstanceUID), str(d.SeriesInstanceUID)) for d in corpus["datasets"].values())
+    seen = dict.fromkeys(
+        (str(d.StudyInstanceUID), str(d.SeriesInstanceUID)) for d in corpus["datasets"].values()
+    )
     yield from seen
 
 
@@ -139,11 +152,17 @@ def test_stow_responses_agree(services: dict[str, Any], corpus: dict[str, Any]) 
     ahi, ref = services["stow"]["ahi"], services["stow"]["orthanc"]
     expected = sorted(str(d.SOPInstanceUID) for d in corpus["datasets"].values())
     for name, response in (("ahi-local", ahi), ("Orthanc", ref)):
-        failed = [(str(i.ReferencedSOPInstanceUID), i.FailureReason) for i in response.get("FailedSOPSequence", [])]
+        failed = [
+            (str(i.ReferencedSOPInstanceUID), i.FailureReason) for i in response.get("FailedSOPSequence", [])
+        ]
         assert failed == [], f"{name} rejected {failed}"
         assert sorted(str(i.ReferencedSOPInstanceUID) for i in response.ReferencedSOPSequence) == expected
-    classes = {str(i.ReferencedSOPInstanceUID): str(i.ReferencedSOPClassUID) for i in ahi.ReferencedSOPSequence}
-    assert classes == {str(i.ReferencedSOPInstanceUID): str(i.ReferencedSOPClassUID) for i in ref.ReferencedSOPSequence}
+    classes = {
+        str(i.ReferencedSOPInstanceUID): str(i.ReferencedSOPClassUID) for i in ahi.ReferencedSOPSequence
+    }
+    assert classes == {
+        str(i.ReferencedSOPInstanceUID): str(i.ReferencedSOPClassUID) for i in ref.ReferencedSOPSequence
+    }
     for item in ahi.ReferencedSOPSequence:
         assert "imageSetId=" in item.RetrieveURL, item
 
@@ -165,7 +184,11 @@ def test_qido_studies(services: dict[str, Any], corpus: dict[str, Any]) -> None:
     first = next(iter(corpus["datasets"].values()))
     queries = [
         {"PatientID": str(first.PatientID)},
-        {"StudyInstanceUID": ",".join(sorted({str(d.StudyInstanceUID) for d in corpus["datasets"].values()})[:2])},
+        {
+            "StudyInstanceUID": ",".join(
+                sorted({str(d.StudyInstanceUID) for d in corpus["datasets"].values()})[:2]
+            )
+        },
         {"StudyDate": "19000101-20991231"},
         {"StudyDate": "-19991231"},
         {"ModalitiesInStudy": "CT"},
@@ -189,7 +212,9 @@ def test_qido_paging(services: dict[str, Any]) -> None:
     for svc in (ahi, ref):
         pages = [svc.search_for_studies(limit=2, offset=o) for o in range(0, total, 2)]
         assert [len(p) for p in pages] == [min(2, total - o) for o in range(0, total, 2)]
-        assert sorted(u for p in pages for u in _uids(p, "0020000D")) == _uids(svc.search_for_studies(), "0020000D")
+        assert sorted(u for p in pages for u in _uids(p, "0020000D")) == _uids(
+            svc.search_for_studies(), "0020000D"
+        )
     assert ahi.search_for_studies(offset=total) == ref.search_for_studies(offset=total) == []
 
 
@@ -203,8 +228,13 @@ def test_qido_series_and_instances(services: dict[str, Any], corpus: dict[str, A
             "00080018",
             QIDO_INSTANCE,
         )
-        modality = _uids(ref.search_for_series(study, search_filters={"SeriesInstanceUID": series}), "0020000E")
-        assert _uids(ahi.search_for_series(study, search_filters={"SeriesInstanceUID": series}), "0020000E") == modality
+        modality = _uids(
+            ref.search_for_series(study, search_filters={"SeriesInstanceUID": series}), "0020000E"
+        )
+        assert (
+            _uids(ahi.search_for_series(study, search_filters={"SeriesInstanceUID": series}), "0020000E")
+            == modality
+        )
 
 
 def _original_json(ds: pydicom.Dataset) -> dict[str, Any]:
@@ -240,7 +270,9 @@ def test_wado_metadata(services: dict[str, Any], corpus: dict[str, Any]) -> None
     logger.info("Orthanc differs from the original file (ahi-local does not): %s", orthanc_quirks)
 
 
-def _reference_pixels(ref: DICOMwebClient, uids: tuple[str, str, str], original: pydicom.Dataset) -> np.ndarray:
+def _reference_pixels(
+    ref: DICOMwebClient, uids: tuple[str, str, str], original: pydicom.Dataset
+) -> np.ndarray:
     """Orthanc's uncompressed instance, or (Orthanc 1.10 cannot transcode JPEG 2000) pydicom's decode of
     the original file."""
     try:
@@ -290,7 +322,9 @@ def test_wado_frames_equal_bytes(services: dict[str, Any], corpus: dict[str, Any
         for frame, want in zip(mine, original.pixel_array.reshape(count, -1), strict=True):
             got = np.frombuffer(bytes(frame), dtype=want.dtype.newbyteorder("<"))[: want.size]
             if str(original.file_meta.TransferSyntaxUID) in LOSSY:
-                assert got.size == want.size and np.abs(got.astype(int) - want.astype(int)).max() <= 2, path.name
+                assert got.size == want.size and np.abs(got.astype(int) - want.astype(int)).max() <= 2, (
+                    path.name
+                )
             else:
                 assert np.array_equal(got, want), path.name
 
@@ -301,13 +335,19 @@ def test_stow_study_mismatch_is_a_conflict(services: dict[str, Any], corpus: dic
     body = Path(ds.filename).read_bytes()
     boundary = "conformance-boundary"
     payload = (
-        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + body + f"\r\n--{boundary}--\r\n".encode()
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + body
+        + f"\r\n--{boundary}--\r\n".encode()
     )
-    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-               "Accept": "application/dicom+json"}
+    headers = {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json",
+    }
     answers = {}
     for name, svc in (("ahi", services["ahi"]), ("orthanc", services["orthanc"])):
-        r = requests.post(f"{svc.base_url}/studies/1.2.3.4.5.6.7.8.9", data=payload, headers=headers, timeout=60)
+        r = requests.post(
+            f"{svc.base_url}/studies/1.2.3.4.5.6.7.8.9", data=payload, headers=headers, timeout=60
+        )
         answers[name] = (r.status_code, r.json() if r.content else None)
     for status, answer in answers.values():
         assert status == 409, answers
