@@ -6,7 +6,8 @@
    StartDICOMImportJob);
 3. ``invoke_endpoint(EndpointName=..., TargetModel="model.tar.gz", Body={"inputs": [...], "output": {...}})``;
 4. print the spleen volume (and the phantom's true volume), where the SEG went (S3, and the new AHI image set
-   the SEG was imported into), then stop everything it started (also on Ctrl-C or an error).
+   it was written back to with STOW-RS, found again with QIDO-RS), then stop everything it started (also on
+   Ctrl-C or an error).
 
 Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 3] [--keep-logs]``
 """
@@ -42,7 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=3, help="phantom seed")
     p.add_argument("--shape", default="48,128,128", help="phantom slices,rows,cols")
     p.add_argument("--spacing", default="4.0,2.5,2.5", help="phantom slice thickness,row,col spacing in mm")
-    p.add_argument("--no-write-back", action="store_true", help="do not import the SEG back into AHI")
+    p.add_argument("--no-write-back", action="store_true", help="do not write the SEG back into AHI")
+    p.add_argument(
+        "--write-back",
+        choices=("stow-rs", "import-job"),
+        default="stow-rs",
+        help="STOW-RS (synchronous, default) or an S3-staged import job",
+    )
     p.add_argument("--keep-logs", action="store_true", help="keep the services' logs and data folder")
     return p
 
@@ -74,7 +81,20 @@ def _phantom_study(work: Path, seed: int, shape: str, spacing: str) -> tuple[Pat
     return folder, phantom
 
 
-def _summarise(out: dict[str, Any], s3: Any, phantom: Any) -> None:
+def _write_back_lines(wb: dict[str, Any], seg: Any, dicomweb: Any) -> None:
+    """How the SEG went back into AHI; for STOW-RS also that QIDO-RS finds its series in the study."""
+    ids = ", ".join(wb.get("imageSetIds", [])) or "(pending)"
+    if wb.get("method") != "stow-rs":
+        print(f"written to AHI   : import job {wb['jobId']} {wb['jobStatus']} -> image set(s) {ids}")
+        return
+    print(f"written to AHI   : STOW-RS (HTTP {wb['status']}) -> image set {ids} in {wb['datastoreId']}")
+    found = dicomweb.search_series(wb["datastoreId"], str(seg.StudyInstanceUID), Modality="SEG")
+    uids = [s["0020000E"]["Value"][0] for s in found]
+    state = "found" if str(seg.SeriesInstanceUID) in uids else "NOT found"
+    print(f"QIDO-RS check    : SEG series {seg.SeriesInstanceUID} {state} in study {seg.StudyInstanceUID}")
+
+
+def _summarise(out: dict[str, Any], s3: Any, phantom: Any, dicomweb: Any) -> None:
     import pydicom
 
     print(json.dumps({k: v for k, v in out.items() if k != "results"}, indent=2))
@@ -102,12 +122,8 @@ def _summarise(out: dict[str, Any], s3: Any, phantom: Any) -> None:
             f"'{seg.SegmentSequence[0].SegmentLabel}', references series "
             f"{seg.ReferencedSeriesSequence[0].SeriesInstanceUID}"
         )
-        wb = result.get("writeBackToAHI")
-        if wb:
-            print(
-                f"written to AHI   : import job {wb['jobId']} {wb['jobStatus']} -> image set(s) "
-                f"{', '.join(wb.get('imageSetIds', [])) or '(pending)'} in datastore {wb['datastoreId']}"
-            )
+        if result.get("writeBackToAHI"):
+            _write_back_lines(result["writeBackToAHI"], seg, dicomweb)
         print(f"timings (s)      : {json.dumps(report['timingsSeconds'])}")
 
 
@@ -155,7 +171,11 @@ def run(args: argparse.Namespace) -> int:
             "output": {"s3Uri": f"s3://{RESULTS_BUCKET}/results"},
         }
         if not args.no_write_back:
-            body["output"]["writeBackToAHI"] = {"dataAccessRoleArn": ROLE_ARN, "wait": True}
+            body["output"]["writeBackToAHI"] = (
+                {"method": "stow-rs"}
+                if args.write_back == "stow-rs"
+                else {"method": "import-job", "dataAccessRoleArn": ROLE_ARN, "wait": True}
+            )
         runtime = stack.client("sagemaker-runtime", gateway_url)
         started = time.perf_counter()
         try:
@@ -179,7 +199,9 @@ def run(args: argparse.Namespace) -> int:
             f"answered in {time.perf_counter() - started:.1f} s (first call loads the model); "
             f"CustomAttributes: {resp.get('CustomAttributes')}"
         )
-        _summarise(out, s3, phantom)
+        from devstack.clients import dicomweb_client
+
+        _summarise(out, s3, phantom, dicomweb_client(ahi_url))
         _step("stopping everything the demo started")
     if args.keep_logs:
         print(f"logs and data kept in {work}")
