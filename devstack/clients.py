@@ -24,7 +24,7 @@ def ahi_client(url: str, max_attempts: int = 3, max_pool_connections: int = 32) 
 
 
 def dicomweb_client(url: str) -> Any:
-    """An ``ahi_connector`` DICOMweb client talking to an ``ahi-local`` server at ``url`` (SigV4, dummy keys)."""
+    """An ``ahi_connector`` DICOMweb client for an ``ahi-local`` server at ``url`` (SigV4, dummy keys)."""
     import boto3.session
 
     from ahi_connector.dicomweb import DicomWebClient

@@ -103,13 +103,14 @@ STUDY_RETURN = (
     "StudyDate StudyTime AccessionNumber ReferringPhysicianName TimezoneOffsetFromUTC StudyDescription "
     "PatientName PatientID PatientBirthDate PatientSex StudyInstanceUID StudyID"
 ).split()
+# Series and instance results also carry the unique keys of the levels above (as Orthanc and most PACS do).
 SERIES_RETURN = (
-    "Modality TimezoneOffsetFromUTC SeriesDescription SeriesInstanceUID SeriesNumber "
+    "StudyInstanceUID Modality TimezoneOffsetFromUTC SeriesDescription SeriesInstanceUID SeriesNumber "
     "PerformedProcedureStepStartDate PerformedProcedureStepStartTime"
 ).split()
 INSTANCE_RETURN = (
-    "SOPClassUID SOPInstanceUID TimezoneOffsetFromUTC InstanceNumber Rows Columns BitsAllocated "
-    "NumberOfFrames"
+    "StudyInstanceUID SeriesInstanceUID SOPClassUID SOPInstanceUID TimezoneOffsetFromUTC InstanceNumber "
+    "Rows Columns BitsAllocated NumberOfFrames"
 ).split()
 QIDO_PARAMS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 _TAG_HEX = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -538,7 +539,7 @@ class DicomWeb:
         return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
 
     @staticmethod
-    def _choose_syntax(inst: IndexedInstance, media: MediaType, what: str) -> str | None:
+    def _choose_syntax(inst: IndexedInstance, media: MediaType) -> str | None:
         """Transfer syntax to answer for one acceptable media range, or None if it cannot be served."""
         stored = inst.flat.stored_transfer_syntax or ELE
         wanted = media.param("transfer-syntax")
@@ -607,7 +608,7 @@ class DicomWeb:
                 continue
             if not multipart and not matches(media.name, DICOM):
                 continue
-            syntax = self._choose_syntax(inst, media, "GetDICOMInstance")
+            syntax = self._choose_syntax(inst, media)
             if syntax is None:
                 continue
             data = await run_in_threadpool(self._part10, inst, syntax)

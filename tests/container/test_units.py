@@ -215,7 +215,9 @@ def test_envelope_and_bare_input_are_parsed():
             r"\['dataAccessRoleArn'\] belong to method import-job",
         ),
         (
-            json.dumps({"datastoreId": DS, "imageSetId": IS, "output": {"writeBackToAHI": {"method": "s3"}}}).encode(),
+            json.dumps(
+                {"datastoreId": DS, "imageSetId": IS, "output": {"writeBackToAHI": {"method": "s3"}}}
+            ).encode(),
             r"writeBackToAHI\.method='s3' is not one of \['stow-rs', 'import-job'\]",
         ),
         (

@@ -1,5 +1,5 @@
-"""The connector's DICOMweb side against a real ahi-local: STOW-RS write-back (image set in the answer, or found
-with SearchImageSets), failures with their reason, and reading a series through WADO-RS (exporter and
+"""The connector's DICOMweb side against a real ahi-local: STOW-RS write-back (image set in the answer, or
+found with SearchImageSets), failures with their reason, and reading a series through WADO-RS (exporter and
 ``ahi-export --via dicomweb``) to the same pixels and geometry as the native GetImageFrame path."""
 
 from __future__ import annotations
@@ -47,7 +47,10 @@ def test_stow_answer_names_the_image_set(stored: dict[str, Any]) -> None:
     assert result.status == 200 and len(result.stored) == len(stored["paths"])
     (image_set_id,) = result.image_set_ids
     assert locate_image_sets(stored["ahi"], stored["id"], stored["paths"][0]) == [image_set_id]
-    assert StoredInstance("1.2", "3.4", "https://h/datastore/d/studies/1/series/2/instances/3").image_set_id is None
+    assert (
+        StoredInstance("1.2", "3.4", "https://h/datastore/d/studies/1/series/2/instances/3").image_set_id
+        is None
+    )
 
 
 def test_stow_failure_raises_with_the_reason(stored: dict[str, Any]) -> None:
@@ -84,13 +87,18 @@ def test_exporter_reads_through_wado_rs_like_the_native_api(stored: dict[str, An
     assert np.allclose(va.affine, vb.affine)
 
 
-def test_ahi_export_via_dicomweb(stored: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ahi_export_via_dicomweb(
+    stored: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key, value in DUMMY_AWS_ENV.items():
         monkeypatch.setenv(key, value)
     (image_set_id,) = stored["result"].image_set_ids
     common = [stored["id"], image_set_id, "--endpoint-url", stored["url"], "--format", "npz"]
     assert ahi_export([*common, "-o", str(tmp_path / "native")]) == 0
-    assert ahi_export([*common, "-o", str(tmp_path / "web"), "--via", "dicomweb", "--study", stored["study"]]) == 0
+    assert (
+        ahi_export([*common, "-o", str(tmp_path / "web"), "--via", "dicomweb", "--study", stored["study"]])
+        == 0
+    )
     (native,) = (tmp_path / "native").glob("*.npz")
     (web,) = (tmp_path / "web").glob("*.npz")
     with np.load(native) as x, np.load(web) as y:
