@@ -271,3 +271,27 @@ def test_qido_bad_queries_are_400(stack: dict[str, Any], query: str, reason: str
     r = requests.get(f"{stack['base']}/studies?{query}", headers=JSON, timeout=30)
     assert r.status_code == 400
     assert reason in r.json()["message"]
+
+
+def test_binary_attributes_over_one_megabyte_are_bulk_data(stack: dict[str, Any]) -> None:
+    """An instance with a 1.5 MB private OB element and a 1 kB one: the big one is a BulkDataURI whose
+    bulk data is the element's bytes, the small one stays InlineBinary."""
+    spec = SeriesSpec(slices=1, rows=16, columns=16, patient_id="BULK-1", seed=12)
+    series = write_series(stack["work"] / "bulk", spec)
+    ds = pydicom.dcmread(series.paths[0])
+    big, small = np.random.default_rng(1).bytes(1_500_000), b"\x01\x02" * 512
+    block = ds.private_block(0x0011, "ahi-local bulk test", create=True)
+    block.add_new(0x01, "OB", big)
+    block.add_new(0x02, "OB", small)
+    buffer = pydicom.filebase.DicomBytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    r = requests.post(
+        f"{stack['base']}/studies", data=_multipart([buffer.getvalue()]), headers=_stow_headers(), timeout=60
+    )
+    assert r.status_code == 200, r.text
+    meta = stack["dw"].retrieve_instance_metadata(
+        series.study_uid, series.series_uid, series.sop_instance_uids[0]
+    )
+    assert "InlineBinary" in meta["00111002"]
+    (data,) = stack["dw"].retrieve_bulkdata(meta["00111001"]["BulkDataURI"])
+    assert data == big
