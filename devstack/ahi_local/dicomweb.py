@@ -18,6 +18,7 @@ imported is visible here. Paths, parameters and limits follow the AHI developer 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
@@ -61,6 +62,7 @@ from .dicomweb_media import (
     split_multipart,
 )
 from .errors import ServiceError
+from .faults import FaultInjector
 from .frames import CONTENT_TYPE_OCTET, FALLBACK_DECODERS
 from .ids import ID_PATTERN
 from .importer import FileFailure, PreparedInstance, commit_groups, prepare_instance
@@ -301,32 +303,40 @@ def page(items: list[Any], query: Query) -> list[Any]:
 class DicomWeb:
     """Route handlers of the DICOMweb service over one :class:`Store`."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, faults: FaultInjector | None = None) -> None:
         self.store = store
         self.index = Index(store)
+        self.faults = faults
 
     def routes(self) -> list[Route]:
         base = "/datastore/{datastoreId}/studies"
         series = base + "/{study}/series/{series}"
         instance = series + "/instances/{sop}"
-        table: list[tuple[str, Callable[..., Any], str]] = [
-            (base, self.search_studies, "GET"),
-            (base, self.store_instances, "POST"),
-            (base + "/{study}", self.store_instances, "POST"),
-            (base + "/{study}/series", self.search_series, "GET"),
-            (series + "/instances", self.search_instances, "GET"),
-            (series + "/metadata", self.series_metadata, "GET"),
-            (instance, self.instance, "GET"),
-            (instance + "/metadata", self.instance_metadata, "GET"),
-            (instance + "/frames/{frames}", self.frames, "GET"),
-            (instance + "/bulkdata/{tag}", self.bulkdata, "GET"),
+        # (path, handler, method, AHI operation name: fault injection and logs use it)
+        table: list[tuple[str, Callable[..., Any], str, str]] = [
+            (base, self.search_studies, "GET", "SearchDICOMStudies"),
+            (base, self.store_instances, "POST", "StoreDICOM"),
+            (base + "/{study}", self.store_instances, "POST", "StoreDICOMStudy"),
+            (base + "/{study}/series", self.search_series, "GET", "SearchDICOMSeries"),
+            (series + "/instances", self.search_instances, "GET", "SearchDICOMInstances"),
+            (series + "/metadata", self.series_metadata, "GET", "GetDICOMSeriesMetadata"),
+            (instance, self.instance, "GET", "GetDICOMInstance"),
+            (instance + "/metadata", self.instance_metadata, "GET", "GetDICOMInstanceMetadata"),
+            (instance + "/frames/{frames}", self.frames, "GET", "GetDICOMInstanceFrames"),
+            (instance + "/bulkdata/{tag}", self.bulkdata, "GET", "GetDICOMBulkdata"),
         ]
-        return [Route(path, self._wrap(handler), methods=[method]) for path, handler, method in table]
+        return [
+            Route(path, self._wrap(handler, operation), methods=[method], name=operation)
+            for path, handler, method, operation in table
+        ]
 
-    @staticmethod
-    def _wrap(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    def _wrap(self, handler: Callable[[Request], Any], operation: str) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             try:
+                if self.faults is not None:
+                    if self.faults.latency_s():
+                        await asyncio.sleep(self.faults.latency_s())
+                    self.faults.check_request(operation)
                 return await handler(request)
             except DicomWebError as exc:
                 return error_response(exc)
@@ -336,7 +346,7 @@ class DicomWeb:
                 logger.exception("DICOMweb %s %s failed", request.method, request.url.path)
                 return error_response(DicomWebError(500, f"{type(exc).__name__}: {exc} (see server log)"))
 
-        endpoint.__name__ = handler.__name__
+        endpoint.__name__ = operation
         return endpoint
 
     # ---- URLs ----------------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ class LocalAHIApp:
         routes = [
             Route("/_local/health", self.health, methods=["GET"]),
             Route("/_local/faults", self.fault_settings, methods=["GET", "PUT"]),
-            *DicomWeb(self.store).routes(),
+            *DicomWeb(self.store, self.faults).routes(),
         ]
         for name in self.model.operation_names:
             op = self.model.operation_model(name)
