@@ -35,7 +35,7 @@ from pydicom import datadict
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.pixels import pack_bits
+from pydicom.pixels import get_decoder, pack_bits
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -63,7 +63,7 @@ from .dicomweb_media import (
 )
 from .errors import ServiceError
 from .faults import FaultInjector
-from .frames import CONTENT_TYPE_OCTET, FALLBACK_DECODERS
+from .frames import CONTENT_TYPE_HTJ2K, CONTENT_TYPE_JPEG, CONTENT_TYPE_OCTET, FALLBACK_DECODERS
 from .ids import ID_PATTERN
 from .importer import FileFailure, PreparedInstance, commit_groups, prepare_instance
 from .records import ImageSetRecord
@@ -91,6 +91,7 @@ CODECS = {"image/jph": Codec.HTJ2K, "image/jpeg": Codec.JPEG, "image/j2c": Codec
 # STOW-RS Failure Reason (0008,1197) values (PS3.4 Annex B status codes; Orthanc uses the same).
 PROCESSING_FAILURE = 0x0110
 CANNOT_UNDERSTAND = 0xC000
+SUBSAMPLED_YBR = frozenset({"YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420"})
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 
 # Search keys the developer guide lists per level ("Study elements for SearchDICOMStudies", ...).
@@ -536,17 +537,44 @@ class DicomWeb:
         return out
 
     @staticmethod
-    def _native(inst: IndexedInstance, data: bytes, content_type: str) -> bytes:
-        """Little-endian native sample bytes of one stored frame (1-bit frames stay one byte per pixel)."""
+    def _native(inst: IndexedInstance, data: bytes, content_type: str) -> tuple[bytes, str | None]:
+        """Little-endian native sample bytes of one stored frame (1-bit frames stay one byte per pixel) and,
+        for kept lossy frames, the Photometric Interpretation of those bytes.
+
+        Our own lossless HTJ2K decodes with imagecodecs (it wrote it). Kept JPEG / JPEG 2000 frames decode
+        with pydicom as a DICOM reader would (colour-converted to RGB, as DCMTK and Orthanc do), falling back
+        to imagecodecs where pydicom's plugins reject the stream (e.g. 12-bit JPEG Extended)."""
         if content_type == CONTENT_TYPE_OCTET:
-            return data
-        decode = FALLBACK_DECODERS.get(str(inst.flat.stored_transfer_syntax))
+            return data, None
+        syntax = str(inst.flat.stored_transfer_syntax)
+        if content_type != CONTENT_TYPE_HTJ2K:
+            try:
+                arr, meta = get_decoder(syntax).as_array(
+                    encapsulate([data]),
+                    rows=int(inst.first("Rows")),
+                    columns=int(inst.first("Columns")),
+                    samples_per_pixel=int(inst.first("SamplesPerPixel") or 1),
+                    bits_allocated=int(inst.first("BitsAllocated") or 8),
+                    bits_stored=int(inst.first("BitsStored") or inst.first("BitsAllocated") or 8),
+                    pixel_representation=int(inst.first("PixelRepresentation") or 0),
+                    photometric_interpretation=str(inst.first("PhotometricInterpretation") or "MONOCHROME2"),
+                    planar_configuration=int(inst.first("PlanarConfiguration") or 0),
+                    number_of_frames=1,
+                    as_rgb=True,
+                )
+                arr = np.ascontiguousarray(arr)
+                photometric = str(meta.get("photometric_interpretation") or "") or None
+                return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes(), photometric
+            except Exception as exc:  # decoder plugins raise many types
+                logger.info(
+                    "pydicom cannot decode a frame of %s (%s); using imagecodecs", inst.flat.sop_uid, exc
+                )
+        decode = FALLBACK_DECODERS.get(syntax)
         if decode is None:
-            raise DicomWebError(
-                500, f"instance {inst.flat.sop_uid}: no decoder for stored {inst.flat.stored_transfer_syntax}"
-            )
+            raise DicomWebError(500, f"instance {inst.flat.sop_uid}: no decoder for stored {syntax}")
         arr = np.ascontiguousarray(decode(data))
-        return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        photometric = "RGB" if arr.ndim == 3 and content_type == CONTENT_TYPE_JPEG else None
+        return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes(), photometric
 
     @staticmethod
     def _choose_syntax(inst: IndexedInstance, media: MediaType) -> str | None:
@@ -569,7 +597,8 @@ class DicomWeb:
         if syntax != ELE:
             ds.add(DataElement(0x7FE00010, "OB", encapsulate([data for data, _ in frames])))
             return
-        native = [self._native(inst, data, ctype) for data, ctype in frames]
+        decoded = [self._native(inst, data, ctype) for data, ctype in frames]
+        native = [d for d, _ in decoded]
         if bits == 1:
             data = pack_bits(np.frombuffer(b"".join(native), np.uint8), pad=False)
             tag, vr = 0x7FE00010, "OB"
@@ -588,7 +617,12 @@ class DicomWeb:
         if samples > 1:
             ds.PlanarConfiguration = 0
             codec = CODECS.get(frames[0][1])
-            photometric = output_photometric(ds.get("PhotometricInterpretation"), codec, samples)
+            photometric = decoded[0][1] or output_photometric(
+                ds.get("PhotometricInterpretation"), codec, samples
+            )
+            # Frames are stored decoded to full resolution: subsampled YBR is full YBR once uncompressed.
+            if photometric in SUBSAMPLED_YBR:
+                photometric = "YBR_FULL"
             if photometric:
                 ds.PhotometricInterpretation = photometric
 
@@ -682,7 +716,7 @@ class DicomWeb:
             for n in numbers:
                 data, ctype = frames[n - 1]
                 if syntax == ELE:
-                    data = self._native(inst, data, ctype)
+                    data = self._native(inst, data, ctype)[0]
                     if bits == 1:
                         data = pack_bits(np.frombuffer(data, np.uint8), pad=False)
                     part_ctype = f"{OCTET}; transfer-syntax={ELE}"
