@@ -371,12 +371,8 @@ class DicomWeb:
 
     # ---- QIDO-RS -------------------------------------------------------------------------------------
     @staticmethod
-    def _filtered(items: list[IndexedInstance], filters: Mapping[str, str], skip: Iterable[str] = ()) -> list:
-        return [
-            i
-            for i in items
-            if all(value_matches(k, i.dicom.get(k), v) for k, v in filters.items() if k not in skip)
-        ]
+    def _filtered(items: list[IndexedInstance], filters: Mapping[str, str]) -> list[IndexedInstance]:
+        return [i for i in items if all(value_matches(k, i.dicom.get(k), v) for k, v in filters.items())]
 
     @staticmethod
     def _attributes(inst: IndexedInstance, keywords: Iterable[str], query: Query) -> dict[str, Any]:
