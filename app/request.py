@@ -34,7 +34,8 @@ UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 UID_MAX_LENGTH = 64
 
 
-def _check_ahi_id(key: str, value: Any) -> str:
+def check_ahi_id(key: str, value: Any) -> str:
+    """``value`` if it is a datastore / image set ID; :class:`RequestError` naming ``key`` otherwise."""
     if not isinstance(value, str) or not AHI_ID_PATTERN.fullmatch(value):
         raise RequestError(
             f"{key!r} must be an AWS HealthImaging ID of exactly 32 characters [0-9a-z], got {value!r}"
@@ -95,10 +96,10 @@ class SegRequest:
         if has_image_set == has_study:
             got = "both" if has_image_set else "neither"
             raise RequestError(f"request needs exactly one of {KEY_IMAGE_SET!r} or {KEY_STUDY!r}, got {got}")
-        datastore_id = _check_ahi_id(KEY_DATASTORE, obj[KEY_DATASTORE])
+        datastore_id = check_ahi_id(KEY_DATASTORE, obj[KEY_DATASTORE])
         if has_image_set:
             return cls(
-                datastore_id=datastore_id, image_set_id=_check_ahi_id(KEY_IMAGE_SET, obj[KEY_IMAGE_SET])
+                datastore_id=datastore_id, image_set_id=check_ahi_id(KEY_IMAGE_SET, obj[KEY_IMAGE_SET])
             )
         return cls(datastore_id=datastore_id, study_instance_uid=_check_uid(KEY_STUDY, obj[KEY_STUDY]))
 

@@ -16,9 +16,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ahi_connector.s3uri import S3Uri, S3UriError
 from container.errors import ModelLoadError
-from container.invocation import InvocationResult, error_body, run_invocation
-from container.payload import Invocation, PayloadError, S3Location, parse_invocation
+from container.invocation import AwsClients, InvocationResult, error_body, run_invocation
+from container.payload import Invocation, PayloadError, parse_invocation
 from container.settings import OUTPUT_S3_URI_ENV, Settings
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ class ModelHandler:
         self.service: Any = None
         self.model_dir: Path | None = None
         self.load_seconds: float | None = None
-        self.default_output: S3Location | None = None
+        self.default_output: S3Uri | None = None
+        self.clients = AwsClients()  # S3 + HealthImaging clients, built once per worker
 
     @property
     def settings(self) -> Settings:
@@ -107,8 +109,8 @@ class ModelHandler:
         started = time.perf_counter()
         if self.settings.output_s3_uri:
             try:
-                self.default_output = S3Location.parse(self.settings.output_s3_uri, OUTPUT_S3_URI_ENV)
-            except PayloadError as exc:
+                self.default_output = S3Uri.parse(self.settings.output_s3_uri, OUTPUT_S3_URI_ENV)
+            except S3UriError as exc:
                 raise ModelLoadError(str(exc)) from exc
         if gpu_id is not None and int(gpu_id) >= 0:
             # One worker per GPU: MMS hands each worker its gpu_id; expose only that device to this process
@@ -151,6 +153,7 @@ class ModelHandler:
             request_id,
             work_root=self.settings.request_work_root(),
             inline_limit=self.settings.inline_seg_max_bytes,
+            clients=self.clients,
         )
 
     def serve(self, body: bytes | None, request_id: str, content_type: str | None = None) -> InvocationResult:
@@ -165,7 +168,7 @@ class ModelHandler:
     def handle(self, data: list[dict[str, Any]] | None, context: Any) -> list[str] | None:
         if data is None:  # MMS never calls a class handler without data; nothing to do
             return None
-        request_id = _request_id(context)
+        request_id = request_id_of(context)
         headers = _request_headers(context)
         body = request_body(data)
         result = self.serve(body, request_id, header(headers, "Content-Type"))
@@ -184,9 +187,10 @@ def _device_for(gpu_id: int, visible: str | None) -> str:
     return devices[gpu_id] if gpu_id < len(devices) else str(gpu_id)
 
 
-def _request_id(context: Any) -> str:
+def request_id_of(context: Any) -> str:
+    """The request ID MMS gives the request (a fresh random one when the context has none)."""
     try:
-        rid = context.get_request_id(0)
+        rid = context.get_request_id(0) if context is not None else None
     except (AttributeError, TypeError, KeyError):
         rid = None
     return str(rid) if rid else uuid.uuid4().hex
@@ -199,4 +203,4 @@ def _request_headers(context: Any) -> dict[str, Any]:
         return {}
 
 
-__all__ = ["ModelHandler", "PayloadError", "S3Location"]
+__all__ = ["ModelHandler", "PayloadError", "S3Uri"]

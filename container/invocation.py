@@ -2,7 +2,7 @@
 
 Shared by the MME container's ``ModelHandler`` and ``container/prebuilt/inference.py`` (SageMaker's prebuilt
 PyTorch container): each input runs in its own temporary working directory (removed afterwards, so concurrent
-requests never share files), its SEG/STL/report go to
+requests never share files), its SEG/STL/preview/report go to
 ``s3://<output prefix>/<request id>/<NN>-<image set or study>/``, the SEG bytes are returned inline only when
 asked and when they fit the 6 MB real-time response limit, and the SEG is stored back into AHI only when
 ``output.writeBackToAHI`` asks for it: with STOW-RS (synchronous; the response names the new image set) or,
@@ -23,21 +23,28 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from container.payload import Invocation, S3Location, WriteBack
+from ahi_connector.client import make_ahi_client, make_client
+from ahi_connector.import_jobs import ImportJobError, read_job_output, start_import_job, wait_for_import_job
+from ahi_connector.s3uri import S3Uri
+from container.metrics import emit_input_metrics
+from container.payload import Invocation, WriteBack
+from container.settings import DEFAULT_INLINE_SEG_MAX_BYTES
 
 logger = logging.getLogger(__name__)
 
 SEG_NAME = "seg.dcm"
 STL_NAME = "spleen.stl"
+PREVIEW_NAME = "preview.png"
 REPORT_NAME = "report.json"
+JSON_TYPE = "application/json"
 #: Per-input working directories: ``<work root>/spleen-p<worker pid>-<request id>-<NN>-<random>``.
 WORK_DIR_PREFIX = "spleen-p"
 _WORK_DIR_NAME = re.compile(r"^spleen-p(\d+)-")
@@ -53,29 +60,40 @@ class InvocationResult:
         return json.dumps(self.body, default=str)
 
 
-def default_s3_client() -> Any:
-    """S3 client from the standard chain (``AWS_ENDPOINT_URL_S3`` for a local endpoint), with retries."""
-    import boto3
-    from botocore.config import Config
+class AwsClients:
+    """The S3, HealthImaging and HealthImaging DICOMweb clients of one worker, each built once on first use
+    and shared by every request (boto3 clients and the DICOMweb client are thread-safe). Endpoints and
+    credentials come from the standard boto3 chain (``AWS_ENDPOINT_URL_S3``,
+    ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` for local endpoints; ``AHI_DICOMWEB_ENDPOINT_URL`` for DICOMweb)."""
 
-    local = bool(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
-    config = Config(
-        retries={"max_attempts": 5, "mode": "standard"},
-        s3={"addressing_style": "path"} if local else {},
-    )
-    return boto3.client("s3", config=config)
+    def __init__(self, s3: Any = None, ahi: Any = None, dicomweb: Any = None) -> None:
+        self._s3 = s3
+        self._ahi = ahi
+        self._dicomweb = dicomweb
+        self._lock = threading.Lock()
 
+    @property
+    def s3(self) -> Any:
+        with self._lock:
+            if self._s3 is None:
+                self._s3 = make_client("s3", max_attempts=5)
+            return self._s3
 
-def default_ahi_client() -> Any:
-    from ahi_connector.client import make_ahi_client
+    @property
+    def ahi(self) -> Any:
+        with self._lock:
+            if self._ahi is None:
+                self._ahi = make_ahi_client()
+            return self._ahi
 
-    return make_ahi_client()
+    @property
+    def dicomweb(self) -> Any:
+        with self._lock:
+            if self._dicomweb is None:
+                from ahi_connector.dicomweb import DicomWebClient
 
-
-def default_dicomweb_client() -> Any:
-    from ahi_connector.dicomweb import DicomWebClient
-
-    return DicomWebClient()
+                self._dicomweb = DicomWebClient()
+            return self._dicomweb
 
 
 def error_body(exc: BaseException, request_id: str) -> tuple[int, dict[str, Any]]:
@@ -95,7 +113,7 @@ def _input_label(raw: dict[str, Any]) -> str:
     return str(raw.get("imageSetId") or raw.get("studyInstanceUid") or "input")
 
 
-def _upload(s3: Any, path: Path, loc: S3Location, content_type: str) -> str:
+def _upload(s3: Any, path: Path, loc: S3Uri, content_type: str) -> str:
     s3.upload_file(str(path), loc.bucket, loc.key, ExtraArgs={"ContentType": content_type})
     return loc.uri
 
@@ -104,20 +122,15 @@ def _upload(s3: Any, path: Path, loc: S3Location, content_type: str) -> str:
 class _Context:
     invocation: Invocation
     request_id: str
-    s3_factory: Callable[[], Any]
-    ahi_factory: Callable[[], Any]
+    clients: AwsClients
     inline_budget: int
-    _s3: Any = None
-    dicomweb_factory: Callable[[], Any] = default_dicomweb_client
 
     @property
     def s3(self) -> Any:
-        if self._s3 is None:
-            self._s3 = self.s3_factory()
-        return self._s3
+        return self.clients.s3
 
 
-def _seg_entry(ctx: _Context, seg_path: Path, loc: S3Location | None) -> dict[str, Any]:
+def _seg_entry(ctx: _Context, seg_path: Path, loc: S3Uri | None) -> dict[str, Any]:
     size = seg_path.stat().st_size
     entry: dict[str, Any] = {"sizeBytes": size, "s3Uri": None}
     if loc is not None:
@@ -144,10 +157,10 @@ def _store_seg(ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path
 
     datastore = wb.datastore_id or raw["datastoreId"]
     result = require_stored(
-        ctx.dicomweb_factory().store_instances(datastore, [seg_path.read_bytes()]), seg_path
+        ctx.clients.dicomweb.store_instances(datastore, [seg_path.read_bytes()]), seg_path
     )
     stored = result.stored[0]
-    ids = result.image_set_ids or locate_image_sets(ctx.ahi_factory(), datastore, seg_path)
+    ids = result.image_set_ids or locate_image_sets(ctx.clients.ahi, datastore, seg_path)
     return {
         "method": "stow-rs",
         "datastoreId": datastore,
@@ -159,7 +172,7 @@ def _store_seg(ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path
 
 
 def _write_back(
-    ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path, loc: S3Location | None
+    ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path, loc: S3Uri | None
 ) -> dict[str, Any]:
     """Store the SEG in AHI: STOW-RS, or (``import-job``) StartDICOMImportJob, waited for if asked."""
     if wb.method == "stow-rs":
@@ -169,55 +182,55 @@ def _write_back(
     staged = loc.child("ahi-import", "input")
     out = loc.child("ahi-import", "output")
     _upload(ctx.s3, seg_path, staged.child(SEG_NAME), "application/dicom")
-    ahi = ctx.ahi_factory()
-    job = ahi.start_dicom_import_job(
-        jobName=f"spleen-seg-{ctx.request_id[:18]}",
-        dataAccessRoleArn=wb.role_arn,
-        clientToken=uuid.uuid5(uuid.NAMESPACE_URL, staged.uri).hex,
-        datastoreId=datastore,
-        inputS3Uri=staged.uri + "/",
-        outputS3Uri=out.uri + "/",
+    ahi = ctx.clients.ahi
+    job_id = start_import_job(
+        ahi,
+        datastore,
+        staged.uri + "/",
+        out.uri + "/",
+        wb.role_arn,
+        job_name=f"spleen-seg-{ctx.request_id[:18]}",
+        client_token=uuid.uuid5(uuid.NAMESPACE_URL, staged.uri).hex,
     )
     entry: dict[str, Any] = {
         "method": "import-job",
         "datastoreId": datastore,
-        "jobId": job["jobId"],
-        "jobStatus": job.get("jobStatus", "SUBMITTED"),
+        "jobId": job_id,
+        "jobStatus": "SUBMITTED",
         "inputS3Uri": staged.uri + "/",
         "outputS3Uri": out.uri + "/",
     }
     if wb.wait:
-        entry.update(_wait_import(ctx, ahi, datastore, job["jobId"], out))
+        entry.update(_wait_import(ctx, datastore, job_id, out))
     return entry
 
 
-def _wait_import(ctx: _Context, ahi: Any, datastore: str, job_id: str, out: S3Location) -> dict[str, Any]:
-    deadline = time.monotonic() + IMPORT_POLL_TIMEOUT_S
-    delay = 0.1
-    while True:
-        props = ahi.get_dicom_import_job(datastoreId=datastore, jobId=job_id)["jobProperties"]
-        if props["jobStatus"] in ("COMPLETED", "FAILED") or time.monotonic() > deadline:
-            break
-        time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
+def _wait_import(ctx: _Context, datastore: str, job_id: str, out: S3Uri) -> dict[str, Any]:
+    try:
+        props = wait_for_import_job(
+            ctx.clients.ahi, datastore, job_id, IMPORT_POLL_TIMEOUT_S, max_interval_s=2.0
+        )
+    except ImportJobError as exc:
+        return {"jobStatus": "IN_PROGRESS", "message": str(exc)}
     result: dict[str, Any] = {"jobStatus": props["jobStatus"]}
     if props["jobStatus"] == "COMPLETED":
-        key = out.child(f"{datastore}-DicomImport-{job_id}", "SUCCESS", "success.ndjson")
-        body = ctx.s3.get_object(Bucket=key.bucket, Key=key.key)["Body"].read().decode()
-        ids = [json.loads(line)["importResponse"]["imageSetId"] for line in body.splitlines() if line.strip()]
-        result["imageSetIds"] = list(dict.fromkeys(ids))
-    elif props["jobStatus"] == "FAILED":
+        result["imageSetIds"] = read_job_output(ctx.s3, out.uri, datastore, job_id).image_set_ids
+    else:
         result["message"] = props.get("message", "import job failed; see its FAILURE/failure.ndjson")
     return result
 
 
-def _public_report(report: dict[str, Any], seg_uri: str | None, stl_uri: str | None) -> dict[str, Any]:
+def _public_report(
+    report: dict[str, Any], seg_uri: str | None, stl_uri: str | None, preview_uri: str | None = None
+) -> dict[str, Any]:
     """The report without paths of the (deleted) working directory: S3 URIs where stored, else None."""
     out = dict(report)
     if isinstance(out.get("seg"), dict):
         out["seg"] = {**out["seg"], "path": seg_uri}
     if "stlPath" in out:
         out["stlPath"] = stl_uri
+    if "previewPath" in out:
+        out["previewPath"] = preview_uri
     return out
 
 
@@ -231,7 +244,10 @@ def _one_input(
     stl_uri = None
     if loc is not None and result.stl_path is not None and Path(result.stl_path).is_file():
         stl_uri = _upload(ctx.s3, Path(result.stl_path), loc.child(STL_NAME), "model/stl")
-    report = _public_report(result.report, seg["s3Uri"], stl_uri)
+    preview_uri = None
+    if loc is not None and result.preview_path is not None and Path(result.preview_path).is_file():
+        preview_uri = _upload(ctx.s3, Path(result.preview_path), loc.child(PREVIEW_NAME), "image/png")
+    report = _public_report(result.report, seg["s3Uri"], stl_uri, preview_uri)
     entry: dict[str, Any] = {
         "index": index,
         "input": raw,
@@ -239,13 +255,15 @@ def _one_input(
         "spleenVolumeMl": (report.get("spleen") or {}).get("volumeMl"),
         "seg": seg,
         "stlS3Uri": stl_uri,
+        "previewS3Uri": preview_uri,
         "reportS3Uri": None,
         "report": report,
     }
     if loc is not None:
-        report_path = work / f"_{REPORT_NAME}"
-        report_path.write_text(json.dumps(report, indent=2, default=str))
-        entry["reportS3Uri"] = _upload(ctx.s3, report_path, loc.child(REPORT_NAME), "application/json")
+        report_loc = loc.child(REPORT_NAME)
+        body = json.dumps(report, indent=2, default=str).encode()
+        ctx.s3.put_object(Bucket=report_loc.bucket, Key=report_loc.key, Body=body, ContentType=JSON_TYPE)
+        entry["reportS3Uri"] = report_loc.uri
     if output.write_back is not None:
         entry["writeBackToAHI"] = _write_back(ctx, output.write_back, raw, Path(result.seg_path), loc)
     return entry
@@ -270,15 +288,14 @@ def run_invocation(
     invocation: Invocation,
     request_id: str,
     work_root: Path | None = None,
-    inline_limit: int = 4_500_000,
-    s3_factory: Callable[[], Any] = default_s3_client,
-    ahi_factory: Callable[[], Any] = default_ahi_client,
-    dicomweb_factory: Callable[[], Any] = default_dicomweb_client,
+    inline_limit: int = DEFAULT_INLINE_SEG_MAX_BYTES,
+    clients: AwsClients | None = None,
 ) -> InvocationResult:
-    """Run every input of ``invocation`` through ``service.run`` in its own working directory."""
-    ctx = _Context(
-        invocation, request_id, s3_factory, ahi_factory, inline_limit, dicomweb_factory=dicomweb_factory
-    )
+    """Run every input of ``invocation`` through ``service.run`` in its own working directory.
+
+    ``clients`` are the worker's AWS clients (built once per worker); a fresh :class:`AwsClients` otherwise.
+    """
+    ctx = _Context(invocation, request_id, clients or AwsClients(), inline_limit)
     remove_orphaned_work_dirs(work_root or Path(tempfile.gettempdir()))
     results: list[dict[str, Any]] = []
     first_error: tuple[int, dict[str, Any]] | None = None
@@ -303,6 +320,7 @@ def run_invocation(
             entry["status"],
             entry["seconds"],
         )
+        emit_input_metrics(request_id, entry)  # one CloudWatch EMF line per input
         results.append(entry)
     body: dict[str, Any] = {"requestId": request_id, "results": results}
     if first_error is None:

@@ -24,9 +24,10 @@ import json
 import re
 from typing import Any
 
+from ahi_connector.s3uri import S3Uri, S3UriError
+
 #: At most this many inputs per invocation (each runs the full pipeline; keep requests within the timeout).
 MAX_INPUTS = 16
-_S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/.+$")
 _OUTPUT_KEYS = {"s3Uri", "inlineSeg", "writeBackToAHI"}
 _WRITE_BACK_KEYS = {"method", "dataAccessRoleArn", "datastoreId", "wait"}
@@ -40,27 +41,6 @@ class PayloadError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class S3Location:
-    bucket: str
-    key: str  # prefix without leading/trailing "/" ("" for the bucket root)
-
-    @classmethod
-    def parse(cls, uri: str, field: str) -> S3Location:
-        match = _S3_URI.match(uri.strip()) if isinstance(uri, str) else None
-        if match is None:
-            raise PayloadError(f"{field}={uri!r} is not an S3 URI; use s3://bucket/prefix")
-        return cls(match["bucket"], (match["key"] or "").strip("/"))
-
-    def child(self, *parts: str) -> S3Location:
-        key = "/".join(p.strip("/") for p in (self.key, *parts) if p and p.strip("/"))
-        return S3Location(self.bucket, key)
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
-
-
-@dataclasses.dataclass(frozen=True)
 class WriteBack:
     role_arn: str | None = None
     datastore_id: str | None = None
@@ -70,7 +50,7 @@ class WriteBack:
 
 @dataclasses.dataclass(frozen=True)
 class OutputOptions:
-    s3: S3Location | None = None
+    s3: S3Uri | None = None
     inline_seg: bool = False
     write_back: WriteBack | None = None
 
@@ -134,17 +114,21 @@ def _parse_write_back(obj: Any) -> WriteBack | None:
             "(arn:aws:iam::<account>:role/<name>); AHI reads the SEG from S3 with this role"
         )
     datastore = obj.get("datastoreId")
-    if datastore is not None and not (
-        isinstance(datastore, str) and re.fullmatch(r"[0-9a-z]{32}", datastore)
-    ):
-        raise PayloadError(f"output.writeBackToAHI.datastoreId={datastore!r} is not a 32-character AHI ID")
+    if datastore is not None:
+        from app.errors import RequestError
+        from app.request import check_ahi_id
+
+        try:
+            check_ahi_id("output.writeBackToAHI.datastoreId", datastore)
+        except RequestError as exc:
+            raise PayloadError(str(exc)) from exc
     wait = obj.get("wait", False)
     if not isinstance(wait, bool):
         raise PayloadError(f"output.writeBackToAHI.wait must be true or false, not {wait!r}")
     return WriteBack(role_arn=role, datastore_id=datastore, wait=wait, method=method)
 
 
-def parse_output(obj: Any, default_s3: S3Location | None = None) -> OutputOptions:
+def parse_output(obj: Any, default_s3: S3Uri | None = None) -> OutputOptions:
     if obj is None:
         obj = {}
     if not isinstance(obj, dict):
@@ -154,7 +138,10 @@ def parse_output(obj: Any, default_s3: S3Location | None = None) -> OutputOption
     unknown = set(obj) - _OUTPUT_KEYS
     if unknown:
         raise PayloadError(f"output: unknown field(s) {sorted(unknown)}; allowed {sorted(_OUTPUT_KEYS)}")
-    s3 = S3Location.parse(obj["s3Uri"], "output.s3Uri") if obj.get("s3Uri") is not None else default_s3
+    try:
+        s3 = S3Uri.parse(obj["s3Uri"], "output.s3Uri") if obj.get("s3Uri") is not None else default_s3
+    except S3UriError as exc:
+        raise PayloadError(str(exc)) from exc
     inline = obj.get("inlineSeg", False)
     if not isinstance(inline, bool):
         raise PayloadError(f"output.inlineSeg must be true or false, not {inline!r}")
@@ -168,7 +155,7 @@ def parse_output(obj: Any, default_s3: S3Location | None = None) -> OutputOption
 
 
 def parse_invocation(
-    body: bytes | bytearray | str | dict[str, Any] | None, default_s3: S3Location | None = None
+    body: bytes | bytearray | str | dict[str, Any] | None, default_s3: S3Uri | None = None
 ) -> Invocation:
     """Validate a whole invocation; raises :class:`PayloadError` (400) naming the bad field."""
     from app.errors import RequestError

@@ -6,10 +6,12 @@
    StartDICOMImportJob);
 3. ``invoke_endpoint(EndpointName=..., TargetModel="model.tar.gz", Body={"inputs": [...], "output": {...}})``;
 4. print the spleen volume (and the phantom's true volume), where the SEG went (S3, and the new AHI image set
-   it was written back to with STOW-RS, found again with QIDO-RS), then stop everything it started (also on
-   Ctrl-C or an error).
+   it was written back to with STOW-RS, found again with QIDO-RS), save the result's ``preview.png``
+   (axial/coronal/sagittal views with the spleen outline) locally and print its path, then stop everything it
+   started (also on Ctrl-C or an error).
 
-Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 3] [--keep-logs]``
+Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 3] [--preview-out PNG]
+[--keep-logs]``
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_BUCKET = "spleen-demo-results"
 IMPORT_BUCKET = "spleen-demo-import"
 ROLE_ARN = "arn:aws:iam::123456789012:role/spleen-demo-ahi-import"
+ENDPOINT_NAME = "spleen-mme"  # the one EndpointName the demo's sagemaker-local serves
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=("stow-rs", "import-job"),
         default="stow-rs",
         help="STOW-RS (synchronous, default) or an S3-staged import job",
+    )
+    p.add_argument(
+        "--preview-out",
+        type=Path,
+        default=ROOT / "build" / "demo" / "preview.png",
+        help="where to save the result's preview picture",
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the services' logs and data folder")
     return p
@@ -94,7 +103,16 @@ def _write_back_lines(wb: dict[str, Any], seg: Any, dicomweb: Any) -> None:
     print(f"QIDO-RS check    : SEG series {seg.SeriesInstanceUID} {state} in study {seg.StudyInstanceUID}")
 
 
-def _summarise(out: dict[str, Any], s3: Any, phantom: Any, dicomweb: Any) -> None:
+def _save_preview(s3: Any, uri: str | None, path: Path) -> str:
+    if not uri:
+        return "(none: the series is not one regular stack)"
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    s3.download_file(bucket, key, str(path))
+    return f"{uri} -> saved to {path}"
+
+
+def _summarise(out: dict[str, Any], s3: Any, phantom: Any, preview_out: Path, dicomweb: Any) -> None:
     import pydicom
 
     print(json.dumps({k: v for k, v in out.items() if k != "results"}, indent=2))
@@ -115,6 +133,7 @@ def _summarise(out: dict[str, Any], s3: Any, phantom: Any, dicomweb: Any) -> Non
         print(f"SEG (DICOM)      : {result['seg']['s3Uri']} ({result['seg']['sizeBytes']} bytes)")
         print(f"STL mesh         : {result['stlS3Uri']}")
         print(f"report           : {result['reportS3Uri']}")
+        print(f"preview (PNG)    : {_save_preview(s3, result.get('previewS3Uri'), preview_out)}")
         bucket, key = result["seg"]["s3Uri"].removeprefix("s3://").split("/", 1)
         seg = pydicom.dcmread(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
         print(
@@ -138,7 +157,7 @@ def _log_errors(log: Path, lines: int = 25) -> str:
 def run(args: argparse.Namespace) -> int:
     from botocore.exceptions import ClientError
 
-    from devstack.ahi_local.folder_import import ensure_bucket, import_folder
+    from devstack.importing import ensure_bucket, import_folder
     from devstack.stack import LocalStack
 
     if not args.model_archive.is_file():
@@ -151,17 +170,17 @@ def run(args: argparse.Namespace) -> int:
         s3_url = stack.start_moto()
         ahi_url = stack.start_ahi_local()
         container_url = stack.start_serve()
-        gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent))
+        gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent), [ENDPOINT_NAME])
         print(f"S3 {s3_url} | AHI {ahi_url} | container {container_url} | sagemaker-runtime {gateway_url}")
         ahi, s3 = stack.client("medical-imaging"), stack.client("s3")
 
         _step(f"generating phantom (seed {args.seed}, {args.shape} voxels) and importing it into AHI")
         folder, phantom = _phantom_study(work, args.seed, args.shape, args.spacing)
         datastore_id = _create_datastore(ahi)
-        props, output = import_folder(ahi, s3, datastore_id, folder, IMPORT_BUCKET)
-        if props["jobStatus"] != "COMPLETED" or not output.image_set_ids:
-            raise RuntimeError(f"import failed: {props} {output.failure}")
-        image_set_id = output.image_set_ids[0]
+        imported = import_folder(ahi, s3, datastore_id, folder, IMPORT_BUCKET)
+        if imported.job_status != "COMPLETED" or not imported.image_set_ids:
+            raise RuntimeError(f"import failed: {imported.job_properties} {imported.failure}")
+        image_set_id = imported.image_set_ids[0]
         print(f"datastore {datastore_id}, image set {image_set_id} ({len(list(folder.iterdir()))} instances)")
         ensure_bucket(s3, RESULTS_BUCKET)
 
@@ -180,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         try:
             resp = runtime.invoke_endpoint(  # type: ignore[attr-defined]
-                EndpointName="spleen-mme",
+                EndpointName=ENDPOINT_NAME,
                 TargetModel="model.tar.gz",
                 ContentType="application/json",
                 Accept="application/json",
@@ -201,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         )
         from devstack.clients import dicomweb_client
 
-        _summarise(out, s3, phantom, dicomweb_client(ahi_url))
+        _summarise(out, s3, phantom, args.preview_out, dicomweb_client(ahi_url))
         _step("stopping everything the demo started")
     if args.keep_logs:
         print(f"logs and data kept in {work}")

@@ -25,9 +25,15 @@ from pathlib import Path
 
 from .faults import FaultSettings
 from .settings import (
+    DEFAULT_ACCOUNT_ID,
+    DEFAULT_REGION,
+    DEFAULT_TRANSITION_S,
+    ENV_ACCOUNT_ID,
     ENV_IMPORT_WORKERS,
     ENV_LOCK_WAIT_S,
+    ENV_REGION,
     ENV_S3_ENDPOINT_URL,
+    ENV_TRANSITION_S,
     ServeSettings,
     default_environ,
     faults_from_env,
@@ -64,6 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--s3-endpoint-url", help=f"S3 endpoint for import jobs (env {ENV_S3_ENDPOINT_URL})")
     serve.add_argument(
         "--import-workers", type=int, help=f"threads per import job (env {ENV_IMPORT_WORKERS})"
+    )
+    serve.add_argument(
+        "--transition-seconds",
+        type=float,
+        help="how long update/copy/delete keep an image set LOCKED before it is ACTIVE again "
+        f"(env {ENV_TRANSITION_S}; default {DEFAULT_TRANSITION_S})",
+    )
+    serve.add_argument(
+        "--region", help=f"region in ARNs (env {ENV_REGION}, AWS_REGION; default {DEFAULT_REGION})"
+    )
+    serve.add_argument(
+        "--account-id", help=f"account in ARNs (env {ENV_ACCOUNT_ID}; default {DEFAULT_ACCOUNT_ID})"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     imp = sub.add_parser("import", help="upload a DICOM folder to S3 and import it (prints a JSON summary)")
@@ -132,7 +150,34 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         faults=FaultSettings.from_mapping(values),
         log_level=args.log_level,
         lock_wait_s=float(environ.get(ENV_LOCK_WAIT_S) or 15.0),
+        transition_s=_first_float(
+            args.transition_seconds, environ.get(ENV_TRANSITION_S), DEFAULT_TRANSITION_S
+        ),
+        region=args.region or environ.get(ENV_REGION) or environ.get("AWS_REGION") or DEFAULT_REGION,
+        account_id=args.account_id or environ.get(ENV_ACCOUNT_ID) or DEFAULT_ACCOUNT_ID,
     )
+
+
+def _first_float(*values: object) -> float:
+    for value in values:
+        if value is not None and value != "":
+            result = float(value)  # type: ignore[arg-type]
+            if result < 0:
+                raise ValueError(f"transition seconds must be >= 0, got {result}")
+            return result
+    raise ValueError("no value")
+
+
+def client_environment(settings: ServeSettings) -> dict[str, str]:
+    """The environment a client (AWS CLI v1/v2, boto3) needs to talk to this server as it would to AWS.
+
+    ``AWS_DISABLE_HOST_PREFIX_INJECTION`` matters for the data plane: without it the CLI and boto3 send
+    GetImageFrame/GetImageSetMetadata/SearchImageSets to ``runtime-<host>``, which does not resolve."""
+    return {
+        "AWS_ENDPOINT_URL_MEDICAL_IMAGING": f"http://{settings.host}:{settings.port}",
+        "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
+        "AWS_DEFAULT_REGION": settings.region,
+    }
 
 
 def serve(settings: ServeSettings) -> None:
@@ -141,7 +186,13 @@ def serve(settings: ServeSettings) -> None:
     from .server import create_app
 
     app = create_app(settings)
-    logger.info("ahi-local serving %s on http://%s:%d", settings.data_dir, settings.host, settings.port)
+    logger.info(
+        "ahi-local serving %s on http://%s:%d; clients (aws CLI, boto3) need: %s",
+        settings.data_dir,
+        settings.host,
+        settings.port,
+        " ".join(f"{k}={v}" for k, v in client_environment(settings).items()),
+    )
     uvicorn.run(
         app,
         host=settings.host,
@@ -156,33 +207,28 @@ def serve(settings: ServeSettings) -> None:
 
 def run_import(args: argparse.Namespace) -> int:
     """``ahi-local import``: returns 0 when every file was imported, 1 otherwise."""
-    import boto3
-    from botocore.config import Config
-
-    from ahi_connector.client import make_ahi_client
-
-    from .folder_import import import_folder
+    from ahi_connector.client import make_ahi_client, make_client
+    from devstack.importing import import_folder
 
     ahi = make_ahi_client(endpoint_url=args.endpoint_url)
-    s3_config = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
-    s3 = boto3.client("s3", endpoint_url=args.s3_endpoint_url, config=s3_config)
+    s3 = make_client("s3", endpoint_url=args.s3_endpoint_url, max_attempts=5)
     datastore_id = args.datastore_id
     if not datastore_id:
         created = ahi.create_datastore(datastoreName=args.datastore_name, clientToken=uuid.uuid4().hex)
         datastore_id = created["datastoreId"]
         logger.info("created datastore %s", datastore_id)
-    props, output = import_folder(ahi, s3, datastore_id, args.folder, args.bucket, timeout_s=args.timeout)
+    result = import_folder(ahi, s3, datastore_id, args.folder, args.bucket, timeout_s=args.timeout)
     summary = {
         "datastoreId": datastore_id,
-        "jobId": props["jobId"],
-        "jobStatus": props["jobStatus"],
-        "message": props.get("message"),
-        "imageSetIds": output.image_set_ids,
-        "imported": len(output.success),
-        "failures": output.failure,
+        "jobId": result.job_id,
+        "jobStatus": result.job_status,
+        "message": result.job_properties.get("message"),
+        "imageSetIds": result.image_set_ids,
+        "imported": len(result.success),
+        "failures": result.failure,
     }
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    return 0 if props["jobStatus"] == "COMPLETED" and not output.failure else 1
+    return 0 if result.job_status == "COMPLETED" and not result.failure else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

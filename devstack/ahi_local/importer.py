@@ -29,6 +29,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from ahi_connector.import_jobs import job_output_location
+from ahi_connector.s3uri import S3Uri
+
 from . import metadata
 from .frames import FrameEncodingError, encode_instance
 from .ids import new_id, now
@@ -53,23 +56,6 @@ REQUIRED = (
     ("StudyInstanceUID", "(0020,000D) Study Instance UID"),
     ("SeriesInstanceUID", "(0020,000E) Series Instance UID"),
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class S3Location:
-    bucket: str
-    prefix: str
-
-    @classmethod
-    def parse(cls, uri: str) -> S3Location:
-        rest = uri[len("s3://") :] if uri.startswith("s3://") else ""
-        bucket, _, prefix = rest.partition("/")
-        if not bucket:
-            raise ValueError(f"{uri!r} is not an s3://bucket/prefix URI")
-        return cls(bucket, prefix)
-
-    def uri(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +112,7 @@ def prepare_instance(
             return FileFailure(input_file, "MissingRequiredElement", f"{label} is missing or empty")
     try:
         _fix_transfer_syntax(ds)
-        encoded = encode_instance(ds)
+        encoded = encode_instance(ds, store.datastore(datastore_id).lossless_storage_format)
         frames = [
             metadata.FrameInfo(new_id(), len(f.data), f.min_value, f.max_value, f.width, f.height, f.checksum)
             for f in (encoded.frames if encoded else [])
@@ -197,7 +183,7 @@ class ImportRunner:
 
     def _import(self, job: JobRecord) -> str:
         s3 = self.s3_factory()
-        source = S3Location.parse(job.input_s3_uri)
+        source = S3Uri.parse(job.input_s3_uri, "inputS3Uri")
         keys = [
             obj["Key"]
             for page in s3.get_paginator("list_objects_v2").paginate(
@@ -210,7 +196,7 @@ class ImportRunner:
             raise ValueError(f"no objects under inputS3Uri {job.input_s3_uri}")
 
         def one(key: str) -> PreparedInstance | FileFailure:
-            uri = source.uri(key)
+            uri = S3Uri(source.bucket, key).uri
             try:
                 body = s3.get_object(Bucket=source.bucket, Key=key)["Body"].read()
             except Exception as exc:
@@ -288,7 +274,7 @@ def commit_groups(
     return success, image_sets
 
 
-def _put_text(s3: Any, location: S3Location, key: str, text: str, content_type: str) -> None:
+def _put_text(s3: Any, location: S3Uri, key: str, text: str, content_type: str) -> None:
     s3.put_object(Bucket=location.bucket, Key=key, Body=text.encode(), ContentType=content_type)
 
 
@@ -300,16 +286,15 @@ def write_job_output(
     failures: list[FileFailure],
     image_sets: dict[str, int],
 ) -> None:
-    out = S3Location.parse(job.output_s3_uri)
-    base = f"{out.prefix.rstrip('/')}/" if out.prefix.strip("/") else ""
-    base += f"{job.datastore_id}-DicomImport-{job.job_id}"
+    out = S3Uri.parse(job.output_s3_uri, "outputS3Uri")
+    base = job_output_location(job.output_s3_uri, job.datastore_id, job.job_id).key
     summary = {
         "jobId": job.job_id,
         "datastoreId": job.datastore_id,
         "inputS3Uri": job.input_s3_uri,
-        "outputS3Uri": job.output_s3_uri,
-        "successOutputS3Uri": out.uri(f"{base}/SUCCESS/"),
-        "failureOutputS3Uri": out.uri(f"{base}/FAILURE/"),
+        "outputS3Uri": job.job_output_uri,
+        "successOutputS3Uri": S3Uri(out.bucket, base).child("SUCCESS").uri + "/",
+        "failureOutputS3Uri": S3Uri(out.bucket, base).child("FAILURE").uri + "/",
         "numberOfScannedFiles": len(keys),
         "numberOfImportedFiles": len(success),
         "numberOfFilesWithCustomerError": len(failures),

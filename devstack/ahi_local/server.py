@@ -2,8 +2,9 @@
 
 Every operation of the ``medical-imaging`` service model gets a route from its ``http.requestUri``; request
 members are read from the URI, query string and JSON body as the model's serialization says, then checked
-with botocore's own ``ParamValidator`` (types, required members, lengths, ranges) and the ID patterns.
-Errors are answered like AWS rest-json: ``x-amzn-ErrorType`` header and ``{"message": ...}``.
+against every constraint of the model (:mod:`devstack.ahi_local.validation`). An operation the model has but
+ahi-local does not implement (a newer botocore) is routed too and answers an AWS-shaped error. Errors are
+answered like AWS rest-json: ``x-amzn-ErrorType`` header and ``{"message": ...}``.
 
 DICOMweb (WADO-RS, QIDO-RS, STOW-RS under ``/datastore/{datastoreId}/studies``) lives in
 :mod:`devstack.ahi_local.dicomweb`. Non-AWS routes: ``GET /_local/health`` and ``GET|PUT /_local/faults``
@@ -20,20 +21,20 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import boto3
 import botocore.session
-from botocore.config import Config
 from botocore.model import OperationModel, Shape
-from botocore.validate import ParamValidator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ahi_connector.client import make_client
+from devstack.model_validation import validation_errors, validation_message
+
 from .dicomweb import DicomWeb
 from .errors import InternalError, ServiceError, UnknownOperationError, ValidationError
 from .faults import FaultInjector, FaultSettings, corrupt_bytes
-from .ids import ID_PATTERN, new_id
+from .ids import new_id
 from .importer import ImportRunner
 from .operations import Operations, RawResponse
 from .settings import ServeSettings
@@ -41,8 +42,6 @@ from .store import Store
 
 logger = logging.getLogger(__name__)
 
-ID_MEMBERS = {"datastoreId", "imageSetId", "sourceImageSetId"}
-_validator = ParamValidator()
 _ABSENT = object()
 
 
@@ -119,12 +118,9 @@ async def parse_params(op: OperationModel, request: Request) -> dict[str, Any]:
     unknown = sorted(set(body) - set(shape.members))
     if unknown:
         raise ValidationError(f"{op.name}: unknown request members {unknown}")
-    report = _validator.validate(params, shape)
-    if report.has_errors():
-        raise ValidationError(f"{op.name}: {report.generate_report()}")
-    for name in ID_MEMBERS & set(params):
-        if not ID_PATTERN.fullmatch(params[name]):
-            raise ValidationError(f"{name} {params[name]!r} is malformed: expected 32 characters [0-9a-z]")
+    errors = validation_errors(shape, params)
+    if errors:
+        raise ValidationError(validation_message(errors))
     return params
 
 
@@ -133,7 +129,13 @@ class LocalAHIApp:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        self.store = Store(settings.data_dir, settings.lock_wait_s)
+        self.store = Store(
+            settings.data_dir,
+            settings.lock_wait_s,
+            transition_s=settings.transition_s,
+            region=settings.region,
+            account_id=settings.account_id,
+        )
         self.runner = ImportRunner(self.store, self._s3_client, settings.import_workers)
         self.operations = Operations(self.store, self.runner)
         self.faults = FaultInjector(settings.faults)
@@ -162,8 +164,7 @@ class LocalAHIApp:
             self.runner.stop()
 
     def _s3_client(self) -> Any:
-        config = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
-        return boto3.client("s3", endpoint_url=self.settings.s3_endpoint_url, config=config)
+        return make_client("s3", endpoint_url=self.settings.s3_endpoint_url, max_attempts=5)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "datastores": len(self.store.datastores)})
@@ -188,11 +189,16 @@ class LocalAHIApp:
         return error_response(error, new_id())
 
     def _endpoint(self, op: OperationModel) -> Callable[[Request], Any]:
-        handler = self.operations.handlers[op.name]
+        handler = self.operations.handlers.get(op.name)
 
         async def endpoint(request: Request) -> Response:
             request_id = new_id()
             try:
+                if handler is None:
+                    raise UnknownOperationError(
+                        f"{op.name} is in botocore's medical-imaging model but ahi-local does not "
+                        "implement it"
+                    )
                 if self.faults.latency_s():
                     await asyncio.sleep(self.faults.latency_s())
                 self.faults.check_request(op.name)

@@ -22,6 +22,12 @@ ENV_FAULT_SEED = "AHI_LOCAL_FAULT_SEED"
 ENV_S3_ENDPOINT_URL = "AHI_LOCAL_S3_ENDPOINT_URL"
 ENV_IMPORT_WORKERS = "AHI_LOCAL_IMPORT_WORKERS"
 ENV_LOCK_WAIT_S = "AHI_LOCAL_LOCK_WAIT_S"
+ENV_TRANSITION_S = "AHI_LOCAL_TRANSITION_SECONDS"
+ENV_REGION = "AHI_LOCAL_REGION"
+ENV_ACCOUNT_ID = "AHI_LOCAL_ACCOUNT_ID"
+DEFAULT_TRANSITION_S = 0.5
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT_ID = "123456789012"
 
 FAULT_ENV = {
     "throttle_rate": ENV_THROTTLE_RATE,
@@ -48,6 +54,9 @@ class ServeSettings:
     faults: FaultSettings
     log_level: str = "info"
     lock_wait_s: float = 15.0
+    transition_s: float = DEFAULT_TRANSITION_S
+    region: str = DEFAULT_REGION
+    account_id: str = DEFAULT_ACCOUNT_ID
 
 
 def faults_from_env(environ: Mapping[str, str]) -> dict[str, object]:

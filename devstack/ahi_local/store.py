@@ -30,7 +30,7 @@ from typing import IO, Any
 from . import metadata
 from .errors import ConflictError, NotFoundError
 from .frames import CONTENT_TYPES, EXTENSIONS
-from .ids import check_id, new_id, now
+from .ids import ACCOUNT_ID, REGION, check_id, new_id, now
 from .records import DatastoreRecord, ImageSetRecord, JobRecord, VersionRecord
 from .storage import gzip_json, read_json, write_bytes_atomic, write_json_atomic
 
@@ -67,7 +67,17 @@ def _lock_data_dir(root: Path, wait_s: float = LOCK_WAIT_S) -> IO[bytes]:
 class Store:
     """Thread-safe store; one instance per server process owns ``data_dir``."""
 
-    def __init__(self, data_dir: str | Path, lock_wait_s: float = LOCK_WAIT_S) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        lock_wait_s: float = LOCK_WAIT_S,
+        transition_s: float = 0.0,
+        region: str = REGION,
+        account_id: str = ACCOUNT_ID,
+    ) -> None:
+        self.transition_s = transition_s
+        self.region = region
+        self.account_id = account_id
         self.root = Path(data_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_data_dir(self.root, lock_wait_s)
@@ -127,15 +137,38 @@ class Store:
         )
 
     # ---- datastores ----------------------------------------------------------------------------------
-    def create_datastore(self, name: str, **options: Any) -> DatastoreRecord:
+    def create_datastore(self, name: str, client_token: str, **options: Any) -> tuple[DatastoreRecord, bool]:
+        """Create a datastore, or return the one this ``client_token`` created before (AWS idempotency: the
+        same token with other parameters is a ConflictException). The flag says whether it is new."""
         with self.lock:
+            for existing in self.datastores.values():
+                if existing.client_token == client_token:
+                    # Tags are left out: TagResource may have changed them since.
+                    asked = {"name": name, **{k: v for k, v in options.items() if k != "tags"}}
+                    had = {key: getattr(existing, key) for key in asked}
+                    if asked != had:
+                        raise ConflictError(
+                            f"clientToken {client_token} already created datastore {existing.datastore_id} "
+                            "with other parameters; use a new clientToken for a new datastore"
+                        )
+                    return existing, False
             ts = now()
-            record = DatastoreRecord(new_id(), name, "ACTIVE", ts, ts, **options)
+            record = DatastoreRecord(
+                new_id(),
+                name,
+                "ACTIVE",
+                ts,
+                ts,
+                client_token=client_token,
+                region=self.region,
+                account_id=self.account_id,
+                **options,
+            )
             ds_id = record.datastore_id
             write_json_atomic(self._ds_dir(ds_id) / "datastore.json", dataclasses.asdict(record))
             self.datastores[ds_id] = record
             self.image_sets[ds_id], self.jobs[ds_id], self.frames[ds_id] = {}, {}, {}
-            return record
+            return record, True
 
     def datastore(self, datastore_id: str) -> DatastoreRecord:
         check_id(datastore_id, "datastoreId")
@@ -153,7 +186,9 @@ class Store:
     def delete_datastore(self, datastore_id: str) -> DatastoreRecord:
         with self.lock:
             record = self.datastore(datastore_id)
-            live = [i for i in self.image_sets[datastore_id].values() if i.state != "DELETED"]
+            live = [
+                i for i in self.image_sets[datastore_id].values() if self._settle(i).state != "DELETED"
+            ]
             if live:
                 raise ConflictError(
                     f"datastore {datastore_id} still holds {len(live)} image sets "
@@ -203,17 +238,55 @@ class Store:
         return self.frames[datastore_id][frame_id]
 
     # ---- image sets ----------------------------------------------------------------------------------
+    def _settle(self, record: ImageSetRecord) -> ImageSetRecord:
+        """Finish the record's LOCKED transition once its time has come (lazily, on the next look)."""
+        if record.settle_at is not None:
+            with self.lock:
+                if record.settle(now()):
+                    self._save_image_set(record)
+                    if record.state == "DELETED":
+                        self._frame_sets.pop((record.datastore_id, record.image_set_id), None)
+        return record
+
     def image_set(self, datastore_id: str, image_set_id: str) -> ImageSetRecord:
         self.datastore(datastore_id)
         check_id(image_set_id, "imageSetId")
         record = self.image_sets[datastore_id].get(image_set_id)
+        if record is not None:
+            self._settle(record)
         if record is None or record.state == "DELETED":
             raise NotFoundError(f"image set {image_set_id} not found in datastore {datastore_id}")
         return record
 
     def live_image_sets(self, datastore_id: str) -> list[ImageSetRecord]:
         self.datastore(datastore_id)
-        return [r for r in self.image_sets[datastore_id].values() if r.state != "DELETED"]
+        return [
+            r for r in self.image_sets[datastore_id].values() if self._settle(r).state != "DELETED"
+        ]
+
+    @staticmethod
+    def check_unlocked(record: ImageSetRecord, what: str) -> None:
+        """AWS rejects writes to a LOCKED image set (an update, copy or delete still in progress)."""
+        if record.state == "LOCKED":
+            raise ConflictError(
+                f"{what}: image set {record.image_set_id} is LOCKED ({record.workflow_status}); wait until "
+                "GetImageSet answers imageSetState ACTIVE, then retry"
+            )
+
+    def lock_image_set(self, record: ImageSetRecord, workflow: str, final_workflow: str,
+                       final_state: str = "ACTIVE", version: bool = False) -> None:
+        """Put the record into LOCKED/``workflow`` for the configured transition time."""
+        with self.lock:
+            record.lock(workflow, final_workflow, now() + self.transition_s, final_state, version)
+            self._save_image_set(record)
+
+    def touch(self, record: ImageSetRecord) -> None:
+        """Record an access (lastAccessedAt, storage tier); persisted at most once a minute per image set."""
+        ts = now()
+        previous = record.last_accessed_at
+        record.last_accessed_at = ts
+        if previous is None or ts - previous > 60:
+            self.save_image_set(record)
 
     def version(self, record: ImageSetRecord, version_id: str | None) -> VersionRecord:
         if version_id is None:
@@ -265,6 +338,8 @@ class Store:
                     {},
                     [],
                     [],
+                    region=self.region,
+                    account_id=self.account_id,
                 )
             else:
                 record = self.image_set(datastore_id, image_set_id)
@@ -295,18 +370,11 @@ class Store:
     def delete_image_set(self, datastore_id: str, image_set_id: str) -> ImageSetRecord:
         with self.lock:
             record = self.image_set(datastore_id, image_set_id)
-            ts = now()
-            record.state, record.workflow_status, record.deleted_at, record.updated_at = (
-                "DELETED",
-                "DELETED",
-                ts,
-                ts,
-            )
-            self._save_image_set(record)
-            self._frame_sets.pop((datastore_id, image_set_id), None)
+            self.check_unlocked(record, "DeleteImageSet")
+            self.lock_image_set(record, "DELETING", "DELETED", final_state="DELETED")
             return record
 
     def all_resources(self) -> Iterable[DatastoreRecord | ImageSetRecord]:
         yield from self.datastores.values()
         for sets in self.image_sets.values():
-            yield from (r for r in sets.values() if r.state != "DELETED")
+            yield from (r for r in sets.values() if self._settle(r).state != "DELETED")

@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from devstack.sagemaker_local.app import GatewayConfig, create_app
+from devstack.sagemaker_local.app import DEFAULT_ACCOUNT_ID, GatewayConfig, create_app
 
 
 def s3_client_factory(endpoint_url: str | None) -> Any:
     def factory() -> Any:
-        import boto3
-        from botocore.config import Config
+        from ahi_connector.client import make_client
 
-        config = Config(
-            retries={"max_attempts": 5, "mode": "standard"},
-            s3={"addressing_style": "path"} if endpoint_url else {},
-        )
-        return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        return make_client("s3", endpoint_url=endpoint_url, max_attempts=5)
 
     return factory
 
@@ -32,6 +28,7 @@ def serve_command(
     container_url: str,
     model_data_url: str | Path,
     *,
+    endpoint_names: Sequence[str],
     models_dir: Path | None = None,
     s3_endpoint_url: str | None = None,
     extra: Sequence[str] = (),
@@ -39,6 +36,8 @@ def serve_command(
     """The argv that starts ``sagemaker-local serve`` in a child process with this interpreter."""
     argv = [sys.executable, "-m", "devstack.sagemaker_local.cli", "serve", "--port", str(port)]
     argv += ["--container-url", container_url, "--model-data-url", str(model_data_url)]
+    for name in endpoint_names:
+        argv += ["--endpoint-name", name]
     if models_dir is not None:
         argv += ["--models-dir", str(models_dir)]
     if s3_endpoint_url:
@@ -63,7 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--models-dir", type=Path, help="where archives are extracted (default: a temporary folder)"
     )
-    s.add_argument("--endpoint-name", help="accept only this EndpointName (default: any)")
+    s.add_argument(
+        "--endpoint-name",
+        action="append",
+        dest="endpoint_names",
+        required=True,
+        metavar="NAME",
+        help="an EndpointName this gateway serves (repeatable); any other name answers ValidationError "
+        "'Endpoint NAME of account ACCOUNT not found.' as SageMaker does",
+    )
+    s.add_argument("--account-id", default=DEFAULT_ACCOUNT_ID, help="account named in errors and ARNs")
+    s.add_argument("--region", default=None, help="region in ARNs (default AWS_REGION / us-east-1)")
     s.add_argument("--async-output", help="S3OutputPath for InvokeEndpointAsync, s3://bucket/prefix")
     s.add_argument("--async-failure", help="S3FailurePath (default: --async-output)")
     s.add_argument(
@@ -98,14 +107,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         async_failure=args.async_failure,
         async_container_url=args.async_container_url,
         async_target_model=args.async_target_model,
-        endpoint_name=args.endpoint_name,
+        endpoint_names=tuple(args.endpoint_names),
+        account_id=args.account_id,
+        region=args.region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or "us-east-1",
         async_queue_dir=args.async_queue_dir,
     )
     app = create_app(config, s3_client_factory(args.s3_endpoint_url))
     logging.getLogger(__name__).info(
-        "sagemaker-local on http://%s:%d -> container %s, models from %s",
+        "sagemaker-local on http://%s:%d (endpoints %s) -> container %s, models from %s",
         args.host,
         args.port,
+        ", ".join(config.endpoint_names),
         args.container_url,
         args.model_data_url,
     )

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from container.payload import PayloadError, S3Location
+from ahi_connector.s3uri import S3Uri, S3UriError
 from devstack.sagemaker_local.errors import (
     RuntimeApiError,
     model_error,
@@ -53,17 +53,29 @@ class ContainerClient:
         self.timeout_s = timeout_s
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> HttpReply:
+        """One HTTP call to the container; TimeoutError when it outlives ``timeout_s``."""
         req = urllib.request.Request(
             f"{self.base_url}{path}", data=body, method=method, headers=dict(headers or {})
         )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:
                 return HttpReply(resp.status, resp.read(), dict(resp.headers.items()))
         except urllib.error.HTTPError as exc:
             return HttpReply(exc.code, exc.read(), dict(exc.headers.items()))
-        except (urllib.error.URLError, OSError) as exc:
+        except TimeoutError:
+            raise
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise TimeoutError(str(exc)) from exc
+            raise service_unavailable(f"container at {self.base_url} is not reachable: {exc}") from exc
+        except OSError as exc:
             raise service_unavailable(f"container at {self.base_url} is not reachable: {exc}") from exc
 
     def ping(self) -> bool:
@@ -79,11 +91,15 @@ class ContainerClient:
     def unload(self, name: str) -> HttpReply:
         return self.request("DELETE", f"/models/{name}")
 
-    def invoke(self, name: str, body: bytes, headers: Mapping[str, str]) -> HttpReply:
-        return self.request("POST", f"/models/{name}/invoke", body, headers)
+    def invoke(
+        self, name: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None = None
+    ) -> HttpReply:
+        return self.request("POST", f"/models/{name}/invoke", body, headers, timeout_s)
 
-    def invocations(self, body: bytes, headers: Mapping[str, str]) -> HttpReply:
-        return self.request("POST", "/invocations", body, headers)
+    def invocations(
+        self, body: bytes, headers: Mapping[str, str], timeout_s: float | None = None
+    ) -> HttpReply:
+        return self.request("POST", "/invocations", body, headers, timeout_s)
 
 
 def model_key(target_model: str) -> str:
@@ -106,11 +122,11 @@ class ModelSource:
         self.location = location
         self._s3_factory = s3_factory
         self._s3 = None
-        self.s3_prefix: S3Location | None = None
+        self.s3_prefix: S3Uri | None = None
         if location.startswith("s3://"):
             try:
-                self.s3_prefix = S3Location.parse(location, "--model-data-url")
-            except PayloadError as exc:
+                self.s3_prefix = S3Uri.parse(location, "--model-data-url")
+            except S3UriError as exc:
                 raise ValueError(str(exc)) from exc
 
     def fetch(self, target: str, dest: Path) -> Path:
@@ -132,8 +148,9 @@ class ModelSource:
             if self._s3_factory is None:
                 raise RuntimeError("no S3 client for an s3:// model source")
             self._s3 = self._s3_factory()
+        s3: Any = self._s3
         try:
-            self._s3.download_file(loc.bucket, loc.key, str(dest))
+            s3.download_file(loc.bucket, loc.key, str(dest))
         except Exception as exc:  # botocore ClientError (404/403) and transfer errors
             raise validation_error(
                 f"Failed to download model data (bucket: {loc.bucket}, key: {loc.key}): {exc}. Ensure "

@@ -347,7 +347,8 @@ def _gateway_argv(
 ) -> Callable[[int], list[str]]:
     def argv(port: int) -> list[str]:
         return gateway_command(
-            port, container_url, models, models_dir=models_dir, s3_endpoint_url=moto,
+            port, container_url, models, endpoint_names=["spleen"], models_dir=models_dir,
+            s3_endpoint_url=moto,
             extra=["--async-output", f"s3://{BUCKET}/async-out", "--async-failure", f"s3://{BUCKET}/async-failed"],
         )  # fmt: skip
 
