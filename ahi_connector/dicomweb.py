@@ -32,6 +32,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from pydicom import datadict
 
+from .client import configured_endpoint
 from .errors import AHIConfigError, AHICredentialsError, AHIRequestError
 from .multipart import MultipartError, multipart_body, parse_media_type, split_multipart
 
@@ -49,8 +50,7 @@ def dicomweb_endpoint(endpoint_url: str | None, region: str) -> str:
     url = (
         endpoint_url
         or os.environ.get(ENV_DICOMWEB_ENDPOINT)
-        or os.environ.get("AWS_ENDPOINT_URL_MEDICAL_IMAGING")
-        or os.environ.get("AWS_ENDPOINT_URL")
+        or configured_endpoint(SERVICE)
         or f"https://dicom-medical-imaging.{region}.amazonaws.com"
     )
     return url.rstrip("/")
@@ -229,9 +229,13 @@ class DicomWebClient:
         return StowResult(resp.status, stored, failed, warnings)
 
     # -- QIDO-RS ---------------------------------------------------------------------------------------------
-    def _json(self, path: str, what: str, query: Mapping[str, Any] | None = None) -> Any:
+    def _json(self, path: str, what: str, query: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """A DICOM JSON array answer (QIDO results or WADO metadata)."""
         resp = self.request("GET", path, query=query, headers={"Accept": "application/dicom+json"}, what=what)
-        return json.loads(resp.data) if resp.data else []
+        body = json.loads(resp.data) if resp.data else []
+        if not isinstance(body, list):
+            raise AHIRequestError(f"{what}: answer is a {type(body).__name__}, not a DICOM JSON array")
+        return body
 
     def search_studies(self, datastore_id: str, **query: Any) -> list[dict[str, Any]]:
         return self._json(self._path(datastore_id), f"SearchDICOMStudies in datastore {datastore_id}", query)
@@ -242,7 +246,7 @@ class DicomWebClient:
 
     def search_instances(
         self, datastore_id: str, study_uid: str, series_uid: str, **query: Any
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         what = f"SearchDICOMInstances of series {series_uid} (datastore {datastore_id})"
         return self._json(self._path(datastore_id, study_uid, series_uid) + "/instances", what, query)
 
@@ -393,9 +397,9 @@ class DicomWebSource:
             "contentType": "application/json",
         }
 
-    def get_image_frame(
+    def get_image_frame(  # noqa: N803 (botocore's parameter names)
         self, datastoreId: str, imageSetId: str, imageFrameInformation: Mapping[str, str]
-    ) -> dict:  # noqa: N803
+    ) -> dict[str, Any]:
         sop, _, number = imageFrameInformation["imageFrameId"].rpartition("/")
         try:
             (data,) = self.client.frames(

@@ -29,7 +29,9 @@ class MediaType:
 
 
 def split_header(text: str, sep: str) -> list[str]:
-    out, depth, current = [], False, []
+    out: list[str] = []
+    current: list[str] = []
+    depth = False
     for ch in text:
         if ch == '"':
             depth = not depth

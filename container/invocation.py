@@ -177,7 +177,7 @@ def _write_back(
     """Store the SEG in AHI: STOW-RS, or (``import-job``) StartDICOMImportJob, waited for if asked."""
     if wb.method == "stow-rs":
         return _store_seg(ctx, wb, raw, seg_path)
-    assert loc is not None, "payload validation requires output.s3Uri for import-job"
+    assert loc is not None and wb.role_arn, "payload validation requires s3Uri and a role for import-job"
     datastore = wb.datastore_id or raw["datastoreId"]
     staged = loc.child("ahi-import", "input")
     out = loc.child("ahi-import", "output")

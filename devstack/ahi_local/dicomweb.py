@@ -36,7 +36,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder, pack_bits
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -545,19 +545,21 @@ class DicomWeb:
         syntax = str(inst.flat.stored_transfer_syntax)
         if content_type != CONTENT_TYPE_HTJ2K:
             try:
-                arr, meta = get_decoder(syntax).as_array(
-                    encapsulate([data]),
-                    rows=int(inst.first("Rows")),
-                    columns=int(inst.first("Columns")),
-                    samples_per_pixel=int(inst.first("SamplesPerPixel") or 1),
-                    bits_allocated=int(inst.first("BitsAllocated") or 8),
-                    bits_stored=int(inst.first("BitsStored") or inst.first("BitsAllocated") or 8),
-                    pixel_representation=int(inst.first("PixelRepresentation") or 0),
-                    photometric_interpretation=str(inst.first("PhotometricInterpretation") or "MONOCHROME2"),
-                    planar_configuration=int(inst.first("PlanarConfiguration") or 0),
-                    number_of_frames=1,
-                    as_rgb=True,
-                )
+                options: dict[str, Any] = {
+                    "rows": int(inst.first("Rows")),
+                    "columns": int(inst.first("Columns")),
+                    "samples_per_pixel": int(inst.first("SamplesPerPixel") or 1),
+                    "bits_allocated": int(inst.first("BitsAllocated") or 8),
+                    "bits_stored": int(inst.first("BitsStored") or inst.first("BitsAllocated") or 8),
+                    "pixel_representation": int(inst.first("PixelRepresentation") or 0),
+                    "photometric_interpretation": str(
+                        inst.first("PhotometricInterpretation") or "MONOCHROME2"
+                    ),
+                    "planar_configuration": int(inst.first("PlanarConfiguration") or 0),
+                    "number_of_frames": 1,
+                    "as_rgb": True,
+                }
+                arr, meta = get_decoder(syntax).as_array(encapsulate([data]), **options)
                 arr = np.ascontiguousarray(arr)
                 photometric = str(meta.get("photometric_interpretation") or "") or None
                 return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes(), photometric
@@ -565,7 +567,7 @@ class DicomWeb:
                 logger.info(
                     "pydicom cannot decode a frame of %s (%s); using imagecodecs", inst.flat.sop_uid, exc
                 )
-        decode = FALLBACK_DECODERS.get(syntax)
+        decode: Any = FALLBACK_DECODERS.get(syntax)
         if decode is None:
             raise DicomWebError(500, f"instance {inst.flat.sop_uid}: no decoder for stored {syntax}")
         arr = np.ascontiguousarray(decode(data))
@@ -625,11 +627,11 @@ class DicomWeb:
     def _part10(self, inst: IndexedInstance, syntax: str) -> bytes:
         where = f"instance {inst.flat.sop_uid} (image set {inst.record.image_set_id})"
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = inst.dicom.get("SOPClassUID") or "1.2.840.10008.5.1.4.1.1.7"
-        meta.MediaStorageSOPInstanceUID = inst.flat.sop_uid
-        meta.TransferSyntaxUID = syntax
+        meta.MediaStorageSOPClassUID = UID(str(inst.dicom.get("SOPClassUID") or "1.2.840.10008.5.1.4.1.1.7"))
+        meta.MediaStorageSOPInstanceUID = UID(inst.flat.sop_uid)
+        meta.TransferSyntaxUID = UID(syntax)
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+        ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
         try:
             add_attributes(ds, inst.dicom, inst.flat.vrs, inst.dicom, where)
         except Exception as exc:
@@ -874,11 +876,11 @@ class DicomWeb:
             )
         failures = []
         for sop_class, sop_uid, reason, message in failed:
-            item = Dataset()
-            item.ReferencedSOPClassUID = sop_class
-            item.ReferencedSOPInstanceUID = sop_uid
-            item.FailureReason = reason
-            failures.append(item)
+            failure = Dataset()
+            failure.ReferencedSOPClassUID = sop_class
+            failure.ReferencedSOPInstanceUID = sop_uid
+            failure.FailureReason = reason
+            failures.append(failure)
             logger.warning("STOW-RS rejected %s: %s", sop_uid or "an instance", message)
         if referenced:
             out.ReferencedSOPSequence = referenced

@@ -20,11 +20,11 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 
+from devstack.ahi_local.frames import HTJ2K_LOSSLESS_RPCL as HTJ2K  # what ahi-local stores lossless frames as
 from devstack.clients import ahi_client, s3_client
 from devstack.importing import create_datastore, import_folder
 from devstack.synthetic import SeriesSpec, write_series
 
-HTJ2K = "1.2.840.10008.1.2.4.201"
 JSON = {"Accept": "application/dicom+json"}
 
 
