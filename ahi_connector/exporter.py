@@ -129,8 +129,9 @@ class ImageSetExporter:
 
     @property
     def throttled_calls(self) -> int:
-        """How many AHI API responses to this exporter's client were throttling (HTTP 429 or a throttling
-        error code), botocore's retried attempts included; for metrics, read it before and after a job."""
+        """How many AHI API responses to this exporter were throttling (HTTP 429 or a throttling error code):
+        every attempt through the botocore client (its own retries included) and every frame answer of the
+        lean transport; for metrics, read it before and after a job."""
         return self._throttled
 
     def _count_throttle(self, response: Any = None, **_: Any) -> None:
@@ -238,6 +239,9 @@ class ImageSetExporter:
     def _run(self, tasks: Iterable[FrameTask], deadline_s: float | None) -> None:
         t0 = time.perf_counter()
         self.last_stats = self.fetcher.run(tasks, deadline_s or self.deadline_s)
+        if self.last_stats.transport != "botocore":  # frames that bypass the client: not seen by the hook
+            with self._throttle_lock:
+                self._throttled += self.last_stats.throttles
         log.debug(
             "fetched %d frames in %.3f s over %s (%d retries; %s)",
             self.last_stats.frames,

@@ -86,9 +86,6 @@ CREDENTIAL_CODES = frozenset(
 )
 
 
-THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
-
-
 class _RetryableClientError(Exception):
     """A throttling / 5xx ClientError, re-raised under a type the retry tuple can name."""
 
@@ -221,6 +218,7 @@ class JobStats:
     frames: int = 0
     attempts: int = 0
     retries: int = 0
+    throttles: int = 0  # frame answers that were throttling (after botocore's own retries, if any)
     transport: str = ""
     codecs: dict[str, int] = field(default_factory=dict)
     backends: dict[str, int] = field(default_factory=dict)
@@ -358,7 +356,9 @@ class FrameFetcher:
             except RETRYABLE as exc:
                 last = exc
                 tries += 1
-                if not (isinstance(exc, _RetryableClientError) and exc.throttled):
+                if isinstance(exc, _RetryableClientError) and exc.throttled:
+                    job.stats.throttles += 1  # approximate under concurrency, like retries
+                else:
                     failures += 1
                 delay = policy.delay(min(tries, 16))
                 log.debug(
