@@ -129,10 +129,14 @@ class ImageSetExporter:
 
     @property
     def throttled_calls(self) -> int:
-        """How many AHI API responses to this exporter were throttling (HTTP 429 or a throttling error code):
-        every attempt through the botocore client (its own retries included) and every frame answer of the
-        lean transport; for metrics, read it before and after a job."""
-        return self._throttled
+        """How many AHI API responses to this exporter were throttling (HTTP 429 or a throttling error code),
+        botocore's retried attempts included; for metrics, read it before and after a job.
+
+        Calls made through botocore are counted on the client's ``needs-retry`` event; frames fetched by the
+        lean transport bypass botocore, so their throttled answers are counted by the fetcher's rate limiter.
+        """
+        lean = getattr(self.fetcher.transport, "name", "botocore") != "botocore"
+        return self._throttled + (self.fetcher.limiter.throttled if lean else 0)
 
     def _count_throttle(self, response: Any = None, **_: Any) -> None:
         if not response or not isinstance(response, tuple) or len(response) != 2:
@@ -239,9 +243,6 @@ class ImageSetExporter:
     def _run(self, tasks: Iterable[FrameTask], deadline_s: float | None) -> None:
         t0 = time.perf_counter()
         self.last_stats = self.fetcher.run(tasks, deadline_s or self.deadline_s)
-        if self.last_stats.transport != "botocore":  # frames that bypass the client: not seen by the hook
-            with self._throttle_lock:
-                self._throttled += self.last_stats.throttles
         log.debug(
             "fetched %d frames in %.3f s over %s (%d retries; %s)",
             self.last_stats.frames,

@@ -218,7 +218,6 @@ class JobStats:
     frames: int = 0
     attempts: int = 0
     retries: int = 0
-    throttles: int = 0  # frame answers that were throttling (after botocore's own retries, if any)
     transport: str = ""
     codecs: dict[str, int] = field(default_factory=dict)
     backends: dict[str, int] = field(default_factory=dict)
@@ -356,9 +355,7 @@ class FrameFetcher:
             except RETRYABLE as exc:
                 last = exc
                 tries += 1
-                if isinstance(exc, _RetryableClientError) and exc.throttled:
-                    job.stats.throttles += 1  # approximate under concurrency, like retries
-                else:
+                if not (isinstance(exc, _RetryableClientError) and exc.throttled):
                     failures += 1
                 delay = policy.delay(min(tries, 16))
                 log.debug(
