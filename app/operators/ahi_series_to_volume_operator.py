@@ -149,6 +149,6 @@ class AHISeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
         if record.datastore_id is None or not record.image_set_ids:
             raise AppError("AHISeriesToVolumeOperator needs the AHI loader's datastore and image set IDs")
         uids = [str(ds.SOPInstanceUID) for ds in datasets]
-        with record.stage(STAGE_FETCH):
+        with record.stage(STAGE_FETCH), record.fetching(self._exporter):
             stored = self._exporter.frames_array(record.datastore_id, record.image_set_ids[0], uids)
         return sdk_voxels(stored, datasets)
