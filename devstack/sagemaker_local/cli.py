@@ -1,8 +1,11 @@
-"""``sagemaker-local serve``: the local SageMaker-runtime gateway (Starlette + uvicorn, 127.0.0.1 default)."""
+"""``sagemaker-local serve``: the local SageMaker-runtime gateway (Starlette + uvicorn, 127.0.0.1 default);
+``sagemaker-local transform``: run one Batch Transform job against a local container (see
+``transform.py``)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -105,7 +108,41 @@ def _parser() -> argparse.ArgumentParser:
         help="remove the folder of a load the container refused this many seconds later",
     )
     s.add_argument("--log-level", default="INFO")
+
+    t = sub.add_parser(
+        "transform", help="run a Batch Transform job's records through a container's /invocations"
+    )
+    job = t.add_mutually_exclusive_group(required=True)
+    job.add_argument(
+        "--job-json", type=Path, help="CreateTransformJob parameters / DescribeTransformJob answer"
+    )
+    job.add_argument(
+        "--job-name", help="read the job with DescribeTransformJob (see --sagemaker-endpoint-url)"
+    )
+    t.add_argument("--sagemaker-endpoint-url", help="SageMaker API endpoint holding the job (e.g. moto)")
+    t.add_argument(
+        "--container-url", required=True, help="single-model container (GET /ping, POST /invocations)"
+    )
+    t.add_argument("--s3-endpoint-url", help="S3 endpoint (default: the standard chain)")
+    t.add_argument("--log-level", default="INFO")
     return p
+
+
+def transform_main(args: argparse.Namespace) -> int:
+    """Run the job; print its outcome as JSON; exit 1 when it failed."""
+    import json
+
+    from ahi_connector.client import make_client
+    from devstack.sagemaker_local.transform import TransformRunner
+
+    if args.job_json:
+        job = json.loads(args.job_json.read_text())
+    else:
+        sm = make_client("sagemaker", endpoint_url=args.sagemaker_endpoint_url)
+        job = sm.describe_transform_job(TransformJobName=args.job_name)
+    result = TransformRunner(job, args.container_url, s3_client_factory(args.s3_endpoint_url)()).run()
+    print(json.dumps(dataclasses.asdict(result), indent=2))
+    return 0 if result.status == "Completed" else 1
 
 
 #: Prefix of the default models folder; it carries the gateway's PID so a later start can remove the folder
@@ -125,6 +162,8 @@ def remove_stale_model_dirs(parent: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s [%(levelname)s] %(name)s - %(message)s")
+    if args.command == "transform":
+        return transform_main(args)
     import uvicorn
 
     temporary = args.models_dir is None
