@@ -490,7 +490,7 @@ def test_invoke_endpoint_async(stack):
     failure = json.loads(_wait_s3(stack["moto"], bad["FailureLocation"]))
     assert failure["error"]["httpStatus"] == 400
     # The sagemaker-runtime model's pattern for InputLocation rejects it, in SageMaker's words.
-    with pytest.raises(botocore.exceptions.ClientError, match="at 'InputLocation' failed to satisfy constraint"):
+    with pytest.raises(botocore.exceptions.ClientError, match="at 'InputLocation' failed to satisfy"):
         rt.invoke_endpoint_async(EndpointName="spleen", InputLocation="/local/file.json")
 
 
