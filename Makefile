@@ -3,10 +3,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHELL := /bin/bash
 
-.PHONY: install demo test lint bench model-archive clean
+.PHONY: install lock demo test lint bench model-archive clean
 
 install:
 	@scripts/install.sh
+
+# Regenerate requirements.lock and requirements-dev.lock (hashed) after editing requirements.txt or the dev extra.
+lock:
+	@VENV=$(VENV) scripts/lock.sh
 
 demo: install model-archive
 	$(PY) -m scripts.demo
@@ -23,6 +27,10 @@ model-archive: install
 	$(PY) -m model.package --output build/model.tar.gz
 
 bench: install
+	$(PY) scripts/bench_app.py
+
+.PHONY: bench-connector
+bench-connector: install
 	$(PY) scripts/bench_connector.py
 
 clean:

@@ -12,18 +12,18 @@ it).
 
 The service builds the model (:class:`~app.bundle_model.BundleModel`), one SDK AppContext and one
 :class:`~app.app.AISpleenSegApp` once; each ``run()`` configures and runs that same application (holoscan
-re-composes
-the graph; the loaded network is reused). Runs are serialised by a lock (one holoscan graph at a time per
-app).
+re-composes the graph; the loaded network is reused). Runs are serialised by a lock (one holoscan graph at a
+time per app).
 
 AHI access: ``exporter`` (an ``ahi_connector.ImageSetExporter``), or ``ahi_client``, or ``endpoint_url``; by
 default the standard boto3 chain (``AWS_ENDPOINT_URL_MEDICAL_IMAGING``,
-``AWS_DISABLE_HOST_PREFIX_INJECTION``...),
-created on the first AHI request.
+``AWS_DISABLE_HOST_PREFIX_INJECTION``...), created on the first AHI request. ``ahi_direct_volume`` (default
+True) selects the series from metadata and fetches only its frames straight into the SDK Image; False keeps
+the SDK-compatible path (every instance with pixel data, then the SDK's volume operator). Both give the same
+SEG.
 
 Errors: :class:`app.errors.AppError` subclasses and the connector's ``AHIError`` tree carry ``http_status``;
-they
-propagate unchanged so the caller can answer with that status.
+they propagate unchanged so the caller can answer with that status.
 """
 
 from __future__ import annotations
@@ -51,12 +51,13 @@ __all__ = ["SegRequest", "SegResult", "SpleenSegService"]
 
 @dataclass(frozen=True)
 class SegResult:
-    """Outcome of one run: the report dict (also written as ``report.json``), the SEG path and the STL
-    path."""
+    """Outcome of one run: the report dict (also written as ``report.json``), the SEG path, the STL path and
+    the preview PNG's path."""
 
     report: dict[str, Any]
     seg_path: Path
     stl_path: Path | None
+    preview_path: Path | None = None
 
 
 def _set_holoscan_log_level(level: str) -> None:
@@ -88,6 +89,7 @@ class SpleenSegService:
         ahi_client: Any = None,
         endpoint_url: str | None = None,
         write_stl: bool = True,
+        ahi_direct_volume: bool = True,
         device: str | None = None,
         holoscan_log_level: str = "WARN",
     ) -> None:
@@ -100,6 +102,7 @@ class SpleenSegService:
         self._ahi_client = ahi_client
         self._endpoint_url = endpoint_url
         self._write_stl = write_stl
+        self._ahi_direct_volume = ahi_direct_volume
         self._lock = threading.Lock()
 
     @property
@@ -129,9 +132,13 @@ class SpleenSegService:
         self,
         request: SegRequest | Mapping[str, Any] | str | bytes | os.PathLike[str],
         work_dir: str | os.PathLike[str],
+        *,
+        write_stl: bool | None = None,
     ) -> SegResult:
-        """Segment the request's CT series; write SEG (``seg/``), STL (``stl/spleen.stl``) and ``report.json``
-        under ``work_dir`` (created; its ``seg/`` folder must not already hold a SEG)."""
+        """Segment the request's CT series; write SEG (``seg/``), STL (``stl/spleen.stl``), ``preview.png``
+        and ``report.json`` under ``work_dir`` (created; its ``seg/`` folder must not already hold a SEG).
+        ``write_stl`` overrides the service's STL setting for this request (None: the service's, default on).
+        """
         req = coerce_request(request)
         output_dir = Path(work_dir)
         if any((output_dir / "seg").glob("*.dcm")):
@@ -145,8 +152,9 @@ class SpleenSegService:
             model=self._model,
             app_context=self._app_context,
             exporter=self._get_exporter() if req.is_ahi else None,
-            write_stl=self._write_stl,
+            write_stl=self._write_stl if write_stl is None else write_stl,
             record=RunRecord(),
+            ahi_direct_volume=self._ahi_direct_volume,
             write_report_file=False,
         )
         with self._lock:
@@ -167,4 +175,9 @@ class SpleenSegService:
         report = record.report
         report["timingsSeconds"]["total"] = round(total, 3)
         run.report_path.write_text(json.dumps(report, indent=2) + "\n")
-        return SegResult(report=report, seg_path=record.seg_path, stl_path=record.stl_path)
+        return SegResult(
+            report=report,
+            seg_path=record.seg_path,
+            stl_path=record.stl_path,
+            preview_path=record.preview_path,
+        )

@@ -2,7 +2,7 @@
 
 Shared by the MME container's ``ModelHandler`` and ``container/prebuilt/inference.py`` (SageMaker's prebuilt
 PyTorch container): each input runs in its own temporary working directory (removed afterwards, so concurrent
-requests never share files), its SEG/STL/report go to
+requests never share files), its SEG/STL/preview/report go to
 ``s3://<output prefix>/<request id>/<NN>-<image set or study>/``, the SEG bytes are returned inline only when
 asked and when they fit the 6 MB real-time response limit, and the SEG is imported back into AHI only when
 ``output.writeBackToAHI`` asks for it.
@@ -33,6 +33,7 @@ import psutil
 from ahi_connector.client import make_ahi_client, make_client
 from ahi_connector.import_jobs import ImportJobError, read_job_output, start_import_job, wait_for_import_job
 from ahi_connector.s3uri import S3Uri
+from container.metrics import emit_input_metrics
 from container.payload import Invocation, WriteBack
 from container.settings import DEFAULT_INLINE_SEG_MAX_BYTES
 
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 SEG_NAME = "seg.dcm"
 STL_NAME = "spleen.stl"
+PREVIEW_NAME = "preview.png"
 REPORT_NAME = "report.json"
 JSON_TYPE = "application/json"
 #: Per-input working directories: ``<work root>/spleen-p<worker pid>-<request id>-<NN>-<random>``.
@@ -181,13 +183,17 @@ def _wait_import(ctx: _Context, datastore: str, job_id: str, out: S3Uri) -> dict
     return result
 
 
-def _public_report(report: dict[str, Any], seg_uri: str | None, stl_uri: str | None) -> dict[str, Any]:
+def _public_report(
+    report: dict[str, Any], seg_uri: str | None, stl_uri: str | None, preview_uri: str | None = None
+) -> dict[str, Any]:
     """The report without paths of the (deleted) working directory: S3 URIs where stored, else None."""
     out = dict(report)
     if isinstance(out.get("seg"), dict):
         out["seg"] = {**out["seg"], "path": seg_uri}
     if "stlPath" in out:
         out["stlPath"] = stl_uri
+    if "previewPath" in out:
+        out["previewPath"] = preview_uri
     return out
 
 
@@ -201,7 +207,10 @@ def _one_input(
     stl_uri = None
     if loc is not None and result.stl_path is not None and Path(result.stl_path).is_file():
         stl_uri = _upload(ctx.s3, Path(result.stl_path), loc.child(STL_NAME), "model/stl")
-    report = _public_report(result.report, seg["s3Uri"], stl_uri)
+    preview_uri = None
+    if loc is not None and result.preview_path is not None and Path(result.preview_path).is_file():
+        preview_uri = _upload(ctx.s3, Path(result.preview_path), loc.child(PREVIEW_NAME), "image/png")
+    report = _public_report(result.report, seg["s3Uri"], stl_uri, preview_uri)
     entry: dict[str, Any] = {
         "index": index,
         "input": raw,
@@ -209,6 +218,7 @@ def _one_input(
         "spleenVolumeMl": (report.get("spleen") or {}).get("volumeMl"),
         "seg": seg,
         "stlS3Uri": stl_uri,
+        "previewS3Uri": preview_uri,
         "reportS3Uri": None,
         "report": report,
     }
@@ -273,6 +283,7 @@ def run_invocation(
             entry["status"],
             entry["seconds"],
         )
+        emit_input_metrics(request_id, entry)  # one CloudWatch EMF line per input
         results.append(entry)
     body: dict[str, Any] = {"requestId": request_id, "results": results}
     if first_error is None:

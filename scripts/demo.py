@@ -6,9 +6,11 @@
    StartDICOMImportJob);
 3. ``invoke_endpoint(EndpointName=..., TargetModel="model.tar.gz", Body={"inputs": [...], "output": {...}})``;
 4. print the spleen volume (and the phantom's true volume), where the SEG went (S3, and the new AHI image set
-   the SEG was imported into), then stop everything it started (also on Ctrl-C or an error).
+   the SEG was imported into), save the result's ``preview.png`` (axial/coronal/sagittal views with the spleen
+   outline) locally and print its path, then stop everything it started (also on Ctrl-C or an error).
 
-Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 3] [--keep-logs]``
+Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 3] [--preview-out PNG]
+[--keep-logs]``
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", default="48,128,128", help="phantom slices,rows,cols")
     p.add_argument("--spacing", default="4.0,2.5,2.5", help="phantom slice thickness,row,col spacing in mm")
     p.add_argument("--no-write-back", action="store_true", help="do not import the SEG back into AHI")
+    p.add_argument(
+        "--preview-out",
+        type=Path,
+        default=ROOT / "build" / "demo" / "preview.png",
+        help="where to save the result's preview picture",
+    )
     p.add_argument("--keep-logs", action="store_true", help="keep the services' logs and data folder")
     return p
 
@@ -75,7 +83,16 @@ def _phantom_study(work: Path, seed: int, shape: str, spacing: str) -> tuple[Pat
     return folder, phantom
 
 
-def _summarise(out: dict[str, Any], s3: Any, phantom: Any) -> None:
+def _save_preview(s3: Any, uri: str | None, path: Path) -> str:
+    if not uri:
+        return "(none: the series is not one regular stack)"
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    s3.download_file(bucket, key, str(path))
+    return f"{uri} -> saved to {path}"
+
+
+def _summarise(out: dict[str, Any], s3: Any, phantom: Any, preview_out: Path) -> None:
     import pydicom
 
     print(json.dumps({k: v for k, v in out.items() if k != "results"}, indent=2))
@@ -96,6 +113,7 @@ def _summarise(out: dict[str, Any], s3: Any, phantom: Any) -> None:
         print(f"SEG (DICOM)      : {result['seg']['s3Uri']} ({result['seg']['sizeBytes']} bytes)")
         print(f"STL mesh         : {result['stlS3Uri']}")
         print(f"report           : {result['reportS3Uri']}")
+        print(f"preview (PNG)    : {_save_preview(s3, result.get('previewS3Uri'), preview_out)}")
         bucket, key = result["seg"]["s3Uri"].removeprefix("s3://").split("/", 1)
         seg = pydicom.dcmread(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
         print(
@@ -180,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
             f"answered in {time.perf_counter() - started:.1f} s (first call loads the model); "
             f"CustomAttributes: {resp.get('CustomAttributes')}"
         )
-        _summarise(out, s3, phantom)
+        _summarise(out, s3, phantom, args.preview_out)
         _step("stopping everything the demo started")
     if args.keep_logs:
         print(f"logs and data kept in {work}")

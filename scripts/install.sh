@@ -8,6 +8,9 @@
 #   SAGEMAKER2_ONLY=1 scripts/install.sh
 #                                 only the side venv .venv-sagemaker2 (see below; tests/fidelity runs this)
 #
+# Versions come from the hashed lock files (requirements.lock, or requirements-dev.lock with the dev extra; made
+# by `make lock` = scripts/lock.sh from requirements.txt and pyproject.toml), so a laptop, CI and the image get
+# the same packages. torch is not in the locks: it is installed first, pinned, from the index that fits.
 # Idempotent: a stamp file records the hash of the pins; re-running with unchanged pins is a no-op.
 #
 # The dev extra carries the `sagemaker` Python SDK v3 (what `pip install sagemaker` gives today). v2
@@ -58,9 +61,16 @@ ensure_java() {
 }
 
 stamp_of() {
-  cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/devstack/pyproject.toml" "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
+  cat "$ROOT/requirements.txt" "$ROOT/$LOCK" "$ROOT/pyproject.toml" "$ROOT/devstack/pyproject.toml" \
+    "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
   echo "$TORCH_VERSION $TORCH_INDEX_URL $EXTRA"
 }
+
+case "$EXTRA" in
+  "") LOCK=requirements.lock ;;
+  dev) LOCK=requirements-dev.lock ;;
+  *) log "INSTALL_EXTRA must be 'dev' or empty (there is one lock file for each), not '$EXTRA'"; exit 2 ;;
+esac
 
 ensure_java
 STAMP="$VENV/.install-stamp"
@@ -75,7 +85,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install --upgrade pip >/dev/null
 
 # torch first, pinned, so nothing later can pull an unpinned (multi-GB CUDA) build.
 if [ -n "$TORCH_INDEX_URL" ]; then
@@ -84,13 +93,18 @@ else
   "${PIP[@]}" install "torch==$TORCH_VERSION"
 fi
 
-# Everything else in ONE command (setuptools<82 must be resolved together with sagemaker-inference),
-# with torch held at the version just installed.
-# The dev extra also installs devstack/ (the local AWS doubles: its own distribution, never in the image).
+# Everything else exactly as locked: every file checked against its sha256, no dependency resolution (the lock is
+# the resolution; it holds pip and setuptools too), then the project itself without dependencies; the dev extra
+# also installs devstack/ (the local AWS doubles: its own distribution, never in the image).
+log "installing $LOCK"
+"${PIP[@]}" install --require-hashes --no-deps -r "$ROOT/$LOCK"
 SPEC=(-e "$ROOT")
-[ -n "$EXTRA" ] && SPEC=(-e "$ROOT[$EXTRA]" -e "$ROOT/devstack")
-"${PIP[@]}" install "torch==$TORCH_VERSION" -r "$ROOT/requirements.txt" "${SPEC[@]}"
-"${PIP[@]}" check >&2 || log "WARNING: pip check reported conflicts"
+[ -n "$EXTRA" ] && SPEC+=(-e "$ROOT/devstack")
+"${PIP[@]}" install --no-deps --no-build-isolation "${SPEC[@]}"
+if ! "${PIP[@]}" check >&2; then
+  log "pip check failed: $LOCK and torch==$TORCH_VERSION do not fit together; regenerate with 'make lock'"
+  exit 1
+fi
 [ -n "$EXTRA" ] && ensure_sagemaker2_venv
 echo "$WANT" > "$STAMP"
 log "ready: $VENV"

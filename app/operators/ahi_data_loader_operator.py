@@ -29,7 +29,7 @@ from ahi_connector.dicomize import make_dataset
 
 from ..errors import InputNotFoundError, RequestError
 from ..request import SegRequest
-from ..run_record import STAGE_FETCH, RunRecord
+from ..run_record import STAGE_FETCH, STAGE_METADATA, RunRecord
 from ..selection import choose_series
 
 logger = logging.getLogger(__name__)
@@ -180,16 +180,22 @@ def resolve_study(exporter: Any, datastore_id: str, study_uid: str) -> tuple[str
     return image_set_of_series[series_uid], series_uid
 
 
-def load_ahi_studies(exporter: Any, request: SegRequest, record: RunRecord | None = None) -> list[DICOMStudy]:
-    """Fetch and decode the request's instances with the connector and group them like the SDK loader.
+def load_ahi_studies(
+    exporter: Any, request: SegRequest, record: RunRecord | None = None, *, with_pixels: bool = True
+) -> list[DICOMStudy]:
+    """The request's instances grouped like the SDK loader: with their pixels (fetched and decoded by the
+    connector), or ``with_pixels=False`` attribute-only (metadata only, no frame fetched; the selector then
+    chooses from them and :class:`~app.operators.ahi_series_to_volume_operator.AHISeriesToVolumeOperator`
+    fetches the chosen series' frames only).
 
     An image set request loads every series of the image set (the selector chooses); a study request loads
-    only
-    the series chosen by :func:`resolve_study`. ``record`` (if given) gets the datastore and image set IDs.
+    only the series chosen by :func:`resolve_study`. ``record`` (if given) gets the datastore and image set
+    IDs, and the frames fetched, frame retries and throttled responses of this request.
     """
     if not request.is_ahi or request.datastore_id is None:
         raise RequestError(f"{request.describe()} is not an AWS HealthImaging request")
     datastore_id = request.datastore_id
+    throttled_before = exporter.throttled_calls
     if request.image_set_id is not None:
         image_set_id, series_uid = request.image_set_id, None
     else:
@@ -198,10 +204,18 @@ def load_ahi_studies(exporter: Any, request: SegRequest, record: RunRecord | Non
     logger.info(
         "loading image set %s (series %s) from datastore %s", image_set_id, series_uid or "all", datastore_id
     )
-    datasets = exporter.to_datasets(datastore_id, image_set_id, series_uid=series_uid)
+    if with_pixels:
+        datasets = exporter.to_datasets(datastore_id, image_set_id, series_uid=series_uid)
+    else:
+        meta = exporter.get_metadata(datastore_id, image_set_id)
+        datasets = [make_dataset(meta, inst) for inst in meta.iter_instances(series_uid)]
     if record is not None:
         record.datastore_id = datastore_id
         record.image_set_ids = [image_set_id]
+        stats = exporter.last_stats
+        record.frames_fetched = stats.frames if stats else 0
+        record.frame_retries = stats.retries if stats else 0
+        record.throttles = exporter.throttled_calls - throttled_before
     studies = studies_from_datasets(datasets)
     if not studies:
         raise InputNotFoundError(
@@ -222,7 +236,9 @@ class AHIDataLoaderOperator(Operator):
 
     Constructor: ``exporter`` (``ahi_connector.ImageSetExporter``), and ``request``
     (:class:`~app.request.SegRequest`)
-    or ``input_file`` (JSON ``{"datastoreId", "imageSetId"}`` or ``{"datastoreId", "studyInstanceUid"}``).
+    or ``input_file`` (JSON ``{"datastoreId", "imageSetId"}`` or ``{"datastoreId", "studyInstanceUid"}``);
+    ``with_pixels`` (default True: the SDK-compatible ``DICOMStudy`` list with pixel data; False:
+    attribute-only instances for the direct volume path, see :func:`load_ahi_studies`).
     Needs ``CountCondition(fragment, 1)`` to run once per application run.
     """
 
@@ -237,9 +253,11 @@ class AHIDataLoaderOperator(Operator):
         request: SegRequest | None = None,
         input_file: Path | None = None,
         record: RunRecord | None = None,
+        with_pixels: bool = True,
         **kwargs: Any,
     ) -> None:
         self._exporter = exporter
+        self._with_pixels = with_pixels
         self._request = request
         self._input_file = Path(input_file) if input_file else None
         self._record = record if record is not None else RunRecord()
@@ -260,7 +278,7 @@ class AHIDataLoaderOperator(Operator):
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         port_value = op_input.receive(self.INPUT_FILE)
-        with self._record.stage(STAGE_FETCH):
+        with self._record.stage(STAGE_FETCH if self._with_pixels else STAGE_METADATA):
             request = self._resolve_request(port_value)
-            studies = load_ahi_studies(self._exporter, request, self._record)
+            studies = load_ahi_studies(self._exporter, request, self._record, with_pixels=self._with_pixels)
         op_output.emit(studies, self.OUTPUT_STUDY_LIST)

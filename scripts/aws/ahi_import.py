@@ -64,7 +64,7 @@ def wait_datastore_active(aws: Aws, datastore_id: str, timeout_s: float = 900.0)
         failed={"CREATE_FAILED", "DELETED", "DELETING"},
         timeout_s=timeout_s,
         interval_s=5.0,
-        progress=aws.settings.progress,
+        progress=aws.settings.progress_mode,
     )
 
 
@@ -111,7 +111,7 @@ def _wait_job(aws: Aws, datastore_id: str, job_id: str, timeout_s: float) -> dic
         done={"COMPLETED", "FAILED"},
         timeout_s=timeout_s,
         interval_s=10.0,
-        progress=aws.settings.progress,
+        progress=aws.settings.progress_mode,
     )
     return last
 
@@ -128,7 +128,8 @@ def upload_dicom_folder(aws: Aws, names: Names, folder: Path, bucket: str, state
     prefix = f"{names.dicom_input_prefix}{digest}/"
     ensure_bucket(aws, bucket, names.name, state)
     uploaded = 0
-    for path in tqdm(files, desc=f"upload {folder.name}", unit="file", disable=not aws.settings.progress):
+    bar_off = aws.settings.progress_mode != "bar"
+    for path in tqdm(files, desc=f"upload {folder.name}", unit="file", disable=bar_off):
         key = prefix + path.relative_to(folder).as_posix()
         uploaded += upload_file(aws, path, bucket, key, digest=digests[path]).uploaded
     if not aws.dry_run:

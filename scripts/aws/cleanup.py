@@ -3,7 +3,7 @@
 Tagged resources (endpoints, endpoint configs, models, alarms, SNS topics, ECR, CodeBuild, CodePipeline, IAM
 roles) are
 deleted only when they carry ``ahi-spleen-project=NAME``; scaling policies and targets go with their
-endpoint; data
+endpoint; the endpoints' CloudWatch dashboards when their body carries our marker; data
 (image sets, datastores, S3 prefixes, buckets) only when listed in the state file. ``force`` drops both
 checks for
 the name-derived resources (for a lost state file or resources created by hand).
@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scripts.aws import monitoring
 from scripts.aws.iam import PRINCIPALS
 from scripts.aws.names import Names
 from scripts.aws.scaling import DIMENSION, NAMESPACE, resource_id
@@ -136,7 +137,7 @@ class Cleaner:
             done={"deleted"},
             timeout_s=1800,
             interval_s=15.0,
-            progress=self.aws.settings.progress,
+            progress=self.aws.settings.progress_mode,
         )
 
     def scaling(self, endpoint_name: str) -> None:
@@ -217,6 +218,33 @@ class Cleaner:
                 f"SNS topic {arn}", _tags_of(sns.list_tags_for_resource, "Tags", ResourceArn=arn)
             ):
                 self._delete(f"SNS topic {arn}", "sns", "delete_topic", TopicArn=arn)
+
+    def monitoring(self) -> None:
+        """The endpoints' dashboards (ours by their marker: dashboards carry no tags) and alarms (by tag)."""
+        cw = self.aws.client("cloudwatch")
+        wanted = {
+            monitoring.alarm_name(self.names, kind, what)
+            for kind in ENDPOINT_KINDS
+            for what in monitoring.ALARM_KINDS
+        }
+        for alarm in cw.describe_alarms(AlarmNames=sorted(wanted))["MetricAlarms"]:
+            name, arn = alarm["AlarmName"], alarm["AlarmArn"]
+            tags = lambda arn=arn: cw.list_tags_for_resource(ResourceARN=arn)["Tags"]  # noqa: E731
+            if self._ours(f"alarm {name}", tags):
+                self._delete(f"alarm {name}", "cloudwatch", "delete_alarms", AlarmNames=[name])
+        for kind in ENDPOINT_KINDS:
+            name = monitoring.dashboard_name(self.names, kind)
+            try:
+                body = cw.get_dashboard(DashboardName=name)["DashboardBody"]
+            except Exception as exc:
+                if error_code(exc) in ("ResourceNotFound", "ResourceNotFoundException"):
+                    continue
+                raise
+            if self.options.force or monitoring.is_our_dashboard(body, self.names):
+                self._delete(f"dashboard {name}", "cloudwatch", "delete_dashboards", DashboardNames=[name])
+            else:
+                logger.warning("dashboard %s is not ours; keeping it (use --force to delete)", name)
+                self.report.kept.append(f"dashboard {name}")
 
     # ---- build pipeline ------------------------------------------------------------------------------------
     def build_pipeline(self) -> None:
@@ -358,7 +386,7 @@ class Cleaner:
             done={"empty"},
             timeout_s=1800,
             interval_s=5.0,
-            progress=self.aws.settings.progress,
+            progress=self.aws.settings.progress_mode,
         )
 
     def s3_data(self) -> None:
@@ -385,6 +413,7 @@ class Cleaner:
         self.endpoints()
         self.configs_and_models()
         self.alarms_and_topics()
+        self.monitoring()
         if self.options.pipeline:
             self.build_pipeline()
         if self.options.roles:

@@ -123,6 +123,7 @@ class EndpointResult:
     model_name: str
     config_name: str
     status: str
+    monitoring: dict[str, Any] | None = None  # dashboard and alarm names (scripts.aws.monitoring)
 
 
 def _not_found(exc: BaseException) -> bool:
@@ -183,7 +184,7 @@ def wait_in_service(aws: Aws, endpoint_name: str, timeout_s: float = 3600.0) -> 
         failed={"Failed", "OutOfService"},
         timeout_s=timeout_s,
         interval_s=30.0,
-        progress=aws.settings.progress,
+        progress=aws.settings.progress_mode,
         failure_detail=lambda: (
             f"{last.get('FailureReason', 'no reason given')}; see CloudWatch logs "
             f"/aws/sagemaker/Endpoints/{endpoint_name}, fix, then `ahi-spleen cleanup` and retry"
