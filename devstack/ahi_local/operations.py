@@ -243,7 +243,7 @@ class Operations:
             if study_only:
                 update_rules.study_level_only(changes)
             update_rules.check_update(
-                {k: v for k, v in changes.items()},
+                changes,
                 document,
                 image_set_id=record.image_set_id,
                 force=force,
