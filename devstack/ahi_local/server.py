@@ -138,6 +138,7 @@ class LocalAHIApp:
             settings.data_dir,
             settings.lock_wait_s,
             transition_s=settings.transition_s,
+            datastore_creation_s=settings.datastore_creation_s,
             region=settings.region,
             account_id=settings.account_id,
         )
