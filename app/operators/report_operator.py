@@ -9,7 +9,9 @@ Named inputs:
     study_selected_series_list: the selected series (study/series UIDs).
     seg_path: ``str`` path of the SEG (received last: the report is written after the SEG exists).
     stl_path: ``str`` path of the STL or ``""`` (only declared when the app writes an STL).
-Named output: none. File output: the report JSON at ``output_file``.
+Named output: none. File output: the report JSON at ``output_file``. Its ``quality`` object holds the flags of
+:func:`app.quality.quality_flags` (spleen found, volume plausibility, share of the mask at the edge of the
+field of view, components; probabilities and removed components are not reachable here, and it says so).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pydicom
 from monai.deploy.core import Fragment, Image, Operator, OperatorSpec
 
 from ..bundle_model import ModelIdentity
+from ..quality import quality_flags
 from ..request import SegRequest
 from ..run_record import STAGE_REPORT, RunRecord
 
@@ -78,6 +81,7 @@ def build_report(
         "sliceCount": len(series.get_sop_instances()),
         "volumeShapeDhw": list(np.asarray(mask.asnumpy()).shape),
         "spleen": spleen_measurements(mask),
+        "quality": quality_flags(np.asarray(mask.asnumpy()), voxel_volume_mm3(mask) / 1000.0),
         "model": {
             "name": model.name,
             "version": model.version,
