@@ -3,7 +3,8 @@
 Pure functions of numpy arrays (no holoscan, no MONAI), used by the report (``report.json`` ``quality``) and
 testable on hand-built masks:
 
-* ``spleenFound``: the mask has at least :data:`MIN_FOUND_VOXELS` voxels.
+* ``spleenFound``: the mask holds at least :data:`MIN_FOUND_ML` of tissue (smaller remnants of a
+  largest-component step are what a network leaves on scans without a spleen; fixed before evaluation).
 * ``volumePlausibility``: ``"plausible"`` inside :data:`PLAUSIBLE_VOLUME_ML` (adult spleens, from small
   normal spleens to marked splenomegaly), else ``"implausibly_small"`` / ``"implausibly_large"``; ``"none"``
   without a spleen.
@@ -28,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 PLAUSIBLE_VOLUME_ML = (20.0, 1500.0)
-MIN_FOUND_VOXELS = 1
+MIN_FOUND_ML = 3.0
 MAX_FOV_EDGE_FRACTION = 0.01
 MIN_MEAN_PROBABILITY = 0.7
 UNAVAILABLE_IN_APP = (
@@ -37,9 +38,9 @@ UNAVAILABLE_IN_APP = (
 )
 
 
-def spleen_found(mask: np.ndarray) -> bool:
-    """True when the mask holds at least :data:`MIN_FOUND_VOXELS` spleen voxels."""
-    return int(np.count_nonzero(mask)) >= MIN_FOUND_VOXELS
+def spleen_found(volume_ml: float) -> bool:
+    """True when the mask's volume is at least :data:`MIN_FOUND_ML`."""
+    return volume_ml >= MIN_FOUND_ML
 
 
 def volume_plausibility(volume_ml: float, found: bool, limits: tuple[float, float] = PLAUSIBLE_VOLUME_ML) -> str:
@@ -99,7 +100,7 @@ def review_reasons(flags: dict[str, Any]) -> list[str]:
     """Why a result should be reviewed (empty: nothing suspicious among the available flags)."""
     reasons = []
     if not flags["spleenFound"]:
-        reasons.append("no spleen found")
+        reasons.append("no spleen found" + (f" (mask of {flags['volumeMl']} mL)" if flags["volumeMl"] else ""))
     elif flags["volumePlausibility"] != "plausible":
         reasons.append(f"volume {flags['volumeMl']} mL is {flags['volumePlausibility'].replace('_', ' ')}")
     if flags["fovEdgeFraction"] > MAX_FOV_EDGE_FRACTION:
@@ -122,8 +123,8 @@ def quality_flags(
 ) -> dict[str, Any]:
     """All flags of one mask (see the module doc); JSON-serialisable."""
     m = np.asarray(mask).astype(bool)
-    found = spleen_found(m)
     volume = float(m.sum()) * float(voxel_volume_ml)
+    found = spleen_found(volume)
     unavailable = []
     if probability is None:
         unavailable.append("meanSpleenProbability")

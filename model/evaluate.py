@@ -16,7 +16,8 @@ thresholds). Each phantom is written as a NIfTI image and run through the bundle
 ``preprocessing`` (including ``LoadImaged``), ``inferer`` (sliding window), ``postprocessing`` (softmax,
 ``Invertd`` back to the source grid, spleen-probability threshold, largest component; ``SaveImaged``
 dropped). Positives: Dice against the label on the source grid and the volume against the phantom's true
-(partial-volume) volume. Negatives: "no spleen" when the mask is empty. Several ``--bundle`` options run every
+(partial-volume) volume. Negatives: "no spleen" when the mask is empty, and (``*_quality_rule``) when the report's
+``quality.spleenFound`` would be false (mask under ``app.quality.MIN_FOUND_ML``). Several ``--bundle`` options run every
 phantom through each bundle (the first one is the report's ``summary``).
 """
 
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from model.bundle import SOURCE_BUNDLE_DIR, LoadedBundle, load_bundle
+from app.quality import spleen_found
 from model.anatomy import Variation
 from model.phantoms import Phantom, generate_phantom, sample_geometry_params, write_image_nifti
 from model.train import TrainConfig, parse_seeds
@@ -141,6 +143,7 @@ def summarise(results: list[CaseResult]) -> dict[str, Any]:
         "median_abs_volume_error_pct": float(np.median(np.abs(e))) if e.size else None,
         "max_abs_volume_error_pct": float(np.abs(e).max()) if e.size else None,
         "found_pct": 100.0 * float(np.mean([r.found for r in results])),
+        "found_pct_quality_rule": 100.0 * float(np.mean([spleen_found(r.predicted_volume_ml) for r in results])),
         "mean_seconds": float(np.mean([r.seconds for r in results])),
     }
 
@@ -152,6 +155,8 @@ def summarise_negatives(results: list[CaseResult]) -> dict[str, Any]:
     return {
         "cases": len(results),
         "no_spleen_pct": 100.0 * float(np.mean([not r.found for r in results])),
+        "no_spleen_pct_quality_rule": 100.0
+        * float(np.mean([not spleen_found(r.predicted_volume_ml) for r in results])),
         "max_false_volume_ml": float(max(r.predicted_volume_ml for r in results)),
     }
 
@@ -257,10 +262,15 @@ def _cached_phantom(cache: Path | None, family: str, seed: int, moderate: bool) 
         return make_phantom(family, seed, moderate)
     path = cache / f"{family}_{seed}_{'m' if moderate else 'f'}.pkl"
     if path.exists():
-        return pickle.loads(path.read_bytes())
+        try:
+            return pickle.loads(path.read_bytes())
+        except (EOFError, pickle.UnpicklingError):  # another run is still writing it
+            logger.warning("cached phantom %s unreadable; generating it again", path)
     ph = make_phantom(family, seed, moderate)
     cache.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(ph))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(pickle.dumps(ph))
+    tmp.replace(path)
     return ph
 
 

@@ -46,9 +46,12 @@ def test_volume_plausibility_limits() -> None:
     assert volume_plausibility(lo / 2, True) == "implausibly_small"
     assert volume_plausibility(hi * 2, True) == "implausibly_large"
     assert volume_plausibility((lo + hi) / 2, True) == "plausible"
-    flags = quality_flags(_ball((20, 20, 20), (10, 10, 10), 3), voxel_volume_ml=0.001)
-    assert flags["volumePlausibility"] == "implausibly_small" and flags["needsReview"]
+    small = _ball((20, 20, 20), (10, 10, 10), 3)
+    flags = quality_flags(small, voxel_volume_ml=10.0 / small.sum())  # 10 mL
+    assert flags["spleenFound"] and flags["volumePlausibility"] == "implausibly_small" and flags["needsReview"]
     assert any("implausibly small" in r for r in flags["reviewReasons"])
+    flags = quality_flags(small, voxel_volume_ml=1.0 / small.sum())  # a 1 mL remnant: not a spleen
+    assert not flags["spleenFound"] and flags["reviewReasons"] == ["no spleen found (mask of 1.0 mL)"]
 
 
 def test_fov_edge_fraction_counts_voxels_on_the_outer_layer() -> None:
@@ -59,7 +62,7 @@ def test_fov_edge_fraction_counts_voxels_on_the_outer_layer() -> None:
     mask[:] = False
     mask[4:6, 4:6, 8:10] = True  # last column is the edge: half of the voxels
     assert fov_edge_fraction(mask) == pytest.approx(0.5)
-    flags = quality_flags(mask, 1.0)
+    flags = quality_flags(mask, 10.0)
     assert any("edge of the field of view" in r for r in flags["reviewReasons"])
 
 
@@ -75,7 +78,7 @@ def test_components_and_removed_components() -> None:
     diag = np.zeros((3, 3, 3), bool)
     diag[0, 0, 0] = diag[1, 1, 1] = True  # corner neighbours: one component under 26-connectivity
     assert count_components(diag) == 1
-    flags = quality_flags(a | b, 0.01)
+    flags = quality_flags(a | b, 0.1)
     assert flags["components"] == 2 and flags["needsReview"]
     with pytest.raises(ValueError, match="differs from the final mask"):
         components_removed(raw, a[:-1])
