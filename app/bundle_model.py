@@ -8,7 +8,7 @@ calls ``compose()`` on each ``Application.run()``), so the operator instance can
 
 :class:`BundleModel` is an SDK ``Model`` whose ``path`` is the bundle directory (the operator parses
 ``configs/metadata.json`` + ``configs/inference.json`` from it, ~20 ms per run) and whose ``predictor`` is the
-TorchScript network loaded once by :func:`model.bundle.load_bundle` on the bundle's configured device. One
+TorchScript network loaded once by :func:`app.bundle.load_bundle` on the bundle's configured device. One
 AppContext holding it is reused for every run, so the weights are read and moved to the device exactly once.
 """
 
@@ -24,7 +24,7 @@ from monai.deploy.core import AppContext
 from monai.deploy.core.models import Model
 from pydicom.uid import generate_uid
 
-from model.bundle import MODEL_REL, BundleError, find_bundle_dir, load_bundle
+from app.bundle import MODEL_REL, BundleError, find_bundle_dir, load_bundle
 
 from .errors import ModelError
 

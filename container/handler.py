@@ -116,7 +116,7 @@ class ModelHandler:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
             os.environ["CUDA_VISIBLE_DEVICES"] = _device_for(int(gpu_id), visible)
         try:
-            from model.bundle import find_bundle_dir
+            from app.bundle import find_bundle_dir
 
             bundle = find_bundle_dir(model_dir)
             from ahi_connector import ImageSetExporter

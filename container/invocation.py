@@ -1,10 +1,11 @@
 """Run one validated invocation with ``app.service.SpleenSegService`` and build the response (no MMS here).
 
-Shared by the MME container's ``ModelHandler`` and ``model/code/inference.py`` (SageMaker's prebuilt PyTorch
-container): each input runs in its own temporary working directory (removed afterwards, so concurrent requests
-never share files), its SEG/STL/report go to ``s3://<output prefix>/<request id>/<NN>-<image set or study>/``,
-the SEG bytes are returned inline only when asked and when they fit the 6 MB real-time response limit, and the
-SEG is imported back into AHI only when ``output.writeBackToAHI`` asks for it.
+Shared by the MME container's ``ModelHandler`` and ``container/prebuilt/inference.py`` (SageMaker's prebuilt
+PyTorch container): each input runs in its own temporary working directory (removed afterwards, so concurrent
+requests never share files), its SEG/STL/report go to
+``s3://<output prefix>/<request id>/<NN>-<image set or study>/``, the SEG bytes are returned inline only when
+asked and when they fit the 6 MB real-time response limit, and the SEG is imported back into AHI only when
+``output.writeBackToAHI`` asks for it.
 
 Status: 200 when every input succeeded; otherwise the status of the first failed input (product errors carry
 ``http_status``; anything else is a 500 whose message only carries the request ID; the trace goes to the log).

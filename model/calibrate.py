@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.bundle import SOURCE_BUNDLE_DIR, load_bundle
+from app.bundle import load_bundle
+from model import SOURCE_BUNDLE_DIR
 from model.evaluate import DEFAULT_SEEDS as EVAL_SEEDS
 from model.evaluate import _training_seeds, dice
 from model.phantoms import generate_phantom, write_image_nifti

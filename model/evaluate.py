@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from model.bundle import SOURCE_BUNDLE_DIR, LoadedBundle, load_bundle
+from app.bundle import LoadedBundle, load_bundle
 from app.quality import spleen_found
+from model import SOURCE_BUNDLE_DIR
 from model.anatomy import Variation
 from model.phantoms import Phantom, generate_phantom, sample_geometry_params, write_image_nifti
 from model.train import TrainConfig, parse_seeds

@@ -13,7 +13,8 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from model.bundle import SOURCE_BUNDLE_DIR, read_configs
+from app.bundle import read_configs
+from model import SOURCE_BUNDLE_DIR
 
 OFFICIAL_CHANNELS = (16, 32, 64, 128, 256)
 

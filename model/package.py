@@ -5,7 +5,7 @@ Layout (see CONTRIBUTING.md)::
     spleen_ct_segmentation/configs/metadata.json
     spleen_ct_segmentation/configs/inference.json
     spleen_ct_segmentation/models/model.ts
-    code/...            (only when model/code/ exists: entry of SageMaker's prebuilt PyTorch container)
+    code/...            (from container/prebuilt/: entry of SageMaker's prebuilt PyTorch container)
 
 The archive is reproducible: entries sorted, mtime/uid/gid/owner names fixed, gzip header without name or
 time,
@@ -24,20 +24,20 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.bundle import (
+from app.bundle import (
     BUNDLE_NAME,
     INFERENCE_REL,
     METADATA_REL,
     MODEL_REL,
-    SOURCE_BUNDLE_DIR,
     find_bundle_dir,
 )
+from model import SOURCE_BUNDLE_DIR
 
 logger = logging.getLogger(__name__)
 
 #: Fixed timestamp of every entry (2024-01-01T00:00:00Z) so builds are byte-identical.
 FIXED_MTIME = 1704067200
-DEFAULT_CODE_DIR = Path(__file__).resolve().parent / "code"
+DEFAULT_CODE_DIR = Path(__file__).resolve().parents[1] / "container" / "prebuilt"
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ def build_archive(
 ) -> Path:
     """Write the reproducible ``model.tar.gz`` to ``output`` (atomically) and return its path.
 
-    ``code_dir``: ``"auto"`` includes ``model/code/`` if it exists, None leaves ``code/`` out, a path must
-    exist.
+    ``code_dir``: ``"auto"`` includes ``container/prebuilt/`` if it exists, None leaves ``code/`` out, a
+    path must exist.
     """
     output = Path(output)
     if code_dir == "auto":
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", default=SOURCE_BUNDLE_DIR, type=Path, help="bundle directory to package")
     group = ap.add_mutually_exclusive_group()
     group.add_argument(
-        "--code", type=Path, default=None, help="code/ directory (default: model/code if present)"
+        "--code", type=Path, default=None, help="code/ directory (default: container/prebuilt if present)"
     )
     group.add_argument("--no-code", action="store_true", help="leave code/ out")
     args = ap.parse_args(argv)

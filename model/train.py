@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from model.bundle import SOURCE_BUNDLE_DIR, read_configs, write_bundle
+from app.bundle import read_configs, write_bundle
+from model import SOURCE_BUNDLE_DIR
 from model.network import OFFICIAL_CHANNELS, build_network, network_def
 from model.train_data import CachedCase, Preprocessing, build_cache, random_patch
 

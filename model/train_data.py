@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from model.bundle import SOURCE_BUNDLE_DIR, read_configs
+from app.bundle import read_configs
+from model import SOURCE_BUNDLE_DIR
 from model.phantoms import Phantom, generate_phantom
 
 logger = logging.getLogger(__name__)

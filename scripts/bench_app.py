@@ -58,8 +58,8 @@ def _phantom(cache: Path, slices: int, size: int, seed: int) -> tuple[Path, floa
 
 
 def _import(folder: Path, ahi_url: str, s3_url: str) -> tuple[str, str, float]:
-    from tests.support.clients import ahi_client, s3_client
-    from tests.support.importing import create_datastore, import_folder
+    from devstack.clients import ahi_client, s3_client
+    from devstack.importing import create_datastore, import_folder
 
     ahi = ahi_client(ahi_url)
     datastore_id = create_datastore(ahi, "bench-app")
@@ -97,7 +97,7 @@ def _volume_baselines(exporter: Any, datastore_id: str, image_set_id: str) -> di
 def _model_load_s(bundle: Path) -> float:
     import torch
 
-    from model.bundle import MODEL_REL, find_bundle_dir
+    from app.bundle import MODEL_REL, find_bundle_dir
 
     path = find_bundle_dir(bundle) / MODEL_REL
     times = []
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     from app.service import SpleenSegService
-    from tests.support.clients import ahi_client
-    from tests.support.servers import ahi_local_server, moto_s3_server
+    from devstack.clients import ahi_client
+    from devstack.processes import ahi_local_server, moto_s3_server
 
     with tempfile.TemporaryDirectory(prefix="bench_app_") as tmp:
         tmp_dir = Path(tmp)

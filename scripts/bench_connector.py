@@ -219,7 +219,7 @@ def server_cpu_s() -> float:
     total = 0.0
     for proc in psutil.Process().children(recursive=True):
         try:
-            if any("ahi_connector.local" in part for part in proc.cmdline()):
+            if any("devstack.ahi_local" in part for part in proc.cmdline()):
                 cpu = proc.cpu_times()
                 total += cpu.user + cpu.system
         except psutil.NoSuchProcess:
@@ -286,9 +286,9 @@ def run_trial(
 
 
 def prepare(args: argparse.Namespace, work: Path, s3_url: str, url: str) -> dict[str, tuple[str, str, int]]:
-    from tests.support.clients import ahi_client, s3_client
-    from tests.support.importing import create_datastore, import_folder
-    from tests.support.synthetic import SeriesSpec, write_series
+    from devstack.clients import ahi_client, s3_client
+    from devstack.importing import create_datastore, import_folder
+    from devstack.synthetic import SeriesSpec, write_series
 
     cases = {
         f"CT {args.slices}x{args.size}² int16": SeriesSpec(
@@ -416,7 +416,7 @@ def print_ratios(rows: list[dict[str, Any]]) -> None:
 
 
 def drive(args: argparse.Namespace) -> int:
-    from tests.support.servers import ahi_local_server, moto_s3_server
+    from devstack.processes import ahi_local_server, moto_s3_server
 
     anchor_reason = None if args.skip_anchor else ensure_anchor()
     rows: list[dict[str, Any]] = []

@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from ahi_connector.local.folder_import import import_folder
-    from container.local_stack import LocalStack
+    from devstack.ahi_local.folder_import import import_folder
+    from devstack.stack import LocalStack
     from model.phantoms import generate_phantom, write_dicom_series
 
     if not args.model_archive.is_file():
@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
 
         import torch
 
+        from app.bundle import find_bundle_dir
         from app.request import SegRequest
         from app.service import SpleenSegService
-        from model.bundle import find_bundle_dir
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // 1))  # serve gives its one worker all CPUs
         extracted = work / "inproc-model"

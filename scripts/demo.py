@@ -122,8 +122,8 @@ def _log_errors(log: Path, lines: int = 25) -> str:
 def run(args: argparse.Namespace) -> int:
     from botocore.exceptions import ClientError
 
-    from ahi_connector.local.folder_import import ensure_bucket, import_folder
-    from container.local_stack import LocalStack
+    from devstack.ahi_local.folder_import import ensure_bucket, import_folder
+    from devstack.stack import LocalStack
 
     if not args.model_archive.is_file():
         print(f"no model archive at {args.model_archive}; run `make model-archive` first", file=sys.stderr)

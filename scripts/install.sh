@@ -30,7 +30,7 @@ ensure_java() {
 }
 
 stamp_of() {
-  cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
+  cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/devstack/pyproject.toml" "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
   echo "$TORCH_VERSION $TORCH_INDEX_URL $EXTRA"
 }
 
@@ -58,9 +58,10 @@ fi
 
 # Everything else in ONE command (setuptools<82 must be resolved together with sagemaker-inference),
 # with torch held at the version just installed.
-SPEC="$ROOT"
-[ -n "$EXTRA" ] && SPEC="$ROOT[$EXTRA]"
-"${PIP[@]}" install "torch==$TORCH_VERSION" -r "$ROOT/requirements.txt" -e "$SPEC"
+# The dev extra also installs devstack/ (the local AWS doubles: its own distribution, never in the image).
+SPEC=(-e "$ROOT")
+[ -n "$EXTRA" ] && SPEC=(-e "$ROOT[$EXTRA]" -e "$ROOT/devstack")
+"${PIP[@]}" install "torch==$TORCH_VERSION" -r "$ROOT/requirements.txt" "${SPEC[@]}"
 "${PIP[@]}" check >&2 || log "WARNING: pip check reported conflicts"
 echo "$WANT" > "$STAMP"
 log "ready: $VENV"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.clients import ahi_client, s3_client
-from tests.support.servers import ahi_local_server, moto_s3_server
+from devstack.clients import ahi_client, s3_client
+from devstack.processes import ahi_local_server, moto_s3_server
 
 __all__ = ["ahi_client", "s3_client"]
 

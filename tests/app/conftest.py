@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.synthetic import SeriesSpec, SyntheticSeries, write_series
+from devstack.synthetic import SeriesSpec, SyntheticSeries, write_series
 
 #: Small enough for the shared 2-core CI machine: 2x2x1 sliding windows of 96^3 at the bundle's spacing.
 SMALL_CT = SeriesSpec(
@@ -26,12 +26,13 @@ def random_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The official spleen UNet architecture with random (seeded) weights, written as a bundle directory."""
     import torch
 
-    from model.bundle import write_bundle
+    from app.bundle import read_configs, write_bundle
+    from model import SOURCE_BUNDLE_DIR
     from model.network import build_network
 
     torch.manual_seed(0)
     bundle = tmp_path_factory.mktemp("random_bundle") / "spleen_ct_segmentation"
-    write_bundle(bundle, build_network())
+    write_bundle(bundle, build_network(), *read_configs(SOURCE_BUNDLE_DIR))
     return bundle
 
 

@@ -10,7 +10,7 @@ from monai.deploy.core import Fragment
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
 
 from app.operators.ahi_data_loader_operator import studies_from_datasets
-from tests.support.synthetic import SeriesSpec, write_series
+from devstack.synthetic import SeriesSpec, write_series
 
 
 def _properties(obj: Any) -> dict[str, Any]:

@@ -22,10 +22,10 @@ from ahi_connector.errors import ImageSetNotFoundError
 from app.errors import InputNotFoundError
 from app.operators.ahi_data_loader_operator import resolve_study
 from app.service import SegRequest, SpleenSegService
-from model.bundle import SOURCE_BUNDLE_DIR
+from devstack.clients import ahi_client, s3_client
+from devstack.importing import create_datastore, import_folder
+from model import SOURCE_BUNDLE_DIR
 from tests.app.seg_checks import check_seg, dice, source_slices
-from tests.support.clients import ahi_client, s3_client
-from tests.support.importing import create_datastore, import_folder
 
 #: 56 slices x 160^2 at 3.0 / 2.0 mm: the whole spleen in the field of view, small enough for CI. Seed 12 is
 #: a supine (HFS) phantom with a 191 mL spleen. Measured with the committed step-750 model (channels
@@ -218,7 +218,7 @@ def test_app_segments_exactly_like_the_bundle_reference_pipeline(
     """AHI -> connector -> SDK operators -> SEG gives the same mask as the bundle's own config run on a
     NIfTI of the same phantom (model/evaluate.py: LoadImaged, preprocessing, sliding window, Invertd): same
     Dice against the truth and same volume, whatever the weights (random placeholder or trained)."""
-    from model.bundle import load_bundle
+    from app.bundle import load_bundle
     from model.evaluate import evaluate_phantom
 
     reference = evaluate_phantom(load_bundle(SOURCE_BUNDLE_DIR), imported_study.phantom, tmp_path)

@@ -13,8 +13,8 @@ import torch
 from stl import mesh
 
 from app.errors import InputNotFoundError, NoCTSeriesError
+from devstack.synthetic import SeriesSpec, SyntheticSeries, write_series
 from tests.app.seg_checks import check_seg, voxel_volume_mm3
-from tests.support.synthetic import SeriesSpec, SyntheticSeries, write_series
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_a_failed_first_run_does_not_break_the_next_one(
         "from pathlib import Path\n"
         "from app.errors import InputNotFoundError, NoCTSeriesError\n"
         "from app.service import SpleenSegService\n"
-        "from tests.support.synthetic import SeriesSpec, write_series\n"
+        "from devstack.synthetic import SeriesSpec, write_series\n"
         "tmp = Path(tempfile.mkdtemp())\n"
         "write_series(tmp / 'mr', SeriesSpec(slices=20, rows=16, columns=16, modality='MR'))\n"
         "svc = SpleenSegService(sys.argv[1])\n"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from app.__main__ import main
-from tests.support.synthetic import SeriesSpec, SyntheticSeries, write_series
+from devstack.synthetic import SeriesSpec, SyntheticSeries, write_series
 
 ROOT = Path(__file__).resolve().parents[2]
 TORCH_PIN = "torch==2.13.0"

@@ -22,7 +22,7 @@ from app.errors import (
 from app.operators.ahi_data_loader_operator import studies_from_datasets
 from app.operators.ct_series_selector_operator import CTSeriesSelectorOperator
 from app.selection import CT_SELECTION_RULES, MIN_SLICES, choose_series
-from tests.support.synthetic import SeriesSpec, write_series
+from devstack.synthetic import SeriesSpec, write_series
 
 Edit = Callable[[pydicom.Dataset], None]
 

@@ -11,7 +11,7 @@ import pytest
 import trimesh
 
 from app.operators.spleen_stl_operator import write_spleen_stl
-from tests.support.synthetic import SeriesSpec, write_series
+from devstack.synthetic import SeriesSpec, write_series
 
 RADIUS = 10.0
 CENTRE = np.array([-2.0, 3.0, 130.0])

@@ -16,8 +16,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from devstack.processes import DUMMY_AWS_ENV, moto_s3_server
 from scripts.aws import cli
-from tests.support.servers import DUMMY_AWS_ENV, moto_s3_server
 
 REGION = "us-east-1"
 BUCKET = "spleen-test-bucket"

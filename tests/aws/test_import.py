@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.clients import ahi_client, s3_client
+from devstack.synthetic import SeriesSpec, write_series
 from scripts.aws.session import AwsCliError
-from tests.support.clients import ahi_client, s3_client
-from tests.support.synthetic import SeriesSpec, write_series
 
 NAME = "imp"
 BUCKET = "ahi-spleen-import-test"

@@ -22,9 +22,9 @@ from pydicom.uid import (
 )
 
 from ahi_connector import ImageSetExporter, make_ahi_client
-from tests.support.clients import ahi_client, s3_client
-from tests.support.importing import create_datastore, import_folder
-from tests.support.synthetic import SeriesSpec, SyntheticSeries, write_series
+from devstack.clients import ahi_client, s3_client
+from devstack.importing import create_datastore, import_folder
+from devstack.synthetic import SeriesSpec, SyntheticSeries, write_series
 
 STUDY_UID = generate_uid()
 CASES: dict[str, SeriesSpec] = {

@@ -10,8 +10,8 @@ from ahi_connector.decoders import Codec
 from ahi_connector.dicomize import make_dataset, output_photometric, set_pixel_data
 from ahi_connector.errors import DicomizeError, SeriesNotFoundError
 from ahi_connector.metadata import ImageSetMetadata, parse_metadata_blob
+from devstack.synthetic import SeriesSpec, write_series
 from tests.connector.ahi_json import document
-from tests.support.synthetic import SeriesSpec, write_series
 
 DS_ID, IS_ID = "d" * 32, "i" * 32
 

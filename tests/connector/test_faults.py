@@ -16,9 +16,9 @@ from ahi_connector import (
     RetryPolicy,
     make_ahi_client,
 )
+from devstack.processes import ahi_local_server
+from devstack.synthetic import SeriesSpec
 from tests.connector.conftest import dummy_session, import_cases, set_faults
-from tests.support.servers import ahi_local_server
-from tests.support.synthetic import SeriesSpec
 
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.1)
 

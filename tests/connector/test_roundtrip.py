@@ -8,8 +8,8 @@ import pydicom
 import pytest
 
 from ahi_connector import AHItoDICOM, ImageSetExporter
+from devstack.synthetic import read_pixels
 from tests.connector.conftest import CASES, dummy_session
-from tests.support.synthetic import read_pixels
 
 LOSSY = {"rgb_jpeg_baseline"}  # decoded from the same bytes, then YBR→RGB: allow small rounding differences
 

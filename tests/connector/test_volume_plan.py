@@ -11,8 +11,8 @@ import pytest
 from ahi_connector.errors import GeometryError
 from ahi_connector.metadata import ImageSetMetadata
 from ahi_connector.volume import plan_series
+from devstack.synthetic import SeriesSpec, write_series
 from tests.connector.ahi_json import document
-from tests.support.synthetic import SeriesSpec, write_series
 
 DS_ID, IS_ID = "d" * 32, "i" * 32
 

@@ -9,14 +9,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import random
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,34 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import psutil
 import pytest
 from botocore.config import Config
 
-from container.gateway.cli import serve_command as gateway_command
-from tests.support.clients import REGION, ahi_client, s3_client
-from tests.support.importing import create_datastore, ensure_bucket, import_folder
-from tests.support.servers import DUMMY_AWS_ENV, free_port
-from tests.support.synthetic import SeriesSpec, write_series
+from devstack.clients import REGION, ahi_client, s3_client
+from devstack.importing import create_datastore, ensure_bucket, import_folder
+from devstack.processes import DUMMY_AWS_ENV, ServerProcess, free_port
+from devstack.sagemaker_local.cli import serve_command as gateway_command
+from devstack.synthetic import SeriesSpec, write_series
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE = ROOT / "container" / "serve"
 RESULTS_BUCKET = "spleen-results"
 N_SERIES = 8
-
-
-def free_mms_port() -> int:
-    """A free port below 32767 (multi-model-server 1.1.11 rejects higher ones)."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randint(20000, 32000)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000..32000")
 
 
 def http(
@@ -69,23 +48,6 @@ def http(
         return exc.code, dict(exc.headers.items()), exc.read()
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"{proc.args!r} exited with {proc.returncode}; log:\n{log.read_text()[-4000:]}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout_s} s; log:\n{log.read_text()[-4000:]}")
-
-
 def service_env(moto_url: str, ahi_url: str) -> dict[str, str]:
     return {
         **DUMMY_AWS_ENV,
@@ -95,52 +57,16 @@ def service_env(moto_url: str, ahi_url: str) -> dict[str, str]:
     }
 
 
-@dataclasses.dataclass
-class RunningProcess:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def tree(self) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+#: A server started and waited for by devstack's one process helper (also what ``running`` yields).
+RunningProcess = ServerProcess
 
 
 @contextlib.contextmanager
 def running(
     argv: Sequence[str], ready_path: str, url: str, env: Mapping[str, str], name: str, timeout_s: float = 120
-) -> Iterator[RunningProcess]:
-    log = Path(tempfile.mkdtemp(prefix=f"{name}-")) / f"{name}.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            list(argv), stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True
-        )
-    running_proc = RunningProcess(proc, url, log)
-    # Remember every descendant seen, so nothing outlives the test even if the tree is re-parented.
-    seen: dict[int, psutil.Process] = {}
-    try:
-        _wait_http(url + ready_path, proc, log, timeout_s)
-        yield running_proc
-    finally:
-        for p in running_proc.tree():
-            seen.setdefault(p.pid, p)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        _, alive = psutil.wait_procs(list(seen.values()), timeout=10)
-        for p in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
+) -> Iterator[ServerProcess]:
+    with ServerProcess(name, argv, url + ready_path, url, env=env, timeout_s=timeout_s) as proc:
+        yield proc
 
 
 @contextlib.contextmanager
@@ -148,7 +74,7 @@ def serve(
     env: Mapping[str, str], args: Sequence[str] = (), port: int | None = None, timeout_s: float = 120
 ) -> Iterator[RunningProcess]:
     """``container/serve`` on 127.0.0.1 (multi-model unless args say otherwise)."""
-    port = port or free_mms_port()
+    port = port or free_port()
     full_env = {"SAGEMAKER_MULTI_MODEL": "true", **env, "SAGEMAKER_BIND_TO_PORT": str(port)}
     with running(
         [str(SERVE), *args], "/ping", f"http://127.0.0.1:{port}", full_env, "serve", timeout_s

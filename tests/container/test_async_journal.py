@@ -6,8 +6,8 @@ import json
 import logging
 from pathlib import Path
 
-from container.gateway.app import AsyncJob, AsyncJournal
 from container.payload import S3Location
+from devstack.sagemaker_local.app import AsyncJob, AsyncJournal
 
 
 def _job(inference_id: str) -> AsyncJob:

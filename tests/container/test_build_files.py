@@ -179,14 +179,14 @@ def _pip_dry_run(env_value: str | None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "AHI_SPLEEN_SEG_PACKAGE"}
     if env_value is not None:
         env["AHI_SPLEEN_SEG_PACKAGE"] = env_value
-    req = ROOT / "model" / "code" / "requirements.txt"
+    req = ROOT / "container" / "prebuilt" / "requirements.txt"
     argv = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "-r", str(req)]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_code_requirements_resolve_offline_against_the_project_pins():
     """What the prebuilt container pip-installs: satisfied by this environment (same pins), never torch."""
-    lines = (ROOT / "model" / "code" / "requirements.txt").read_text().splitlines()
+    lines = (ROOT / "container" / "prebuilt" / "requirements.txt").read_text().splitlines()
     reqs = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert reqs[0] == "${AHI_SPLEEN_SEG_PACKAGE}"
     assert not any(r.lower().startswith("torch") for r in reqs)

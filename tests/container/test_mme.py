@@ -23,7 +23,8 @@ import psutil
 import pydicom
 import pytest
 
-from container.gateway.models import model_key
+from devstack.clients import ahi_client, s3_client
+from devstack.sagemaker_local.models import model_key
 from tests.container.conftest import (
     RESULTS_BUCKET,
     Dataset,
@@ -34,7 +35,6 @@ from tests.container.conftest import (
     serve,
     service_env,
 )
-from tests.support.clients import ahi_client, s3_client
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 JSON = {"Content-Type": "application/json"}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.clients import s3_client
 from tests.container.conftest import (
     RESULTS_BUCKET,
     Dataset,
@@ -25,7 +26,6 @@ from tests.container.conftest import (
     serve,
     service_env,
 )
-from tests.support.clients import s3_client
 
 JSON = {"Content-Type": "application/json"}
 

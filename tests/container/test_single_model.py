@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.container.conftest import (
     SERVE,
     Dataset,
-    free_mms_port,
+    free_port,
     http,
     read_json,
     serve,
@@ -46,7 +46,7 @@ def test_single_model_that_cannot_load_exits_instead_of_waiting(tmp_path: Path):
     """MMS would retry the load forever (and report the worker READY); serve exits 1 with the reason."""
     empty = tmp_path / "model"
     empty.mkdir()
-    env = {"PATH": "/usr/bin:/bin", "SAGEMAKER_BIND_TO_PORT": str(free_mms_port())}
+    env = {"PATH": "/usr/bin:/bin", "SAGEMAKER_BIND_TO_PORT": str(free_port())}
     started = time.monotonic()
     done = subprocess.run(
         [str(SERVE), "--single-model", "--model-dir", str(empty)],

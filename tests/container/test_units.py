@@ -13,13 +13,13 @@ import pytest
 
 from ahi_connector.errors import ImageSetNotFoundError
 from container.errors import ModelLoadError
-from container.gateway.errors import RuntimeApiError
-from container.gateway.models import check_target_model, extract_archive, model_key
 from container.handler import ModelHandler, header, request_body
 from container.invocation import error_body
 from container.model_server import mms_properties
 from container.payload import PayloadError, S3Location, parse_invocation
 from container.settings import Settings, SettingsError
+from devstack.sagemaker_local.errors import RuntimeApiError
+from devstack.sagemaker_local.models import check_target_model, extract_archive, model_key
 
 ROOT = Path(__file__).resolve().parents[2]
 DS = "a" * 32

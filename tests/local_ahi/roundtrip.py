@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pydicom
 
+from devstack.importing import ImportResult, import_folder
 from tests.support.ahi_metadata import instance_datasets, read_metadata
-from tests.support.importing import ImportResult, import_folder
 from tests.support.pixels import crc32_of, decode_served, original_fragments, reference_frames
 
 PIXEL_KEYWORDS = {"PixelData", "FloatPixelData", "DoubleFloatPixelData"}

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
+from devstack.clients import ahi_client, s3_client
+from devstack.importing import create_datastore, import_folder
+from devstack.synthetic import SeriesSpec, write_series
 from tests.support.ahi_metadata import read_metadata
-from tests.support.clients import ahi_client, s3_client
-from tests.support.importing import create_datastore, import_folder
-from tests.support.synthetic import SeriesSpec, write_series
 
 MISSING_ID = "0" * 32
 N_SERIES = 125

@@ -8,16 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from devstack.clients import ahi_client
+from devstack.processes import DUMMY_AWS_ENV
+from devstack.synthetic import SeriesSpec, write_series
 from tests.support.ahi_metadata import read_metadata
-from tests.support.clients import ahi_client
-from tests.support.servers import DUMMY_AWS_ENV
-from tests.support.synthetic import SeriesSpec, write_series
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **DUMMY_AWS_ENV}
     return subprocess.run(
-        [sys.executable, "-m", "ahi_connector.local.cli", *args],
+        [sys.executable, "-m", "devstack.ahi_local.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

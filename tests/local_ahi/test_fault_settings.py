@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from ahi_connector.local.errors import InternalError, ThrottlingError, ValidationError
-from ahi_connector.local.faults import FaultInjector, FaultSettings
-from ahi_connector.local.settings import faults_from_env
+from devstack.ahi_local.errors import InternalError, ThrottlingError, ValidationError
+from devstack.ahi_local.faults import FaultInjector, FaultSettings
+from devstack.ahi_local.settings import faults_from_env
 
 
 def test_one_draw_per_rate_throttle_first() -> None:

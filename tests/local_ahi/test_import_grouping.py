@@ -11,10 +11,10 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from devstack.clients import ahi_client, s3_client
+from devstack.importing import create_datastore, import_folder, run_import, upload_folder
+from devstack.synthetic import SeriesSpec, write_series
 from tests.support.ahi_metadata import read_metadata
-from tests.support.clients import ahi_client, s3_client
-from tests.support.importing import create_datastore, import_folder, run_import, upload_folder
-from tests.support.synthetic import SeriesSpec, write_series
 
 
 @pytest.fixture()

@@ -17,11 +17,11 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from devstack.clients import ahi_client, s3_client
+from devstack.importing import create_datastore
+from devstack.synthetic import SeriesSpec, SyntheticSeries, write_series
 from tests.local_ahi.roundtrip import MetadataCache, assert_round_trip, fetch_frame, import_files
-from tests.support.clients import ahi_client, s3_client
-from tests.support.importing import create_datastore
 from tests.support.pixels import decode_served
-from tests.support.synthetic import SeriesSpec, SyntheticSeries, write_series
 
 
 def _spec(name: str, **kw: Any) -> tuple[str, SeriesSpec]:

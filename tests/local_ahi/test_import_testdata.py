@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from pydicom.data import get_testdata_files
 
+from devstack.clients import ahi_client, s3_client
+from devstack.importing import create_datastore
 from tests.local_ahi.roundtrip import (
     Expectation,
     ImportedFile,
@@ -20,8 +22,6 @@ from tests.local_ahi.roundtrip import (
     import_files,
     rounds_without_duplicate_sops,
 )
-from tests.support.clients import ahi_client, s3_client
-from tests.support.importing import create_datastore
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ import requests
 from botocore.config import Config
 from botocore.exceptions import ReadTimeoutError
 
+from devstack.clients import ahi_client, s3_client
+from devstack.importing import create_datastore, import_folder
+from devstack.processes import ahi_local_server
+from devstack.synthetic import SeriesSpec, write_series
 from tests.support.ahi_metadata import read_metadata
-from tests.support.clients import ahi_client, s3_client
-from tests.support.importing import create_datastore, import_folder
-from tests.support.servers import ahi_local_server
-from tests.support.synthetic import SeriesSpec, write_series
 
 
 def _frame_ids(doc: dict[str, Any]) -> list[str]:

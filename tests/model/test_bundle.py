@@ -14,15 +14,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from model.bundle import (
-    SOURCE_BUNDLE_DIR,
+from app.bundle import (
     BundleError,
     BundleNotFoundError,
     copy_bundle,
     find_bundle_dir,
     load_bundle,
+    read_configs,
     write_bundle,
 )
+from model import SOURCE_BUNDLE_DIR
 from model.package import build_archive
 
 EXPECTED_LAYOUT = [
@@ -143,7 +144,7 @@ def test_official_architecture_with_random_weights_is_a_drop_in(tmp_path: Path) 
     net = _official_unet()
     assert sum(p.numel() for p in net.parameters()) == 4_808_917
     bundle_dir = tmp_path / "official" / "spleen_ct_segmentation"
-    model_ts = write_bundle(bundle_dir, net)
+    model_ts = write_bundle(bundle_dir, net, *read_configs(SOURCE_BUNDLE_DIR))
     # our archive + loader
     archive = build_archive(tmp_path / "model.tar.gz", bundle_dir=bundle_dir, code_dir=None)
     found = find_bundle_dir(_extract(archive, tmp_path / "x"))

@@ -33,8 +33,12 @@ import botocore.exceptions
 import psutil
 import pytest
 
-from ahi_connector.local.cli import serve_command as ahi_local_command
-from container.gateway.cli import serve_command as gateway_command
+from devstack.ahi_local.cli import serve_command as ahi_local_command
+from devstack.clients import ahi_client, s3_client
+from devstack.importing import create_datastore, ensure_bucket, import_folder
+from devstack.processes import DUMMY_AWS_ENV, free_port
+from devstack.sagemaker_local.cli import serve_command as gateway_command
+from devstack.synthetic import SeriesSpec, write_series
 from tests.container.conftest import (
     ROOT,
     RunningProcess,
@@ -45,10 +49,6 @@ from tests.container.conftest import (
     service_env,
 )
 from tests.reliability.proxy import ResettingProxy
-from tests.support.clients import ahi_client, s3_client
-from tests.support.importing import create_datastore, ensure_bucket, import_folder
-from tests.support.servers import DUMMY_AWS_ENV, free_port
-from tests.support.synthetic import SeriesSpec, write_series
 
 BUCKET = "reliability"
 TARGET = "model.tar.gz"
@@ -237,7 +237,7 @@ class Stack:
         return info.value.response, time.monotonic() - started
 
     def model_name(self) -> str:
-        from container.gateway.models import model_key
+        from devstack.sagemaker_local.models import model_key
 
         return model_key(TARGET)
 

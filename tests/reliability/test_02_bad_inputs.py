@@ -265,7 +265,7 @@ def test_unknown_or_unreadable_target_model(stack: Stack, target: str, reason: s
 def test_broken_model_archive_fails_its_load(stack: Stack, target: str, logged: str) -> None:
     """The load fails (POST /models 500), nothing of it stays registered, the reason is in the container log,
     and the good model keeps serving."""
-    from container.gateway.models import model_key
+    from devstack.sagemaker_local.models import model_key
 
     response, _ = stack.invoke_error(stack.cases["good0"].body(), target=target)
     assert response["Error"]["Code"] == "ModelError"

@@ -14,8 +14,8 @@ import pytest
 
 from ahi_connector import AHIError
 from app.errors import AppError, RequestError
+from devstack.clients import ahi_client
 from tests.reliability.conftest import Stack
-from tests.support.clients import ahi_client
 
 UNKNOWN_ID = "0123456789abcdef0123456789abcdef"
 

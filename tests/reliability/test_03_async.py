@@ -7,9 +7,9 @@ import json
 import time
 from typing import Any
 
+from devstack.clients import s3_client
 from tests.container.conftest import http
 from tests.reliability.conftest import BUCKET, Stack
-from tests.support.clients import s3_client
 
 WAIT_S = 240.0
 

@@ -8,9 +8,9 @@ import re
 
 import psutil
 
-from ahi_connector.local.cli import build_parser as ahi_local_parser
-from container.gateway.cli import _parser as gateway_parser
 from container.settings import Settings
+from devstack.ahi_local.cli import build_parser as ahi_local_parser
+from devstack.sagemaker_local.cli import _parser as gateway_parser
 from tests.container.conftest import ROOT
 from tests.reliability.conftest import Stack
 

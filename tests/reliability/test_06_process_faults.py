@@ -18,9 +18,9 @@ import botocore.exceptions
 import psutil
 import pytest
 
+from devstack.clients import s3_client
 from tests.container.conftest import http
 from tests.reliability.conftest import BUCKET, PHI_ID, PHI_NAME, SECRET, Stack, original
-from tests.support.clients import s3_client
 
 HANG_S = 6.0
 RESTART_WAIT_S = 180.0

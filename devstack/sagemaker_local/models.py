@@ -24,8 +24,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from container.gateway.errors import RuntimeApiError, model_error, service_unavailable, validation_error
 from container.payload import PayloadError, S3Location
+from devstack.sagemaker_local.errors import (
+    RuntimeApiError,
+    model_error,
+    service_unavailable,
+    validation_error,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A real import through boto3: upload a folder to (moto) S3, start an import job, wait, read its output.
 
-Thin test-facing wrappers over :mod:`ahi_connector.local.folder_import` (the one import-a-folder path).
+Thin test-facing wrappers over :mod:`devstack.ahi_local.folder_import` (the one import-a-folder path).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ahi_connector.local.folder_import import (
+from devstack.ahi_local.folder_import import (
     ensure_bucket,
     read_job_output,
     start_import,

@@ -31,9 +31,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from container.gateway.errors import RuntimeApiError, internal_failure, model_error, validation_error
-from container.gateway.models import ContainerClient, HttpReply, ModelManager, ModelSource
 from container.payload import PayloadError, S3Location
+from devstack.sagemaker_local.errors import RuntimeApiError, internal_failure, model_error, validation_error
+from devstack.sagemaker_local.models import ContainerClient, HttpReply, ModelManager, ModelSource
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from container.gateway.app import GatewayConfig, create_app
+from devstack.sagemaker_local.app import GatewayConfig, create_app
 
 
 def s3_client_factory(endpoint_url: str | None) -> Any:
@@ -37,7 +37,7 @@ def serve_command(
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The argv that starts ``sagemaker-local serve`` in a child process with this interpreter."""
-    argv = [sys.executable, "-m", "container.gateway.cli", "serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "devstack.sagemaker_local.cli", "serve", "--port", str(port)]
     argv += ["--container-url", container_url, "--model-data-url", str(model_data_url)]
     if models_dir is not None:
         argv += ["--models-dir", str(models_dir)]

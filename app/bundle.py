@@ -27,7 +27,6 @@ METADATA_REL = Path("configs") / "metadata.json"
 INFERENCE_REL = Path("configs") / "inference.json"
 MODEL_REL = Path("models") / "model.ts"
 #: The bundle committed in this repository (configs + our trained model.ts).
-SOURCE_BUNDLE_DIR = Path(__file__).resolve().parent / BUNDLE_NAME
 #: Transforms that read/write files; stripped for in-memory inference (as MONAI Deploy's bundle operator
 # does).
 FILE_IO_TRANSFORMS = ("LoadImage", "SaveImage")
@@ -126,21 +125,17 @@ def read_configs(bundle_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]
 def write_bundle(
     bundle_dir: str | Path,
     network: Any,
-    metadata: dict[str, Any] | None = None,
-    inference: dict[str, Any] | None = None,
+    metadata: dict[str, Any],
+    inference: dict[str, Any],
 ) -> Path:
     """Script ``network`` (a torch ``nn.Module``) into ``bundle_dir/models/model.ts`` and write the configs.
 
-    ``metadata``/``inference`` default to the configs of the bundle committed in this repository. Both are
-    written
-    to ``configs/`` and embedded in ``model.ts`` as extra files. Returns the path of ``model.ts``.
+    ``metadata`` and ``inference`` (the two bundle configs, e.g. those of ``model.SOURCE_BUNDLE_DIR``) are
+    written to ``configs/`` and embedded in ``model.ts`` as extra files. Returns the path of ``model.ts``.
     """
     import torch
 
     bundle_dir = Path(bundle_dir)
-    src_meta, src_inf = read_configs(SOURCE_BUNDLE_DIR)
-    metadata = src_meta if metadata is None else metadata
-    inference = src_inf if inference is None else inference
     texts = {
         "metadata.json": json.dumps(metadata, indent=4) + "\n",
         "inference.json": json.dumps(inference, indent=4) + "\n",

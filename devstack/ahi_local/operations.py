@@ -1,7 +1,7 @@
 """The AWS HealthImaging operations, as plain functions of validated request parameters.
 
 Each handler takes the request as the dict botocore would have serialised (members of the operation's input
-shape, URI/query/body already merged and type-checked by :mod:`ahi_connector.local.server`) and returns the
+shape, URI/query/body already merged and type-checked by :mod:`devstack.ahi_local.server`) and returns the
 output dict, or :class:`RawResponse` for the streaming blob outputs.
 """
 

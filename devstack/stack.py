@@ -9,26 +9,16 @@ whole process tree) when the :class:`LocalStack` context exits, also on Ctrl-C a
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
-import random
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-import psutil
-
-from ahi_connector.local.cli import serve_command as ahi_local_command
-from container.gateway.cli import serve_command as gateway_command
+from devstack.ahi_local.cli import serve_command as ahi_local_command
+from devstack.processes import ServerProcess, free_port, moto_command
+from devstack.sagemaker_local.cli import serve_command as gateway_command
 
 logger = logging.getLogger(__name__)
 
@@ -41,45 +31,16 @@ LOCAL_AWS_ENV = {
 }
 
 
-def free_port(low: int = 20000, high: int = 32000) -> int:
-    """A free 127.0.0.1 port in ``[low, high]`` (MMS 1.1.11 needs one below 32767)."""
-    for _ in range(500):
-        port = random.randint(low, high)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {low}..{high}")
-
-
-@dataclasses.dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def tail(self, n: int = 3000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-
 class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
     """Start services one by one (:meth:`start_moto`, ...); everything started is stopped on exit."""
 
     def __init__(self, work_dir: Path | None = None, quiet: bool = True) -> None:
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="spleen-local-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.children: list[Child] = []
+        self.children: list[ServerProcess] = []
         self.env: dict[str, str] = {**os.environ, **LOCAL_AWS_ENV}
         self.quiet = quiet
 
-    # --- process plumbing
-    # -----------------------------------------------------------------------------------------
     def _start(
         self,
         name: str,
@@ -88,59 +49,23 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
         url: str,
         timeout_s: float,
         env: Mapping[str, str] | None = None,
-    ) -> Child:
-        log = self.work_dir / f"{name}.log"
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(
-                list(argv),
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                env={**self.env, **(env or {})},
-                start_new_session=True,
-            )
-        child = Child(name, proc, url, log)
-        self.children.append(child)
-        logger.info("starting %s (pid %d, log %s)", name, proc.pid, log)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode}; log tail:\n{child.tail()}")
-            try:
-                with urllib.request.urlopen(ready_url, timeout=2) as resp:
-                    if resp.status < 500:
-                        return child
-            except urllib.error.HTTPError as exc:
-                if exc.code < 500:
-                    return child
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(
-            f"{name} not ready at {ready_url} after {timeout_s:.0f} s; log tail:\n{child.tail()}"
+    ) -> ServerProcess:
+        child = ServerProcess(
+            name,
+            argv,
+            ready_url,
+            url,
+            env={**self.env, **(env or {})},
+            log_path=self.work_dir / f"{name}.log",
+            timeout_s=timeout_s,
         )
+        self.children.append(child)
+        return child
 
     def stop(self) -> None:
-        """Stop every child, newest first: SIGTERM, wait, then SIGKILL its whole process tree."""
+        """Stop every child, newest first (SIGTERM, then SIGKILL of its whole process tree)."""
         while self.children:
-            child = self.children.pop()
-            try:
-                tree = [
-                    psutil.Process(child.proc.pid),
-                    *psutil.Process(child.proc.pid).children(recursive=True),
-                ]
-            except psutil.NoSuchProcess:
-                tree = []
-            if child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-                try:
-                    child.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    logger.warning("%s did not stop on SIGTERM; killing it", child.name)
-            _, alive = psutil.wait_procs(tree, timeout=5)
-            for proc in alive:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    proc.kill()
-            logger.info("stopped %s", child.name)
+            self.children.pop().stop()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -154,7 +79,7 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
         url = f"http://127.0.0.1:{port}"
         self._start(
             "moto-s3",
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            moto_command(port),
             f"{url}/moto-api/",
             url,
             60,

@@ -4,7 +4,7 @@
 ``ahi-local import FOLDER --endpoint-url URL --s3-endpoint-url URL [--datastore-id ID]`` uploads a folder to
 S3, imports it and prints the job summary as JSON.
 
-Fault flags (each also settable by environment variable, see :mod:`ahi_connector.local.settings`; flags win):
+Fault flags (each also settable by environment variable, see :mod:`devstack.ahi_local.settings`; flags win):
 ``--throttle-rate R`` (AHI_LOCAL_THROTTLE_RATE), ``--error-rate R`` (AHI_LOCAL_ERROR_RATE),
 ``--latency-ms MS`` (AHI_LOCAL_LATENCY_MS), ``--corrupt-rate R`` (AHI_LOCAL_CORRUPT_RATE),
 ``--fail-frame ID`` / ``--hang-frame ID`` / ``--corrupt-frame ID`` (repeatable; AHI_LOCAL_FAIL_FRAMES,
@@ -45,7 +45,7 @@ def serve_command(
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The argv that starts ``ahi-local serve`` in a child process with this interpreter (demo, tests)."""
-    argv = [sys.executable, "-m", "ahi_connector.local.cli", "serve", "--host", host, "--port", str(port)]
+    argv = [sys.executable, "-m", "devstack.ahi_local.cli", "serve", "--host", host, "--port", str(port)]
     argv += ["--data-dir", str(data_dir)]
     if s3_endpoint_url:
         argv += ["--s3-endpoint-url", s3_endpoint_url]
