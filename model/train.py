@@ -354,9 +354,11 @@ def export(
     checkpoint: Path | None = None,
     bundle_dir: Path = SOURCE_BUNDLE_DIR,
     evaluation: Path | None = None,
+    version: str | None = None,
+    changelog: str = "",
 ) -> Path:
     """Write the checkpoint into the bundle (model.ts + configs with this network_def) and the training
-    log."""
+    log. ``version`` (with its ``changelog`` line) bumps the bundle version in metadata.json."""
     import torch
 
     checkpoint = checkpoint or cfg.work_dir / "best.pt"
@@ -366,13 +368,21 @@ def export(
     inference["network_def"] = network_def(cfg.channels)
     records = read_log(cfg.work_dir)
     vals = [r for r in records if r["event"] == "val"]
+    kept = {k: v for k, v in metadata.get("eval_metrics", {}).items() if k == "spleen_threshold"}
+    metadata["eval_metrics"] = kept
     if vals:
         best = max(vals, key=lambda r: r["mean_dice"])
-        metadata["eval_metrics"] = {
-            "val_mean_dice_synthetic": round(best["mean_dice"], 4),
-            "val_seeds": cfg.val_seeds,
-            "step": best["step"],
-        }
+        metadata["eval_metrics"].update(
+            {
+                "val_mean_dice_synthetic": round(best["mean_dice"], 4),
+                "val_seeds": cfg.val_seeds,
+                "val_data": cfg.data,
+                "step": best["step"],
+            }
+        )
+    if version is not None:
+        metadata["version"] = version
+        metadata.setdefault("changelog", {})[version] = changelog
     if evaluation is not None:  # held-out results of model/evaluate.py for these same weights
         summary = json.loads(evaluation.read_text())["summary"]
         metadata.setdefault("eval_metrics", {})["held_out_phantoms"] = {
@@ -457,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", choices=["phantoms", "randomized"], default="phantoms")
     ap.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     ap.add_argument("--evaluation", type=Path, default=None, help="export: add this evaluate.py report")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="export: this state dict (default best.pt)")
+    ap.add_argument("--bundle-dir", type=Path, default=SOURCE_BUNDLE_DIR, help="export: into this bundle")
+    ap.add_argument("--version", default=None, help="export: new bundle version (metadata.json)")
+    ap.add_argument("--changelog", default="", help="export: changelog line of --version")
     ap.add_argument(
         "--channels",
         type=int,
@@ -479,7 +493,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("fit", "all"):
         fit(cfg, init=args.init, resume=args.resume)
     if args.command in ("export", "all"):
-        logger.info("exported %s", export(cfg, evaluation=args.evaluation))
+        path = export(
+            cfg,
+            checkpoint=args.checkpoint,
+            bundle_dir=args.bundle_dir,
+            evaluation=args.evaluation,
+            version=args.version,
+            changelog=args.changelog,
+        )
+        logger.info("exported %s", path)
     return 0
 
 
