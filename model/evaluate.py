@@ -275,6 +275,20 @@ def _cached_phantom(cache: Path | None, family: str, seed: int, moderate: bool) 
     return ph
 
 
+def merge_reports(paths: list[Path]) -> dict[str, Any]:
+    """One report from several runs of the same cases (e.g. one bundle each, run side by side): the bundles
+    of all, the protocol and ``summary`` of the first. Raises ValueError when the cases differ."""
+    reports = [json.loads(p.read_text()) for p in paths]
+    first = reports[0]
+    for p, r in zip(paths[1:], reports[1:], strict=True):
+        if r["protocol"]["cases"] != first["protocol"]["cases"]:
+            raise ValueError(f"{p} evaluated other cases than {paths[0]}; merge only runs of the same cases")
+        for name, b in r["bundles"].items():
+            first["bundles"].setdefault(name, b)
+    first["wall_seconds"] = [r["wall_seconds"] for r in reports]
+    return first
+
+
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
@@ -292,7 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, default=EVALUATION_JSON)
     ap.add_argument("--device", default=None, help="override the config's device (e.g. cpu)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="only merge these reports (same cases) into --output")
     args = ap.parse_args(argv)
+    if args.merge:
+        args.output.write_text(json.dumps(merge_reports(args.merge), indent=1) + "\n")
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
