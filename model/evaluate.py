@@ -285,6 +285,15 @@ def merge_reports(paths: list[Path]) -> dict[str, Any]:
             raise ValueError(f"{p} evaluated other cases than {paths[0]}; merge only runs of the same cases")
         for name, b in r["bundles"].items():
             first["bundles"].setdefault(name, b)
+    for b in first["bundles"].values():  # aggregates recomputed with this version's summaries
+        res = [CaseResult(**c) for c in b["cases"]]
+        b["families"] = {f: summarise([x for x in res if x.family == f]) for f in FAMILIES}
+        b["negatives"] = summarise_negatives([x for x in res if x.family in NEGATIVE_KINDS])
+    top = next(iter(first["bundles"].values()))
+    first["summary"] = {
+        **{f"{f}_{k}": v for f, s in top["families"].items() for k, v in s.items()},
+        **{f"negatives_{k}": v for k, v in top["negatives"].items()},
+    }
     first["wall_seconds"] = [r["wall_seconds"] for r in reports]
     return first
 

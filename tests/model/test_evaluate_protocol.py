@@ -31,13 +31,13 @@ def test_plan_draws_per_family_and_rotates_negative_kinds() -> None:
 
 def test_seeds_from_replays_the_cases_and_merge_refuses_other_cases(tmp_path: Path) -> None:
     cases = plan(_args())
-    rep = {"protocol": {"cases": [{"family": f, "seed": s} for f, s in cases]}, "bundles": {"a": {}},
+    rep = {"protocol": {"cases": [{"family": f, "seed": s} for f, s in cases]}, "bundles": {"a": {"cases": []}},
            "wall_seconds": 1.0, "summary": {}}
     first = tmp_path / "a.json"
     first.write_text(json.dumps(rep))
     assert plan(_args(seeds_from=str(first))) == cases
     other = tmp_path / "b.json"
-    other.write_text(json.dumps({**rep, "bundles": {"b": {}}}))
+    other.write_text(json.dumps({**rep, "bundles": {"b": {"cases": []}}}))
     assert set(merge_reports([first, other])["bundles"]) == {"a", "b"}
     rep["protocol"]["cases"] = rep["protocol"]["cases"][:-1]
     other.write_text(json.dumps(rep))
