@@ -8,7 +8,7 @@ import pytest
 from model.independent_phantoms import IndependentAnatomy, generate_independent, spleen_centroid_lps
 from model.scan_geometry import PatientPosition
 
-SMALL = {"shape": (30, 96, 96), "spacing": (6.0, 4.0, 4.0)}
+SMALL = {"shape": (20, 72, 72), "spacing": (6.0, 5.0, 5.0)}
 
 
 def test_same_seed_same_phantom_other_seed_differs() -> None:

@@ -18,7 +18,7 @@ from model.randomized import (
     tissue_hu,
 )
 
-SMALL = {"shape": (24, 96, 96), "spacing": (5.0, 4.0, 4.0)}
+SMALL = {"shape": (16, 64, 64), "spacing": (7.5, 6.0, 6.0)}
 SPLEEN = TISSUES.index("spleen")
 
 
