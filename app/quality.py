@@ -43,8 +43,11 @@ def spleen_found(volume_ml: float) -> bool:
     return volume_ml >= MIN_FOUND_ML
 
 
-def volume_plausibility(volume_ml: float, found: bool, limits: tuple[float, float] = PLAUSIBLE_VOLUME_ML) -> str:
-    """``"none"`` without a spleen, else ``"plausible"``, ``"implausibly_small"`` or ``"implausibly_large"``."""
+def volume_plausibility(
+    volume_ml: float, found: bool, limits: tuple[float, float] = PLAUSIBLE_VOLUME_ML
+) -> str:
+    """``"none"`` without a spleen, else ``"plausible"``, ``"implausibly_small"`` or
+    ``"implausibly_large"``."""
     if not found:
         return "none"
     lo, hi = limits
@@ -100,11 +103,15 @@ def review_reasons(flags: dict[str, Any]) -> list[str]:
     """Why a result should be reviewed (empty: nothing suspicious among the available flags)."""
     reasons = []
     if not flags["spleenFound"]:
-        reasons.append("no spleen found" + (f" (mask of {flags['volumeMl']} mL)" if flags["volumeMl"] else ""))
+        reasons.append(
+            "no spleen found" + (f" (mask of {flags['volumeMl']} mL)" if flags["volumeMl"] else "")
+        )
     elif flags["volumePlausibility"] != "plausible":
         reasons.append(f"volume {flags['volumeMl']} mL is {flags['volumePlausibility'].replace('_', ' ')}")
     if flags["fovEdgeFraction"] > MAX_FOV_EDGE_FRACTION:
-        reasons.append(f"{100 * flags['fovEdgeFraction']:.1f} % of the mask lies at the edge of the field of view")
+        reasons.append(
+            f"{100 * flags['fovEdgeFraction']:.1f} % of the mask lies at the edge of the field of view"
+        )
     if flags["components"] > 1:
         reasons.append(f"the mask has {flags['components']} separate components")
     if flags["componentsRemoved"]:

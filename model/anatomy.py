@@ -256,7 +256,9 @@ def _spleen(
         layers.append(Layer(f"spleen_notch{n}", notch, 0.0, carve_spleen=True))
     if var is not None and vrng is not None and vrng.random() < var.accessory_probability:
         r = float(vrng.uniform(8, 16)) / scale
-        where = centre + axes[0] * radii[0] * vrng.uniform(0.6, 1.1) + axes[1] * radii[1] * vrng.uniform(1.0, 2.0)
+        where = (
+            centre + axes[0] * radii[0] * vrng.uniform(0.6, 1.1) + axes[1] * radii[1] * vrng.uniform(1.0, 2.0)
+        )
         splenule = Blob(center=where, axes=np.eye(3), radii=np.array([r, r * 0.9, r * 0.8]))
         layers.append(Layer("spleen_accessory", splenule, layers[0].hu, layers[0].texture, is_spleen=True))
     return layers, centre, float(radii[0])
@@ -435,8 +437,14 @@ def _splenic_bed(
     for n in range(int(rng.integers(2, 5))):
         r = float(rng.uniform(12, 24))
         c = spleen_c + rng.uniform(-1, 1, 3) * np.array([20.0, 25.0, half_len * 0.6])
-        outer = _blob(rng, tuple(c), (r * rng.uniform(1.5, 3), r, r), primary=tuple(rng.normal(size=3)),
-                      secondary=tuple(rng.normal(size=3)), jitter_deg=0)
+        outer = _blob(
+            rng,
+            tuple(c),
+            (r * rng.uniform(1.5, 3), r, r),
+            primary=tuple(rng.normal(size=3)),
+            secondary=tuple(rng.normal(size=3)),
+            jitter_deg=0,
+        )
         content = float(rng.choice([-1000.0, float(rng.uniform(0, 25)), float(rng.uniform(20, 60))]))
         inner = Blob(outer.center, outer.axes, outer.radii - 2.0, 0.0, outer.deform)
         layers += [

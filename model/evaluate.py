@@ -1,8 +1,8 @@
-"""Evaluate the bundle on fresh phantoms of two families and on negatives, with the bundle's own inference config.
+"""Evaluate the bundle on fresh phantoms of two families and on negatives, with its own inference config.
 
     python -m model.evaluate --fresh 20 --negatives 10          # the protocol behind model/evaluation.json
     python -m model.evaluate --seeds-from model/evaluation.json  # the same seeds again (e.g. another bundle)
-    python -m model.evaluate --seeds 5000-5009 --families training   # explicit seeds (the older protocol)
+    python -m model.evaluate --seeds 5000-5009 --families training --negatives 0 --no-moderate  # older one
 
 Families: ``training`` (:func:`model.phantoms.generate_phantom`, the generator the training data comes from,
 with its own random acquisition; ``--moderate`` caps the matrix at 384 px, same field of view) and
@@ -16,8 +16,9 @@ thresholds). Each phantom is written as a NIfTI image and run through the bundle
 ``preprocessing`` (including ``LoadImaged``), ``inferer`` (sliding window), ``postprocessing`` (softmax,
 ``Invertd`` back to the source grid, spleen-probability threshold, largest component; ``SaveImaged``
 dropped). Positives: Dice against the label on the source grid and the volume against the phantom's true
-(partial-volume) volume. Negatives: "no spleen" when the mask is empty, and (``*_quality_rule``) when the report's
-``quality.spleenFound`` would be false (mask under ``app.quality.MIN_FOUND_ML``). Several ``--bundle`` options run every
+(partial-volume) volume. Negatives: "no spleen" when the mask is empty, and (``*_quality_rule``) when the
+report's ``quality.spleenFound`` would be false (mask under ``app.quality.MIN_FOUND_ML``). Several
+``--bundle`` options run every
 phantom through each bundle (the first one is the report's ``summary``).
 """
 
@@ -144,7 +145,8 @@ def summarise(results: list[CaseResult]) -> dict[str, Any]:
         "median_abs_volume_error_pct": float(np.median(np.abs(e))) if e.size else None,
         "max_abs_volume_error_pct": float(np.abs(e).max()) if e.size else None,
         "found_pct": 100.0 * float(np.mean([r.found for r in results])),
-        "found_pct_quality_rule": 100.0 * float(np.mean([spleen_found(r.predicted_volume_ml) for r in results])),
+        "found_pct_quality_rule": 100.0
+        * float(np.mean([spleen_found(r.predicted_volume_ml) for r in results])),
         "mean_seconds": float(np.mean([r.seconds for r in results])),
     }
 
@@ -189,7 +191,9 @@ def make_phantom(family: str, seed: int, moderate: bool) -> Phantom:
         variation = Variation(splenectomy=True) if family == "training_splenectomy" else None
         return generate_phantom(seed, shape=shape, spacing=spacing, variation=variation)
     gi = sample_independent_geometry(np.random.default_rng([seed, 0x9E0]), moderate=False)
-    shape, spacing = moderate_geometry(gi["shape"], gi["spacing"]) if moderate else (gi["shape"], gi["spacing"])
+    shape, spacing = (
+        moderate_geometry(gi["shape"], gi["spacing"]) if moderate else (gi["shape"], gi["spacing"])
+    )
     if family == "independent":
         return generate_independent(seed, shape=shape, spacing=spacing)
     if family == "independent_splenectomy":
@@ -232,7 +236,14 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int]]:
     return cases
 
 
-def report(bundles: list[Path], device: str, cases: list[tuple[str, int]], drawn: str, results: dict[str, list[CaseResult]], seconds: float) -> dict[str, Any]:
+def report(
+    bundles: list[Path],
+    device: str,
+    cases: list[tuple[str, int]],
+    drawn: str,
+    results: dict[str, list[CaseResult]],
+    seconds: float,
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "protocol": {
             "seeds": "drawn from os.urandom at evaluation time; never used for training, calibration or "
@@ -251,8 +262,10 @@ def report(bundles: list[Path], device: str, cases: list[tuple[str, int]], drawn
             "cases": [asdict(r) for r in res],
         }
     first = next(iter(out["bundles"].values()))
-    out["summary"] = {**{f"{f}_{k}": v for f, s in first["families"].items() for k, v in s.items()},
-                      **{f"negatives_{k}": v for k, v in first["negatives"].items()}}
+    out["summary"] = {
+        **{f"{f}_{k}": v for f, s in first["families"].items() for k, v in s.items()},
+        **{f"negatives_{k}": v for k, v in first["negatives"].items()},
+    }
     return out
 
 
@@ -275,16 +288,25 @@ def _cached_phantom(cache: Path | None, family: str, seed: int, moderate: bool) 
     return ph
 
 
-def merge_reports(paths: list[Path]) -> dict[str, Any]:
+def merge_reports(paths: list[Path], concat: bool = False) -> dict[str, Any]:
     """One report from several runs of the same cases (e.g. one bundle each, run side by side): the bundles
-    of all, the protocol and ``summary`` of the first. Raises ValueError when the cases differ."""
+    of all, the protocol and ``summary`` of the first. Raises ValueError when the cases differ.
+
+    ``concat``: the runs are separate fresh draws instead; their protocols become ``protocol["draws"]`` and
+    each bundle's cases are concatenated (a bundle run on fewer draws is aggregated over those, see
+    ``cases``)."""
     reports = [json.loads(p.read_text()) for p in paths]
     first = reports[0]
+    if concat:
+        first["protocol"] = {"draws": [r["protocol"] for r in reports]}
     for p, r in zip(paths[1:], reports[1:], strict=True):
-        if r["protocol"]["cases"] != first["protocol"]["cases"]:
+        if not concat and r["protocol"]["cases"] != first["protocol"]["cases"]:
             raise ValueError(f"{p} evaluated other cases than {paths[0]}; merge only runs of the same cases")
         for name, b in r["bundles"].items():
-            first["bundles"].setdefault(name, b)
+            if concat and name in first["bundles"]:
+                first["bundles"][name]["cases"] += b["cases"]
+            else:
+                first["bundles"].setdefault(name, b)
     for b in first["bundles"].values():  # aggregates recomputed with this version's summaries
         res = [CaseResult(**c) for c in b["cases"]]
         b["families"] = {f: summarise([x for x in res if x.family == f]) for f in FAMILIES}
@@ -307,19 +329,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--seeds", default="", help="explicit seeds instead of fresh ones, e.g. 5000-5009")
     ap.add_argument("--seeds-from", default="", help="re-run the cases of an earlier report")
-    ap.add_argument("--moderate", action=argparse.BooleanOptionalAction, default=True,
-                    help=f"at most {MODERATE_PX} px in-plane and {MODERATE_EXTENT_MM:.0f} mm in z (default on)")
-    ap.add_argument("--cache", type=Path, default=None,
-                    help="keep the generated phantoms here and reuse them (same cases, another bundle)")
+    ap.add_argument(
+        "--moderate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"at most {MODERATE_PX} px in-plane and {MODERATE_EXTENT_MM:.0f} mm in z (default on)",
+    )
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep the generated phantoms here and reuse them (same cases, another bundle)",
+    )
     ap.add_argument("--bundle", type=Path, action="append", default=None, help="repeatable")
     ap.add_argument("--output", type=Path, default=EVALUATION_JSON)
     ap.add_argument("--device", default=None, help="override the config's device (e.g. cpu)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--merge", type=Path, nargs="+", default=None,
-                    help="only merge these reports (same cases) into --output")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="only merge these reports (same cases) into --output",
+    )
+    ap.add_argument("--concat", action="store_true", help="--merge: the reports are separate fresh draws")
     args = ap.parse_args(argv)
     if args.merge:
-        args.output.write_text(json.dumps(merge_reports(args.merge), indent=1) + "\n")
+        args.output.write_text(json.dumps(merge_reports(args.merge, args.concat), indent=1) + "\n")
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch

@@ -75,7 +75,14 @@ class _Ellipsoid:
 
 def _rot(rng: np.random.Generator, deg: float) -> np.ndarray:
     a = np.radians(rng.uniform(-deg, deg, 3))
-    cx, sx, cy, sy, cz, sz = np.cos(a[0]), np.sin(a[0]), np.cos(a[1]), np.sin(a[1]), np.cos(a[2]), np.sin(a[2])
+    cx, sx, cy, sy, cz, sz = (
+        np.cos(a[0]),
+        np.sin(a[0]),
+        np.cos(a[1]),
+        np.sin(a[1]),
+        np.cos(a[2]),
+        np.sin(a[2]),
+    )
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
@@ -119,7 +126,9 @@ class _Tube:
         return self.pts.min(0) - r, self.pts.max(0) + r
 
 
-def _walk(rng: np.random.Generator, start: np.ndarray, n: int, step: float, box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _walk(
+    rng: np.random.Generator, start: np.ndarray, n: int, step: float, box: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
     pts, d = [start], rng.normal(size=3)
     for _ in range(n):
         d = d / np.linalg.norm(d) + rng.normal(size=3) * 0.6
@@ -150,7 +159,11 @@ class IndependentAnatomy:
         self.vb = u(15, 21)
         self.hu_bone, self.hu_cortex = float(rng.normal(210, 40)), float(rng.normal(650, 120))
         # diaphragm domes (paraboloids), lung above
-        self.dome_l, self.dome_r, self.dome_k = u(10, 30), u(25, 55), u(0.0012, 0.0028)  # above the spleen top
+        self.dome_l, self.dome_r, self.dome_k = (
+            u(10, 30),
+            u(25, 55),
+            u(0.0012, 0.0028),
+        )  # above the spleen top
         self.hu_lung = float(rng.normal(-840, 30))
         # ribs: hoops, period along z
         self.rib_period, self.rib_r, self.rib_tilt = u(26, 36), u(3.5, 5.5), u(0.5, 1.0)
@@ -199,7 +212,9 @@ class IndependentAnatomy:
         centre = self.inner_point(theta, zs, r[2] * u(0.9, 1.3) + u(0, 6))
         t = math.radians(theta)
         outward = np.array([math.sin(t), -math.cos(t), 0.0])
-        long_ax = np.array([-outward[1] * 0.4, outward[0] * 0.4 + u(-0.6, -0.3), 1.0])  # posterior-superior tip
+        long_ax = np.array(
+            [-outward[1] * 0.4, outward[0] * 0.4 + u(-0.6, -0.3), 1.0]
+        )  # posterior-superior tip
         long_ax /= np.linalg.norm(long_ax)
         thick = outward - (outward @ long_ax) * long_ax
         thick /= np.linalg.norm(thick)
@@ -225,12 +240,18 @@ class IndependentAnatomy:
             if side > 0:
                 kx = min(kx, float(centre[0]) - 15)  # the left kidney stays medial to the spleen
             kc = np.array([kx, self.spine_y + u(-12, 5), zs - r[0] * u(0.5, 0.9) - u(20, 40)])
-            kidneys.append(_Ellipsoid(kc, np.array([u(24, 32), u(20, 26), u(48, 62)]) * np.array([1, 1, 1]), _rot(rng, 15)))
+            kidneys.append(
+                _Ellipsoid(
+                    kc, np.array([u(24, 32), u(20, 26), u(48, 62)]) * np.array([1, 1, 1]), _rot(rng, 15)
+                )
+            )
         hu_kidney = _n(rng, "kidney", ph)
         self.kidney_left_centre = kidneys[0].c
         # stomach: bent tube, fundus near the spleen's upper pole (antero-medial), antrum to the right
         f0 = centre + np.array([-u(45, 70), -u(35, 60), u(10, 30)])
-        pts = np.array([f0, f0 + [-u(20, 40), -u(15, 30), -u(30, 50)], f0 + [-u(70, 110), -u(25, 45), -u(55, 85)]])
+        pts = np.array(
+            [f0, f0 + [-u(20, 40), -u(15, 30), -u(30, 50)], f0 + [-u(70, 110), -u(25, 45), -u(55, 85)]]
+        )
         stomach = _Tube(pts, np.array([u(28, 42), u(22, 34), u(12, 20)]))
         self.stomach_fundus = f0
         st_content = str(rng.choice(["fluid", "airfluid", "food"], p=[0.3, 0.45, 0.25]))
@@ -247,10 +268,19 @@ class IndependentAnatomy:
             np.array([self.hilum + [-5, -10, -15], [u(-10, 10), self.spine_y - u(45, 60), zs - u(25, 40)]]),
             np.array([u(9, 13), u(11, 16)]),
         )
-        aorta = _Tube(np.array([[u(-5, 15), self.spine_y - self.vb - 14, z] for z in (-400, 400)]), np.full(2, u(10, 13)))
-        ivc = _Tube(np.array([[-u(22, 35), self.spine_y - self.vb - 16, z] for z in (-400, 400)]), np.full(2, u(9, 12)))
+        aorta = _Tube(
+            np.array([[u(-5, 15), self.spine_y - self.vb - 14, z] for z in (-400, 400)]),
+            np.full(2, u(10, 13)),
+        )
+        ivc = _Tube(
+            np.array([[-u(22, 35), self.spine_y - self.vb - 16, z] for z in (-400, 400)]),
+            np.full(2, u(9, 12)),
+        )
         # bowel: random-walk tubes in the lower/anterior abdomen, the splenic flexure below the spleen
-        box = (np.array([-self.a0 * 0.75, -self.b0 * 0.75, zs - 320]), np.array([self.a0 * 0.75, self.b0 * 0.2, zs - 40]))
+        box = (
+            np.array([-self.a0 * 0.75, -self.b0 * 0.75, zs - 320]),
+            np.array([self.a0 * 0.75, self.b0 * 0.2, zs - 40]),
+        )
         loops = []
         for n in range(int(rng.integers(6, 14))):
             start = rng.uniform(box[0], box[1])
@@ -279,7 +309,11 @@ class IndependentAnatomy:
         hu_gut = _n(rng, "gut_wall", ph)
         inner_st = _Tube(stomach.pts, stomach.radius - u(3, 6))
         gas_y = float(pts[:, 1].min() - u(-10, 15)) if st_content == "airfluid" else None
-        st_hu = {"fluid": float(rng.normal(12, 6)), "airfluid": float(rng.normal(12, 6)), "food": float(rng.normal(35, 12))}[st_content]
+        st_hu = {
+            "fluid": float(rng.normal(12, 6)),
+            "airfluid": float(rng.normal(12, 6)),
+            "food": float(rng.normal(35, 12)),
+        }[st_content]
         self.stomach_gas_y = gas_y
         liver_wall = self.fat[0] + self.wall + 2
 
@@ -303,7 +337,9 @@ class IndependentAnatomy:
             ("ivc", ivc.distance, _n(rng, "vessel", ph) * u(0.7, 1.0), 0.0, 2.0, ivc.bbox()),
         ]
         if spleen:
-            organs.append(("spleen", lambda p: spleen_level(p) * 30, hu_spleen, 6.0, u(2, 8), self.spleen_bbox))
+            organs.append(
+                ("spleen", lambda p: spleen_level(p) * 30, hu_spleen, 6.0, u(2, 8), self.spleen_bbox)
+            )
         self.organs = organs
         self.spleen_radii = r
         self.hu = {"spleen": hu_spleen, "liver": hu_liver, "kidney": hu_kidney, "visceral_fat": self.hu_vfat}
@@ -321,7 +357,12 @@ def sample_independent_geometry(rng: np.random.Generator, moderate: bool = True)
     nz = int(np.clip(round(rng.uniform(150, 280) / dz), 24, 280))
     position = PatientPosition(str(rng.choice([p.value for p in PatientPosition])))
     tilt = float(rng.uniform(-15, 15)) if rng.random() < 0.25 else 0.0
-    return {"shape": (nz, n, n), "spacing": (dz, fov / n, fov / n), "patient_position": position, "tilt_deg": tilt}
+    return {
+        "shape": (nz, n, n),
+        "spacing": (dz, fov / n, fov / n),
+        "patient_position": position,
+        "tilt_deg": tilt,
+    }
 
 
 def _nps_noise(rng: np.random.Generator, shape: tuple[int, int], px: float) -> np.ndarray:
@@ -344,7 +385,9 @@ def _psf(img: np.ndarray, px: float, fwhm_mm: float) -> np.ndarray:
     return np.fft.irfft2(np.fft.rfft2(img) * h, s=img.shape).astype(np.float32)
 
 
-def _paint_slice(anat: IndependentAnatomy, p: np.ndarray, tex: _Field, tex2: _Field) -> tuple[np.ndarray, np.ndarray]:
+def _paint_slice(
+    anat: IndependentAnatomy, p: np.ndarray, tex: _Field, tex2: _Field
+) -> tuple[np.ndarray, np.ndarray]:
     """HU and spleen mask of one (sub-)slice of points ``p`` (rows, cols, 3)."""
     z = p[..., 2]
     d_body = anat.body_level(p)
@@ -358,8 +401,10 @@ def _paint_slice(anat: IndependentAnatomy, p: np.ndarray, tex: _Field, tex2: _Fi
     cavity = anat.body_level(p, fat_in + anat.wall) < 0
     hu[cavity] = anat.hu_vfat
     # lungs above the domes (left and right), inside the cavity
-    dome = np.where(p[..., 0] > 0, anat.dome_l, anat.dome_r) + anat.spleen_top - anat.dome_k * (
-        (np.abs(p[..., 0]) - 0.5 * anat.a0) ** 2 + (p[..., 1] - 10) ** 2
+    dome = (
+        np.where(p[..., 0] > 0, anat.dome_l, anat.dome_r)
+        + anat.spleen_top
+        - anat.dome_k * ((np.abs(p[..., 0]) - 0.5 * anat.a0) ** 2 + (p[..., 1] - 10) ** 2)
     )
     heart = ((p[..., 0] - 15) / 70) ** 2 + ((p[..., 1] + 40) / 60) ** 2 < 1
     lung = cavity & (z > dome) & ~heart
@@ -380,7 +425,9 @@ def _paint_slice(anat: IndependentAnatomy, p: np.ndarray, tex: _Field, tex2: _Fi
     belly = cavity & ~lung
     o, ei, ej = p[0, 0], p[0, 1] - p[0, 0], p[1, 0] - p[0, 0]
     for name, level, value, amp, margin, (lo, hi) in anat.organs:
-        corners = np.array([[x, y, w] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for w in (lo[2], hi[2])])
+        corners = np.array(
+            [[x, y, w] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for w in (lo[2], hi[2])]
+        )
         ii = (corners - o) @ ei / float(ei @ ei)
         jj = (corners - o) @ ej / float(ej @ ej)
         i0, i1 = max(0, int(ii.min()) - 1), min(p.shape[1], int(ii.max()) + 2)
@@ -454,7 +501,9 @@ def generate_independent(
     zc = anat.spleen_z + rng.uniform(-0.25, 0.25) * max(0.0, extent_z - 2 * anat.spleen_radii[0])
     if fov == "below_spleen":
         zc = anat.spleen_z - anat.spleen_radii[0] * 1.6 - extent_z / 2 - rng.uniform(10, 60)
-    geom = centred_geometry(shape, spacing, (rng.uniform(-8, 8), anat.y0 + rng.uniform(-8, 8), zc), position, tilt)  # type: ignore[arg-type]
+    geom = centred_geometry(
+        shape, spacing, (rng.uniform(-8, 8), anat.y0 + rng.uniform(-8, 8), zc), position, tilt
+    )  # type: ignore[arg-type]
     tex = _Field(rng, np.array([-250, -250, -400.0]), np.array([250, 250, 400.0]), 40)
     tex2 = _Field(rng, anat.spleen_bbox[0], anat.spleen_bbox[1], 10)
     dz, dy, dx = geom.spacing

@@ -6,7 +6,7 @@ The network must segment the spleen from shape, position and context, not from o
 * **Anatomy** (:func:`case_options`, drawn per seed): :class:`model.anatomy.Variation` (spleen 20-1000 mL,
   lobulation, clefts, accessory spleen, liver left lobe touching the spleen, stomach/colon pulled against it,
   patient size 0.6-1.15), splenectomy (about 12 % of cases) and fields of view without the spleen (about 8 %).
-* **Acquisition geometry**: the case is rendered directly on the bundle's working grid (RAS, 1.5 x 1.5 x 2.0 mm,
+* **Acquisition geometry**: the case is rendered directly on the bundle's working grid (RAS, 1.5 x 1.5 x 2 mm,
   what ``Orientationd`` + ``Spacingd`` produce from any series), with gantry tilt; patient position (HFS, FFS,
   HFP, FFP) changes nothing after ``Orientationd(RAS)``, so it needs no samples of its own.
 * **Intensities** (:func:`synthesize`, drawn per patch): every tissue class gets a fresh HU from a wide range
@@ -122,7 +122,7 @@ def render_case(
 
 
 def build_randomized_cache(seeds: list[int], cache_dir: Path, progress: Any = None) -> None:
-    """Render the seeds not cached yet (the ``.tissue.npy`` file is written last and marks a complete case)."""
+    """Render the seeds not cached yet (``.tissue.npy`` is written last and marks a complete case)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         if not (cache_dir / f"{seed}.tissue.npy").exists():
@@ -204,7 +204,9 @@ def synthesize(
     """One randomised image (HU, float32) and its label from a cached patch (RAS axes)."""
     shape = tissue.shape
     if rng.random() < 0.3:  # the generator's own contrasts, globally scaled and shifted
-        img = np.asarray(hu, np.float32) * np.float32(rng.uniform(0.85, 1.15)) + np.float32(rng.uniform(-25, 25))
+        img = np.asarray(hu, np.float32) * np.float32(rng.uniform(0.85, 1.15)) + np.float32(
+            rng.uniform(-25, 25)
+        )
         img = ndimage.gaussian_filter(img, 0.3)
     else:
         lut = tissue_hu(rng)

@@ -206,7 +206,11 @@ def _paint_spine(c: _Canvas, anat: Anatomy, inv: np.ndarray) -> None:
         (tube(0, canal_y, 15, 14), lambda: s.hu_cortex, co),
         (tube(0, canal_y, 9, 8), lambda: 15.0, _T["spinal_canal"]),
         (tube(0, s.centre_y, r, r * 0.85), lambda: s.hu_cortex, co),
-        (tube(0, s.centre_y, r - 2.5, r * 0.85 - 2.5), lambda: np.where(disc, s.hu_disc, s.hu_cancellous), ca),
+        (
+            tube(0, s.centre_y, r - 2.5, r * 0.85 - 2.5),
+            lambda: np.where(disc, s.hu_disc, s.hu_cancellous),
+            ca,
+        ),
     ]
     for shape, hu, tissue in parts:
         alpha = occupancy(shape.distance(c.x, c.y, c.z), c.ramp) * c.body

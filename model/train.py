@@ -6,7 +6,8 @@
     # domain-randomised data (model/randomized.py), fine-tuned from the shipped network, resumable:
     nice -n 10 python -m model.train prepare --data randomized --work model/work_dr --train-seeds 20000-20299
     nice -n 10 python -m model.train fit --data randomized --work model/work_dr --train-seeds 20000-20299 \
-        --val-seeds 29000-29003 --init model/spleen_ct_segmentation/models/model.ts --max-minutes 70 [--resume]
+        --val-seeds 29000-29003 --init model/spleen_ct_segmentation/models/model.ts --max-minutes 70 \
+        [--resume]
 
 With ``--data randomized`` the fit reads whatever cases the cache holds (re-scanned every 50 steps, so it can
 start while ``prepare`` still renders), draws every patch's intensities and artefacts afresh
@@ -123,7 +124,9 @@ def _batch(cases: list[CachedCase], rng: np.random.Generator, cfg: TrainConfig) 
     return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None].astype(np.int64))
 
 
-def _randomized_batch(cases: list[Any], rng: np.random.Generator, cfg: TrainConfig, scale: Any) -> tuple[Any, Any]:
+def _randomized_batch(
+    cases: list[Any], rng: np.random.Generator, cfg: TrainConfig, scale: Any
+) -> tuple[Any, Any]:
     import torch
 
     from model.randomized import random_case_patch, synthesize
@@ -131,7 +134,9 @@ def _randomized_batch(cases: list[Any], rng: np.random.Generator, cfg: TrainConf
     xs, ys = [], []
     for _ in range(cfg.batch):
         case = cases[int(rng.integers(len(cases)))]
-        tissue, hu, label = random_case_patch(case, rng, cfg.patch, positive=rng.random() < cfg.positive_fraction)
+        tissue, hu, label = random_case_patch(
+            case, rng, cfg.patch, positive=rng.random() < cfg.positive_fraction
+        )
         img, label = synthesize(tissue, hu, label, rng)
         xs.append(scale(img))
         ys.append(label)
@@ -193,20 +198,41 @@ class _Data:
         return _batch(self.cases, rng, self.cfg)
 
 
-def fit(cfg: TrainConfig, init: Path | None = None, resume: bool = False) -> Path:
-    """Train; keeps ``best.pt`` (highest mean validation Dice), ``last.pt`` and ``checkpoint.pt`` in the
-    work dir. Returns best.pt. ``init``: fine-tune from this state dict or ``model.ts``; the log is appended,
-    logged steps continue. ``resume``: continue from ``checkpoint.pt`` (same config)."""
-    import os
+def _save_checkpoint(path: Path, net: Any, opt: Any, rng: np.random.Generator, state: dict[str, Any]) -> None:
+    """Network, optimiser, random states and progress, enough for ``fit(resume=True)`` to continue."""
     import pickle
 
     import torch
-    from monai.losses import DiceCELoss
-    from tqdm import tqdm
 
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    payload = {
+        "net": net.state_dict(),
+        "opt": opt.state_dict(),
+        "rng": pickle.dumps(rng.bit_generator.state),
+        "torch_rng": torch.get_rng_state(),
+        **state,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # a cut-off never leaves a half-written checkpoint
+
+
+def _load_checkpoint(path: Path, net: Any, opt: Any, rng: np.random.Generator) -> dict[str, Any]:
+    """Restore what :func:`_save_checkpoint` wrote into ``net``, ``opt`` and ``rng``; returns the progress."""
+    import pickle
+
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    net.load_state_dict(ckpt["net"])
+    opt.load_state_dict(ckpt["opt"])
+    rng.bit_generator.state = pickle.loads(ckpt["rng"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    return ckpt
+
+
+def _wait_for_data(cfg: TrainConfig) -> _Data:
+    """The training data once the validation cases and at least one training case are cached (``prepare``
+    may still be rendering the rest)."""
     if cfg.data == "randomized":
         while not all((cfg.cache_dir / f"{s}.tissue.npy").exists() for s in cfg.val_seeds):
             logger.info("waiting for the validation cases %s in %s", cfg.val_seeds, cfg.cache_dir)
@@ -216,18 +242,31 @@ def fit(cfg: TrainConfig, init: Path | None = None, resume: bool = False) -> Pat
         logger.info("waiting for cached training cases in %s", cfg.cache_dir)
         time.sleep(20)
         data.refresh()
+    return data
+
+
+def fit(cfg: TrainConfig, init: Path | None = None, resume: bool = False) -> Path:
+    """Train; keeps ``best.pt`` (highest mean validation Dice), ``last.pt`` and ``checkpoint.pt`` in the
+    work dir. Returns best.pt. ``init``: fine-tune from this state dict or ``model.ts``; the log is appended,
+    logged steps continue. ``resume``: continue from ``checkpoint.pt`` (same config)."""
+    import os
+
+    import torch
+    from monai.losses import DiceCELoss
+    from tqdm import tqdm
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    data = _wait_for_data(cfg)
     net = build_network(cfg.channels)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
     ckpt_path = cfg.work_dir / "checkpoint.pt"
     done, first, used_minutes, used_cpu, best = 0, 0, 0.0, 0.0, -1.0
     if resume:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        net.load_state_dict(ckpt["net"])
-        opt.load_state_dict(ckpt["opt"])
-        rng.bit_generator.state = pickle.loads(ckpt["rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        ckpt = _load_checkpoint(ckpt_path, net, opt, rng)
         first, done, used_minutes, used_cpu, best = (
-            ckpt["step"], ckpt["done"], ckpt["minutes"], ckpt["cpu_s"], ckpt["best"]
+            ckpt[k] for k in ("step", "done", "minutes", "cpu_s", "best")
         )
         logger.info("resuming at step %d (%.1f min used)", first, used_minutes)
     elif init is not None:
@@ -246,9 +285,10 @@ def fit(cfg: TrainConfig, init: Path | None = None, resume: bool = False) -> Pat
         return used_cpu + time.process_time() - cpu0
 
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a" if (init is not None or resume) else "w") as log, tqdm(
-        total=cfg.steps, initial=first, desc="train", unit="step", dynamic_ncols=True
-    ) as bar:
+    with (
+        open(log_path, "a" if (init is not None or resume) else "w") as log,
+        tqdm(total=cfg.steps, initial=first, desc="train", unit="step", dynamic_ncols=True) as bar,
+    ):
         config = {
             "event": "config",
             **_jsonable(asdict(cfg)),
@@ -272,7 +312,9 @@ def fit(cfg: TrainConfig, init: Path | None = None, resume: bool = False) -> Pat
             opt.step()
             losses.append(loss.item())
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-25:]):.3f}", cases=len(data.cases), min=f"{minutes():.0f}")
+            bar.set_postfix(
+                loss=f"{np.mean(losses[-25:]):.3f}", cases=len(data.cases), min=f"{minutes():.0f}"
+            )
             elapsed = minutes()
             out_of_time = elapsed > cfg.max_minutes
             if (step + 1) % 25 == 0:
@@ -288,20 +330,8 @@ def fit(cfg: TrainConfig, init: Path | None = None, resume: bool = False) -> Pat
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
             if (step + 1) % cfg.checkpoint_every == 0 and not out_of_time:
-                torch.save(
-                    {
-                        "net": net.state_dict(),
-                        "opt": opt.state_dict(),
-                        "rng": pickle.dumps(rng.bit_generator.state),
-                        "torch_rng": torch.get_rng_state(),
-                        "step": step + 1,
-                        "done": done,
-                        "minutes": elapsed,
-                        "cpu_s": cpu_s(),
-                        "best": best,
-                    },
-                    ckpt_path,
-                )
+                state = {"step": step + 1, "done": done, "minutes": elapsed, "cpu_s": cpu_s(), "best": best}
+                _save_checkpoint(ckpt_path, net, opt, rng, state)
             if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps or out_of_time:
                 dices = validate(net, data.val, cfg.patch)
                 rec = {

@@ -48,7 +48,9 @@ def test_volume_plausibility_limits() -> None:
     assert volume_plausibility((lo + hi) / 2, True) == "plausible"
     small = _ball((20, 20, 20), (10, 10, 10), 3)
     flags = quality_flags(small, voxel_volume_ml=10.0 / small.sum())  # 10 mL
-    assert flags["spleenFound"] and flags["volumePlausibility"] == "implausibly_small" and flags["needsReview"]
+    assert (
+        flags["spleenFound"] and flags["volumePlausibility"] == "implausibly_small" and flags["needsReview"]
+    )
     assert any("implausibly small" in r for r in flags["reviewReasons"])
     flags = quality_flags(small, voxel_volume_ml=1.0 / small.sum())  # a 1 mL remnant: not a spleen
     assert not flags["spleenFound"] and flags["reviewReasons"] == ["no spleen found (mask of 1.0 mL)"]

@@ -1,4 +1,4 @@
-"""The independent evaluation family: deterministic per seed, plausible anatomy, empty labels for negatives."""
+"""The independent evaluation family: deterministic per seed, plausible anatomy, empty negative labels."""
 
 from __future__ import annotations
 

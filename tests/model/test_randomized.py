@@ -50,7 +50,9 @@ def test_variation_options_change_spleen_size_clefts_and_accessory_spleen() -> N
     clefts = [sum("notch" in n for n in _layers(Variation(max_clefts=5), s)) for s in range(12)]
     assert max(clefts) > 2  # the original family has at most 2
     small = generate_phantom(40, **SMALL, variation=Variation(spleen_volume_ml=(25, 26), scale_range=(1, 1)))
-    large = generate_phantom(40, **SMALL, variation=Variation(spleen_volume_ml=(900, 950), scale_range=(1, 1)))
+    large = generate_phantom(
+        40, **SMALL, variation=Variation(spleen_volume_ml=(900, 950), scale_range=(1, 1))
+    )
     assert small.spleen_volume_ml < 60 < 500 < large.spleen_volume_ml
 
 
@@ -93,7 +95,12 @@ def test_thick_slices_blur_along_z_only() -> None:
     out = [_thick_slices(img, np.random.default_rng(s)) for s in range(30)]
     assert any(float(o[:, :, 4:36].std()) < 25 for o in out)  # some thick: z detail averaged away
     assert all(np.allclose(o[0], o[5]) for o in out)  # nothing changes in-plane
-    case = RandomizedCase(0, np.zeros((50, 50, 50), np.uint8), np.zeros((50, 50, 50), np.int16),
-                          np.zeros((50, 50, 50), np.uint8), np.array([], int))
+    case = RandomizedCase(
+        0,
+        np.zeros((50, 50, 50), np.uint8),
+        np.zeros((50, 50, 50), np.int16),
+        np.zeros((50, 50, 50), np.uint8),
+        np.array([], int),
+    )
     t, h, lab = random_case_patch(case, rng, 64, positive=True)
     assert t.shape == h.shape == lab.shape == (64, 64, 64) and int(h[-1, -1, -1]) == -1000
