@@ -3,24 +3,34 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHELL := /bin/bash
 
-.PHONY: install demo test lint bench model-archive clean
+.PHONY: install lock demo test lint bench model-archive clean
 
 install:
 	@scripts/install.sh
 
-demo: install model-archive
-	$(PY) -m scripts.demo
+# Regenerate requirements.lock and requirements-dev.lock (hashed) after editing requirements.txt or the dev extra.
+lock:
+	@VENV=$(VENV) scripts/lock.sh
 
-test: install model-archive
+demo: install model-archive
+	$(PY) -m scripts.demo $(DEMO_ARGS)
+
+test: install model-archive lint
 	$(PY) -m pytest -q tests
 
+# ruff on everything; mypy strict on ahi_connector/ and container/, basic elsewhere (pyproject [tool.mypy]).
 lint: install
-	$(VENV)/bin/ruff check ahi_connector app container model scripts tests
+	$(VENV)/bin/ruff check ahi_connector app container model scripts trigger tests devstack
+	$(VENV)/bin/mypy
 
 model-archive: install
 	$(PY) -m model.package --output build/model.tar.gz
 
 bench: install
+	$(PY) scripts/bench_app.py
+
+.PHONY: bench-connector
+bench-connector: install
 	$(PY) scripts/bench_connector.py
 
 clean:

@@ -1,4 +1,10 @@
-"""``ahi-export DATASTORE_ID IMAGESET_ID -o DIR [--series UID] [--format dicom|nifti|npz]``."""
+"""``ahi-export DATASTORE_ID IMAGESET_ID -o DIR [--series UID] [--format dicom|nifti|npz] [--preview]``.
+
+``--preview`` also writes ``SERIES_UID.preview.png`` per series: the axial, coronal and sagittal views through
+the volume's centre in a soft-tissue window, drawn by :func:`ahi_connector.preview.render_preview` (the
+picture the segmentation app makes, without a mask). matplotlib is imported only then, so the connector
+itself does not depend on it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ from .client import make_ahi_client
 from .decoders import PREFERENCES
 from .errors import AHIError
 from .exporter import ImageSetExporter
+from .preview import render_preview
+from .volume import Volume
 from .writers import write_dicom, write_nifti, write_npz
 
 log = logging.getLogger(__name__)
@@ -35,11 +43,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-rescale", action="store_true", help="volumes: keep stored values (no slope/intercept)"
     )
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="also write SERIES_UID.preview.png (axial/coronal/sagittal views; needs matplotlib)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
+def _require_matplotlib() -> None:
+    """A clear error (before any download) when ``--preview`` is asked for without matplotlib."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(
+            f"ahi-export --preview needs matplotlib ({exc}); install it (pip install matplotlib, or "
+            "scripts/install.sh) or leave out --preview"
+        ) from exc
+
+
+def _write_preview(vol: Volume, output: Path) -> Path | None:
+    """The picture of a rescaled (HU) volume, or None (logged) when the volume is not a 3-D grey stack."""
+    if vol.array.ndim != 3:
+        log.warning("no preview for series %s: %d-D (colour?) volume", vol.series_uid, vol.array.ndim)
+        return None
+    caption = [
+        f"Series {vol.series_uid}  ({vol.modality or '?'}, {vol.shape[0]} slices)",
+        f"Image set {vol.image_set_id}  datastore {vol.datastore_id}",
+    ]
+    return render_preview(vol.array, vol.affine, output / f"{vol.series_uid}.preview.png", caption=caption)
+
+
 def run(args: argparse.Namespace) -> list[Path]:
+    if args.preview:
+        _require_matplotlib()
     client = make_ahi_client(endpoint_url=args.endpoint_url, region_name=args.region)
     args.output.mkdir(parents=True, exist_ok=True)
     with ImageSetExporter(
@@ -48,14 +86,14 @@ def run(args: argparse.Namespace) -> list[Path]:
         meta = ex.get_metadata(args.datastore_id, args.image_set_id)
         series = meta.get_series(args.series)
         total = sum(s.frame_count for s in series)
+        paths: list[Path] = []
         with tqdm(total=total, unit="frame", desc=args.image_set_id[:12], disable=None) as bar:
             if args.format == "dicom":
                 datasets = ex.to_datasets(
                     args.datastore_id, args.image_set_id, args.series, progress=bar.update
                 )
-                return write_dicom(datasets, args.output)
-            paths = []
-            for s in series:
+                paths = write_dicom(datasets, args.output)
+            for s in series if args.format != "dicom" else ():
                 vol = ex.to_volume(
                     args.datastore_id,
                     args.image_set_id,
@@ -67,7 +105,19 @@ def run(args: argparse.Namespace) -> list[Path]:
                     paths.append(write_nifti(vol, args.output / f"{s.series_uid}.nii.gz"))
                 else:
                     paths.append(write_npz(vol, args.output / f"{s.series_uid}.npz"))
-            return paths
+                if args.preview and vol.rescaled:
+                    paths.extend(p for p in [_write_preview(vol, args.output)] if p)
+        if args.preview and (args.format == "dicom" or args.no_rescale):
+            # The DICOM export keeps frames, not volumes (and --no-rescale keeps stored values): fetch each
+            # series once more as a volume in HU for its picture.
+            for s in series:
+                try:
+                    vol = ex.to_volume(args.datastore_id, args.image_set_id, s.series_uid, rescale=True)
+                except AHIError as exc:
+                    log.warning("no preview for series %s: %s", s.series_uid, exc)
+                    continue
+                paths.extend(p for p in [_write_preview(vol, args.output)] if p)
+        return paths
 
 
 def main(argv: list[str] | None = None) -> int:

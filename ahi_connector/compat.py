@@ -74,7 +74,7 @@ class AHItoDICOM:
             out += self.DICOMizeImageSet(datastore_id, image_set_id)
         return out
 
-    def getMetadata(self, datastore_id: str, imageset_id: str, client: Any = None) -> dict | None:
+    def getMetadata(self, datastore_id: str, imageset_id: str, client: Any = None) -> dict[str, Any] | None:
         """The metadata JSON as a dict, or None (logged) when it cannot be read, like the anchor."""
         try:
             return dict(self.exporter.get_metadata(datastore_id, imageset_id).raw)
@@ -82,7 +82,7 @@ class AHItoDICOM:
             log.error("getMetadata(%s, %s) failed: %s", datastore_id, imageset_id, exc)
             return None
 
-    def getImageSetToSeriesUIDMap(self, datastore_id: str, study_instance_uid: str) -> list[dict]:
+    def getImageSetToSeriesUIDMap(self, datastore_id: str, study_instance_uid: str) -> list[dict[str, Any]]:
         """One descriptor per series of every image set of the study (the anchor listed only the first)."""
         out = []
         for image_set_id in self.exporter.find_image_sets_for_study(datastore_id, study_instance_uid):

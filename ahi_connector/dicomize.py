@@ -20,7 +20,7 @@ from pydicom.datadict import dictionary_VR, keyword_dict
 from pydicom.dataelem import DataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 from pydicom.valuerep import DSfloat
 
 from .decoders.base import Codec
@@ -171,12 +171,12 @@ def make_dataset(meta: ImageSetMetadata, inst: InstanceInfo) -> FileDataset:
     )
     merged = merged_attributes(meta, inst)
     file_meta = FileMetaDataset()
-    file_meta.MediaStorageSOPClassUID = merged.get("SOPClassUID") or "1.2.840.10008.5.1.4.1.1.7"
-    file_meta.MediaStorageSOPInstanceUID = inst.sop_instance_uid
+    file_meta.MediaStorageSOPClassUID = UID(merged.get("SOPClassUID") or "1.2.840.10008.5.1.4.1.1.7")
+    file_meta.MediaStorageSOPInstanceUID = UID(inst.sop_instance_uid)
     file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     file_meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    ds = FileDataset(None, {}, file_meta=file_meta, preamble=b"\0" * 128)
+    ds = FileDataset("", {}, file_meta=file_meta, preamble=b"\0" * 128)
     add_attributes(ds, merged, inst.vrs, merged, where)
     if "SOPInstanceUID" not in ds:
         ds.SOPInstanceUID = inst.sop_instance_uid

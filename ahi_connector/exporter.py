@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import botocore.exceptions as bce
@@ -21,9 +21,17 @@ from pydicom.dataset import FileDataset
 from .client import make_ahi_client
 from .decoders import Codec, DecoderRegistry
 from .dicomize import make_dataset, set_pixel_data
-from .errors import AHIConfigError, AHICredentialsError, AHIRequestError, ImageSetNotFoundError
-from .fetch import FrameFetcher, FrameTask, JobStats, RetryPolicy
+from .errors import (
+    AHIConfigError,
+    AHICredentialsError,
+    AHIRequestError,
+    ImageSetNotFoundError,
+    MetadataError,
+    SeriesNotFoundError,
+)
+from .fetch import THROTTLING_CODES, FrameFetcher, FrameTask, JobStats, RetryPolicy
 from .metadata import ImageSetMetadata, parse_metadata_blob
+from .transport import DEFAULT_FRAME_READ_TIMEOUT_S
 from .volume import Volume, allocate, plan_series
 
 log = logging.getLogger(__name__)
@@ -61,6 +69,16 @@ class ImageSetExporter:
     :param decoder: HTJ2K/J2K backend preference: ``auto``, ``openjph``, ``openjpeg`` or ``jpeg2k``.
     :param max_workers: frame worker threads (each holds at most one request and one decode).
     :param deadline_s: default overall deadline of one export call.
+    :param transport: GetImageFrame transport: ``auto`` (the lean urllib3 + SigV4 transport when the client
+        allows it, else botocore), ``lean`` or ``botocore`` (see :mod:`ahi_connector.transport`).
+    :param max_tps: ceiling on GetImageFrame requests per second (AHI's default quota: 1000); None: no
+        ceiling. Throttling answers also halve the concurrency (AIMD, see :mod:`ahi_connector.fetch`).
+    :param frame_read_timeout_s: how long one frame attempt waits for data (lean transport).
+
+    Time budget of a frame that never answers, with the defaults: each attempt waits 10 s for data, a frame
+    gets at most 30 s over all its attempts (``RetryPolicy.frame_budget_s``), so one hung frame fails the
+    export with FrameFetchError naming it after about 30 s; a frame that stalls once and then answers costs
+    one 10 s attempt and succeeds. The export as a whole is bounded by ``deadline_s``.
     """
 
     def __init__(
@@ -74,6 +92,9 @@ class ImageSetExporter:
         metadata_cache_size: int = 16,
         endpoint_url: str | None = None,
         region_name: str | None = None,
+        transport: str = "auto",
+        max_tps: float | None = 1000.0,
+        frame_read_timeout_s: float = DEFAULT_FRAME_READ_TIMEOUT_S,
     ) -> None:
         if deadline_s <= 0:
             raise AHIConfigError(f"deadline_s must be > 0, got {deadline_s}")
@@ -85,16 +106,52 @@ class ImageSetExporter:
             endpoint_url, region_name, max_pool_connections=max(64, max_workers)
         )
         self.deadline_s = deadline_s
-        self.fetcher = FrameFetcher(self.client, self.decoders, max_workers=max_workers, retry=retry)
+        try:
+            self.fetcher = FrameFetcher(
+                self.client,
+                self.decoders,
+                max_workers=max_workers,
+                retry=retry,
+                transport=transport,
+                max_tps=max_tps,
+                frame_read_timeout_s=frame_read_timeout_s,
+            )
+        except ValueError as exc:
+            raise AHIConfigError(str(exc)) from exc
         self._cache: OrderedDict[tuple[str, str, str | None], ImageSetMetadata] = OrderedDict()
         self._cache_size = metadata_cache_size
         self._cache_lock = threading.Lock()
         self.last_stats: JobStats | None = None
+        self._throttled = 0
+        self._throttle_lock = threading.Lock()
+        # Every attempt of every call, botocore's own retries included, passes this event.
+        self.client.meta.events.register("needs-retry.medical-imaging", self._count_throttle)
+
+    @property
+    def throttled_calls(self) -> int:
+        """How many AHI API responses to this exporter were throttling (HTTP 429 or a throttling error code),
+        botocore's retried attempts included; for metrics, read it before and after a job.
+
+        Calls made through botocore are counted on the client's ``needs-retry`` event; frames fetched by the
+        lean transport bypass botocore, so their throttled answers are counted by the fetcher's rate limiter.
+        """
+        lean = getattr(self.fetcher.transport, "name", "botocore") != "botocore"
+        return self._throttled + (self.fetcher.limiter.throttled if lean else 0)
+
+    def _count_throttle(self, response: Any = None, **_: Any) -> None:
+        if not response or not isinstance(response, tuple) or len(response) != 2:
+            return  # a connection error (no response) is not a throttle
+        http, parsed = response
+        code = (parsed or {}).get("Error", {}).get("Code") if isinstance(parsed, dict) else None
+        if getattr(http, "status_code", None) == 429 or code in THROTTLING_CODES:
+            with self._throttle_lock:
+                self._throttled += 1
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the frame workers and decoder processes (the exporter restarts them lazily if used again)."""
         self.fetcher.close()
+        self.fetcher.transport.close()
         self.decoders.close()
 
     def __enter__(self) -> ImageSetExporter:
@@ -114,7 +171,8 @@ class ImageSetExporter:
                 log.debug("%s; metadata is read unversioned and cached under version None", err)
                 return None
             raise err from exc
-        return resp.get("versionId")
+        version = resp.get("versionId")
+        return str(version) if version is not None else None
 
     def get_metadata(
         self, datastore_id: str, image_set_id: str, version_id: str | None = None
@@ -155,7 +213,7 @@ class ImageSetExporter:
 
     def iter_image_sets(
         self, datastore_id: str, search_criteria: dict[str, Any] | None = None
-    ) -> Iterator[dict]:
+    ) -> Iterator[dict[str, Any]]:
         """Every SearchImageSets summary (all pages)."""
         paginator = self.client.get_paginator("search_image_sets")
         kwargs: dict[str, Any] = {"datastoreId": datastore_id}
@@ -169,7 +227,7 @@ class ImageSetExporter:
 
     def search_image_sets(
         self, datastore_id: str, search_criteria: dict[str, Any] | None = None
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         return list(self.iter_image_sets(datastore_id, search_criteria))
 
     def find_image_sets_for_study(self, datastore_id: str, study_uid: str) -> list[str]:
@@ -186,9 +244,10 @@ class ImageSetExporter:
         t0 = time.perf_counter()
         self.last_stats = self.fetcher.run(tasks, deadline_s or self.deadline_s)
         log.debug(
-            "fetched %d frames in %.3f s (%d retries; %s)",
+            "fetched %d frames in %.3f s over %s (%d retries; %s)",
             self.last_stats.frames,
             time.perf_counter() - t0,
+            self.last_stats.transport,
             self.last_stats.retries,
             self.last_stats.backends,
         )
@@ -244,6 +303,64 @@ class ImageSetExporter:
                 set_pixel_data(ds, pixels if multi else pixels[0], seen.get("codec"))
             datasets.append(ds)
         return datasets
+
+    def frames_array(
+        self,
+        datastore_id: str,
+        image_set_id: str,
+        sop_instance_uids: Sequence[str],
+        *,
+        deadline_s: float | None = None,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """The stored pixel values of the given single-frame instances, in the order given, decoded straight
+        into one preallocated ``(len(uids), rows, columns[, samples])`` array of the stored type (no datasets,
+        no rescale, no geometry checks: for a caller that sorted the slices itself, e.g. the MONAI Deploy
+        volume operator). Only these instances' frames are fetched.
+
+        Raises SeriesNotFoundError for a UID the image set does not hold, MetadataError for a multi-frame
+        instance or a frame size that differs from the first instance's.
+        """
+        meta = self.get_metadata(datastore_id, image_set_id)
+        by_uid = {inst.sop_instance_uid: inst for inst in meta.iter_instances()}
+        where = f"image set {image_set_id} (datastore {datastore_id})"
+        missing = [uid for uid in sop_instance_uids if uid not in by_uid]
+        if missing:
+            raise SeriesNotFoundError(f"{where} holds no instance {missing[0]} ({len(missing)} missing)")
+        instances = [by_uid[uid] for uid in sop_instance_uids]
+        if not instances:
+            raise AHIConfigError(f"frames_array of {where}: no instances given")
+        first = instances[0].frame_spec()
+        for inst in instances:
+            if len(inst.frames) != 1:
+                raise MetadataError(
+                    f"instance {inst.sop_instance_uid} of {where} has {len(inst.frames)} frames; "
+                    "frames_array takes single-frame instances (use to_volume for multi-frame series)"
+                )
+        array = np.empty((len(instances), *first.shape), dtype=first.dtype)
+
+        def sink(task: FrameTask, frame: np.ndarray, codec: Codec) -> None:
+            array[slot[task.ref.sop_instance_uid]] = frame
+            if progress:
+                progress(1)
+
+        slot = {inst.sop_instance_uid: k for k, inst in enumerate(instances)}
+        tasks = []
+        for inst in instances:
+            spec = inst.frame_spec()
+            if spec.shape != first.shape:
+                raise MetadataError(
+                    f"instance {inst.sop_instance_uid} of {where} has frames of shape {spec.shape}, the "
+                    f"first instance {instances[0].sop_instance_uid} {first.shape}: they do not stack"
+                )
+            frame = inst.frames[0]
+            tasks.append(
+                FrameTask(
+                    meta.frame_ref(inst, frame), spec, frame.checksum, inst.stored_transfer_syntax, sink
+                )
+            )
+        self._run(tasks, deadline_s)
+        return array
 
     def to_volume(
         self,

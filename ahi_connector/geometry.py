@@ -93,7 +93,7 @@ def slice_normal(orientation: Sequence[float]) -> np.ndarray:
         raise GeometryError(
             f"(0020,0037) Image Orientation (Patient) {list(orientation)} has parallel cosines"
         )
-    return normal / norm
+    return np.asarray(normal / norm)
 
 
 def _unit(v: np.ndarray) -> tuple[float, float, float]:
@@ -166,7 +166,7 @@ def compute_geometry(
     _require(planes)
     _check_same_orientation(planes)
     iop = np.asarray(planes[0].orientation, dtype=float)
-    normal = slice_normal(iop)
+    normal = slice_normal([float(v) for v in iop])
     positions = np.asarray([p.position for p in planes], dtype=float)
     dist = positions @ normal
     order = np.argsort(dist, kind="stable")

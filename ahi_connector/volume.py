@@ -162,15 +162,21 @@ def plan_series(meta: ImageSetMetadata, series: SeriesInfo) -> SlicePlan:
         for frame in inst.frames:
             attrs = _frame_attrs(merged, frame.index, multi)
             label = f"frame #{frame.index + 1} ({frame.id}) of instance {inst.sop_instance_uid}"
-            iop = as_floats(attrs["ImageOrientationPatient"], 6)
+            orientation = as_floats(attrs["ImageOrientationPatient"], 6)
+            iop = None
+            if orientation:
+                rx, ry, rz, cx, cy, cz = orientation
+                iop = (rx, ry, rz, cx, cy, cz)
+            position = as_floats(attrs["ImagePositionPatient"], 3)
+            spacing = as_floats(attrs["PixelSpacing"], 2)
             planes.append(
                 SlicePlane(
                     label,
-                    as_floats(attrs["ImagePositionPatient"], 3),
-                    iop,  # type: ignore[arg-type]
-                    as_floats(attrs["PixelSpacing"], 2),
+                    (position[0], position[1], position[2]) if position else None,
+                    iop,
+                    (spacing[0], spacing[1]) if spacing else None,
                 )
-            )  # type: ignore[arg-type]
+            )
             slope, intercept = as_floats(attrs["RescaleSlope"], 1), as_floats(attrs["RescaleIntercept"], 1)
             entries.append((inst, frame, slope[0] if slope else None, intercept[0] if intercept else None))
     if spec is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from .volume import Volume
 log = logging.getLogger(__name__)
 
 
-def write_dicom(datasets: list[Dataset], folder: Path) -> list[Path]:
+def write_dicom(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
     """``<folder>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`` for each dataset."""
     paths = []
     for ds in datasets:
@@ -30,8 +31,8 @@ def write_nifti(volume: Volume, path: Path) -> Path:
     import nibabel as nib
 
     data = np.ascontiguousarray(np.transpose(volume.array, (2, 1, 0)))
-    img = nib.Nifti1Image(data, volume.geometry.affine_ijk_ras())
-    img.header.set_xyzt_units("mm")
+    img = nib.Nifti1Image(data, volume.geometry.affine_ijk_ras())  # type: ignore[no-untyped-call]
+    img.header.set_xyzt_units("mm")  # type: ignore[no-untyped-call]
     nib.save(img, str(path))
     return path
 

@@ -3,17 +3,23 @@
 Operator graph (``source port -> target port``)::
 
     loader              dicom_study_list           -> series_selector   dicom_study_list
-    series_selector     study_selected_series_list -> series_to_volume, seg_writer, report, spleen_stl
-    series_to_volume    image                      -> spleen_bundle_inference, spleen_mask   image
+    series_selector     study_selected_series_list -> series_to_volume, seg_writer, report, spleen_stl,
+                                                      spleen_preview
+    series_to_volume    image                      -> spleen_bundle_inference, spleen_mask, spleen_preview
     spleen_bundle_inf.  pred                       -> spleen_mask       pred
-    spleen_mask         spleen_mask                -> seg_writer (seg_image), report, spleen_stl
+    spleen_mask         spleen_mask                -> seg_writer (seg_image), report, spleen_stl,
+                                                      spleen_preview
     seg_writer          seg_path                   -> report            seg_path
+    spleen_preview      preview_path               -> report            preview_path
     spleen_stl          stl_path                   -> report            stl_path      (only when STL is on)
 
 ``loader`` is AHIDataLoaderOperator for an AHI request, or the SDK's DICOMDataLoaderOperator for a DICOM
 folder.
-The volume operator is the SDK's DICOMSeriesToVolumeOperator and the inference operator the SDK's
-MonaiBundleInferenceOperator (``image`` -> ``pred``, bundle configs ``inference``), both timed by
+For an AHI request the loader emits attribute-only instances (metadata, no frame fetched) and the volume
+operator is AHISeriesToVolumeOperator (the SDK's operator fetching only the selected series' frames straight
+into the Image); ``RunConfig.ahi_direct_volume=False`` restores the SDK-compatible path (instances with pixel
+data). Otherwise the volume operator is the SDK's DICOMSeriesToVolumeOperator. The inference operator is the
+SDK's MonaiBundleInferenceOperator (``image`` -> ``pred``, bundle configs ``inference``), both timed by
 :mod:`app.operators.timed`. Same app for both inputs: only the loader differs.
 
 One application object serves many runs: :meth:`AISpleenSegApp.configure` sets the next run's
@@ -28,7 +34,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monai.deploy.conditions import CountCondition
 from monai.deploy.core import AppContext, Application, Image, IOType
@@ -37,9 +43,11 @@ from monai.deploy.operators.monai_bundle_inference_operator import BundleConfigN
 from .bundle_model import MODEL_NAME, BundleModel
 from .errors import RequestError
 from .operators.ahi_data_loader_operator import AHIDataLoaderOperator
+from .operators.ahi_series_to_volume_operator import AHISeriesToVolumeOperator
 from .operators.ct_series_selector_operator import CTSeriesSelectorOperator
 from .operators.report_operator import ReportOperator
 from .operators.spleen_mask_operator import SpleenMaskOperator
+from .operators.spleen_preview_operator import SpleenPreviewOperator
 from .operators.spleen_seg_writer_operator import SpleenSegWriterOperator
 from .operators.spleen_stl_operator import SpleenSTLOperator
 from .operators.timed import (
@@ -50,11 +58,15 @@ from .operators.timed import (
 from .request import SegRequest
 from .run_record import STAGE_FETCH, STAGE_INFERENCE, STAGE_VOLUME, RunRecord
 
+if TYPE_CHECKING:
+    from ahi_connector.exporter import ImageSetExporter
+
 logger = logging.getLogger(__name__)
 
 SEG_DIR = "seg"
 STL_FILE = Path("stl") / "spleen.stl"
 REPORT_FILE = "report.json"
+PREVIEW_FILE = "preview.png"
 #: argv for holoscan's Application when the app is driven in-process (argv[0] must be the interpreter).
 IN_PROCESS_ARGV = [sys.executable, "ai_spleen_seg_app"]
 
@@ -68,9 +80,19 @@ class RunConfig:
     output_dir: Path
     model: BundleModel
     app_context: AppContext
-    exporter: Any = None
+    exporter: ImageSetExporter | None = None
     write_stl: bool = True
     record: RunRecord = field(default_factory=RunRecord)
+    #: AHI requests: select from metadata, then fetch only the chosen series straight into the SDK Image
+    #: (AHISeriesToVolumeOperator). False: the SDK-compatible path (every instance with pixels, then the
+    #: SDK's DICOMSeriesToVolumeOperator).
+    ahi_direct_volume: bool = True
+    #: False when the caller writes ``report.json`` itself (the service adds the total time first).
+    write_report_file: bool = True
+
+    @property
+    def direct_volume(self) -> bool:
+        return self.ahi_direct_volume and self.request.dicom_folder is None
 
     @property
     def seg_dir(self) -> Path:
@@ -79,6 +101,10 @@ class RunConfig:
     @property
     def stl_path(self) -> Path:
         return self.output_dir / STL_FILE
+
+    @property
+    def preview_path(self) -> Path:
+        return self.output_dir / PREVIEW_FILE
 
     @property
     def report_path(self) -> Path:
@@ -103,12 +129,31 @@ def _loader(app: Application, run: RunConfig) -> Any:
     if run.exporter is None:
         raise RequestError(f"{run.request.describe()}: no AWS HealthImaging connection configured")
     return AHIDataLoaderOperator(
-        app, once, exporter=run.exporter, request=run.request, record=run.record, name="loader"
+        app,
+        once,
+        exporter=run.exporter,
+        request=run.request,
+        record=run.record,
+        with_pixels=not run.direct_volume,
+        name="loader",
+    )
+
+
+def _volume(app: Application, run: RunConfig) -> Any:
+    """The volume operator: the SDK's (timed), or for AHI requests the direct one (frames of the selected
+    series only, same Image)."""
+    if run.direct_volume and run.exporter is not None:
+        return AHISeriesToVolumeOperator(
+            app, exporter=run.exporter, record=run.record, name="series_to_volume"
+        )
+    return TimedDICOMSeriesToVolumeOperator(
+        app, record=run.record, stage=STAGE_VOLUME, name="series_to_volume"
     )
 
 
 class AISpleenSegApp(Application):
-    """Spleen segmentation of the CT series of a DICOM input; writes a DICOM SEG, an STL and a JSON report.
+    """Spleen segmentation of the CT series of a DICOM input; writes a DICOM SEG, an STL, a preview PNG and a
+    JSON report.
 
     Driven in-process by :class:`app.service.SpleenSegService` (``configure()`` then ``run()``), or from the
     command line by ``python -m app -i INPUT -o OUTPUT -m MODEL`` (:mod:`app.__main__`).
@@ -132,9 +177,7 @@ class AISpleenSegApp(Application):
         selector = CTSeriesSelectorOperator(
             self, source=run.request.describe(), record=run.record, name="series_selector"
         )
-        volume = TimedDICOMSeriesToVolumeOperator(
-            self, record=run.record, stage=STAGE_VOLUME, name="series_to_volume"
-        )
+        volume = _volume(self, run)
         inference = TimedMonaiBundleInferenceOperator(
             self,
             input_mapping=[IOMapping("image", Image, IOType.IN_MEMORY)],
@@ -155,12 +198,15 @@ class AISpleenSegApp(Application):
         )
         report = ReportOperator(
             self,
-            output_file=run.report_path,
+            output_file=run.report_path if run.write_report_file else None,
             model=identity,
             request=run.request,
             with_stl=run.write_stl,
             record=run.record,
             name="report",
+        )
+        preview = SpleenPreviewOperator(
+            self, output_file=run.preview_path, model=identity, record=run.record, name="spleen_preview"
         )
         series_list = ("study_selected_series_list", "study_selected_series_list")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
@@ -173,6 +219,10 @@ class AISpleenSegApp(Application):
         self.add_flow(mask, report, {("spleen_mask", "spleen_mask")})
         self.add_flow(selector, report, {series_list})
         self.add_flow(seg_writer, report, {("seg_path", "seg_path")})
+        self.add_flow(volume, preview, {("image", "image")})
+        self.add_flow(mask, preview, {("spleen_mask", "spleen_mask")})
+        self.add_flow(selector, preview, {series_list})
+        self.add_flow(preview, report, {("preview_path", "preview_path")})
         if run.write_stl:
             stl = SpleenSTLOperator(self, output_file=run.stl_path, record=run.record, name="spleen_stl")
             self.add_flow(mask, stl, {("spleen_mask", "spleen_mask")})

@@ -10,7 +10,8 @@ testable on hand-built masks:
   without a spleen.
 * ``fovEdgeFraction``: share of the mask's voxels in the outermost layer of the volume (first/last slice, row
   or column). A spleen cut by the field of view has an underestimated volume.
-* ``components``: connected components (26-connectivity) of the final mask; ``componentsRemoved``: how many
+* ``components``: connected components of the final mask (:mod:`app.components`, the bundle's
+  26-connectivity); ``componentsRemoved``: how many
   the postprocessing dropped, when the mask before that step is known.
 * ``meanSpleenProbability``: mean spleen-channel probability inside the mask, when probabilities are known.
 
@@ -26,7 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+
+from .components import label_components
 
 PLAUSIBLE_VOLUME_ML = (20.0, 1500.0)
 MIN_FOUND_ML = 3.0
@@ -72,11 +74,7 @@ def fov_edge_fraction(mask: np.ndarray) -> float:
 
 def count_components(mask: np.ndarray) -> int:
     """Number of 26-connected components of the mask."""
-    m = np.asarray(mask).astype(bool)
-    if not m.any():
-        return 0
-    _, n = ndimage.label(m, structure=np.ones((3,) * m.ndim, dtype=bool))
-    return int(n)
+    return label_components(mask)[1]
 
 
 def components_removed(raw_mask: np.ndarray, final_mask: np.ndarray) -> int:
@@ -86,7 +84,7 @@ def components_removed(raw_mask: np.ndarray, final_mask: np.ndarray) -> int:
     final = np.asarray(final_mask).astype(bool)
     if raw.shape != final.shape:
         raise ValueError(f"raw mask shape {raw.shape} differs from the final mask shape {final.shape}")
-    labels, n = ndimage.label(raw, structure=np.ones((3,) * raw.ndim, dtype=bool))
+    labels, n = label_components(raw)
     kept = set(np.unique(labels[final & raw]).tolist()) - {0}
     return int(n - len(kept))
 
@@ -137,6 +135,7 @@ def quality_flags(
         unavailable.append("meanSpleenProbability")
     if raw_mask is None:
         unavailable.append("componentsRemoved")
+    mean_p = mean_probability(probability, m) if probability is not None and found else None
     flags: dict[str, Any] = {
         "spleenFound": found,
         "volumeMl": round(volume, 3),
@@ -145,9 +144,7 @@ def quality_flags(
         "fovEdgeFraction": round(fov_edge_fraction(m), 5),
         "components": count_components(m),
         "componentsRemoved": components_removed(raw_mask, m) if raw_mask is not None else None,
-        "meanSpleenProbability": (
-            None if probability is None or not found else round(float(mean_probability(probability, m)), 4)
-        ),
+        "meanSpleenProbability": None if mean_p is None else round(mean_p, 4),
     }
     if unavailable:
         flags["unavailable"] = {"flags": unavailable, "reason": UNAVAILABLE_IN_APP}

@@ -12,7 +12,6 @@ behalf); use
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputNotFoundError, RequestError
+from .untrusted import brief, loads
 
 KEY_DATASTORE = "datastoreId"
 KEY_IMAGE_SET = "imageSetId"
@@ -34,10 +34,11 @@ UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 UID_MAX_LENGTH = 64
 
 
-def _check_ahi_id(key: str, value: Any) -> str:
+def check_ahi_id(key: str, value: Any) -> str:
+    """``value`` if it is a datastore / image set ID; :class:`RequestError` naming ``key`` otherwise."""
     if not isinstance(value, str) or not AHI_ID_PATTERN.fullmatch(value):
         raise RequestError(
-            f"{key!r} must be an AWS HealthImaging ID of exactly 32 characters [0-9a-z], got {value!r}"
+            f"{key!r} must be an AWS HealthImaging ID of exactly 32 characters [0-9a-z], got {brief(value)}"
         )
     return value
 
@@ -46,15 +47,15 @@ def _check_uid(key: str, value: Any) -> str:
     if not isinstance(value, str) or len(value) > UID_MAX_LENGTH or not UID_PATTERN.fullmatch(value):
         raise RequestError(
             f"{key!r} must be a DICOM UID (digits and dots, at most {UID_MAX_LENGTH} characters, "
-            f"no leading zeros in a component), got {value!r}"
+            f"no leading zeros in a component), got {brief(value)}"
         )
     return value
 
 
 def _parse_json_text(obj: str | bytes | bytearray) -> Any:
     try:
-        return json.loads(obj)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return loads(obj)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise RequestError(f"request body is not valid JSON: {exc}") from exc
 
 
@@ -85,8 +86,11 @@ class SegRequest:
             )
         extra = sorted(str(k) for k in obj if k not in ALLOWED_KEYS)
         if extra:
+            shown = ", ".join(brief(k) for k in extra[:5]) + (
+                f" and {len(extra) - 5} more" if len(extra) > 5 else ""
+            )
             raise RequestError(
-                f"unknown key(s) in request: {', '.join(repr(k) for k in extra)}; allowed keys are "
+                f"unknown key(s) in request: {shown}; allowed keys are "
                 f"{', '.join(repr(k) for k in ALLOWED_KEYS)}"
             )
         if KEY_DATASTORE not in obj:
@@ -95,10 +99,10 @@ class SegRequest:
         if has_image_set == has_study:
             got = "both" if has_image_set else "neither"
             raise RequestError(f"request needs exactly one of {KEY_IMAGE_SET!r} or {KEY_STUDY!r}, got {got}")
-        datastore_id = _check_ahi_id(KEY_DATASTORE, obj[KEY_DATASTORE])
+        datastore_id = check_ahi_id(KEY_DATASTORE, obj[KEY_DATASTORE])
         if has_image_set:
             return cls(
-                datastore_id=datastore_id, image_set_id=_check_ahi_id(KEY_IMAGE_SET, obj[KEY_IMAGE_SET])
+                datastore_id=datastore_id, image_set_id=check_ahi_id(KEY_IMAGE_SET, obj[KEY_IMAGE_SET])
             )
         return cls(datastore_id=datastore_id, study_instance_uid=_check_uid(KEY_STUDY, obj[KEY_STUDY]))
 

@@ -12,18 +12,18 @@ it).
 
 The service builds the model (:class:`~app.bundle_model.BundleModel`), one SDK AppContext and one
 :class:`~app.app.AISpleenSegApp` once; each ``run()`` configures and runs that same application (holoscan
-re-composes
-the graph; the loaded network is reused). Runs are serialised by a lock (one holoscan graph at a time per
-app).
+re-composes the graph; the loaded network is reused). Runs are serialised by a lock (one holoscan graph at a
+time per app).
 
 AHI access: ``exporter`` (an ``ahi_connector.ImageSetExporter``), or ``ahi_client``, or ``endpoint_url``; by
 default the standard boto3 chain (``AWS_ENDPOINT_URL_MEDICAL_IMAGING``,
-``AWS_DISABLE_HOST_PREFIX_INJECTION``...),
-created on the first AHI request.
+``AWS_DISABLE_HOST_PREFIX_INJECTION``...), created on the first AHI request. ``ahi_direct_volume`` (default
+True) selects the series from metadata and fetches only its frames straight into the SDK Image; False keeps
+the SDK-compatible path (every instance with pixel data, then the SDK's volume operator). Both give the same
+SEG.
 
 Errors: :class:`app.errors.AppError` subclasses and the connector's ``AHIError`` tree carry ``http_status``;
-they
-propagate unchanged so the caller can answer with that status.
+they propagate unchanged so the caller can answer with that status.
 """
 
 from __future__ import annotations
@@ -36,13 +36,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .app import IN_PROCESS_ARGV, AISpleenSegApp, RunConfig
 from .bundle_model import BundleModel, ModelIdentity, make_app_context
 from .errors import AppError, RequestError
 from .request import SegRequest
 from .run_record import RunRecord
+
+if TYPE_CHECKING:
+    from ahi_connector.exporter import ImageSetExporter
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +54,13 @@ __all__ = ["SegRequest", "SegResult", "SpleenSegService"]
 
 @dataclass(frozen=True)
 class SegResult:
-    """Outcome of one run: the report dict (also written as ``report.json``), the SEG path and the STL
-    path."""
+    """Outcome of one run: the report dict (also written as ``report.json``), the SEG path, the STL path and
+    the preview PNG's path."""
 
     report: dict[str, Any]
     seg_path: Path
     stl_path: Path | None
+    preview_path: Path | None = None
 
 
 def _set_holoscan_log_level(level: str) -> None:
@@ -84,15 +88,16 @@ class SpleenSegService:
         self,
         bundle_path: str | os.PathLike[str],
         *,
-        exporter: Any = None,
+        exporter: ImageSetExporter | None = None,
         ahi_client: Any = None,
         endpoint_url: str | None = None,
         write_stl: bool = True,
+        ahi_direct_volume: bool = True,
         device: str | None = None,
         holoscan_log_level: str = "WARN",
     ) -> None:
         _set_holoscan_log_level(holoscan_log_level)
-        self._model = BundleModel(bundle_path, device=device)
+        self._model = BundleModel(Path(bundle_path), device=device)
         self._app_context = make_app_context(self._model)
         self._app = AISpleenSegApp(IN_PROCESS_ARGV)
         self._exporter = exporter
@@ -100,6 +105,7 @@ class SpleenSegService:
         self._ahi_client = ahi_client
         self._endpoint_url = endpoint_url
         self._write_stl = write_stl
+        self._ahi_direct_volume = ahi_direct_volume
         self._lock = threading.Lock()
 
     @property
@@ -129,9 +135,13 @@ class SpleenSegService:
         self,
         request: SegRequest | Mapping[str, Any] | str | bytes | os.PathLike[str],
         work_dir: str | os.PathLike[str],
+        *,
+        write_stl: bool | None = None,
     ) -> SegResult:
-        """Segment the request's CT series; write SEG (``seg/``), STL (``stl/spleen.stl``) and ``report.json``
-        under ``work_dir`` (created; its ``seg/`` folder must not already hold a SEG)."""
+        """Segment the request's CT series; write SEG (``seg/``), STL (``stl/spleen.stl``), ``preview.png``
+        and ``report.json`` under ``work_dir`` (created; its ``seg/`` folder must not already hold a SEG).
+        ``write_stl`` overrides the service's STL setting for this request (None: the service's, default on).
+        """
         req = coerce_request(request)
         output_dir = Path(work_dir)
         if any((output_dir / "seg").glob("*.dcm")):
@@ -145,8 +155,10 @@ class SpleenSegService:
             model=self._model,
             app_context=self._app_context,
             exporter=self._get_exporter() if req.is_ahi else None,
-            write_stl=self._write_stl,
+            write_stl=self._write_stl if write_stl is None else write_stl,
             record=RunRecord(),
+            ahi_direct_volume=self._ahi_direct_volume,
+            write_report_file=False,
         )
         with self._lock:
             start = time.perf_counter()
@@ -160,12 +172,15 @@ class SpleenSegService:
                 self._app = AISpleenSegApp(IN_PROCESS_ARGV)
                 raise
             total = time.perf_counter() - start
-        if not run.report_path.is_file():
-            raise AppError(f"the application finished without writing {run.report_path} for {req.describe()}")
-        report = json.loads(run.report_path.read_text())
+        record = run.record
+        if record.report is None or record.seg_path is None:
+            raise AppError(f"the application finished without a report for {req.describe()}")
+        report = record.report
         report["timingsSeconds"]["total"] = round(total, 3)
         run.report_path.write_text(json.dumps(report, indent=2) + "\n")
-        stl = report.get("stlPath")
         return SegResult(
-            report=report, seg_path=Path(report["seg"]["path"]), stl_path=Path(stl) if stl else None
+            report=report,
+            seg_path=record.seg_path,
+            stl_path=record.stl_path,
+            preview_path=record.preview_path,
         )

@@ -16,9 +16,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ahi_connector.s3uri import S3Uri, S3UriError
+from app.untrusted import brief
 from container.errors import ModelLoadError
-from container.invocation import InvocationResult, error_body, run_invocation
-from container.payload import Invocation, PayloadError, S3Location, parse_invocation
+from container.invocation import AwsClients, InvocationResult, error_body, run_invocation
+from container.payload import Invocation, PayloadError, parse_invocation
 from container.settings import OUTPUT_S3_URI_ENV, Settings
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,15 @@ def export_deadline_s(timeout_s: float) -> float:
     return max(1.0, timeout_s * EXPORT_DEADLINE_SHARE)
 
 
+#: Share of the response timeout a request's inputs may use; the rest is kept for the response itself.
+REQUEST_BUDGET_SHARE = 0.9
+
+
+def request_time_budget_s(timeout_s: float) -> float:
+    """Time one invocation's inputs may take: 90 % of the container's response timeout."""
+    return timeout_s * REQUEST_BUDGET_SHARE
+
+
 def request_body(data: list[dict[str, Any]] | None) -> bytes | None:
     """The raw body MMS hands the handler (``data[0]["body"]``; form posts land under other names)."""
     if not data:
@@ -70,7 +81,7 @@ def check_content_type(content_type: str | None) -> None:
     """Only JSON bodies are invocations (the same rule as ``code/inference.py``'s ``input_fn``)."""
     lowered = (content_type or "").lower()
     if lowered and "json" not in lowered and "octet-stream" not in lowered:
-        raise PayloadError(f"Content-Type {content_type!r} is not supported; send application/json")
+        raise PayloadError(f"Content-Type {brief(content_type)} is not supported; send application/json")
 
 
 def header(headers: dict[str, Any], name: str) -> str | None:
@@ -89,7 +100,8 @@ class ModelHandler:
         self.service: Any = None
         self.model_dir: Path | None = None
         self.load_seconds: float | None = None
-        self.default_output: S3Location | None = None
+        self.default_output: S3Uri | None = None
+        self.clients = AwsClients()  # S3 + HealthImaging clients, built once per worker
 
     @property
     def settings(self) -> Settings:
@@ -107,8 +119,8 @@ class ModelHandler:
         started = time.perf_counter()
         if self.settings.output_s3_uri:
             try:
-                self.default_output = S3Location.parse(self.settings.output_s3_uri, OUTPUT_S3_URI_ENV)
-            except PayloadError as exc:
+                self.default_output = S3Uri.parse(self.settings.output_s3_uri, OUTPUT_S3_URI_ENV)
+            except S3UriError as exc:
                 raise ModelLoadError(str(exc)) from exc
         if gpu_id is not None and int(gpu_id) >= 0:
             # One worker per GPU: MMS hands each worker its gpu_id; expose only that device to this process
@@ -151,6 +163,8 @@ class ModelHandler:
             request_id,
             work_root=self.settings.request_work_root(),
             inline_limit=self.settings.inline_seg_max_bytes,
+            time_budget_s=request_time_budget_s(self.settings.timeout_s),
+            clients=self.clients,
         )
 
     def serve(self, body: bytes | None, request_id: str, content_type: str | None = None) -> InvocationResult:
@@ -165,7 +179,7 @@ class ModelHandler:
     def handle(self, data: list[dict[str, Any]] | None, context: Any) -> list[str] | None:
         if data is None:  # MMS never calls a class handler without data; nothing to do
             return None
-        request_id = _request_id(context)
+        request_id = request_id_of(context)
         headers = _request_headers(context)
         body = request_body(data)
         result = self.serve(body, request_id, header(headers, "Content-Type"))
@@ -184,9 +198,10 @@ def _device_for(gpu_id: int, visible: str | None) -> str:
     return devices[gpu_id] if gpu_id < len(devices) else str(gpu_id)
 
 
-def _request_id(context: Any) -> str:
+def request_id_of(context: Any) -> str:
+    """The request ID MMS gives the request (a fresh random one when the context has none)."""
     try:
-        rid = context.get_request_id(0)
+        rid = context.get_request_id(0) if context is not None else None
     except (AttributeError, TypeError, KeyError):
         rid = None
     return str(rid) if rid else uuid.uuid4().hex
@@ -199,4 +214,4 @@ def _request_headers(context: Any) -> dict[str, Any]:
         return {}
 
 
-__all__ = ["ModelHandler", "PayloadError", "S3Location"]
+__all__ = ["ModelHandler", "PayloadError", "S3Uri"]

@@ -47,12 +47,21 @@ LOG4J_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
   <Appenders>
     <Console name="STDOUT" target="SYSTEM_OUT">
       <PatternLayout pattern="%d{ISO8601} [%-5p] %t %c{1} - %m%n"/>
+      <RegexFilter regex="^[{]&quot;_aws&quot;:.*" onMatch="DENY" onMismatch="NEUTRAL"/>
+    </Console>
+    <Console name="EMF" target="SYSTEM_OUT">
+      <PatternLayout pattern="%m%n"/>
+      <RegexFilter regex="^[{]&quot;_aws&quot;:.*" onMatch="ACCEPT" onMismatch="DENY"/>
     </Console>
   </Appenders>
   <Loggers>
     <Logger name="ACCESS_LOG" level="info" additivity="false"><AppenderRef ref="STDOUT"/></Logger>
-    <Logger name="com.amazonaws.ml.mms" level="info" additivity="false"><AppenderRef ref="STDOUT"/></Logger>
-    <Logger name="MODEL_LOG" level="info" additivity="false"><AppenderRef ref="STDOUT"/></Logger>
+    <Logger name="com.amazonaws.ml.mms" level="info" additivity="false">
+      <AppenderRef ref="STDOUT"/><AppenderRef ref="EMF"/>
+    </Logger>
+    <Logger name="MODEL_LOG" level="info" additivity="false">
+      <AppenderRef ref="STDOUT"/><AppenderRef ref="EMF"/>
+    </Logger>
     <Logger name="MMS_METRICS" level="off"/>
     <Logger name="MODEL_METRICS" level="off"/>
     <Logger name="io.netty" level="error"/>

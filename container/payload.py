@@ -19,13 +19,14 @@ starts.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from typing import Any
 
+from ahi_connector.s3uri import S3Uri, S3UriError
+from app.untrusted import brief, loads
+
 #: At most this many inputs per invocation (each runs the full pipeline; keep requests within the timeout).
 MAX_INPUTS = 16
-_S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/.+$")
 _OUTPUT_KEYS = {"s3Uri", "inlineSeg", "writeBackToAHI"}
 _WRITE_BACK_KEYS = {"dataAccessRoleArn", "datastoreId", "wait"}
@@ -38,27 +39,6 @@ class PayloadError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class S3Location:
-    bucket: str
-    key: str  # prefix without leading/trailing "/" ("" for the bucket root)
-
-    @classmethod
-    def parse(cls, uri: str, field: str) -> S3Location:
-        match = _S3_URI.match(uri.strip()) if isinstance(uri, str) else None
-        if match is None:
-            raise PayloadError(f"{field}={uri!r} is not an S3 URI; use s3://bucket/prefix")
-        return cls(match["bucket"], (match["key"] or "").strip("/"))
-
-    def child(self, *parts: str) -> S3Location:
-        key = "/".join(p.strip("/") for p in (self.key, *parts) if p and p.strip("/"))
-        return S3Location(self.bucket, key)
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
-
-
-@dataclasses.dataclass(frozen=True)
 class WriteBack:
     role_arn: str
     datastore_id: str | None = None
@@ -67,7 +47,7 @@ class WriteBack:
 
 @dataclasses.dataclass(frozen=True)
 class OutputOptions:
-    s3: S3Location | None = None
+    s3: S3Uri | None = None
     inline_seg: bool = False
     write_back: WriteBack | None = None
 
@@ -81,6 +61,13 @@ class Invocation:
     output: OutputOptions
 
 
+def _names(keys: Any) -> str:
+    """Sorted field names for a message, each and the list bounded (a client may send huge keys)."""
+    names = sorted(str(k) for k in keys)
+    shown = [brief(k) for k in names[:8]]
+    return "[" + ", ".join(shown) + (f", … {len(names) - 8} more" if len(names) > 8 else "") + "]"
+
+
 def decode_body(body: bytes | bytearray | str | dict[str, Any] | None) -> dict[str, Any]:
     """Body bytes → JSON object, or :class:`PayloadError` saying what is wrong with it."""
     if isinstance(body, dict):
@@ -90,7 +77,7 @@ def decode_body(body: bytes | bytearray | str | dict[str, Any] | None) -> dict[s
             'empty request body; send JSON like {"inputs": [{"datastoreId": ..., "imageSetId": ...}]}'
         )
     try:
-        obj = json.loads(body)
+        obj = loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadError(
             f"request body is not valid JSON ({exc}); send Content-Type application/json"
@@ -110,26 +97,30 @@ def _parse_write_back(obj: Any) -> WriteBack | None:
     unknown = set(obj) - _WRITE_BACK_KEYS
     if unknown:
         raise PayloadError(
-            f"output.writeBackToAHI: unknown field(s) {sorted(unknown)}; allowed {sorted(_WRITE_BACK_KEYS)}"
+            f"output.writeBackToAHI: unknown field(s) {_names(unknown)}; allowed {sorted(_WRITE_BACK_KEYS)}"
         )
     role = obj.get("dataAccessRoleArn")
     if not isinstance(role, str) or not _ROLE_ARN.match(role):
         raise PayloadError(
-            f"output.writeBackToAHI.dataAccessRoleArn={role!r} is not an IAM role ARN "
+            f"output.writeBackToAHI.dataAccessRoleArn={brief(role)} is not an IAM role ARN "
             "(arn:aws:iam::<account>:role/<name>); AHI reads the SEG from S3 with this role"
         )
     datastore = obj.get("datastoreId")
-    if datastore is not None and not (
-        isinstance(datastore, str) and re.fullmatch(r"[0-9a-z]{32}", datastore)
-    ):
-        raise PayloadError(f"output.writeBackToAHI.datastoreId={datastore!r} is not a 32-character AHI ID")
+    if datastore is not None:
+        from app.errors import RequestError
+        from app.request import check_ahi_id
+
+        try:
+            check_ahi_id("output.writeBackToAHI.datastoreId", datastore)
+        except RequestError as exc:
+            raise PayloadError(str(exc)) from exc
     wait = obj.get("wait", False)
     if not isinstance(wait, bool):
-        raise PayloadError(f"output.writeBackToAHI.wait must be true or false, not {wait!r}")
+        raise PayloadError(f"output.writeBackToAHI.wait must be true or false, not {brief(wait)}")
     return WriteBack(role_arn=role, datastore_id=datastore, wait=wait)
 
 
-def parse_output(obj: Any, default_s3: S3Location | None = None) -> OutputOptions:
+def parse_output(obj: Any, default_s3: S3Uri | None = None) -> OutputOptions:
     if obj is None:
         obj = {}
     if not isinstance(obj, dict):
@@ -138,11 +129,14 @@ def parse_output(obj: Any, default_s3: S3Location | None = None) -> OutputOption
         )
     unknown = set(obj) - _OUTPUT_KEYS
     if unknown:
-        raise PayloadError(f"output: unknown field(s) {sorted(unknown)}; allowed {sorted(_OUTPUT_KEYS)}")
-    s3 = S3Location.parse(obj["s3Uri"], "output.s3Uri") if obj.get("s3Uri") is not None else default_s3
+        raise PayloadError(f"output: unknown field(s) {_names(unknown)}; allowed {sorted(_OUTPUT_KEYS)}")
+    try:
+        s3 = S3Uri.parse(obj["s3Uri"], "output.s3Uri") if obj.get("s3Uri") is not None else default_s3
+    except S3UriError as exc:
+        raise PayloadError(str(exc)) from exc
     inline = obj.get("inlineSeg", False)
     if not isinstance(inline, bool):
-        raise PayloadError(f"output.inlineSeg must be true or false, not {inline!r}")
+        raise PayloadError(f"output.inlineSeg must be true or false, not {brief(inline)}")
     write_back = _parse_write_back(obj.get("writeBackToAHI"))
     if write_back is not None and s3 is None:
         raise PayloadError(
@@ -152,7 +146,7 @@ def parse_output(obj: Any, default_s3: S3Location | None = None) -> OutputOption
 
 
 def parse_invocation(
-    body: bytes | bytearray | str | dict[str, Any] | None, default_s3: S3Location | None = None
+    body: bytes | bytearray | str | dict[str, Any] | None, default_s3: S3Uri | None = None
 ) -> Invocation:
     """Validate a whole invocation; raises :class:`PayloadError` (400) naming the bad field."""
     from app.errors import RequestError
@@ -163,7 +157,7 @@ def parse_invocation(
         inputs = obj["inputs"]
         unknown = set(obj) - {"inputs", "output"}
         if unknown:
-            raise PayloadError(f"unknown top-level field(s) {sorted(unknown)}; allowed ['inputs', 'output']")
+            raise PayloadError(f"unknown top-level field(s) {_names(unknown)}; allowed ['inputs', 'output']")
     else:
         inputs = [{k: v for k, v in obj.items() if k != "output"}]
     if not isinstance(inputs, list) or not inputs:
@@ -180,7 +174,7 @@ def parse_invocation(
             # The endpoint reads from AHI only; local folders of the serving host are not an input.
             raise PayloadError(
                 f"inputs[{index}] needs datastoreId plus imageSetId or studyInstanceUid (got fields "
-                f"{sorted(item)})"
+                f"{_names(item)})"
             )
         try:
             requests.append(SegRequest.from_json(item))

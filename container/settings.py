@@ -48,12 +48,13 @@ DEFAULT_PORT = 8080
 MAX_PORT = 32767
 DEFAULT_TIMEOUT_S = 600
 DEFAULT_STARTUP_TIMEOUT_S = 600
-#: MMS's own default request limit (bytes); SageMaker real-time payloads are at most 6 MB.
-DEFAULT_MAX_REQUEST_SIZE = 6_553_500
-# #: SageMaker real-time responses are limited to 6 MB: base64 SEG bytes inline must fit with the JSON around
-# them.
-REALTIME_RESPONSE_LIMIT = 6 * 1024 * 1024
-DEFAULT_INLINE_SEG_MAX_BYTES = REALTIME_RESPONSE_LIMIT - 256 * 1024  # base64 characters
+#: SageMaker real-time InvokeEndpoint limit for the request and for the response payload: 6 MB. The one place
+#: this number lives (the local gateway enforces it too).
+REALTIME_PAYLOAD_LIMIT = 6 * 1024 * 1024
+#: MMS's request limit: the payload limit plus room for MMS's own framing of the request.
+DEFAULT_MAX_REQUEST_SIZE = REALTIME_PAYLOAD_LIMIT + 256 * 1024
+#: Base64 SEG bytes returned inline must fit in the response together with the JSON around them.
+DEFAULT_INLINE_SEG_MAX_BYTES = REALTIME_PAYLOAD_LIMIT - 256 * 1024
 #: Resident memory one worker needs besides the model files (MONAI Deploy SDK + holoscan ≈ 600 MB measured).
 DEFAULT_MODEL_MEMORY_OVERHEAD_MB = 1024
 DEFAULT_HANDLER = "container.handler_service"
@@ -155,7 +156,7 @@ class Settings:
             host=env.get(BIND_HOST_ENV, "").strip() or "127.0.0.1",
             port=_int(env, BIND_TO_PORT_ENV, DEFAULT_PORT, 1),  # type: ignore[arg-type]
             workers=_int(env, MODEL_SERVER_WORKERS_ENV, None, 1),
-            timeout_s=timeout,  # type: ignore[arg-type]
+            timeout_s=timeout,
             startup_timeout_s=_int(env, STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S, 1),  # type: ignore[arg-type]
             max_request_size=max_request,
             base_dir=Path(env.get(BASE_DIR_ENV, "").strip() or "/opt/ml"),

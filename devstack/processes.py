@@ -190,7 +190,7 @@ def ahi_local_server(
     """
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = serve_command(port, data_dir, s3_endpoint_url=s3_endpoint_url, extra=extra_args)
+    argv = serve_command(port, Path(data_dir), s3_endpoint_url=s3_endpoint_url, extra=extra_args)
     with ServerProcess("ahi-local", argv, f"{url}/_local/health", url, env={**DUMMY_AWS_ENV, **(env or {})},
                        timeout_s=timeout_s):
         yield url

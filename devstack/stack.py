@@ -15,8 +15,10 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from devstack.ahi_local.cli import serve_command as ahi_local_command
+from devstack.clients import local_client
 from devstack.processes import ServerProcess, free_port, moto_command
 from devstack.sagemaker_local.cli import serve_command as gateway_command
 
@@ -112,13 +114,21 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
         self._start("serve", [str(SERVE)], f"{url}/ping", url, timeout_s, env)
         return url
 
-    def start_gateway(self, container_url: str, model_data_url: str, async_output: str | None = None) -> str:
+    def start_gateway(
+        self,
+        container_url: str,
+        model_data_url: str,
+        endpoint_names: Sequence[str],
+        async_output: str | None = None,
+    ) -> str:
+        """Start sagemaker-local serving ``endpoint_names`` (SageMaker answers any other name "not found")."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         argv = gateway_command(
             port,
             container_url,
             model_data_url,
+            endpoint_names=endpoint_names,
             models_dir=self.work_dir / "models",
             extra=["--log-level", "WARNING"],
         )
@@ -127,27 +137,13 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
         self._start("sagemaker-local", argv, f"{url}/_local/health", url, 60)
         return url
 
-    def client(self, service: str, endpoint_url: str | None = None, read_timeout: float = 900) -> object:
-        """A boto3 client for a local service, configured like CONTRIBUTING.md asks."""
-        import boto3
-        from botocore.config import Config
-
-        config = Config(
-            retries={"max_attempts": 1 if service == "sagemaker-runtime" else 3, "mode": "standard"},
-            read_timeout=read_timeout,
-            inject_host_prefix=service != "medical-imaging",
-            s3={"addressing_style": "path"},
-        )
+    def client(self, service: str, endpoint_url: str | None = None, read_timeout: float = 900) -> Any:
+        """A boto3 client for a local service (the runtime client does not retry: invocations are not
+        idempotent)."""
         if endpoint_url is None:
             endpoint_url = {
                 "s3": self.env.get("AWS_ENDPOINT_URL_S3"),
                 "medical-imaging": self.env.get("AWS_ENDPOINT_URL_MEDICAL_IMAGING"),
             }.get(service)
-        return boto3.client(
-            service,
-            endpoint_url=endpoint_url,
-            region_name=LOCAL_AWS_ENV["AWS_DEFAULT_REGION"],
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-            config=config,
-        )
+        attempts = 1 if service == "sagemaker-runtime" else 3
+        return local_client(service, endpoint_url, attempts, read_timeout=read_timeout)

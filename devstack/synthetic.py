@@ -193,22 +193,26 @@ def _encode_frames(spec: SeriesSpec, ds: Dataset, frames: Sequence[np.ndarray]) 
         ds.PixelData = stack.astype(stack.dtype.newbyteorder("<"), copy=False).tobytes()
         return
     if ts in (JPEG2000Lossless, JPEG2000, RLELossless):
-        kwargs = {"j2k_cr": [15]} if ts == JPEG2000 else {}
-        ds.compress(ts, stack, **kwargs)
+        if ts == JPEG2000:
+            ds.compress(ts, stack, j2k_cr=[15])
+        else:
+            ds.compress(ts, stack)
         return
     if ts == JPEGBaseline8Bit:
-        encoded = [imagecodecs.jpeg8_encode(f, level=90) for f in frames]
+        encoded = [bytes(imagecodecs.jpeg8_encode(f, level=90)) for f in frames]
         if spec.photometric == "RGB":
             ds.PhotometricInterpretation = "YBR_FULL_422"
     else:  # JPEG lossless SV1 codes BitsStored-bit unsigned words (two's complement if signed)
         mask = (1 << spec.bits_stored) - 1
         unsigned = np.uint8 if spec.bits_allocated == 8 else np.uint16
         encoded = [
-            imagecodecs.jpeg8_encode(
-                (f.view(unsigned) & mask).astype(unsigned),
-                lossless=True,
-                predictor=1,
-                bitspersample=spec.bits_stored,
+            bytes(
+                imagecodecs.jpeg8_encode(
+                    (np.asarray(f.view(unsigned)) & mask).astype(unsigned),
+                    lossless=True,
+                    predictor=1,
+                    bitspersample=spec.bits_stored,
+                )
             )
             for f in frames
         ]

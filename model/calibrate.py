@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from app.bundle import load_bundle
+from app.components import largest_component
 from model import SOURCE_BUNDLE_DIR
 from model.evaluate import DEFAULT_SEEDS as EVAL_SEEDS
 from model.evaluate import _training_seeds, dice
@@ -44,15 +45,6 @@ def spleen_probability(bundle, image_path: Path) -> np.ndarray:  # type: ignore[
         )[0]
     data = upto(data)
     return np.asarray(data[bundle.output_key][1].detach().cpu().numpy())
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    from skimage.measure import label
-
-    lab = label(mask)
-    if lab.max() == 0:
-        return mask
-    return lab == (np.bincount(lab.ravel())[1:].argmax() + 1)
 
 
 def main(argv: list[str] | None = None) -> int:

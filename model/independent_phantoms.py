@@ -192,9 +192,9 @@ class IndependentAnatomy:
         """Point ``depth`` mm inside the inner muscle wall at polar angle theta (0 = anterior, 90 = left)."""
         t = math.radians(theta_deg)
         d = np.array([math.sin(t), -math.cos(t)])
-        a, b = self.axes_at(np.asarray(z))
+        ax, bx = self.axes_at(np.asarray(z))
         inset = self.fat[0 if d[1] < 0 else 1] + self.wall
-        a, b = float(a) - inset, float(b) - inset
+        a, b = float(ax) - inset, float(bx) - inset
         r = 1.0 / ((abs(d[0]) / a) ** self.p + (abs(d[1]) / b) ** self.p) ** (1.0 / self.p)
         q = d * (r - depth)
         return np.array([q[0], q[1] + self.y0, z])
@@ -492,31 +492,31 @@ def generate_independent(
         raise ValueError(f"fov must be 'spleen' or 'below_spleen', got {fov!r}")
     rng = np.random.default_rng([seed, 0x1DE9])
     g = sample_independent_geometry(np.random.default_rng([seed, 0x9E0]))
-    shape = tuple(int(v) for v in (shape or g["shape"]))  # type: ignore[assignment]
-    spacing = tuple(float(v) for v in (spacing or g["spacing"]))  # type: ignore[assignment]
+    sz, sy, sx = (int(v) for v in (shape or g["shape"]))
+    dz0, dy0, dx0 = (float(v) for v in (spacing or g["spacing"]))
+    shp, spc = (sz, sy, sx), (dz0, dy0, dx0)
     position = PatientPosition(patient_position or g["patient_position"])
     tilt = g["tilt_deg"] if tilt_deg is None else float(tilt_deg)
     anat = IndependentAnatomy(rng, spleen=spleen)
-    extent_z = shape[0] * spacing[0]  # type: ignore[index]
+    extent_z = sz * dz0
     zc = anat.spleen_z + rng.uniform(-0.25, 0.25) * max(0.0, extent_z - 2 * anat.spleen_radii[0])
     if fov == "below_spleen":
         zc = anat.spleen_z - anat.spleen_radii[0] * 1.6 - extent_z / 2 - rng.uniform(10, 60)
-    geom = centred_geometry(
-        shape, spacing, (rng.uniform(-8, 8), anat.y0 + rng.uniform(-8, 8), zc), position, tilt
-    )  # type: ignore[arg-type]
+    centre = (float(rng.uniform(-8, 8)), float(anat.y0 + rng.uniform(-8, 8)), float(zc))
+    geom = centred_geometry(shp, spc, centre, position, tilt)
     tex = _Field(rng, np.array([-250, -250, -400.0]), np.array([250, 250, 400.0]), 40)
     tex2 = _Field(rng, anat.spleen_bbox[0], anat.spleen_bbox[1], 10)
     dz, dy, dx = geom.spacing
     nsub = max(1, int(math.ceil(dz / 2.0 - 1e-6)))
     aff = geom.affine_lps()
-    jj, ii = np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing="ij")  # type: ignore[index]
+    jj, ii = np.meshgrid(np.arange(sy), np.arange(sx), indexing="ij")
     noise_rng = np.random.default_rng([seed, 0x7015E])
     noise0, fwhm = float(rng.uniform(5, 18)), float(rng.uniform(0.6, 1.4))
-    hu_out = np.empty(shape, np.float32)
-    frac = np.empty(shape, np.float32)
-    for k in range(shape[0]):  # type: ignore[index]
-        acc = np.zeros(shape[1:], np.float32)  # type: ignore[index]
-        sp = np.zeros(shape[1:], np.float32)  # type: ignore[index]
+    hu_out = np.empty(shp, np.float32)
+    frac = np.empty(shp, np.float32)
+    for k in range(sz):
+        acc = np.zeros((sy, sx), np.float32)
+        sp = np.zeros((sy, sx), np.float32)
         for s in range(nsub):
             kk = k - 0.5 + (s + 0.5) / nsub
             pts = (

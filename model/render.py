@@ -69,13 +69,13 @@ class RenderResult:
 def _fine_geometry(geom: ScanGeometry, nsub: int) -> ScanGeometry:
     dz, dy, dx = geom.spacing
     shift = -(dz / 2 - dz / (2 * nsub)) * np.asarray(geom.slice_dir)
-    origin = tuple(float(v) for v in np.asarray(geom.origin) + shift)
+    ox, oy, oz = (float(v) for v in np.asarray(geom.origin) + shift)
     return replace(
         geom,
         shape=(geom.shape[0] * nsub, geom.shape[1], geom.shape[2]),
         spacing=(dz / nsub, dy, dx),
-        origin=origin,
-    )  # type: ignore[arg-type]
+        origin=(ox, oy, oz),
+    )
 
 
 def _coords(geom: ScanGeometry, k0: int, k1: int, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -162,7 +162,8 @@ def _paint_body(c: _Canvas, anat: Anatomy) -> None:
 
 
 def _paint_layer(c: _Canvas, layer: Layer, anat: Anatomy, inv: np.ndarray, hu_fill: float) -> None:
-    box = _index_box(inv, layer.shape.center, layer.shape.extent, anat.scale, c.hu.shape)
+    k, j, i = (int(n) for n in np.asarray(c.hu).shape[:3])
+    box = _index_box(inv, layer.shape.center, layer.shape.extent, anat.scale, (k, j, i))
     if box is None:
         return
     x, y, z = c.x[box], c.y[box], c.z[box]

@@ -79,7 +79,7 @@ class Blob:
         if self.bend:
             n1 = n1 + np.float32(self.bend) * (n0 * n0 + n2 * n2)
         rho = np.sqrt(n0 * n0 + n1 * n1 + n2 * n2)
-        target = 1.0
+        target: float | np.ndarray = 1.0
         if self.deform is not None:
             target = 1.0 + self.deform(n0, n1, n2)
         # gradient magnitude of rho w.r.t. mm (ellipsoid part) converts the level-set value to a distance

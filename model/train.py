@@ -103,6 +103,7 @@ def validate(net: Any, cases: list[CachedCase], patch: int, overlap: float = 0.2
         for case in cases:
             x = torch.from_numpy(np.asarray(case.image, dtype=np.float32))[None, None]
             logits = sliding_window_inference(x, (patch,) * 3, 4, net, overlap=overlap)
+            assert isinstance(logits, torch.Tensor)
             pred = logits.argmax(1)[0].numpy().astype(bool)
             gt = case.label.astype(bool)
             denom = pred.sum() + gt.sum()
@@ -334,11 +335,12 @@ def fit(cfg: TrainConfig, init: Path | None = None, resume: bool = False) -> Pat
                 _save_checkpoint(ckpt_path, net, opt, rng, state)
             if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps or out_of_time:
                 dices = validate(net, data.val, cfg.patch)
+                mean_dice = float(np.mean(dices))
                 rec = {
                     "event": "val",
                     "step": done + step + 1,
                     "dice": dices,
-                    "mean_dice": float(np.mean(dices)),
+                    "mean_dice": mean_dice,
                     "minutes": round(minutes(), 2),
                     "cpu_s": round(cpu_s(), 1),
                 }
@@ -346,8 +348,8 @@ def fit(cfg: TrainConfig, init: Path | None = None, resume: bool = False) -> Pat
                 log.flush()
                 logger.info("step %d val dice %s", step + 1, [round(d, 4) for d in dices])
                 torch.save(net.state_dict(), cfg.work_dir / "last.pt")
-                if rec["mean_dice"] > best:
-                    best = rec["mean_dice"]
+                if mean_dice > best:
+                    best = mean_dice
                     torch.save(net.state_dict(), best_path)
             if out_of_time:
                 logger.warning("stopping at step %d: time budget of %.0f min used", step + 1, cfg.max_minutes)

@@ -12,6 +12,13 @@ then the same series from its DICOM folder. Stage times come from the run's repo
 wall
 times; holoscan's greedy scheduler runs one operator at a time).
 
+Also in the same run, on the same image set (each trial in its own subprocess with a hard timeout, see
+``scripts/bench_connector.py``): the connector's ``to_datasets`` and ``to_volume`` over the lean transport and
+over botocore, decoding alone, and the anchor ``ahitodicominterface`` 0.1.3.4 with its defaults
+(pip-installed with ``--no-deps`` at bench time only, never a dependency); the ratios against the anchor and
+the client CPU per frame excluding decode (the volume trial's CPU minus decode-only's) are printed with the
+load average.
+
 Baselines measured in the same run:
 - model load: ``torch.jit.load`` of ``models/model.ts`` — what the SDK's bundle operator pays on every run
 when the
@@ -38,7 +45,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 log = logging.getLogger("bench_app")
-STAGE_ROWS = ("fetch_decode", "select", "volume", "inference", "mask", "seg_write", "stl", "total")
+STAGE_ROWS = (
+    "metadata",
+    "fetch_decode",
+    "select",
+    "volume",
+    "inference",
+    "mask",
+    "seg_write",
+    "stl",
+    "report",
+    "total",
+)
 
 
 def _phantom(cache: Path, slices: int, size: int, seed: int) -> tuple[Path, float]:
@@ -94,6 +112,12 @@ def _volume_baselines(exporter: Any, datastore_id: str, image_set_id: str) -> di
     return {k: min(v) for k, v in out.items()}
 
 
+def _seg_pixels(report: dict[str, Any]) -> bytes:
+    import pydicom
+
+    return pydicom.dcmread(report["seg"]["path"]).PixelData
+
+
 def _model_load_s(bundle: Path) -> float:
     import torch
 
@@ -108,14 +132,106 @@ def _model_load_s(bundle: Path) -> float:
     return statistics.median(times)
 
 
+def _outside_model(timings: dict[str, float]) -> float:
+    """Every stage but inference (the pipeline outside the model)."""
+    return sum(v for k, v in timings.items() if k not in ("inference", "total"))
+
+
 def _table(runs: dict[str, dict[str, Any]]) -> str:
     names = list(runs)
-    lines = [f"{'stage (s)':<14}" + "".join(f"{n:>16}" for n in names)]
+    lines = [f"{'stage (s)':<20}" + "".join(f"{n:>18}" for n in names)]
     for stage in STAGE_ROWS:
         cells = [runs[n]["timingsSeconds"].get(stage) for n in names]
         lines.append(
-            f"{stage:<14}" + "".join(f"{c:>16.2f}" if c is not None else f"{'-':>16}" for c in cells)
+            f"{stage:<20}" + "".join(f"{c:>18.2f}" if c is not None else f"{'-':>18}" for c in cells)
         )
+    cells = [_outside_model(runs[n]["timingsSeconds"]) for n in names]
+    lines.append(f"{'all but inference':<20}" + "".join(f"{c:>18.2f}" for c in cells))
+    return "\n".join(lines)
+
+
+def _peak_delta_mb(fn: Any) -> tuple[Any, float]:
+    """(result, peak RSS growth in MB while ``fn`` ran) via Linux clear_refs/VmHWM."""
+    from scripts.bench_connector import _peak_mb, _reset_peak
+
+    base = _reset_peak()
+    result = fn()
+    return result, _peak_mb() - base
+
+
+def _volume_path_peak(exporter: Any, datastore_id: str, image_set_id: str) -> tuple[float, float]:
+    """Peak RSS growth (MB) of the serving path's volume building (frames_array + SDK voxel rules) and the
+    resulting volume's MB."""
+    from app.operators.ahi_data_loader_operator import header_datasets
+    from app.operators.ahi_series_to_volume_operator import sdk_voxels
+
+    headers = sorted(
+        header_datasets(exporter, datastore_id, image_set_id), key=lambda d: float(d.ImagePositionPatient[2])
+    )
+    uids = [str(d.SOPInstanceUID) for d in headers]
+    exporter.frames_array(datastore_id, image_set_id, uids)  # warm
+    volume, peak = _peak_delta_mb(
+        lambda: sdk_voxels(exporter.frames_array(datastore_id, image_set_id, uids), headers)
+    )
+    return peak, volume.nbytes / 2**20
+
+
+def _connector_rows(args: argparse.Namespace, url: str, datastore_id: str, image_set_id: str) -> list[dict]:
+    """The connector vs the anchor on the served image set, each trial in its own subprocess."""
+    from scripts.bench_connector import ensure_anchor, run_trial
+
+    trial_args = argparse.Namespace(repeat=args.repeat, workers=args.workers, timeout=args.timeout)
+    rows = []
+    for kind, transport, label in (
+        ("datasets", "auto", "to_datasets (lean)"),
+        ("datasets", "botocore", "to_datasets (botocore)"),
+        ("volume", "auto", "to_volume (lean)"),
+        ("volume", "botocore", "to_volume (botocore)"),
+        ("decode", "auto", "decode only"),
+    ):
+        log.info("connector trial: %s", label)
+        row = run_trial(kind, url, datastore_id, image_set_id, "auto", trial_args, transport=transport)
+        rows.append({"trial": label, **row})
+    reason = "skipped" if args.skip_anchor else ensure_anchor()
+    if reason:
+        rows.append({"trial": "anchor", "error": reason})
+    else:
+        log.info("connector trial: anchor")
+        env = {"AWS_ENDPOINT_URL_MEDICAL_IMAGING": url, "AWS_DISABLE_HOST_PREFIX_INJECTION": "true"}
+        rows.append({"trial": "anchor", **run_trial("anchor", url, datastore_id, image_set_id, "openjpeg",
+                                                    trial_args, env)})  # fmt: skip
+    for row in rows:
+        if "error" not in row:
+            times, cpu = row["times"], row.get("cpu") or []
+            row["warm"] = statistics.median(times[1:]) if len(times) > 1 else times[0]
+            row["cpu_warm"] = (statistics.median(cpu[1:]) if len(cpu) > 1 else cpu[0]) if cpu else None
+    return rows
+
+
+def _connector_table(rows: list[dict]) -> str:
+    by = {r["trial"]: r for r in rows if "error" not in r}
+    anchor = by.get("anchor")
+    lines = [
+        f"{'connector (same image set)':<26}{'frames':>8}{'cold s':>9}{'warm s':>9}{'client CPU ms/fr':>18}"
+        f"{'vs anchor (warm)':>18}"
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['trial']:<26}  {r['error'][:70]}")
+            continue
+        cpu = (
+            "n/a"
+            if r["trial"] == "anchor" or r["cpu_warm"] is None
+            else f"{r['cpu_warm'] / r['frames'] * 1e3:.2f}"
+        )
+        ratio = f"{anchor['warm'] / r['warm']:.1f}x" if anchor and r is not anchor else "-"
+        lines.append(
+            f"{r['trial']:<26}{r['frames']:>8}{r['times'][0]:>9.2f}{r['warm']:>9.2f}{cpu:>18}{ratio:>18}"
+        )
+    vol, dec = by.get("to_volume (lean)"), by.get("decode only")
+    if vol and dec and vol.get("cpu_warm") is not None and dec.get("cpu_warm") is not None:
+        per = (vol["cpu_warm"] - dec["cpu_warm"]) / vol["frames"] * 1e3
+        lines.append(f"client CPU per frame excluding decode (to_volume lean - decode only): {per:.2f} ms")
     return "\n".join(lines)
 
 
@@ -129,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=ROOT / "model" / "spleen_ct_segmentation")
     parser.add_argument("--cache", type=Path, default=None, help="phantom cache folder (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="calls per connector trial (warm = median 2..N)"
+    )
+    parser.add_argument("--workers", type=int, default=16, help="connector frame workers")
+    parser.add_argument("--timeout", type=float, default=300.0, help="hard limit per connector trial (s)")
+    parser.add_argument("--skip-anchor", action="store_true", help="do not install / run the anchor")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("highdicom", "monai", "root", "app", "ahi_connector"):
@@ -159,15 +281,33 @@ def main(argv: list[str] | None = None) -> int:
         with moto_s3_server() as s3_url, ahi_local_server(tmp_dir / "ahi", s3_endpoint_url=s3_url) as ahi_url:
             datastore_id, image_set_id, import_s = _import(folder, ahi_url, s3_url)
             log.info("imported %d slices in %.1f s (image set %s)", args.slices, import_s, image_set_id)
+            connector = _connector_rows(args, ahi_url, datastore_id, image_set_id)
             start = time.perf_counter()
             service = SpleenSegService(args.bundle, ahi_client=ahi_client(ahi_url))
             init_s = time.perf_counter() - start
             request = {"datastoreId": datastore_id, "imageSetId": image_set_id}
             runs: dict[str, dict[str, Any]] = {}
+            peaks: dict[str, float] = {}
             for name, source in (("ahi cold", request), ("ahi warm", request), ("dicom folder", folder)):
                 log.info("run: %s", name)
-                runs[name] = service.run(source, tmp_dir / name.replace(" ", "_")).report
-            volume = _volume_baselines(service._get_exporter(), datastore_id, image_set_id)
+                result, peaks[name] = _peak_delta_mb(
+                    lambda s=source, n=name: service.run(s, tmp_dir / n.replace(" ", "_"))
+                )
+                runs[name] = result.report
+            sdk_service = SpleenSegService(
+                args.bundle, ahi_client=ahi_client(ahi_url), ahi_direct_volume=False
+            )
+            for name in ("ahi sdk-path",):  # same process, holoscan and torch already warm
+                log.info("run: %s", name)
+                result, peaks[name] = _peak_delta_mb(
+                    lambda n=name: sdk_service.run(request, tmp_dir / n.replace(" ", "_"))
+                )
+                runs[name] = result.report
+            same_seg = _seg_pixels(runs["ahi warm"]) == _seg_pixels(runs["ahi sdk-path"])
+            sdk_service.close()
+            exporter = service._get_exporter()
+            volume_peak_mb, volume_mb = _volume_path_peak(exporter, datastore_id, image_set_id)
+            volume = _volume_baselines(exporter, datastore_id, image_set_id)
             service.close()
         model_load_s = _model_load_s(args.bundle)
 
@@ -180,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         "model_load_s": model_load_s,
         "volume_baselines_s": volume,
         "runs": runs,
+        "peak_rss_growth_mb": peaks,
+        "volume_path_peak_mb": volume_peak_mb,
+        "volume_mb": volume_mb,
+        "connector": connector,
+        "same_seg_pixels_direct_vs_sdk_path": same_seg,
         "load_average": os.getloadavg(),
     }
     print(
@@ -187,6 +332,18 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {os.getloadavg()[0]:.1f}"
     )
     print(_table(runs))
+    print(
+        f"\nwarm, all stages but inference: direct path {_outside_model(warm):.2f} s, SDK-compatible path "
+        f"{_outside_model(runs['ahi sdk-path']['timingsSeconds']):.2f} s (target <= 1.5 s); "
+        f"SEG pixels direct == SDK path: {same_seg}"
+    )
+    print(
+        f"peak memory: volume building (frames_array + SDK voxel rules) {volume_peak_mb:.0f} MB = "
+        f"{volume_peak_mb / volume_mb:.2f}x the {volume_mb:.0f} MB volume (target <= 3x); whole warm run "
+        f"(incl. inference) +{peaks['ahi warm']:.0f} MB direct, +{peaks['ahi sdk-path']:.0f} MB SDK path"
+    )
+    print()
+    print(_connector_table(connector))
     spleen = runs["ahi warm"]["spleen"]
     model = runs["ahi warm"]["model"]
     print(

@@ -106,7 +106,9 @@ def trial_ours(args: argparse.Namespace) -> dict[str, Any]:
         **{k.lower(): v for k, v in DUMMY_ENV.items() if k != "AWS_DEFAULT_REGION"}
     )
     client = make_ahi_client(args.endpoint, "us-east-1", session=session)
-    with ImageSetExporter(client, decoder=args.decoder, max_workers=args.workers) as ex:
+    with ImageSetExporter(
+        client, decoder=args.decoder, max_workers=args.workers, transport=args.transport
+    ) as ex:
         ex.get_metadata(
             args.datastore, args.image_set
         )  # metadata is cached per version; not what is measured
@@ -118,7 +120,9 @@ def trial_ours(args: argparse.Namespace) -> dict[str, Any]:
             times, out = _timed(lambda: ex.to_volume(args.datastore, args.image_set), args.repeat)
             frames, crc, nbytes = out.shape[0], None, out.array.nbytes
         backends = ex.last_stats.backends if ex.last_stats else {}
+        transport = ex.last_stats.transport if ex.last_stats else "?"
     return {
+        "transport": transport,
         "times": times,
         "frames": frames,
         "crc": crc,
@@ -235,6 +239,7 @@ def run_trial(
     decoder: str,
     args: argparse.Namespace,
     extra_env: dict[str, str] | None = None,
+    transport: str = "auto",
 ) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -253,6 +258,8 @@ def run_trial(
         str(args.repeat),
         "--workers",
         str(args.workers),
+        "--transport",
+        transport,
     ]
     env = {**os.environ, **DUMMY_ENV, **(extra_env or {})}
     server_before = server_cpu_s()
@@ -478,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datastore", help=argparse.SUPPRESS)
     p.add_argument("--image-set", help=argparse.SUPPRESS)
     p.add_argument("--decoder", default="auto", help=argparse.SUPPRESS)
+    p.add_argument("--transport", default="auto", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.trial:

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from devstack.ahi_local.folder_import import import_folder
+    from devstack.importing import import_folder
     from devstack.stack import LocalStack
     from model.phantoms import generate_phantom, write_dicom_series
 
@@ -52,20 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_moto()
         stack.start_ahi_local()
         container_url = stack.start_serve(workers=1)
-        gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent))
+        gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent), ["bench"])
         ahi, s3 = stack.client("medical-imaging"), stack.client("s3")
-        phantom = generate_phantom(
-            args.seed,
-            shape=tuple(int(v) for v in args.shape.split(",")),
-            spacing=tuple(float(v) for v in args.spacing.split(",")),
-        )
+        slices, rows, cols = (int(v) for v in args.shape.split(","))
+        thickness, row_mm, col_mm = (float(v) for v in args.spacing.split(","))
+        phantom = generate_phantom(args.seed, shape=(slices, rows, cols), spacing=(thickness, row_mm, col_mm))
         write_dicom_series(phantom, work / "dicom")
         import uuid
 
         ds = ahi.create_datastore(datastoreName="bench", clientToken=uuid.uuid4().hex)["datastoreId"]
         while ahi.get_datastore(datastoreId=ds)["datastoreProperties"]["datastoreStatus"] != "ACTIVE":
             time.sleep(0.2)
-        _, output = import_folder(ahi, s3, ds, work / "dicom", "bench-import")
+        output = import_folder(ahi, s3, ds, work / "dicom", "bench-import")
         request = {"datastoreId": ds, "imageSetId": output.image_set_ids[0]}
         body = json.dumps({"inputs": [request]})
         runtime = stack.client("sagemaker-runtime", gateway_url)

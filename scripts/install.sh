@@ -5,7 +5,18 @@
 #   VENV=/opt/venv TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 scripts/install.sh
 #                                 (Dockerfile: GPU torch build matching the base image)
 #
+#   SAGEMAKER2_ONLY=1 scripts/install.sh
+#                                 only the side venv .venv-sagemaker2 (see below; tests/fidelity runs this)
+#
+# Versions come from the hashed lock files (requirements.lock, or requirements-dev.lock with the dev extra; made
+# by `make lock` = scripts/lock.sh from requirements.txt and pyproject.toml), so a laptop, CI and the image get
+# the same packages. torch is not in the locks: it is installed first, pinned, from the index that fits.
 # Idempotent: a stamp file records the hash of the pins; re-running with unchanged pins is a no-op.
+#
+# The dev extra carries the `sagemaker` Python SDK v3 (what `pip install sagemaker` gives today). v2
+# (`sagemaker<3`, with sagemaker.predictor / sagemaker.pytorch) cannot share a venv with v3, so the dev
+# install also builds a small side venv, .venv-sagemaker2 (SAGEMAKER2_VENV), holding only SDK v2, in which
+# tests/fidelity drives sagemaker-local with the v2 Predictor/AsyncPredictor. Neither is a product dependency.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,6 +28,26 @@ TORCH_INDEX_URL="${TORCH_INDEX_URL:-}"
 EXTRA="${INSTALL_EXTRA-dev}"   # "dev" adds test/bench tools; the Dockerfile sets INSTALL_EXTRA=""
 
 log() { printf '[install] %s\n' "$*" >&2; }
+
+SAGEMAKER2_VENV="${SAGEMAKER2_VENV:-$ROOT/.venv-sagemaker2}"
+SAGEMAKER2_PIN="sagemaker==2.257.7"
+
+ensure_sagemaker2_venv() {
+  local stamp="$SAGEMAKER2_VENV/.install-stamp"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$SAGEMAKER2_PIN" ] && [ -x "$SAGEMAKER2_VENV/bin/python" ]; then
+    log "sagemaker v2 venv up to date ($SAGEMAKER2_VENV)"
+    return 0
+  fi
+  log "creating $SAGEMAKER2_VENV with $SAGEMAKER2_PIN (the sagemaker SDK v2, for tests/fidelity)"
+  [ -x "$SAGEMAKER2_VENV/bin/python" ] || "$PYTHON" -m venv "$SAGEMAKER2_VENV"
+  "$SAGEMAKER2_VENV/bin/python" -m pip --disable-pip-version-check -q install "$SAGEMAKER2_PIN"
+  echo "$SAGEMAKER2_PIN" > "$stamp"
+}
+
+if [ "${SAGEMAKER2_ONLY:-}" = "1" ]; then
+  ensure_sagemaker2_venv
+  exit 0
+fi
 
 ensure_java() {
   # multi-model-server needs a Java runtime (17 works).
@@ -30,9 +61,16 @@ ensure_java() {
 }
 
 stamp_of() {
-  cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/devstack/pyproject.toml" "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
+  cat "$ROOT/requirements.txt" "$ROOT/$LOCK" "$ROOT/pyproject.toml" "$ROOT/devstack/pyproject.toml" \
+    "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
   echo "$TORCH_VERSION $TORCH_INDEX_URL $EXTRA"
 }
+
+case "$EXTRA" in
+  "") LOCK=requirements.lock ;;
+  dev) LOCK=requirements-dev.lock ;;
+  *) log "INSTALL_EXTRA must be 'dev' or empty (there is one lock file for each), not '$EXTRA'"; exit 2 ;;
+esac
 
 ensure_java
 STAMP="$VENV/.install-stamp"
@@ -47,7 +85,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install --upgrade pip >/dev/null
 
 # torch first, pinned, so nothing later can pull an unpinned (multi-GB CUDA) build.
 if [ -n "$TORCH_INDEX_URL" ]; then
@@ -56,12 +93,18 @@ else
   "${PIP[@]}" install "torch==$TORCH_VERSION"
 fi
 
-# Everything else in ONE command (setuptools<82 must be resolved together with sagemaker-inference),
-# with torch held at the version just installed.
-# The dev extra also installs devstack/ (the local AWS doubles: its own distribution, never in the image).
+# Everything else exactly as locked: every file checked against its sha256, no dependency resolution (the lock is
+# the resolution; it holds pip and setuptools too), then the project itself without dependencies; the dev extra
+# also installs devstack/ (the local AWS doubles: its own distribution, never in the image).
+log "installing $LOCK"
+"${PIP[@]}" install --require-hashes --no-deps -r "$ROOT/$LOCK"
 SPEC=(-e "$ROOT")
-[ -n "$EXTRA" ] && SPEC=(-e "$ROOT[$EXTRA]" -e "$ROOT/devstack")
-"${PIP[@]}" install "torch==$TORCH_VERSION" -r "$ROOT/requirements.txt" "${SPEC[@]}"
-"${PIP[@]}" check >&2 || log "WARNING: pip check reported conflicts"
+[ -n "$EXTRA" ] && SPEC+=(-e "$ROOT/devstack")
+"${PIP[@]}" install --no-deps --no-build-isolation "${SPEC[@]}"
+if ! "${PIP[@]}" check >&2; then
+  log "pip check failed: $LOCK and torch==$TORCH_VERSION do not fit together; regenerate with 'make lock'"
+  exit 1
+fi
+[ -n "$EXTRA" ] && ensure_sagemaker2_venv
 echo "$WANT" > "$STAMP"
 log "ready: $VENV"

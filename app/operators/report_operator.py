@@ -9,9 +9,12 @@ Named inputs:
     study_selected_series_list: the selected series (study/series UIDs).
     seg_path: ``str`` path of the SEG (received last: the report is written after the SEG exists).
     stl_path: ``str`` path of the STL or ``""`` (only declared when the app writes an STL).
-Named output: none. File output: the report JSON at ``output_file``. Its ``quality`` object holds the flags of
-:func:`app.quality.quality_flags` (spleen found, volume plausibility, share of the mask at the edge of the
-field of view, components; probabilities and removed components are not reachable here, and it says so).
+    preview_path: ``str`` path of the preview PNG or ``""``.
+Named output: none. The report is stored in the run's :class:`~app.run_record.RunRecord` (with the SEG, STL
+and preview paths) and, when ``output_file`` is given (``python -m app``), written there as JSON. Its
+``quality`` object holds the flags of :func:`app.quality.quality_flags` (spleen found, volume plausibility,
+share of the mask at the edge of the field of view, components; probabilities and removed components are not
+reachable here, and it says so).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def build_report(
     model: ModelIdentity,
     request: SegRequest,
     record: RunRecord,
+    preview_path: str | None = None,
 ) -> dict[str, Any]:
     """The report dict (see the module doc); ``selected`` is the ``[StudySelectedSeries]`` of the run."""
     study_selected = selected[0]
@@ -95,6 +99,8 @@ def build_report(
             "frameCount": int(seg.get("NumberOfFrames", 0) or 0),
         },
         "stlPath": stl_path or None,
+        "previewPath": preview_path or None,
+        "fetch": record.fetch_summary(),
         "timingsSeconds": record.timings_ordered(),
     }
 
@@ -106,19 +112,20 @@ class ReportOperator(Operator):
     INPUT_SELECTED_SERIES = "study_selected_series_list"
     INPUT_SEG_PATH = "seg_path"
     INPUT_STL_PATH = "stl_path"
+    INPUT_PREVIEW_PATH = "preview_path"
 
     def __init__(
         self,
         fragment: Fragment,
         *args: Any,
-        output_file: Path,
+        output_file: Path | None,
         model: ModelIdentity,
         request: SegRequest,
         with_stl: bool,
         record: RunRecord,
         **kwargs: Any,
     ) -> None:
-        self._output_file = Path(output_file)
+        self._output_file = Path(output_file) if output_file is not None else None
         self._model = model
         self._request = request
         self._with_stl = with_stl
@@ -131,28 +138,35 @@ class ReportOperator(Operator):
         spec.input(self.INPUT_SEG_PATH)
         if self._with_stl:
             spec.input(self.INPUT_STL_PATH)
+        spec.input(self.INPUT_PREVIEW_PATH)
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         mask = op_input.receive(self.INPUT_MASK)
         selected = op_input.receive(self.INPUT_SELECTED_SERIES)
         seg_path = op_input.receive(self.INPUT_SEG_PATH)
         stl_path = op_input.receive(self.INPUT_STL_PATH) if self._with_stl else None
+        preview_path = op_input.receive(self.INPUT_PREVIEW_PATH)
         with self._record.stage(STAGE_REPORT):
             report = build_report(
                 mask=mask,
                 selected=selected,
                 seg_path=seg_path,
                 stl_path=stl_path,
+                preview_path=preview_path,
                 model=self._model,
                 request=self._request,
                 record=self._record,
             )
-            self._output_file.parent.mkdir(parents=True, exist_ok=True)
-            self._output_file.write_text(json.dumps(report, indent=2) + "\n")
+            self._record.report = report
+            self._record.seg_path = Path(seg_path)
+            self._record.stl_path = Path(stl_path) if stl_path else None
+            self._record.preview_path = Path(preview_path) if preview_path else None
+            if self._output_file is not None:
+                self._output_file.parent.mkdir(parents=True, exist_ok=True)
+                self._output_file.write_text(json.dumps(report, indent=2) + "\n")
         logger.info(
-            "spleen %.1f mL (%d voxels) in series %s; report %s",
+            "spleen %.1f mL (%d voxels) in series %s",
             report["spleen"]["volumeMl"],
             report["spleen"]["voxelCount"],
             report["seriesInstanceUid"],
-            self._output_file,
         )

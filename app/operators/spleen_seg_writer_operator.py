@@ -6,9 +6,11 @@ Segment 1 is labelled "Spleen", SNOMED CT category Anatomical Structure (9172300
 the model's name/version as the algorithm identification; SeriesDescription is "AI generated Seg, not for
 clinical
 use."; the Contributing Equipment Sequence names the model (its DeviceUID derives from the model.ts SHA-256).
-The SEG (highdicom, BINARY) references every source instance; empty frames are omitted (an all-empty mask
-keeps
-all frames, highdicom's rule).
+The SEG (highdicom, BINARY) holds one frame per slice that contains the spleen and references exactly
+those source instances: highdicom is given only those slices and their source instances (its cost grows
+with every source instance it checks and references: ~0.7 s for 300 slices, a few tenths for the ~80 that
+hold a spleen), which gives the same frames as ``omit_empty_frames`` over the whole series. An all-empty
+mask keeps all frames and references every instance (highdicom's rule).
 
 Named inputs:
     seg_image: binary spleen mask ``Image`` (DHW, same grid as the source series).
@@ -22,7 +24,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from monai.deploy.core import Fragment, OperatorSpec
+from monai.deploy.core.domain.dicom_series import DICOMSeries
 from monai.deploy.operators.dicom_seg_writer_operator import (
     DICOMSegmentationWriterOperator,
     SegmentDescription,
@@ -87,6 +91,22 @@ class SpleenSegWriterOperator(DICOMSegmentationWriterOperator):
     def setup(self, spec: OperatorSpec) -> None:
         super().setup(spec)
         spec.output(self.OUTPUT_SEG_PATH)
+
+    def create_dicom_seg(self, image: np.ndarray, dicom_series: DICOMSeries, output_dir: Path) -> None:
+        """The SDK's SEG writing, given only the slices that contain a segment (see the module doc)."""
+        mask = np.asarray(image)
+        instances = dicom_series.get_sop_instances()
+        if mask.ndim != 3 or len(instances) != mask.shape[0]:
+            super().create_dicom_seg(image, dicom_series, output_dir)
+            return
+        keep = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+        if len(keep) in (0, mask.shape[0]):
+            super().create_dicom_seg(image, dicom_series, output_dir)
+            return
+        subset = DICOMSeries(dicom_series.SeriesInstanceUID)
+        for k in keep:
+            subset.add_sop_instance(instances[k].get_native_sop_instance())
+        super().create_dicom_seg(mask[keep], subset, output_dir)
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         folder = Path(self.output_folder)

@@ -36,6 +36,7 @@ from pydicom.dataset import Dataset
 from ahi_connector.errors import GeometryError
 from ahi_connector.geometry import SlicePlane, compute_geometry
 
+from ..components import largest_component
 from ..run_record import STAGE_STL, RunRecord
 
 logger = logging.getLogger(__name__)
@@ -62,30 +63,31 @@ def series_affine(datasets: Sequence[Dataset]) -> np.ndarray:
     return compute_geometry(planes).affine
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    from skimage.measure import label
-
-    labels = label(mask, connectivity=1)
-    if labels.max() <= 1:
-        return labels > 0
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    return labels == int(np.argmax(counts))
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every non-zero voxel (one pass per axis over the projections), or None."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(np.any(mask, axis=others))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 def spleen_mesh(mask: np.ndarray, affine: np.ndarray, smooth: bool = True) -> Any:
     """``trimesh.Trimesh`` (LPS mm) of the largest component of a DHW binary mask, or None when it is
-    empty."""
+    empty. Only the mask's bounding box is labelled and meshed (the spleen is a few % of a CT volume)."""
     import trimesh
     from skimage.measure import marching_cubes
 
-    if not np.any(mask):
+    box = _bounding_box(np.asarray(mask))
+    if box is None:
         return None
-    component = _largest_component(np.asarray(mask) > 0)
-    idx = np.argwhere(component)
-    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
-    box = np.pad(component[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32), 1)
-    verts, faces, _, _ = marching_cubes(box, level=0.5)
+    component = largest_component(np.asarray(mask)[box] > 0)
+    lo = np.array([b.start for b in box])
+    padded = np.pad(component.astype(np.float32), 1)
+    verts, faces, _, _ = marching_cubes(padded, level=0.5)
     verts += lo - 1  # back to indices of the full array
     lps = verts @ affine[:3, :3].T + affine[:3, 3]
     mesh = trimesh.Trimesh(vertices=lps, faces=faces, process=True)

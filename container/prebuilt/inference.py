@@ -16,21 +16,12 @@ an unknown image set a 404, anything else a 500 carrying only the request ID, ea
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
-from container.handler import JSON, ModelHandler, check_content_type
+from container.handler import JSON, ModelHandler, check_content_type, request_id_of
 from container.invocation import InvocationResult, error_body
 from container.payload import PayloadError
-
-
-def _request_id(context: Any) -> str:
-    try:
-        rid = context.get_request_id(0) if context is not None else None
-    except (AttributeError, TypeError, KeyError):
-        rid = None
-    return str(rid) if rid else uuid.uuid4().hex
 
 
 def model_fn(model_dir: str, context: Any = None) -> ModelHandler:
@@ -46,7 +37,7 @@ def input_fn(input_data: Any, content_type: str, context: Any = None) -> Any:
     try:
         check_content_type(content_type)
     except PayloadError as exc:
-        request_id = _request_id(context)
+        request_id = request_id_of(context)
         status, err = error_body(exc, request_id)
         return InvocationResult(status, {"requestId": request_id, "error": err})
     return input_data
@@ -57,7 +48,7 @@ def predict_fn(data: Any, model: ModelHandler, context: Any = None) -> Invocatio
     if isinstance(data, InvocationResult):
         return data
     body = data.encode() if isinstance(data, str) else data
-    return model.serve(body, _request_id(context))
+    return model.serve(body, request_id_of(context))
 
 
 def output_fn(prediction: InvocationResult, accept: str, context: Any = None) -> tuple[str, str]:

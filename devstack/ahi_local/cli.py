@@ -24,11 +24,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .faults import FaultSettings
+from .guard import is_loopback
 from .settings import (
+    DEFAULT_ACCOUNT_ID,
+    DEFAULT_REGION,
+    DEFAULT_TRANSITION_S,
+    ENV_ACCESS_KEY_ID,
+    ENV_ACCOUNT_ID,
+    ENV_BODY_TIMEOUT_S,
+    ENV_ENABLE_FAULTS,
     ENV_IMPORT_WORKERS,
     ENV_LOCK_WAIT_S,
+    ENV_REGION,
     ENV_S3_ENDPOINT_URL,
+    ENV_SECRET_ACCESS_KEY,
+    ENV_TRANSITION_S,
     ServeSettings,
+    configured_credentials,
     default_environ,
     faults_from_env,
 )
@@ -65,7 +77,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--import-workers", type=int, help=f"threads per import job (env {ENV_IMPORT_WORKERS})"
     )
+    serve.add_argument(
+        "--transition-seconds",
+        type=float,
+        help="how long update/copy/delete keep an image set LOCKED before it is ACTIVE again "
+        f"(env {ENV_TRANSITION_S}; default {DEFAULT_TRANSITION_S})",
+    )
+    serve.add_argument(
+        "--region", help=f"region in ARNs (env {ENV_REGION}, AWS_REGION; default {DEFAULT_REGION})"
+    )
+    serve.add_argument(
+        "--account-id", help=f"account in ARNs (env {ENV_ACCOUNT_ID}; default {DEFAULT_ACCOUNT_ID})"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--auth",
+        choices=["auto", "sigv4", "none"],
+        default="auto",
+        help="verify AWS SigV4 signatures against the configured credentials (AHI_LOCAL_ACCESS_KEY_ID / "
+        "AHI_LOCAL_SECRET_ACCESS_KEY, else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); auto: on whenever "
+        "--host is not a loopback address (none is refused there)",
+    )
     imp = sub.add_parser("import", help="upload a DICOM folder to S3 and import it (prints a JSON summary)")
     imp.add_argument("folder", type=Path)
     imp.add_argument("--endpoint-url", required=True, help="the ahi-local (or AHI) endpoint")
@@ -75,7 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--bucket", default="ahi-local-import", help="S3 bucket for input and output (created)")
     imp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
     imp.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    faults = serve.add_argument_group("fault injection (tests only)")
+    faults = serve.add_argument_group("fault injection (tests only; off unless enabled)")
+    faults.add_argument(
+        "--enable-faults",
+        action="store_true",
+        help=f"allow runtime fault settings (PUT /_local/faults; env {ENV_ENABLE_FAULTS}=true); any fault "
+        "flag below enables it too",
+    )
     faults.add_argument(
         "--throttle-rate", type=float, help="fraction of requests answered ThrottlingException"
     )
@@ -123,6 +161,25 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         if value is not None:
             values[field] = value
     workers = args.import_workers or int(environ.get(ENV_IMPORT_WORKERS) or 2)
+    enable_faults = (
+        args.enable_faults
+        or environ.get(ENV_ENABLE_FAULTS, "").strip().lower() in ("1", "true", "yes")
+        or bool(values)
+    )
+    auth = args.auth
+    if auth == "auto":
+        auth = "none" if is_loopback(args.host) else "sigv4"
+    if auth == "none" and not is_loopback(args.host):
+        raise ValueError(
+            f"--host {args.host} exposes the store (patient data) to the network: it needs --auth sigv4 "
+            "(the default there), not --auth none"
+        )
+    credentials = configured_credentials(environ) if auth == "sigv4" else None
+    if auth == "sigv4" and credentials is None:
+        raise ValueError(
+            f"SigV4 verification needs credentials: set {ENV_ACCESS_KEY_ID} and {ENV_SECRET_ACCESS_KEY} (or "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) in the server's environment"
+        )
     return ServeSettings(
         host=args.host,
         port=args.port,
@@ -132,7 +189,37 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         faults=FaultSettings.from_mapping(values),
         log_level=args.log_level,
         lock_wait_s=float(environ.get(ENV_LOCK_WAIT_S) or 15.0),
+        enable_faults=enable_faults,
+        credentials=credentials,
+        body_timeout_s=float(environ.get(ENV_BODY_TIMEOUT_S) or 10.0),
+        transition_s=_first_float(
+            args.transition_seconds, environ.get(ENV_TRANSITION_S), DEFAULT_TRANSITION_S
+        ),
+        region=args.region or environ.get(ENV_REGION) or environ.get("AWS_REGION") or DEFAULT_REGION,
+        account_id=args.account_id or environ.get(ENV_ACCOUNT_ID) or DEFAULT_ACCOUNT_ID,
     )
+
+
+def _first_float(*values: object) -> float:
+    for value in values:
+        if value is not None and value != "":
+            result = float(value)  # type: ignore[arg-type]
+            if result < 0:
+                raise ValueError(f"transition seconds must be >= 0, got {result}")
+            return result
+    raise ValueError("no value")
+
+
+def client_environment(settings: ServeSettings) -> dict[str, str]:
+    """The environment a client (AWS CLI v1/v2, boto3) needs to talk to this server as it would to AWS.
+
+    ``AWS_DISABLE_HOST_PREFIX_INJECTION`` matters for the data plane: without it the CLI and boto3 send
+    GetImageFrame/GetImageSetMetadata/SearchImageSets to ``runtime-<host>``, which does not resolve."""
+    return {
+        "AWS_ENDPOINT_URL_MEDICAL_IMAGING": f"http://{settings.host}:{settings.port}",
+        "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
+        "AWS_DEFAULT_REGION": settings.region,
+    }
 
 
 def serve(settings: ServeSettings) -> None:
@@ -141,7 +228,16 @@ def serve(settings: ServeSettings) -> None:
     from .server import create_app
 
     app = create_app(settings)
-    logger.info("ahi-local serving %s on http://%s:%d", settings.data_dir, settings.host, settings.port)
+    logger.info(
+        "ahi-local serving %s on http://%s:%d (SigV4 %s, fault injection %s); clients (aws CLI, boto3) "
+        "need: %s",
+        settings.data_dir,
+        settings.host,
+        settings.port,
+        "required" if settings.credentials else "off",
+        "enabled" if settings.enable_faults else "off",
+        " ".join(f"{k}={v}" for k, v in client_environment(settings).items()),
+    )
     uvicorn.run(
         app,
         host=settings.host,
@@ -156,33 +252,28 @@ def serve(settings: ServeSettings) -> None:
 
 def run_import(args: argparse.Namespace) -> int:
     """``ahi-local import``: returns 0 when every file was imported, 1 otherwise."""
-    import boto3
-    from botocore.config import Config
-
-    from ahi_connector.client import make_ahi_client
-
-    from .folder_import import import_folder
+    from ahi_connector.client import make_ahi_client, make_client
+    from devstack.importing import import_folder
 
     ahi = make_ahi_client(endpoint_url=args.endpoint_url)
-    s3_config = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
-    s3 = boto3.client("s3", endpoint_url=args.s3_endpoint_url, config=s3_config)
+    s3 = make_client("s3", endpoint_url=args.s3_endpoint_url, max_attempts=5)
     datastore_id = args.datastore_id
     if not datastore_id:
         created = ahi.create_datastore(datastoreName=args.datastore_name, clientToken=uuid.uuid4().hex)
         datastore_id = created["datastoreId"]
         logger.info("created datastore %s", datastore_id)
-    props, output = import_folder(ahi, s3, datastore_id, args.folder, args.bucket, timeout_s=args.timeout)
+    result = import_folder(ahi, s3, datastore_id, args.folder, args.bucket, timeout_s=args.timeout)
     summary = {
         "datastoreId": datastore_id,
-        "jobId": props["jobId"],
-        "jobStatus": props["jobStatus"],
-        "message": props.get("message"),
-        "imageSetIds": output.image_set_ids,
-        "imported": len(output.success),
-        "failures": output.failure,
+        "jobId": result.job_id,
+        "jobStatus": result.job_status,
+        "message": result.job_properties.get("message"),
+        "imageSetIds": result.image_set_ids,
+        "imported": len(result.success),
+        "failures": result.failure,
     }
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    return 0 if props["jobStatus"] == "COMPLETED" and not output.failure else 1
+    return 0 if result.job_status == "COMPLETED" and not result.failure else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,9 +7,12 @@ The rule (mirrors AHI):
   "may be lossy") → ``image/j2c``. HTJ2K inputs (1.2.840.10008.1.2.4.201/.202/.203) are kept too
   → ``image/jph``.
 * Everything else pydicom can decode (native little/big endian, deflate, RLE, JPEG lossless, JPEG 2000
-  lossless, JPEG-LS when a plugin is installed) is decoded and re-encoded **losslessly** as HTJ2K with
-  ``imagecodecs.htj2k_encode`` (stored syntax 1.2.840.10008.1.2.4.201, ``image/jph``); the encoder output is
-  decoded again and must equal the input pixels, or the instance fails.
+  lossless, JPEG-LS when a plugin is installed) is decoded and re-encoded **losslessly** in the datastore's
+  ``losslessStorageFormat``: ``HTJ2K`` (default) with ``imagecodecs.htj2k_encode`` (OpenJPH, RPCL progression:
+  stored syntax 1.2.840.10008.1.2.4.202, "HTJ2K lossless RPCL", ``image/jph``, as the AHI developer guide
+  says), or ``JPEG_2000_LOSSLESS`` with ``imagecodecs.jpeg2k_encode`` (OpenJPEG, reversible 5/3 codestream:
+  stored syntax 1.2.840.10008.1.2.4.90, ``image/j2c``); the encoder output is decoded again and must equal the
+  input pixels, or the instance fails.
 * Float pixel data and 1-bit data cannot go to HTJ2K: frames are stored as decoded little-endian sample bytes,
   ``application/octet-stream`` (stored syntax Explicit VR Little Endian).
 
@@ -23,7 +26,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -34,7 +38,8 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 logger = logging.getLogger(__name__)
 
-HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
+HTJ2K_LOSSLESS_RPCL = "1.2.840.10008.1.2.4.202"
+JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 CONTENT_TYPE_HTJ2K = "image/jph"
 CONTENT_TYPE_JPEG = "image/jpeg"
 CONTENT_TYPE_J2C = "image/j2c"
@@ -110,11 +115,26 @@ def _stats(arr: np.ndarray) -> tuple[int, float, float]:
 
 
 def _htj2k(arr: np.ndarray) -> bytes:
-    encoded = imagecodecs.htj2k_encode(arr)
-    back = imagecodecs.htj2k_decode(encoded)
+    return _checked("HTJ2K", arr, imagecodecs.htj2k_encode(arr), imagecodecs.htj2k_decode)
+
+
+def _j2k_lossless(arr: np.ndarray) -> bytes:
+    encoded = imagecodecs.jpeg2k_encode(arr, level=0, reversible=True, codecformat="J2K")
+    return _checked("JPEG 2000", arr, encoded, imagecodecs.jpeg2k_decode)
+
+
+def _checked(name: str, arr: np.ndarray, encoded: bytes | bytearray, decode: Any) -> bytes:
+    back = decode(encoded)
     if back.shape != arr.shape or not np.array_equal(back, arr):
-        raise FrameEncodingError("HTJ2K round trip changed the pixels (encoder fault); refusing to store")
+        raise FrameEncodingError(f"{name} round trip changed the pixels (encoder fault); refusing to store")
     return bytes(encoded)
+
+
+#: losslessStorageFormat -> (encoder, content type, stored transfer syntax)
+LOSSLESS_FORMATS = {
+    "HTJ2K": (_htj2k, CONTENT_TYPE_HTJ2K, HTJ2K_LOSSLESS_RPCL),
+    "JPEG_2000_LOSSLESS": (_j2k_lossless, CONTENT_TYPE_J2C, JPEG_2000_LOSSLESS),
+}
 
 
 def _frame(data: bytes, content_type: str, arr: np.ndarray) -> EncodedFrame:
@@ -122,13 +142,14 @@ def _frame(data: bytes, content_type: str, arr: np.ndarray) -> EncodedFrame:
     return EncodedFrame(data, content_type, int(arr.shape[1]), int(arr.shape[0]), checksum, lo, hi)
 
 
-def encode_instance(ds: Dataset) -> EncodedInstance | None:
-    """Encode the frames of ``ds`` for storage (None when it has no pixel data). See the module docstring."""
+def encode_instance(ds: Dataset, lossless_format: str = "HTJ2K") -> EncodedInstance | None:
+    """Encode the frames of ``ds`` for storage (None when it has no pixel data) in the datastore's
+    ``losslessStorageFormat``. See the module docstring."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         return None
     transfer_syntax = UID(ds.file_meta.TransferSyntaxUID)
     try:
-        return _encode(ds, transfer_syntax)
+        return _encode(ds, transfer_syntax, lossless_format)
     except FrameEncodingError:
         raise
     except Exception as exc:  # decoder plugins raise many types; report them with the instance's syntax
@@ -138,7 +159,7 @@ def encode_instance(ds: Dataset) -> EncodedInstance | None:
 def _fallback_decode(ds: Dataset, transfer_syntax: UID, originals: list[bytes]) -> list[np.ndarray]:
     """Decode kept lossy frames with imagecodecs (libjpeg-turbo / OpenJPEG / OpenJPH) when pydicom cannot;
     the shape must match (0028,0010) Rows / (0028,0011) Columns."""
-    codec = FALLBACK_DECODERS[str(transfer_syntax)]
+    codec: Callable[..., np.ndarray] = FALLBACK_DECODERS[str(transfer_syntax)]  # type: ignore[assignment]
     arrays = [np.ascontiguousarray(codec(raw)) for raw in originals]
     for index, arr in enumerate(arrays):
         if arr.shape[:2] != (ds.Rows, ds.Columns):
@@ -168,9 +189,10 @@ def _keep_original(ds: Dataset, transfer_syntax: UID) -> EncodedInstance:
     return EncodedInstance(str(transfer_syntax), frames)
 
 
-def _encode(ds: Dataset, transfer_syntax: UID) -> EncodedInstance:
+def _encode(ds: Dataset, transfer_syntax: UID, lossless_format: str) -> EncodedInstance:
     if transfer_syntax in KEEP_ORIGINAL and "PixelData" in ds:
         return _keep_original(ds, transfer_syntax)
+    encoder, content_type, lossless_syntax = LOSSLESS_FORMATS[lossless_format]
     decoded = _decoded_frames(ds, transfer_syntax)
     frames = []
     octet = False
@@ -180,6 +202,6 @@ def _encode(ds: Dataset, transfer_syntax: UID) -> EncodedInstance:
             data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
             frames.append(_frame(data, CONTENT_TYPE_OCTET, arr))
         else:
-            frames.append(_frame(_htj2k(arr), CONTENT_TYPE_HTJ2K, arr))
-    stored = str(ExplicitVRLittleEndian) if octet else HTJ2K_LOSSLESS
+            frames.append(_frame(encoder(arr), content_type, arr))
+    stored = str(ExplicitVRLittleEndian) if octet else lossless_syntax
     return EncodedInstance(stored, frames)

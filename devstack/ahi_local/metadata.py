@@ -256,7 +256,7 @@ def flatten_document(document: Mapping[str, Any]) -> list[FlatInstance]:
 
 def frame_ids(document: Mapping[str, Any]) -> list[str]:
     """Every image frame ID referenced by a document, in document order."""
-    ids = []
+    ids: list[str] = []
     for series_doc in document.get("Study", {}).get("Series", {}).values():
         for inst in series_doc.get("Instances", {}).values():
             ids.extend(frame["ID"] for frame in inst.get("ImageFrames", []))

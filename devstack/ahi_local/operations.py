@@ -15,10 +15,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from . import metadata
+from ahi_connector.s3uri import S3Uri
+
+from . import metadata, update_rules
 from .errors import ConflictError, NotFoundError, ValidationError
 from .ids import check_id, new_id, now, parse_arn
-from .importer import ImportRunner, S3Location
+from .importer import ImportRunner
 from .records import DatastoreRecord, ImageSetRecord, JobRecord
 from .search import paginate, search
 from .store import FrameLocation, Store
@@ -82,14 +84,16 @@ class Operations:
 
     # ---- datastores ----------------------------------------------------------------------------------
     def CreateDatastore(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 (AWS operation names)
-        record = self.store.create_datastore(
+        record, created = self.store.create_datastore(
             p.get("datastoreName") or f"datastore-{now():.0f}",
+            p["clientToken"],
             kms_key_arn=p.get("kmsKeyArn"),
             lambda_authorizer_arn=p.get("lambdaAuthorizerArn"),
             lossless_storage_format=p.get("losslessStorageFormat") or "HTJ2K",
             tags=dict(p.get("tags") or {}),
         )
-        return {"datastoreId": record.datastore_id, "datastoreStatus": "CREATING"}
+        status = "CREATING" if created else record.status
+        return {"datastoreId": record.datastore_id, "datastoreStatus": status}
 
     def GetDatastore(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         return {"datastoreProperties": self.store.datastore(p["datastoreId"]).properties()}
@@ -113,7 +117,7 @@ class Operations:
         datastore = self.store.datastore(p["datastoreId"])
         for member in ("inputS3Uri", "outputS3Uri"):
             try:
-                S3Location.parse(p[member])
+                S3Uri.parse(p[member], member)
             except ValueError as exc:
                 raise ValidationError(f"{member}: {exc}") from exc
         for job in self.store.jobs[datastore.datastore_id].values():
@@ -172,19 +176,20 @@ class Operations:
                 study[0] += 1
                 study[1] += len(record.sop_uids)
         for summary in out["imageSetsMetadataSummaries"]:
-            study = counts.get(str(summary["DICOMTags"].get("DICOMStudyInstanceUID")))
-            if study:
-                summary["DICOMTags"]["DICOMNumberOfStudyRelatedSeries"] = study[0]
-                summary["DICOMTags"]["DICOMNumberOfStudyRelatedInstances"] = study[1]
+            found = counts.get(str(summary["DICOMTags"].get("DICOMStudyInstanceUID")))
+            if found:
+                summary["DICOMTags"]["DICOMNumberOfStudyRelatedSeries"] = found[0]
+                summary["DICOMTags"]["DICOMNumberOfStudyRelatedInstances"] = found[1]
         return out
 
     def GetImageSet(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         record = self.store.image_set(p["datastoreId"], p["imageSetId"])
-        return record.get_image_set(self.store.version(record, p.get("versionId")))
+        return record.get_image_set(now(), self.store.version(record, p.get("versionId")))
 
     def GetImageSetMetadata(self, p: dict[str, Any]) -> RawResponse:  # noqa: N802
         record = self.store.image_set(p["datastoreId"], p["imageSetId"])
         version = self.store.version(record, p.get("versionId"))
+        self.store.touch(record)
         return RawResponse(self.store.metadata_blob(record, version.version_id), "application/json", "gzip")
 
     def frame_location(self, p: dict[str, Any]) -> FrameLocation:
@@ -192,7 +197,9 @@ class Operations:
         frame_id = info.get("imageFrameId")
         if not frame_id:
             raise ValidationError("imageFrameInformation.imageFrameId is required")
-        return self.store.frame(p["datastoreId"], p["imageSetId"], frame_id)
+        location = self.store.frame(p["datastoreId"], p["imageSetId"], frame_id)
+        self.store.touch(self.store.image_set(p["datastoreId"], p["imageSetId"]))
+        return location
 
     def GetImageFrame(self, p: dict[str, Any]) -> RawResponse:  # noqa: N802
         location = self.frame_location(p)
@@ -212,50 +219,85 @@ class Operations:
         return {
             "datastoreId": record.datastore_id,
             "imageSetId": record.image_set_id,
-            "imageSetState": "DELETED",
-            "imageSetWorkflowStatus": "DELETING",
+            "imageSetState": record.state,
+            "imageSetWorkflowStatus": record.workflow_status,
         }
+
+    def _updated_document(
+        self, record: ImageSetRecord, updates: dict[str, Any], force: bool, study_only: bool
+    ) -> dict[str, Any]:
+        """The document ``record`` gets from ``updates`` (checked against AHI's rules; nothing written)."""
+        store = self.store
+        if updates.get("revertToVersionId"):
+            return store.document(record, int(store.version(record, updates["revertToVersionId"]).version_id))
+        document = store.document(record)
+        dicom_updates = updates.get("DICOMUpdates") or {}
+        if not dicom_updates:
+            raise ValidationError("updateImageSetMetadataUpdates needs DICOMUpdates or revertToVersionId")
+        if dicom_updates.get("removableAttributes"):
+            removals = _json_blob(dicom_updates["removableAttributes"], "removableAttributes")
+            update_rules.check_removal(removals, image_set_id=record.image_set_id, force=force)
+            apply_removal(document, removals)
+        if dicom_updates.get("updatableAttributes"):
+            changes = _json_blob(dicom_updates["updatableAttributes"], "updatableAttributes")
+            if study_only:
+                update_rules.study_level_only(changes)
+            update_rules.check_update(
+                {k: v for k, v in changes.items()},
+                document,
+                image_set_id=record.image_set_id,
+                force=force,
+                primary=record.is_primary,
+            )
+            merge_update(document, changes)
+            update_rules.refile(document)
+        if not metadata.flatten_document(document):
+            raise ValidationError(f"update would leave image set {record.image_set_id} without instances")
+        return document
 
     def UpdateImageSetMetadata(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         store = self.store
+        force = bool(p.get("force"))
         with store.lock:
             record = store.image_set(p["datastoreId"], p["imageSetId"])
+            store.check_unlocked(record, "UpdateImageSetMetadata")
             store.check_latest(record, p["latestVersionId"], "UpdateImageSetMetadata")
             updates = p["updateImageSetMetadataUpdates"]
-            if updates.get("revertToVersionId"):
-                document = store.document(
-                    record, int(store.version(record, updates["revertToVersionId"]).version_id)
+            targets = [record]
+            include_study = bool(p.get("includeStudyImageSets"))
+            if include_study:
+                if updates.get("revertToVersionId"):
+                    raise ValidationError("includeStudyImageSets cannot be combined with revertToVersionId")
+                study_uid = record.dicom_tags.get("DICOMStudyInstanceUID")
+                for other in store.live_image_sets(record.datastore_id):
+                    if (other is not record and other.is_primary
+                            and other.dicom_tags.get("DICOMStudyInstanceUID") == study_uid):  # fmt: skip
+                        store.check_unlocked(other, "UpdateImageSetMetadata (includeStudyImageSets)")
+                        targets.append(other)
+            # Every image set is checked before any is written: the update is atomic across the study.
+            documents = [self._updated_document(t, updates, force, include_study) for t in targets]
+            committed = []
+            for target, document in zip(targets, documents, strict=True):
+
+                def build(_id: str, doc: dict[str, Any] = document) -> dict[str, Any]:
+                    return doc
+
+                done = store.commit_version(
+                    target.datastore_id,
+                    target.image_set_id,
+                    build,
+                    "UPDATING",
+                    forced=force or None,
                 )
-            else:
-                document = store.document(record)
-                dicom_updates = updates.get("DICOMUpdates") or {}
-                if not dicom_updates:
-                    raise ValidationError(
-                        "updateImageSetMetadataUpdates needs DICOMUpdates or revertToVersionId"
-                    )
-                if dicom_updates.get("removableAttributes"):
-                    apply_removal(
-                        document, _json_blob(dicom_updates["removableAttributes"], "removableAttributes")
-                    )
-                if dicom_updates.get("updatableAttributes"):
-                    merge_update(
-                        document, _json_blob(dicom_updates["updatableAttributes"], "updatableAttributes")
-                    )
-            if not metadata.flatten_document(document):
-                raise ValidationError(f"update would leave image set {record.image_set_id} without instances")
-            record = store.commit_version(
-                record.datastore_id,
-                record.image_set_id,
-                lambda _id: document,
-                "UPDATED",
-                forced=bool(p.get("force")) or None,
-            )
+                store.lock_image_set(done, "UPDATING", "UPDATED", version=True)
+                committed.append(done)
+            record = committed[0]
         return {
             "datastoreId": record.datastore_id,
             "imageSetId": record.image_set_id,
             "latestVersionId": str(record.latest_version),
             "imageSetState": record.state,
-            "imageSetWorkflowStatus": "UPDATED",
+            "imageSetWorkflowStatus": record.workflow_status,
             "createdAt": record.created_at,
             "updatedAt": record.updated_at,
         }
@@ -265,6 +307,7 @@ class Operations:
         info = p["copyImageSetInformation"]
         with store.lock:
             source = store.image_set(p["datastoreId"], p["sourceImageSetId"])
+            store.check_unlocked(source, "CopyImageSet source")
             src_info = info["sourceImageSet"]
             store.check_latest(source, src_info["latestVersionId"], "CopyImageSet source")
             instances = metadata.flatten_document(store.document(source))
@@ -278,9 +321,17 @@ class Operations:
                 dest = store.image_set(
                     p["datastoreId"], check_id(dest_info["imageSetId"], "destination imageSetId")
                 )
+                store.check_unlocked(dest, "CopyImageSet destination")
                 store.check_latest(dest, dest_info["latestVersionId"], "CopyImageSet destination")
                 target = dest.image_set_id
                 existing = metadata.flatten_document(store.document(dest))
+            instances = update_rules.copy_into(
+                instances,
+                existing,
+                force=bool(p.get("force")),
+                source_id=source.image_set_id,
+                destination_id=str(target),
+            )
             uids = {i.sop_uid for i in instances}
             merged = [i for i in existing if i.sop_uid not in uids] + instances
             ds_id = source.datastore_id
@@ -289,19 +340,26 @@ class Operations:
                 ds_id,
                 target,
                 lambda is_id: metadata.build_document(ds_id, is_id, merged),
-                "COPIED",
+                "COPYING",
                 is_primary=primary,
                 forced=bool(p.get("force")) or None,
             )
+            store.lock_image_set(source, "COPYING_WITH_READ_ONLY_ACCESS", source.workflow_status)
+            store.lock_image_set(dest_record, "COPYING", "COPIED", version=True)
         return {
             "datastoreId": ds_id,
-            "sourceImageSetProperties": source.short_properties("COPIED"),
-            "destinationImageSetProperties": dest_record.short_properties("COPIED"),
+            "sourceImageSetProperties": source.short_properties(),
+            "destinationImageSetProperties": dest_record.short_properties(),
         }
 
     # ---- tags ----------------------------------------------------------------------------------------
     def _resource(self, arn: str) -> DatastoreRecord | ImageSetRecord:
         datastore_id, image_set_id = parse_arn(arn)
+        if f":{self.store.region}:{self.store.account_id}:" not in arn:
+            raise NotFoundError(
+                f"resource {arn} not found: this service is region {self.store.region}, account "
+                f"{self.store.account_id}"
+            )
         try:
             if image_set_id:
                 return self.store.image_set(datastore_id, image_set_id)

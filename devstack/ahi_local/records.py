@@ -5,7 +5,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .ids import datastore_arn, image_set_arn
+from .ids import ACCOUNT_ID, REGION, datastore_arn, image_set_arn
+
+ARCHIVE_AFTER_S = 30 * 24 * 3600.0  # AHI moves image sets not accessed for 30 days to the archive tier
+
+
+def storage_tier(last_accessed_at: float | None, created_at: float, now: float) -> str:
+    """``FREQUENT_ACCESS`` until an image set goes 30 days without access, then ``ARCHIVE_INSTANT_ACCESS``
+    (AHI's intelligent tiering; any access moves it back)."""
+    idle = now - (last_accessed_at or created_at)
+    return "ARCHIVE_INSTANT_ACCESS" if idle > ARCHIVE_AFTER_S else "FREQUENT_ACCESS"
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -23,10 +32,13 @@ class DatastoreRecord:
     lambda_authorizer_arn: str | None = None
     lossless_storage_format: str = "HTJ2K"
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    client_token: str | None = None
+    region: str = REGION
+    account_id: str = ACCOUNT_ID
 
     @property
     def arn(self) -> str:
-        return datastore_arn(self.datastore_id)
+        return datastore_arn(self.datastore_id, self.region, self.account_id)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -80,6 +92,14 @@ class ImageSetRecord:
     message: str | None = None
     last_accessed_at: float | None = None
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    region: str = REGION
+    account_id: str = ACCOUNT_ID
+    # A transition in progress (update, copy, delete): at ``settle_at`` the image set takes ``settle_state`` /
+    # ``settle_workflow`` (and so does the latest version when ``settle_version`` is set).
+    settle_at: float | None = None
+    settle_state: str | None = None
+    settle_workflow: str | None = None
+    settle_version: bool = False
 
     @property
     def latest_version(self) -> int:
@@ -87,7 +107,31 @@ class ImageSetRecord:
 
     @property
     def arn(self) -> str:
-        return image_set_arn(self.datastore_id, self.image_set_id)
+        return image_set_arn(self.datastore_id, self.image_set_id, self.region, self.account_id)
+
+    def lock(self, workflow: str, final_workflow: str, settle_at: float, final_state: str = "ACTIVE",
+             version: bool = False) -> None:
+        """Enter ``LOCKED``/``workflow`` until ``settle_at``, then ``final_state``/``final_workflow``."""
+        self.state, self.workflow_status = "LOCKED", workflow
+        self.settle_at, self.settle_state, self.settle_workflow = settle_at, final_state, final_workflow
+        self.settle_version = version
+        if version:
+            self.versions[-1].workflow_status = workflow
+
+    def settle(self, now: float) -> bool:
+        """Finish the transition in progress if its time has come; True when the record changed."""
+        if self.settle_at is None or now < self.settle_at:
+            return False
+        self.state, self.workflow_status = str(self.settle_state), str(self.settle_workflow)
+        if self.settle_version:
+            self.versions[-1].workflow_status = self.workflow_status
+            self.versions[-1].updated_at = self.settle_at
+        if self.state == "DELETED":
+            self.deleted_at = self.settle_at
+        self.updated_at = self.settle_at
+        self.settle_at = self.settle_state = self.settle_workflow = None
+        self.settle_version = False
+        return True
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -98,15 +142,16 @@ class ImageSetRecord:
         value["versions"] = [VersionRecord(**v) for v in value["versions"]]
         return cls(**value)
 
-    def get_image_set(self, version: VersionRecord | None = None) -> dict[str, Any]:
+    def get_image_set(self, now: float, version: VersionRecord | None = None) -> dict[str, Any]:
         version = version or self.versions[-1]
+        latest = version is self.versions[-1]
         return _drop_none(
             {
                 "datastoreId": self.datastore_id,
                 "imageSetId": self.image_set_id,
                 "versionId": str(version.version_id),
                 "imageSetState": self.state,
-                "imageSetWorkflowStatus": version.workflow_status,
+                "imageSetWorkflowStatus": self.workflow_status if latest else version.workflow_status,
                 "createdAt": self.created_at,
                 "updatedAt": version.updated_at,
                 "deletedAt": self.deleted_at,
@@ -115,7 +160,7 @@ class ImageSetRecord:
                 "overrides": {"forced": version.forced} if version.forced is not None else None,
                 "isPrimary": version.is_primary,
                 "lastAccessedAt": self.last_accessed_at,
-                "storageTier": "FREQUENT_ACCESS",
+                "storageTier": storage_tier(self.last_accessed_at, self.created_at, now),
             }
         )
 
@@ -147,7 +192,7 @@ class ImageSetRecord:
             "imageSetArn": self.arn,
         }
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, now: float) -> dict[str, Any]:
         return _drop_none(
             {
                 "imageSetId": self.image_set_id,
@@ -155,7 +200,7 @@ class ImageSetRecord:
                 "createdAt": self.created_at,
                 "updatedAt": self.updated_at,
                 "lastAccessedAt": self.last_accessed_at,
-                "storageTier": "FREQUENT_ACCESS",
+                "storageTier": storage_tier(self.last_accessed_at, self.created_at, now),
                 "DICOMTags": self.dicom_tags,
                 "isPrimary": self.is_primary,
             }
@@ -176,6 +221,12 @@ class JobRecord:
     ended_at: float | None = None
     message: str | None = None
 
+    @property
+    def job_output_uri(self) -> str:
+        """The job's own output folder, ``<outputS3Uri>/<datastoreId>-DicomImport-<jobId>/``, which AWS
+        answers as ``jobProperties.outputS3Uri`` (not the folder the caller passed in)."""
+        return f"{self.output_s3_uri.rstrip('/')}/{self.datastore_id}-DicomImport-{self.job_id}/"
+
     def properties(self) -> dict[str, Any]:
         return _drop_none(
             {
@@ -187,7 +238,7 @@ class JobRecord:
                 "endedAt": self.ended_at,
                 "submittedAt": self.submitted_at,
                 "inputS3Uri": self.input_s3_uri,
-                "outputS3Uri": self.output_s3_uri,
+                "outputS3Uri": self.job_output_uri,
                 "message": self.message,
             }
         )

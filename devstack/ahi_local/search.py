@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import ValidationError
+from .ids import now
 from .records import ImageSetRecord
 
 STRING_FILTERS = {
@@ -126,7 +127,7 @@ def search(
     fingerprint = json.dumps(criteria, sort_keys=True, default=str)
     start = _offset(next_token, fingerprint)
     page = matched[start : start + limit]
-    out: dict[str, Any] = {"imageSetsMetadataSummaries": [r.summary() for r in page], "sort": sort}
+    out: dict[str, Any] = {"imageSetsMetadataSummaries": [r.summary(now()) for r in page], "sort": sort}
     if start + limit < len(matched):
         out["nextToken"] = _token(start + limit, fingerprint)
     return out

@@ -2,8 +2,9 @@
 
 Every operation of the ``medical-imaging`` service model gets a route from its ``http.requestUri``; request
 members are read from the URI, query string and JSON body as the model's serialization says, then checked
-with botocore's own ``ParamValidator`` (types, required members, lengths, ranges) and the ID patterns.
-Errors are answered like AWS rest-json: ``x-amzn-ErrorType`` header and ``{"message": ...}``.
+against every constraint of the model (:mod:`devstack.ahi_local.validation`). An operation the model has but
+ahi-local does not implement (a newer botocore) is routed too and answers an AWS-shaped error. Errors are
+answered like AWS rest-json: ``x-amzn-ErrorType`` header and ``{"message": ...}``.
 
 Non-AWS routes: ``GET /_local/health`` and ``GET|PUT /_local/faults`` (runtime fault settings).
 """
@@ -12,25 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import boto3
 import botocore.session
-from botocore.config import Config
 from botocore.model import OperationModel, Shape
-from botocore.validate import ParamValidator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ahi_connector.client import make_client
+from app.untrusted import brief, loads
+from devstack.model_validation import validation_errors, validation_message
+
 from .errors import InternalError, ServiceError, UnknownOperationError, ValidationError
 from .faults import FaultInjector, FaultSettings, corrupt_bytes
-from .ids import ID_PATTERN, new_id
+from .guard import RequestGuard
+from .ids import new_id
 from .importer import ImportRunner
 from .operations import Operations, RawResponse
 from .settings import ServeSettings
@@ -38,8 +40,6 @@ from .store import Store
 
 logger = logging.getLogger(__name__)
 
-ID_MEMBERS = {"datastoreId", "imageSetId", "sourceImageSetId"}
-_validator = ParamValidator()
 _ABSENT = object()
 
 
@@ -47,9 +47,14 @@ def service_model() -> Any:
     return botocore.session.get_session().get_service_model("medical-imaging")
 
 
+#: Error messages are cut to this many characters (they may quote what a client sent).
+MESSAGE_LIMIT = 2000
+
+
 def error_response(error: ServiceError, request_id: str) -> JSONResponse:
+    message = error.message if len(error.message) <= MESSAGE_LIMIT else error.message[:MESSAGE_LIMIT] + "…"
     return JSONResponse(
-        {"message": error.message},
+        {"message": message},
         status_code=error.status,
         headers={"x-amzn-ErrorType": error.code, "x-amzn-RequestId": request_id},
     )
@@ -65,7 +70,9 @@ def _query_value(shape: Shape, request: Request, wire: str) -> Any:
         if shape.type_name == "boolean":
             return {"true": True, "false": False}[raw.lower()]
     except (ValueError, KeyError) as exc:
-        raise ValidationError(f"query parameter {wire}={raw!r} is not a valid {shape.type_name}") from exc
+        raise ValidationError(
+            f"query parameter {wire}={brief(raw)} is not a valid {shape.type_name}"
+        ) from exc
     return raw
 
 
@@ -73,7 +80,7 @@ def _json_body(op: OperationModel, raw: bytes) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        body = json.loads(raw)
+        body = loads(raw)
     except ValueError as exc:
         raise ValidationError(f"{op.name}: request body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
@@ -116,12 +123,9 @@ async def parse_params(op: OperationModel, request: Request) -> dict[str, Any]:
     unknown = sorted(set(body) - set(shape.members))
     if unknown:
         raise ValidationError(f"{op.name}: unknown request members {unknown}")
-    report = _validator.validate(params, shape)
-    if report.has_errors():
-        raise ValidationError(f"{op.name}: {report.generate_report()}")
-    for name in ID_MEMBERS & set(params):
-        if not ID_PATTERN.fullmatch(params[name]):
-            raise ValidationError(f"{name} {params[name]!r} is malformed: expected 32 characters [0-9a-z]")
+    errors = validation_errors(shape, params)
+    if errors:
+        raise ValidationError(validation_message(errors))
     return params
 
 
@@ -130,7 +134,13 @@ class LocalAHIApp:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        self.store = Store(settings.data_dir, settings.lock_wait_s)
+        self.store = Store(
+            settings.data_dir,
+            settings.lock_wait_s,
+            transition_s=settings.transition_s,
+            region=settings.region,
+            account_id=settings.account_id,
+        )
         self.runner = ImportRunner(self.store, self._s3_client, settings.import_workers)
         self.operations = Operations(self.store, self.runner)
         self.faults = FaultInjector(settings.faults)
@@ -158,17 +168,23 @@ class LocalAHIApp:
             self.runner.stop()
 
     def _s3_client(self) -> Any:
-        config = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
-        return boto3.client("s3", endpoint_url=self.settings.s3_endpoint_url, config=config)
+        return make_client("s3", endpoint_url=self.settings.s3_endpoint_url, max_attempts=5)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "datastores": len(self.store.datastores)})
 
     async def fault_settings(self, request: Request) -> Response:
         request_id = new_id()
+        if not self.settings.enable_faults:
+            return error_response(
+                UnknownOperationError(
+                    "fault injection is off; start ahi-local with --enable-faults to use /_local/faults"
+                ),
+                request_id,
+            )
         if request.method == "PUT":
             try:
-                values = json.loads(await request.body() or b"{}")
+                values = loads(await request.body() or b"{}")
                 if not isinstance(values, dict):
                     raise ValidationError("fault settings must be a JSON object")
                 self.faults.update(FaultSettings.from_mapping(values, self.faults.settings))
@@ -184,11 +200,16 @@ class LocalAHIApp:
         return error_response(error, new_id())
 
     def _endpoint(self, op: OperationModel) -> Callable[[Request], Any]:
-        handler = self.operations.handlers[op.name]
+        handler = self.operations.handlers.get(op.name)
 
         async def endpoint(request: Request) -> Response:
             request_id = new_id()
             try:
+                if handler is None:
+                    raise UnknownOperationError(
+                        f"{op.name} is in botocore's medical-imaging model but ahi-local does not "
+                        "implement it"
+                    )
                 if self.faults.latency_s():
                     await asyncio.sleep(self.faults.latency_s())
                 self.faults.check_request(op.name)
@@ -239,5 +260,12 @@ class LocalAHIApp:
         return JSONResponse(result, headers=headers)
 
 
-def create_app(settings: ServeSettings) -> Starlette:
-    return LocalAHIApp(settings).app
+def create_app(settings: ServeSettings) -> RequestGuard:
+    """The app behind :class:`~devstack.ahi_local.guard.RequestGuard` (body limit, read timeout, SigV4)."""
+    credentials = dict(settings.credentials) if settings.credentials else None
+    return RequestGuard(
+        LocalAHIApp(settings).app,
+        credentials=credentials,
+        idle_timeout_s=settings.body_timeout_s,
+        total_timeout_s=3 * settings.body_timeout_s,
+    )

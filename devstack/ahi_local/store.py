@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import metadata
-from .errors import ConflictError, NotFoundError
+from .errors import ConflictError, NotFoundError, StorageError
 from .frames import CONTENT_TYPES, EXTENSIONS
-from .ids import check_id, new_id, now
+from .ids import ACCOUNT_ID, REGION, check_id, new_id, now
 from .records import DatastoreRecord, ImageSetRecord, JobRecord, VersionRecord
 from .storage import gzip_json, read_json, write_bytes_atomic, write_json_atomic
 
@@ -67,7 +67,17 @@ def _lock_data_dir(root: Path, wait_s: float = LOCK_WAIT_S) -> IO[bytes]:
 class Store:
     """Thread-safe store; one instance per server process owns ``data_dir``."""
 
-    def __init__(self, data_dir: str | Path, lock_wait_s: float = LOCK_WAIT_S) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        lock_wait_s: float = LOCK_WAIT_S,
+        transition_s: float = 0.0,
+        region: str = REGION,
+        account_id: str = ACCOUNT_ID,
+    ) -> None:
+        self.transition_s = transition_s
+        self.region = region
+        self.account_id = account_id
         self.root = Path(data_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_data_dir(self.root, lock_wait_s)
@@ -125,17 +135,41 @@ class Store:
             sum(len(v) for v in self.frames.values()),
             self.root,
         )
+        self.collect_garbage()
 
     # ---- datastores ----------------------------------------------------------------------------------
-    def create_datastore(self, name: str, **options: Any) -> DatastoreRecord:
+    def create_datastore(self, name: str, client_token: str, **options: Any) -> tuple[DatastoreRecord, bool]:
+        """Create a datastore, or return the one this ``client_token`` created before (AWS idempotency: the
+        same token with other parameters is a ConflictException). The flag says whether it is new."""
         with self.lock:
+            for existing in self.datastores.values():
+                if existing.client_token == client_token:
+                    # Tags are left out: TagResource may have changed them since.
+                    asked = {"name": name, **{k: v for k, v in options.items() if k != "tags"}}
+                    had = {key: getattr(existing, key) for key in asked}
+                    if asked != had:
+                        raise ConflictError(
+                            f"clientToken {client_token} already created datastore {existing.datastore_id} "
+                            "with other parameters; use a new clientToken for a new datastore"
+                        )
+                    return existing, False
             ts = now()
-            record = DatastoreRecord(new_id(), name, "ACTIVE", ts, ts, **options)
+            record = DatastoreRecord(
+                new_id(),
+                name,
+                "ACTIVE",
+                ts,
+                ts,
+                client_token=client_token,
+                region=self.region,
+                account_id=self.account_id,
+                **options,
+            )
             ds_id = record.datastore_id
             write_json_atomic(self._ds_dir(ds_id) / "datastore.json", dataclasses.asdict(record))
             self.datastores[ds_id] = record
             self.image_sets[ds_id], self.jobs[ds_id], self.frames[ds_id] = {}, {}, {}
-            return record
+            return record, True
 
     def datastore(self, datastore_id: str) -> DatastoreRecord:
         check_id(datastore_id, "datastoreId")
@@ -153,7 +187,9 @@ class Store:
     def delete_datastore(self, datastore_id: str) -> DatastoreRecord:
         with self.lock:
             record = self.datastore(datastore_id)
-            live = [i for i in self.image_sets[datastore_id].values() if i.state != "DELETED"]
+            live = [
+                i for i in self.image_sets[datastore_id].values() if self._settle(i).state != "DELETED"
+            ]
             if live:
                 raise ConflictError(
                     f"datastore {datastore_id} still holds {len(live)} image sets "
@@ -190,8 +226,72 @@ class Store:
     def write_frame(self, datastore_id: str, frame_id: str, data: bytes, content_type: str) -> None:
         """Store one frame's bytes durably under its (new) image frame ID."""
         path = self._frame_path(datastore_id, frame_id, content_type)
-        write_bytes_atomic(path, data)
+        try:
+            write_bytes_atomic(path, data)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot store image frame {frame_id} ({len(data)} bytes) of datastore {datastore_id}: {exc}"
+            ) from exc
         self.frames[datastore_id][frame_id] = FrameLocation(path, content_type)
+
+    def discard_frames(self, datastore_id: str, frame_ids: Iterable[str]) -> int:
+        """Remove stored frames no image set names (those of a failed import); returns how many."""
+        removed = 0
+        with self.lock:
+            referenced = self._referenced_frames(datastore_id)
+            table = self.frames.get(datastore_id, {})
+            for frame_id in frame_ids:
+                location = table.get(frame_id)
+                if location is None or frame_id in referenced:
+                    continue
+                location.path.unlink(missing_ok=True)
+                del table[frame_id]
+                removed += 1
+        return removed
+
+    def _referenced_frames(self, datastore_id: str) -> set[str]:
+        """Frame IDs named by any version of any image set that is not deleted (or being deleted)."""
+        referenced: set[str] = set()
+        for record in self.image_sets.get(datastore_id, {}).values():
+            self._settle(record)
+            if record.state == "DELETED" or record.settle_state == "DELETED":  # deleted, or being deleted
+                continue
+            referenced.update(record.frame_ids)
+            for version in record.versions[:-1]:
+                try:
+                    referenced.update(metadata.frame_ids(self.document(record, version.version_id)))
+                except (OSError, ValueError):
+                    logger.warning(
+                        "image set %s version %s: metadata unreadable; its frames are kept",
+                        record.image_set_id,
+                        version.version_id,
+                    )
+                    return referenced | set(self.frames.get(datastore_id, {}))
+        return referenced
+
+    def collect_garbage(self) -> tuple[int, int]:
+        """At start (the store is locked, no job runs): remove temporary files of interrupted writes and frame
+        files no live image set names (a killed import's frames, frames of deleted image sets).
+        Returns (frames removed, temporary files removed)."""
+        temporary = 0
+        for path in (self.root / "datastores").glob("**/.*.tmp"):
+            path.unlink(missing_ok=True)
+            temporary += 1
+        frames = 0
+        for datastore_id in list(self.frames):
+            referenced = self._referenced_frames(datastore_id)
+            table = self.frames[datastore_id]
+            for frame_id in [f for f in table if f not in referenced]:
+                table.pop(frame_id).path.unlink(missing_ok=True)
+                frames += 1
+        if frames or temporary:
+            logger.info(
+                "garbage collected %d unreferenced frame files and %d temporary files in %s",
+                frames,
+                temporary,
+                self.root,
+            )
+        return frames, temporary
 
     def frame(self, datastore_id: str, image_set_id: str, frame_id: str) -> FrameLocation:
         self.image_set(datastore_id, image_set_id)
@@ -203,17 +303,55 @@ class Store:
         return self.frames[datastore_id][frame_id]
 
     # ---- image sets ----------------------------------------------------------------------------------
+    def _settle(self, record: ImageSetRecord) -> ImageSetRecord:
+        """Finish the record's LOCKED transition once its time has come (lazily, on the next look)."""
+        if record.settle_at is not None:
+            with self.lock:
+                if record.settle(now()):
+                    self._save_image_set(record)
+                    if record.state == "DELETED":
+                        self._frame_sets.pop((record.datastore_id, record.image_set_id), None)
+        return record
+
     def image_set(self, datastore_id: str, image_set_id: str) -> ImageSetRecord:
         self.datastore(datastore_id)
         check_id(image_set_id, "imageSetId")
         record = self.image_sets[datastore_id].get(image_set_id)
+        if record is not None:
+            self._settle(record)
         if record is None or record.state == "DELETED":
             raise NotFoundError(f"image set {image_set_id} not found in datastore {datastore_id}")
         return record
 
     def live_image_sets(self, datastore_id: str) -> list[ImageSetRecord]:
         self.datastore(datastore_id)
-        return [r for r in self.image_sets[datastore_id].values() if r.state != "DELETED"]
+        return [
+            r for r in self.image_sets[datastore_id].values() if self._settle(r).state != "DELETED"
+        ]
+
+    @staticmethod
+    def check_unlocked(record: ImageSetRecord, what: str) -> None:
+        """AWS rejects writes to a LOCKED image set (an update, copy or delete still in progress)."""
+        if record.state == "LOCKED":
+            raise ConflictError(
+                f"{what}: image set {record.image_set_id} is LOCKED ({record.workflow_status}); wait until "
+                "GetImageSet answers imageSetState ACTIVE, then retry"
+            )
+
+    def lock_image_set(self, record: ImageSetRecord, workflow: str, final_workflow: str,
+                       final_state: str = "ACTIVE", version: bool = False) -> None:
+        """Put the record into LOCKED/``workflow`` for the configured transition time."""
+        with self.lock:
+            record.lock(workflow, final_workflow, now() + self.transition_s, final_state, version)
+            self._save_image_set(record)
+
+    def touch(self, record: ImageSetRecord) -> None:
+        """Record an access (lastAccessedAt, storage tier); persisted at most once a minute per image set."""
+        ts = now()
+        previous = record.last_accessed_at
+        record.last_accessed_at = ts
+        if previous is None or ts - previous > 60:
+            self.save_image_set(record)
 
     def version(self, record: ImageSetRecord, version_id: str | None) -> VersionRecord:
         if version_id is None:
@@ -265,6 +403,8 @@ class Store:
                     {},
                     [],
                     [],
+                    region=self.region,
+                    account_id=self.account_id,
                 )
             else:
                 record = self.image_set(datastore_id, image_set_id)
@@ -273,7 +413,12 @@ class Store:
             primary = record.is_primary if is_primary is None else is_primary
             version = VersionRecord(version_id, ts, ts, workflow_status, primary, forced=forced)
             folder = self._is_dir(datastore_id, record.image_set_id)
-            write_bytes_atomic(folder / f"v{version_id}.json.gz", gzip_json(document))
+            try:
+                write_bytes_atomic(folder / f"v{version_id}.json.gz", gzip_json(document))
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot store version {version_id} of image set {record.image_set_id}: {exc}"
+                ) from exc
             record.versions.append(version)
             record.updated_at, record.workflow_status, record.is_primary = ts, workflow_status, primary
             record.frame_ids = metadata.frame_ids(document)
@@ -283,6 +428,30 @@ class Store:
             self.image_sets[datastore_id][record.image_set_id] = record
             self._frame_sets[(datastore_id, record.image_set_id)] = frozenset(record.frame_ids)
             return record
+
+    def rollback_version(self, datastore_id: str, image_set_id: str, version_id: int) -> None:
+        """Undo :meth:`commit_version` (an import whose job output could not be written): a new image set
+        goes away, a new version of an existing one is dropped. Nothing happens if a later version exists."""
+        with self.lock:
+            record = self.image_sets.get(datastore_id, {}).get(image_set_id)
+            if record is None or record.latest_version != version_id:
+                return
+            folder = self._is_dir(datastore_id, image_set_id)
+            if len(record.versions) == 1:
+                shutil.rmtree(folder, ignore_errors=True)
+                del self.image_sets[datastore_id][image_set_id]
+                self._frame_sets.pop((datastore_id, image_set_id), None)
+                return
+            record.versions.pop()
+            document = self.document(record)
+            previous = record.versions[-1]
+            record.workflow_status, record.is_primary = previous.workflow_status, previous.is_primary
+            record.frame_ids = metadata.frame_ids(document)
+            record.sop_uids = [inst.sop_uid for inst in metadata.flatten_document(document)]
+            record.dicom_tags = metadata.summary_tags(document)
+            self._save_image_set(record)
+            (folder / f"v{version_id}.json.gz").unlink(missing_ok=True)
+            self._frame_sets[(datastore_id, image_set_id)] = frozenset(record.frame_ids)
 
     def _save_image_set(self, record: ImageSetRecord) -> None:
         path = self._is_dir(record.datastore_id, record.image_set_id) / "imageset.json"
@@ -295,18 +464,11 @@ class Store:
     def delete_image_set(self, datastore_id: str, image_set_id: str) -> ImageSetRecord:
         with self.lock:
             record = self.image_set(datastore_id, image_set_id)
-            ts = now()
-            record.state, record.workflow_status, record.deleted_at, record.updated_at = (
-                "DELETED",
-                "DELETED",
-                ts,
-                ts,
-            )
-            self._save_image_set(record)
-            self._frame_sets.pop((datastore_id, image_set_id), None)
+            self.check_unlocked(record, "DeleteImageSet")
+            self.lock_image_set(record, "DELETING", "DELETED", final_state="DELETED")
             return record
 
     def all_resources(self) -> Iterable[DatastoreRecord | ImageSetRecord]:
         yield from self.datastores.values()
         for sets in self.image_sets.values():
-            yield from (r for r in sets.values() if r.state != "DELETED")
+            yield from (r for r in sets.values() if self._settle(r).state != "DELETED")

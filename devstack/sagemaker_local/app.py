@@ -4,45 +4,106 @@
   the archive; it is fetched, extracted and loaded once, then ``POST /models/{name}/invoke`` on the container.
   The container's Content-Type and ``X-Amzn-SageMaker-Custom-Attributes`` come back unchanged; a container
   error becomes ``ModelError`` (424, OriginalStatusCode/OriginalMessage) as on SageMaker.
+* ``POST /endpoints/{EndpointName}/invocations-response-stream`` (InvokeEndpointWithResponseStream): the
+  container (MMS, a multi-model endpoint) does not stream, so it answers SageMaker's ValidationError.
+* Every request is first checked against botocore's ``sagemaker-runtime`` model (header and URI members:
+  patterns, lengths, ranges; :mod:`devstack.model_validation`), then its EndpointName against the names this
+  gateway serves (``--endpoint-name``): any other name is ``ValidationError`` "Endpoint X of account Y not
+  found." as on SageMaker.
 * ``POST /endpoints/{EndpointName}/async-invocations`` (InvokeEndpointAsync): answers 202 with InferenceId and
   OutputLocation at once; in the background reads ``InputLocation`` from S3, calls the container's
   ``/invocations`` (or a multi-model target) and writes ``<S3OutputPath>/<id>.out`` or
-  ``<S3FailurePath>/<id>-error.out``. An accepted request is journaled (one JSON file per job under
-  ``async_queue_dir``) before the 202 goes out and removed once its output or error object is written, so a
-  gateway that crashes and restarts resumes every accepted job: like SageMaker's durable queue, nothing
-  accepted is lost.
+  ``<S3FailurePath>/<id>-error.out``. ``RequestTTLSeconds`` (default 21600) and ``InvocationTimeoutSeconds``
+  (default 900) are honoured: a request not started within its TTL, or whose container call outlives its
+  timeout, goes to the failure location with the reason. An accepted request is journaled (one JSON file per
+  job under ``async_queue_dir``) before the 202 goes out and removed once its output or error object is
+  written, so a gateway that crashes and restarts resumes every accepted job: like SageMaker's durable queue,
+  nothing accepted is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import shutil
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import botocore.session
+from botocore.model import OperationModel
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from container.payload import PayloadError, S3Location
-from devstack.sagemaker_local.errors import RuntimeApiError, internal_failure, model_error, validation_error
-from devstack.sagemaker_local.models import ContainerClient, HttpReply, ModelManager, ModelSource
+from ahi_connector.s3uri import S3Uri, S3UriError
+from container.payload import PayloadError
+from container.settings import REALTIME_PAYLOAD_LIMIT
+from devstack.model_validation import validation_errors, validation_message
+from devstack.sagemaker_local.errors import (
+    RuntimeApiError,
+    internal_failure,
+    model_error,
+    payload_too_large,
+    validation_error,
+)
+from devstack.sagemaker_local.models import (
+    FAILED_LOAD_CLEANUP_S,
+    ContainerClient,
+    HttpReply,
+    ModelManager,
+    ModelSource,
+)
 
 logger = logging.getLogger(__name__)
 
-#: SageMaker real-time payload limit.
-MAX_PAYLOAD = 6 * 1024 * 1024
+#: SageMaker real-time payload limit (the container's settings hold the one value).
+MAX_PAYLOAD = REALTIME_PAYLOAD_LIMIT
 H_TARGET = "X-Amzn-SageMaker-Target-Model"
 H_CUSTOM = "X-Amzn-SageMaker-Custom-Attributes"
 H_INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 FORWARD_HEADERS = ("Content-Type", "Accept", H_CUSTOM, H_TARGET, H_INFERENCE_ID)
+DEFAULT_ACCOUNT_ID = "123456789012"
+#: SageMaker's defaults for InvokeEndpointAsync when the request does not set them.
+DEFAULT_REQUEST_TTL_S = 21600
+DEFAULT_INVOCATION_TIMEOUT_S = 900
+TIMEOUT_MESSAGE = (
+    "Your invocation timed out while waiting for a response from container primary. Review the latency "
+    "metrics for each container in Amazon CloudWatch, resolve the issue, and try again."
+)
+_MODEL = botocore.session.get_session().get_service_model("sagemaker-runtime")
+
+
+def validate_request(operation: str, request: Request) -> dict[str, Any]:
+    """The operation's URI and header members, checked against botocore's sagemaker-runtime model."""
+    op: OperationModel = _MODEL.operation_model(operation)
+    params: dict[str, Any] = {}
+    for name, member in op.input_shape.members.items():
+        location, wire = member.serialization.get("location"), member.serialization.get("name", name)
+        if location == "uri":
+            params[name] = request.path_params["name"]
+        elif location == "header" and wire in request.headers:
+            raw = request.headers[wire]
+            if member.type_name == "integer":
+                try:
+                    params[name] = int(raw)
+                except ValueError:
+                    raise validation_error(f"{wire} must be an integer, got {raw!r}") from None
+            else:
+                params[name] = raw
+    errors = validation_errors(op.input_shape, {k: v for k, v in params.items()})
+    errors = [e for e in errors if "at 'Body'" not in e]  # the body is checked by size where it is read
+    if errors:
+        raise validation_error(validation_message(errors))
+    return params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +115,14 @@ class GatewayConfig:
     async_failure: str | None = None  # S3FailurePath (default: S3OutputPath)
     async_container_url: str | None = None  # single-model container for async; None: the MME container
     async_target_model: str = "model.tar.gz"  # used when async goes to the MME container
-    endpoint_name: str | None = None  # accept only this EndpointName (None: any)
+    endpoint_names: tuple[str, ...] = ()  # the EndpointNames served; any other is "not found" as on AWS
+    account_id: str = DEFAULT_ACCOUNT_ID
+    region: str = "us-east-1"
     max_loaded_models: int = 8
     async_queue_dir: Path | None = None  # journal of accepted async jobs (default: <models_dir>/.async-jobs)
+    max_model_bytes: int | None = None  # largest unpacked archive (default: free disk / memory decide)
+    failed_load_cleanup_s: float = FAILED_LOAD_CLEANUP_S  # a refused load's folder goes this much later
+    remove_models_dir: bool = False  # the models folder is this gateway's own temporary one: remove at exit
 
     @property
     def queue_dir(self) -> Path:
@@ -68,10 +134,13 @@ class AsyncJob:
     """One accepted InvokeEndpointAsync request, as journaled on disk until its result object exists."""
 
     inference_id: str
-    input_loc: S3Location
-    out: S3Location
-    fail: S3Location
+    input_loc: S3Uri
+    out: S3Uri
+    fail: S3Uri
     headers: dict[str, str]
+    submitted_at: float = 0.0  # epoch seconds when the 202 went out
+    ttl_s: int = DEFAULT_REQUEST_TTL_S
+    timeout_s: int = DEFAULT_INVOCATION_TIMEOUT_S
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,16 +149,22 @@ class AsyncJob:
             "OutputLocation": self.out.uri,
             "FailureLocation": self.fail.uri,
             "Headers": self.headers,
+            "SubmittedAt": self.submitted_at,
+            "RequestTTLSeconds": self.ttl_s,
+            "InvocationTimeoutSeconds": self.timeout_s,
         }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> AsyncJob:
         return cls(
             inference_id=str(obj["InferenceId"]),
-            input_loc=S3Location.parse(obj["InputLocation"], "InputLocation"),
-            out=S3Location.parse(obj["OutputLocation"], "S3OutputPath"),
-            fail=S3Location.parse(obj["FailureLocation"], "S3FailurePath"),
+            input_loc=S3Uri.parse(obj["InputLocation"], "InputLocation"),
+            out=S3Uri.parse(obj["OutputLocation"], "S3OutputPath"),
+            fail=S3Uri.parse(obj["FailureLocation"], "S3FailurePath"),
             headers=dict(obj.get("Headers") or {}),
+            submitted_at=float(obj.get("SubmittedAt") or time.time()),
+            ttl_s=int(obj.get("RequestTTLSeconds") or DEFAULT_REQUEST_TTL_S),
+            timeout_s=int(obj.get("InvocationTimeoutSeconds") or DEFAULT_INVOCATION_TIMEOUT_S),
         )
 
 
@@ -141,6 +216,8 @@ class Gateway:
             ModelSource(config.model_data_url, self.s3),
             config.models_dir,
             config.max_loaded_models,
+            config.max_model_bytes,
+            config.failed_load_cleanup_s,
         )
         self.async_container = (
             ContainerClient(config.async_container_url) if config.async_container_url else None
@@ -165,7 +242,7 @@ class Gateway:
         self.async_jobs[job.inference_id] = "pending"
         threading.Thread(
             target=self.run_async,
-            args=(job.inference_id, job.input_loc, job.out, job.fail, job.headers),
+            args=(job,),
             daemon=True,
             name=f"async-{job.inference_id[:8]}",
         ).start()
@@ -177,46 +254,72 @@ class Gateway:
             return self._s3
 
     def check_endpoint(self, name: str) -> None:
-        if self.config.endpoint_name and name != self.config.endpoint_name:
-            raise validation_error(
-                f"Endpoint {name} not found (this gateway serves {self.config.endpoint_name!r})"
-            )
+        if name not in self.config.endpoint_names:
+            raise validation_error(f"Endpoint {name} of account {self.config.account_id} not found.")
+
+    def log_stream_arn(self, name: str) -> str:
+        """The CloudWatch log group SageMaker names in a ModelError (``LogStreamArn``)."""
+        return (
+            f"arn:aws:logs:{self.config.region}:{self.config.account_id}:log-group:"
+            f"/aws/sagemaker/Endpoints/{name}"
+        )
 
     # --- InvokeEndpoint
     # -------------------------------------------------------------------------------------------
-    def invoke(self, target: str | None, body: bytes, headers: dict[str, str]) -> HttpReply:
+    def invoke(
+        self, target: str | None, body: bytes, headers: dict[str, str], timeout_s: float | None = None
+    ) -> HttpReply:
         if not target:
             raise validation_error(
                 "TargetModel is required: this is a multi-model endpoint (pass TargetModel='model.tar.gz')"
             )
         name = self.models.ensure_loaded(target)
-        reply = self.container.invoke(name, body, headers)
+        reply = self.container.invoke(name, body, headers, timeout_s)
         if reply.status in (404, 503) and _model_gone(reply):
             # The container no longer has it (restarted / unloaded / failed workers): load again, once.
             logger.info("container lost model %s (%d); reloading", target, reply.status)
             self.models.forget(target)
             self.container.unload(name)
             name = self.models.ensure_loaded(target)
-            reply = self.container.invoke(name, body, headers)
+            reply = self.container.invoke(name, body, headers, timeout_s)
         return reply
 
     # --- InvokeEndpointAsync
     # --------------------------------------------------------------------------------------
-    def run_async(
-        self,
-        inference_id: str,
-        input_loc: S3Location,
-        out: S3Location,
-        fail: S3Location,
-        headers: dict[str, str],
-    ) -> None:
+    def run_async(self, job: AsyncJob) -> None:
+        inference_id, input_loc, out, fail, headers = (
+            job.inference_id,
+            job.input_loc,
+            job.out,
+            job.fail,
+            job.headers,
+        )
         s3 = self.s3()
         try:
+            waited = time.time() - job.submitted_at
+            if waited > job.ttl_s:
+                raise RuntimeApiError(
+                    "ValidationError",
+                    400,
+                    f"Request {inference_id} expired: it was not processed within its RequestTTLSeconds "
+                    f"({job.ttl_s} s; it waited {waited:.0f} s)",
+                )
             body = s3.get_object(Bucket=input_loc.bucket, Key=input_loc.key)["Body"].read()
             if self.async_container is not None:
-                reply = self.async_container.invocations(body, headers)
+                reply = self.async_container.invocations(body, headers, job.timeout_s)
             else:
-                reply = self.invoke(self.config.async_target_model, body, headers)
+                reply = self.invoke(self.config.async_target_model, body, headers, job.timeout_s)
+        except TimeoutError:
+            logger.warning(
+                "async inference %s outlived InvocationTimeoutSeconds=%d", inference_id, job.timeout_s
+            )
+            reply = HttpReply(
+                424,
+                json.dumps(
+                    {"error": f'Received server error (0) from primary with message "{TIMEOUT_MESSAGE}"'}
+                ).encode(),
+                {},
+            )
         except RuntimeApiError as exc:
             reply = HttpReply(exc.status, json.dumps({"error": exc.message}).encode(), {})
         except Exception as exc:
@@ -250,6 +353,33 @@ def _model_gone(reply: HttpReply) -> bool:
     return "ModelNotFoundException" in text or "ServiceUnavailableException" in text
 
 
+def _too_large(size: str) -> RuntimeApiError:
+    return payload_too_large(
+        f"Request body is {size} bytes; InvokeEndpoint payloads are limited to {MAX_PAYLOAD} bytes "
+        "(6 MB; use InvokeEndpointAsync, whose input object in S3 may be up to 1 GB)"
+    )
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed ``limit``: from Content-Length
+    before reading anything, else once the streamed bytes pass it (never buffering more than ``limit``)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise _too_large(declared)
+        except ValueError:
+            raise validation_error(f"Content-Length {declared[:40]!r} is not a number") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(f"more than {limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _forward_headers(request: Request) -> dict[str, str]:
     headers = {name: request.headers[name] for name in FORWARD_HEADERS if name in request.headers}
     # boto3 sends no Content-Type unless ContentType is given: pass the body on as opaque bytes (an HTTP
@@ -260,20 +390,21 @@ def _forward_headers(request: Request) -> dict[str, str]:
 
 async def _invoke_endpoint(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
+    name = request.path_params["name"]
     try:
-        gw.check_endpoint(request.path_params["name"])
-        body = await request.body()
-        if len(body) > MAX_PAYLOAD:
-            raise validation_error(
-                f"Request body is {len(body)} bytes; InvokeEndpoint payloads are limited to "
-                f"{MAX_PAYLOAD} bytes "
-                "(use InvokeEndpointAsync for larger inputs)"
-            )
+        validate_request("InvokeEndpoint", request)
+        gw.check_endpoint(name)
+        body = await _bounded_body(request, MAX_PAYLOAD)
         headers = _forward_headers(request)
-        reply = await run_in_threadpool(gw.invoke, request.headers.get(H_TARGET), body, headers)
+        try:
+            reply = await run_in_threadpool(gw.invoke, request.headers.get(H_TARGET), body, headers)
+        except TimeoutError:
+            raise model_error(0, TIMEOUT_MESSAGE) from None
         if not 200 <= reply.status < 300:
             raise model_error(reply.status, reply.text())
     except RuntimeApiError as exc:
+        if exc.code == "ModelError":
+            exc.fields.setdefault("LogStreamArn", gw.log_stream_arn(name))
         return exc.response()
     except Exception:
         logger.exception("InvokeEndpoint failed")
@@ -288,19 +419,20 @@ async def _invoke_endpoint(request: Request) -> Response:
     return Response(reply.body, status_code=200, media_type=content_type, headers=out_headers)
 
 
-def _s3_header(request: Request, name: str) -> S3Location:
+def _s3_header(request: Request, name: str) -> S3Uri:
     value = request.headers.get(name)
     if not value:
         raise validation_error(f"{name} is required: the S3 URI of the input object")
     try:
-        return S3Location.parse(value, "InputLocation")
-    except PayloadError as exc:
+        return S3Uri.parse(value, "InputLocation")
+    except S3UriError as exc:
         raise validation_error(str(exc)) from exc
 
 
 async def _invoke_endpoint_async(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     try:
+        params = validate_request("InvokeEndpointAsync", request)
         gw.check_endpoint(request.path_params["name"])
         if not gw.config.async_output:
             raise validation_error(
@@ -308,9 +440,9 @@ async def _invoke_endpoint_async(request: Request) -> Response:
             )
         input_loc = _s3_header(request, "X-Amzn-SageMaker-InputLocation")
         inference_id = request.headers.get(H_INFERENCE_ID) or str(uuid.uuid4())
-        out = S3Location.parse(gw.config.async_output, "S3OutputPath").child(f"{inference_id}.out")
+        out = S3Uri.parse(gw.config.async_output, "S3OutputPath").child(f"{inference_id}.out")
         fail_root = gw.config.async_failure or gw.config.async_output
-        fail = S3Location.parse(fail_root, "S3FailurePath").child(f"{inference_id}-error.out")
+        fail = S3Uri.parse(fail_root, "S3FailurePath").child(f"{inference_id}-error.out")
         headers = {"Content-Type": request.headers.get("X-Amzn-SageMaker-Content-Type", "application/json")}
         if "X-Amzn-SageMaker-Accept" in request.headers:
             headers["Accept"] = request.headers["X-Amzn-SageMaker-Accept"]
@@ -319,7 +451,17 @@ async def _invoke_endpoint_async(request: Request) -> Response:
     except RuntimeApiError as exc:
         return exc.response()
     try:
-        gw.submit_async(AsyncJob(inference_id, input_loc, out, fail, headers))
+        job = AsyncJob(
+            inference_id,
+            input_loc,
+            out,
+            fail,
+            headers,
+            submitted_at=time.time(),
+            ttl_s=params.get("RequestTTLSeconds", DEFAULT_REQUEST_TTL_S),
+            timeout_s=params.get("InvocationTimeoutSeconds", DEFAULT_INVOCATION_TIMEOUT_S),
+        )
+        gw.submit_async(job)
     except OSError:
         logger.exception("InvokeEndpointAsync: cannot journal %s", inference_id)
         return internal_failure("cannot queue the request; see the gateway log").response()
@@ -328,6 +470,21 @@ async def _invoke_endpoint_async(request: Request) -> Response:
         status_code=202,
         headers={"X-Amzn-SageMaker-OutputLocation": out.uri, "X-Amzn-SageMaker-FailureLocation": fail.uri},
     )
+
+
+async def _invoke_endpoint_with_response_stream(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    name = request.path_params["name"]
+    try:
+        validate_request("InvokeEndpointWithResponseStream", request)
+        gw.check_endpoint(name)
+        raise validation_error(
+            f"Endpoint {name} of account {gw.config.account_id} does not support response streaming: its "
+            "container (a multi-model server) does not stream responses. Use InvokeEndpoint or "
+            "InvokeEndpointAsync."
+        )
+    except RuntimeApiError as exc:
+        return exc.response()
 
 
 async def _health(request: Request) -> Response:
@@ -345,12 +502,28 @@ async def _health(request: Request) -> Response:
 
 
 def create_app(config: GatewayConfig, s3_factory: Callable[[], Any]) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            # At shutdown, inside the server: uvicorn re-raises SIGTERM after it, so no code runs later.
+            if config.remove_models_dir:
+                shutil.rmtree(config.models_dir, ignore_errors=True)
+                logger.info("removed the temporary models folder %s", config.models_dir)
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/endpoints/{name}/invocations", _invoke_endpoint, methods=["POST"]),
             Route("/endpoints/{name}/async-invocations", _invoke_endpoint_async, methods=["POST"]),
+            Route(
+                "/endpoints/{name}/invocations-response-stream",
+                _invoke_endpoint_with_response_stream,
+                methods=["POST"],
+            ),
             Route("/_local/health", _health, methods=["GET"]),
-        ]
+        ],
     )
     gateway = Gateway(config, s3_factory)
     app.state.gateway = gateway

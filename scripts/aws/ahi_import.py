@@ -1,14 +1,8 @@
 """``import``: upload a local DICOM folder to S3, run a HealthImaging DICOM import job, report its image sets.
 
 Idempotent: the S3 input prefix and the job name carry a digest of the folder's content, so a re-run uploads
-nothing
-and reuses the finished (or still running) job with that name instead of importing the same files again.
-
-Job output (AWS HealthImaging): ``<outputS3Uri>/<datastoreId>-DicomImport-<jobId>/`` holds
-``job-output-manifest.json``,
-``SUCCESS/success.ndjson`` (one line per imported file;
-``json.loads(line)["importResponse"]["imageSetId"]``) and
-``FAILURE/failure.ndjson`` (one line per rejected file, with the reason).
+nothing and reuses the finished (or still running) job with that name instead of importing the same files
+again. The job's output is read by the project's one import-job client, :mod:`ahi_connector.import_jobs`.
 """
 
 from __future__ import annotations
@@ -23,20 +17,15 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ahi_connector.import_jobs import ImportFailure, read_job_output
 from scripts.aws.names import Names
-from scripts.aws.session import Aws, AwsCliError, error_code, tag_map, wait_for
+from scripts.aws.session import Aws, AwsCliError, tag_map, wait_for
 from scripts.aws.state import State
-from scripts.aws.storage import ensure_bucket, file_sha256, parse_s3_uri, upload_file
+from scripts.aws.storage import ensure_bucket, file_sha256, upload_file
 
 logger = logging.getLogger(__name__)
 
 ACTIVE_JOB_STATES = ("SUBMITTED", "IN_PROGRESS", "COMPLETED")
-
-
-@dataclass(frozen=True)
-class ImportFailure:
-    input_file: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -75,7 +64,7 @@ def wait_datastore_active(aws: Aws, datastore_id: str, timeout_s: float = 900.0)
         failed={"CREATE_FAILED", "DELETED", "DELETING"},
         timeout_s=timeout_s,
         interval_s=5.0,
-        progress=aws.settings.progress,
+        progress=aws.settings.progress_mode,
     )
 
 
@@ -122,64 +111,9 @@ def _wait_job(aws: Aws, datastore_id: str, job_id: str, timeout_s: float) -> dic
         done={"COMPLETED", "FAILED"},
         timeout_s=timeout_s,
         interval_s=10.0,
-        progress=aws.settings.progress,
+        progress=aws.settings.progress_mode,
     )
     return last
-
-
-def _read_ndjson(aws: Aws, bucket: str, key: str) -> list[dict[str, Any]]:
-    try:
-        body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
-    except Exception as exc:
-        if error_code(exc) in ("NoSuchKey", "404"):
-            return []
-        raise
-    lines = []
-    for number, line in enumerate(body.splitlines(), 1):
-        if line.strip():
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise AwsCliError(f"s3://{bucket}/{key} line {number} is not JSON: {line[:200]!r}") from exc
-    return lines
-
-
-def failure_reason(line: dict[str, Any]) -> str:
-    """The human reason of one failure.ndjson line (AWS nests it under ``exception``)."""
-    exc = line.get("exception")
-    if isinstance(exc, dict):
-        kind, message = exc.get("exceptionType", ""), exc.get("message", "")
-        return f"{kind}: {message}".strip(": ") or json.dumps(exc)
-    for key in ("reason", "message", "error", "exception"):
-        if line.get(key):
-            return str(line[key])
-    return json.dumps(line)
-
-
-def read_job_output(
-    aws: Aws, output_uri: str, datastore_id: str, job_id: str
-) -> tuple[list[dict[str, Any]], list[ImportFailure]]:
-    bucket, prefix = parse_s3_uri(output_uri)
-    base = f"{prefix.rstrip('/')}/{datastore_id}-DicomImport-{job_id}".lstrip("/")
-    success = _read_ndjson(aws, bucket, f"{base}/SUCCESS/success.ndjson")
-    failures = [
-        ImportFailure(str(line.get("inputFile", line.get("file", "?"))), failure_reason(line))
-        for line in _read_ndjson(aws, bucket, f"{base}/FAILURE/failure.ndjson")
-    ]
-    return success, failures
-
-
-def image_set_ids(success: list[dict[str, Any]]) -> list[str]:
-    """Distinct image set IDs of success.ndjson lines, in first-seen order."""
-    ids = []
-    for number, line in enumerate(success, 1):
-        try:
-            ids.append(str(line["importResponse"]["imageSetId"]))
-        except (KeyError, TypeError) as exc:
-            raise AwsCliError(
-                f"success.ndjson line {number} has no importResponse.imageSetId: {line!r}"
-            ) from exc
-    return list(dict.fromkeys(ids))
 
 
 def upload_dicom_folder(aws: Aws, names: Names, folder: Path, bucket: str, state: State) -> tuple[str, int]:
@@ -194,7 +128,8 @@ def upload_dicom_folder(aws: Aws, names: Names, folder: Path, bucket: str, state
     prefix = f"{names.dicom_input_prefix}{digest}/"
     ensure_bucket(aws, bucket, names.name, state)
     uploaded = 0
-    for path in tqdm(files, desc=f"upload {folder.name}", unit="file", disable=not aws.settings.progress):
+    bar_off = aws.settings.progress_mode != "bar"
+    for path in tqdm(files, desc=f"upload {folder.name}", unit="file", disable=bar_off):
         key = prefix + path.relative_to(folder).as_posix()
         uploaded += upload_file(aws, path, bucket, key, digest=digests[path]).uploaded
     if not aws.dry_run:
@@ -249,8 +184,8 @@ def import_folder(
         job_id = str(job["jobId"])
         logger.info("reusing import job %s (%s) for the same files", job_id, job["jobStatus"])
     props = _wait_job(aws, datastore_id, job_id, timeout_s)
-    success, failures = read_job_output(aws, output_uri, datastore_id, job_id)
-    ids = image_set_ids(success)
+    output = read_job_output(aws.client("s3"), output_uri, datastore_id, job_id)
+    success, failures, ids = output.success, output.failures, output.image_set_ids
     if not aws.dry_run:
         for image_set_id in ids:
             state.add("image_sets", f"{datastore_id}/{image_set_id}")

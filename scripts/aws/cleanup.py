@@ -1,9 +1,11 @@
 """``cleanup``: delete what ``ahi-spleen --name NAME`` created, and nothing else unless forced.
 
-Tagged resources (endpoints, endpoint configs, models, alarms, SNS topics, ECR, CodeBuild, CodePipeline, IAM
-roles) are
+Tagged resources (the trigger's EventBridge rule, Lambda function and SQS queue, inference components via
+their
+endpoint, endpoints, endpoint configs, models, alarms, SNS topics, ECR, CodeBuild, CodePipeline, IAM roles)
+are
 deleted only when they carry ``ahi-spleen-project=NAME``; scaling policies and targets go with their
-endpoint; data
+endpoint; the endpoints' CloudWatch dashboards when their body carries our marker; data
 (image sets, datastores, S3 prefixes, buckets) only when listed in the state file. ``force`` drops both
 checks for
 the name-derived resources (for a lost state file or resources created by hand).
@@ -17,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scripts.aws import monitoring
 from scripts.aws.iam import PRINCIPALS
 from scripts.aws.names import Names
 from scripts.aws.scaling import DIMENSION, NAMESPACE, resource_id
@@ -26,7 +29,7 @@ from scripts.aws.storage import delete_bucket_if_empty, delete_prefix, parse_s3_
 
 logger = logging.getLogger(__name__)
 
-ENDPOINT_KINDS = ("mme", "rt", "async")
+ENDPOINT_KINDS = ("mme", "rt", "async", "ic")
 GONE_CODES = (
     "ValidationException",
     "ResourceNotFoundException",
@@ -36,7 +39,19 @@ GONE_CODES = (
     "RepositoryNotFoundException",
     "PipelineNotFoundException",
     "ObjectNotFoundException",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
 )
+
+
+def _tags_of(call: Callable[..., Any], key: str, **params: Any) -> Callable[[], Iterable[Any]]:
+    """A deferred tag lookup: ``call(**params)[key]`` when (and only if) the tags are needed."""
+    return lambda: call(**params)[key]
+
+
+def _constant(tags: Iterable[Any]) -> Callable[[], Iterable[Any]]:
+    """Tags already at hand, in the deferred form :meth:`Cleaner._ours` takes."""
+    return lambda: tags
 
 
 @dataclass(frozen=True)
@@ -126,7 +141,7 @@ class Cleaner:
             done={"deleted"},
             timeout_s=1800,
             interval_s=15.0,
-            progress=self.aws.settings.progress,
+            progress=self.aws.settings.progress_mode,
         )
 
     def scaling(self, endpoint_name: str) -> None:
@@ -184,6 +199,118 @@ class Cleaner:
             if self._ours(f"model {name}", self._sm_tags(arn)):
                 self._delete(f"model {name}", "sagemaker", "delete_model", ModelName=name)
 
+    def inference_components(self) -> None:
+        """Components of the ``<name>-ic`` endpoint (and their copy scaling) go before the endpoint itself."""
+        sm = self.aws.client("sagemaker")
+        endpoint = self.names.endpoint("ic")
+        try:
+            arn = sm.describe_endpoint(EndpointName=endpoint)["EndpointArn"]
+        except Exception as exc:
+            if error_code(exc) in GONE_CODES:
+                return
+            raise
+        if not self._ours(f"endpoint {endpoint}", self._sm_tags(arn)):
+            return
+        from scripts.aws.components import DIMENSION as IC_DIMENSION
+
+        aas = self.aws.client("application-autoscaling")
+        found = self.aws.paginate(
+            "sagemaker", "list_inference_components", "InferenceComponents", EndpointNameEquals=endpoint
+        )
+        names = [c["InferenceComponentName"] for c in found]
+        for name in names:
+            rid = f"inference-component/{name}"
+            scope = {"ServiceNamespace": NAMESPACE, "ResourceId": rid, "ScalableDimension": IC_DIMENSION}
+            for policy in aas.describe_scaling_policies(**scope)["ScalingPolicies"]:
+                self._delete(
+                    f"scaling policy {policy['PolicyName']}",
+                    "application-autoscaling",
+                    "delete_scaling_policy",
+                    PolicyName=policy["PolicyName"],
+                    **scope,
+                )
+            targets = aas.describe_scalable_targets(
+                ServiceNamespace=NAMESPACE, ResourceIds=[rid], ScalableDimension=IC_DIMENSION
+            )["ScalableTargets"]
+            if targets:
+                self._delete(
+                    f"scalable target {rid}", "application-autoscaling", "deregister_scalable_target", **scope
+                )
+            self._delete(
+                f"inference component {name}",
+                "sagemaker",
+                "delete_inference_component",
+                InferenceComponentName=name,
+            )
+        if names and self.options.wait and not self.aws.dry_run:
+
+            def left() -> str:
+                count = sum(
+                    1
+                    for _ in self.aws.paginate(
+                        "sagemaker",
+                        "list_inference_components",
+                        "InferenceComponents",
+                        EndpointNameEquals=endpoint,
+                    )
+                )
+                return "none" if count == 0 else f"{count} left"
+
+            wait_for(
+                left,
+                what=f"delete components of {endpoint}",
+                done={"none"},
+                timeout_s=1800,
+                interval_s=15.0,
+                progress=self.aws.settings.progress_mode,
+            )
+
+    # ---- event trigger (EventBridge rule, Lambda function, SQS dead-letter queue) ------------------------
+    def event_trigger(self) -> None:
+        events, lam, sqs = (self.aws.client(s) for s in ("events", "lambda", "sqs"))
+        rule = self.names.trigger_rule
+        try:
+            rule_arn = events.describe_rule(Name=rule)["Arn"]
+        except Exception as exc:
+            if error_code(exc) not in GONE_CODES:
+                raise
+        else:
+            if self._ours(
+                f"EventBridge rule {rule}",
+                lambda: events.list_tags_for_resource(ResourceARN=rule_arn)["Tags"],
+            ):
+                ids = [t["Id"] for t in events.list_targets_by_rule(Rule=rule)["Targets"]]
+                if ids:
+                    self._delete(f"targets of rule {rule}", "events", "remove_targets", Rule=rule, Ids=ids)
+                self._delete(f"EventBridge rule {rule}", "events", "delete_rule", Name=rule)
+        function = self.names.trigger_function
+        try:
+            found = lam.get_function(FunctionName=function)
+        except Exception as exc:
+            if error_code(exc) not in GONE_CODES:
+                raise
+        else:
+            if self._ours(
+                f"Lambda function {function}",
+                lambda: [{"Key": k, "Value": v} for k, v in (found.get("Tags") or {}).items()],
+            ):
+                self._delete(
+                    f"Lambda function {function}", "lambda", "delete_function", FunctionName=function
+                )
+        try:
+            url = sqs.get_queue_url(QueueName=self.names.trigger_dlq)["QueueUrl"]
+        except Exception as exc:
+            if error_code(exc) not in GONE_CODES:
+                raise
+            return
+        if self._ours(
+            f"SQS queue {self.names.trigger_dlq}",
+            lambda: [
+                {"Key": k, "Value": v} for k, v in sqs.list_queue_tags(QueueUrl=url).get("Tags", {}).items()
+            ],
+        ):
+            self._delete(f"SQS queue {self.names.trigger_dlq}", "sqs", "delete_queue", QueueUrl=url)
+
     # ---- CloudWatch / SNS ----------------------------------------------------------------------------------
     def alarms_and_topics(self) -> None:
         cw = self.aws.client("cloudwatch")
@@ -191,7 +318,7 @@ class Cleaner:
             arn = alarm["AlarmArn"]
             if self._ours(
                 f"alarm {alarm['AlarmName']}",
-                lambda arn=arn: cw.list_tags_for_resource(ResourceARN=arn)["Tags"],
+                _tags_of(cw.list_tags_for_resource, "Tags", ResourceARN=arn),
             ):
                 self._delete(
                     f"alarm {alarm['AlarmName']}",
@@ -204,9 +331,36 @@ class Cleaner:
         for topic in self.aws.paginate("sns", "list_topics", "Topics"):
             arn = topic["TopicArn"]
             if arn.rsplit(":", 1)[-1] in wanted and self._ours(
-                f"SNS topic {arn}", lambda arn=arn: sns.list_tags_for_resource(ResourceArn=arn)["Tags"]
+                f"SNS topic {arn}", _tags_of(sns.list_tags_for_resource, "Tags", ResourceArn=arn)
             ):
                 self._delete(f"SNS topic {arn}", "sns", "delete_topic", TopicArn=arn)
+
+    def monitoring(self) -> None:
+        """The endpoints' dashboards (ours by their marker: dashboards carry no tags) and alarms (by tag)."""
+        cw = self.aws.client("cloudwatch")
+        wanted = {
+            monitoring.alarm_name(self.names, kind, what)
+            for kind in ENDPOINT_KINDS
+            for what in monitoring.ALARM_KINDS
+        }
+        for alarm in cw.describe_alarms(AlarmNames=sorted(wanted))["MetricAlarms"]:
+            name, arn = alarm["AlarmName"], alarm["AlarmArn"]
+            tags = lambda arn=arn: cw.list_tags_for_resource(ResourceARN=arn)["Tags"]  # noqa: E731
+            if self._ours(f"alarm {name}", tags):
+                self._delete(f"alarm {name}", "cloudwatch", "delete_alarms", AlarmNames=[name])
+        for kind in ENDPOINT_KINDS:
+            name = monitoring.dashboard_name(self.names, kind)
+            try:
+                body = cw.get_dashboard(DashboardName=name)["DashboardBody"]
+            except Exception as exc:
+                if error_code(exc) in ("ResourceNotFound", "ResourceNotFoundException"):
+                    continue
+                raise
+            if self.options.force or monitoring.is_our_dashboard(body, self.names):
+                self._delete(f"dashboard {name}", "cloudwatch", "delete_dashboards", DashboardNames=[name])
+            else:
+                logger.warning("dashboard %s is not ours; keeping it (use --force to delete)", name)
+                self.report.kept.append(f"dashboard {name}")
 
     # ---- build pipeline ------------------------------------------------------------------------------------
     def build_pipeline(self) -> None:
@@ -226,7 +380,7 @@ class Cleaner:
             if error_code(exc) not in GONE_CODES:
                 raise
         for project in cb.batch_get_projects(names=[self.names.codebuild_project])["projects"]:
-            if self._ours(f"CodeBuild project {project['name']}", lambda p=project: p.get("tags") or []):
+            if self._ours(f"CodeBuild project {project['name']}", _constant(project.get("tags") or [])):
                 self._delete(
                     f"CodeBuild project {project['name']}",
                     "codebuild",
@@ -261,7 +415,7 @@ class Cleaner:
                 if error_code(exc) in GONE_CODES:
                     continue
                 raise
-            if not self._ours(f"IAM role {role}", lambda r=role: iam.list_role_tags(RoleName=r)["Tags"]):
+            if not self._ours(f"IAM role {role}", _tags_of(iam.list_role_tags, "Tags", RoleName=role)):
                 continue
             for policy in self.aws.paginate("iam", "list_role_policies", "PolicyNames", RoleName=role):
                 self._delete(
@@ -348,7 +502,7 @@ class Cleaner:
             done={"empty"},
             timeout_s=1800,
             interval_s=5.0,
-            progress=self.aws.settings.progress,
+            progress=self.aws.settings.progress_mode,
         )
 
     def s3_data(self) -> None:
@@ -372,9 +526,12 @@ class Cleaner:
                 self.state.discard("import_jobs", job)
 
     def run(self) -> CleanupReport:
+        self.event_trigger()
+        self.inference_components()
         self.endpoints()
         self.configs_and_models()
         self.alarms_and_topics()
+        self.monitoring()
         if self.options.pipeline:
             self.build_pipeline()
         if self.options.roles:

@@ -4,15 +4,21 @@ Every subcommand is idempotent (a re-run finds what exists and changes nothing) 
 ``--profile``, ``--endpoint-url`` (all services), ``--<service>-endpoint-url`` (one service; standard
 ``AWS_ENDPOINT_URL_<SERVICE>`` variables work too) and ``--dry-run`` (print the calls that would change
 something).
-Results are printed as JSON on stdout; progress and logs go to stderr.
+Results are printed as JSON on stdout; progress and logs go to stderr. A command that waits (build, import,
+deploy, async invoke, cleanup) shows the elapsed time and the current AWS state while it waits (a status bar
+on a terminal, one line per state change otherwise) and every command ends with one summary line on stderr.
+``--quiet``: no progress, no summary, only warnings and errors; ``--json``: progress and summary as JSON lines
+on stderr (``{"event": "progress" | "summary", ...}``), for scripts; stdout is the same JSON either way.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -20,7 +26,18 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scripts.aws import ahi_import, cleanup, deploy, iam, invoke, model_artifact, pipeline, scaling
+from scripts.aws import (
+    ahi_import,
+    cleanup,
+    cli_scale,
+    deploy,
+    iam,
+    invoke,
+    model_artifact,
+    monitoring,
+    pipeline,
+    scaling,
+)
 from scripts.aws.names import Names
 from scripts.aws.session import SERVICES, Aws, AwsCliError, AwsSettings
 from scripts.aws.state import State, default_state_path
@@ -108,17 +125,21 @@ def _endpoint_spec(
         model_data_url=data_url,
         instance_type=args.instance_type,
         instance_count=args.instance_count,
-        env=_key_values(args.env, "--env"),
+        env={monitoring.SERVICE_ENV: names.endpoint(kind), **_key_values(args.env, "--env")},
         async_config=async_config,
+        inference_ami_version=getattr(args, "inference_ami_version", "auto"),
     )
 
 
 def _deploy(
     args: argparse.Namespace, aws: Aws, names: Names, spec: deploy.EndpointSpec
 ) -> deploy.EndpointResult:
-    return deploy.ensure_endpoint(
+    result = deploy.ensure_endpoint(
         aws, names, spec, wait=not args.no_wait, force=args.force, timeout_s=args.timeout
     )
+    if args.no_monitoring:
+        return result
+    return dataclasses.replace(result, monitoring=monitoring.ensure_monitoring(aws, names, spec.kind))
 
 
 def cmd_deploy_mme(args: argparse.Namespace, aws: Aws, names: Names, state: State) -> Any:
@@ -221,7 +242,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--state-file", help="local record of created data (default ~/.ahi-spleen/<name>-<region>.json)"
     )
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--no-progress", action="store_true", help="no progress while waiting (still a summary)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary; warnings/errors only")
+    g.add_argument(
+        "--json", action="store_true", help="progress and summary as JSON lines on stderr (stdout: result)"
+    )
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -241,7 +266,17 @@ def _deploy_args(p: argparse.ArgumentParser, default_instance: str, single_model
     )
     if single_model:
         p.add_argument("--target-model", default="model.tar.gz", help="archive under the model prefix")
+        p.add_argument(
+            "--inference-ami-version",
+            default="auto",
+            help="production variant InferenceAmiVersion: auto (GPU types: "
+            f"{deploy.GPU_INFERENCE_AMI}, driver 580 / CUDA 13), none (SageMaker's default host; the image's "
+            "CUDA forward-compatibility path), or a value of botocore's enum",
+        )
     p.add_argument("--no-wait", action="store_true", help="do not wait for InService")
+    p.add_argument(
+        "--no-monitoring", action="store_true", help="no CloudWatch dashboard and alarms for the endpoint"
+    )
     p.add_argument("--force", action="store_true", help="take over an existing endpoint without our tag")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (default %(default)s)")
 
@@ -357,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--bucket", help="with --force --data: also delete s3://BUCKET/<name>/")
     p.add_argument("--no-wait", action="store_true", help="do not wait for endpoints/image sets to be gone")
+
+    cli_scale.register(add)  # deploy-trigger, batch, deploy-components
     return parser
 
 
@@ -368,11 +405,14 @@ def settings_from_args(args: argparse.Namespace) -> AwsSettings:
         endpoint_url=args.endpoint_url,
         service_endpoints=overrides,
         dry_run=args.dry_run,
-        progress=not args.no_progress,
+        progress=not (args.no_progress or args.quiet),
+        progress_style="json" if args.json else "auto",
     )
 
 
 def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_json") and callable(value.to_json):
+        return _jsonable(value.to_json())
     if is_dataclass(value) and not isinstance(value, type):
         return _jsonable(asdict(value))
     if isinstance(value, dict):
@@ -398,14 +438,52 @@ def render(command: str, result: Any, aws: Aws) -> str:
     return json.dumps(payload, indent=2, default=str)
 
 
+def _summary_parts(out: Any) -> list[str]:
+    """Short phrases for the summary line from a command's JSON-able result."""
+    if not isinstance(out, dict):
+        return []
+    parts: list[str] = []
+    nested = out.get("endpoint")
+    endpoint: dict[str, Any] = nested if isinstance(nested, dict) else out
+    if "endpoint_name" in endpoint and "status" in endpoint:
+        parts.append(f"endpoint {endpoint['endpoint_name']} {endpoint['status']}")
+    watched = endpoint.get("monitoring")
+    if isinstance(watched, dict):
+        parts.append(f"dashboard {watched['dashboard']} + {len(watched['alarms'])} alarms")
+    if "job_id" in out and "image_set_ids" in out:
+        parts.append(f"import job {out['job_id']} {out['status']}: {len(out['image_set_ids'])} image set(s)")
+    if "phases" in out and "kind" in out:
+        parts.append(f"{out['kind']} {out['id']} {out['status']}")
+    if "deleted" in out and "kept" in out:
+        parts.append(f"deleted {len(out['deleted'])}, kept {len(out['kept'])} not ours")
+    if "s3_uri" in out and "uploaded" in out:
+        parts.append(f"model {out['s3_uri']} {'uploaded' if out['uploaded'] else 'unchanged'}")
+    if "pipeline_name" in out:
+        parts.append(f"pipeline {out['pipeline_name']}, repository {out.get('repository_uri')}")
+    return parts
+
+
+def summary_line(command: str, result: Any, aws: Aws, code: int, elapsed_s: float) -> str:
+    """The one line every command ends with (stderr), e.g. ``ahi-spleen deploy-mme: endpoint x InService;
+    4 change(s); 412 s``."""
+    if isinstance(result, invoke.InvokeResult):
+        parts = [f"endpoint {result.endpoint_name} {'failed' if result.failed else 'answered'}"]
+        if result.output_location:
+            parts.append(f"output {result.output_location}")
+    else:
+        parts = _summary_parts(_jsonable(result))
+    changes = f"{len(aws.calls)} change(s){' planned (dry run)' if aws.dry_run else ''}"
+    status = "" if code == 0 else f"; exit code {code}"
+    return f"ahi-spleen {command}: {', '.join(parts) or 'done'}; {changes}; {elapsed_s:.0f} s{status}"
+
+
 def run(argv: Sequence[str] | None = None) -> tuple[int, str]:
-    """Parse, run one subcommand; return (exit code, text for stdout)."""
+    """Parse, run one subcommand; return (exit code, text for stdout); the summary line goes to stderr."""
+    started = time.monotonic()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)  # also when logging was configured before (in-process callers)
     if not args.verbose:
         for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -419,6 +497,21 @@ def run(argv: Sequence[str] | None = None) -> tuple[int, str]:
         code = 1
     if isinstance(result, invoke.InvokeResult) and result.failed:
         code = 1
+    code = max(code, int(getattr(result, "exit_code", 0)))  # batch: 1 when any image set failed
+    if not args.quiet:
+        line = summary_line(args.command, result, aws, code, time.monotonic() - started)
+        if args.json:
+            line = json.dumps(
+                {
+                    "event": "summary",
+                    "command": args.command,
+                    "summary": line,
+                    "changes": len(aws.calls),
+                    "exitCode": code,
+                    "elapsedSeconds": round(time.monotonic() - started, 1),
+                }
+            )
+        print(line, file=sys.stderr, flush=True)
     return code, render(args.command, result, aws)
 
 

@@ -126,7 +126,7 @@ def invoke_async(
         done={"succeeded", "failed"},
         timeout_s=timeout_s,
         interval_s=interval_s,
-        progress=aws.settings.progress,
+        progress=aws.settings.progress_mode,
     )
     logger.info("async result after %.1f s", time.monotonic() - started)
     return InvokeResult(endpoint_name, JSON, found["data"], found["uri"], failed=found["label"] == "failed")

@@ -319,7 +319,7 @@ def start_build(
         done={"Succeeded"},
         failed={"Failed", "Stopped", "Superseded", "Cancelled"},
         timeout_s=timeout_s,
-        progress=aws.settings.progress,
+        progress=aws.settings.progress_mode,
     )
     return BuildOutcome("pipeline", execution_id, final, latest_build_phases(aws, names))
 
@@ -341,7 +341,7 @@ def _wait_codebuild(aws: Aws, build_id: str, timeout_s: float) -> BuildOutcome:
         done={"SUCCEEDED"},
         failed={"FAILED", "FAULT", "STOPPED", "TIMED_OUT"},
         timeout_s=timeout_s,
-        progress=aws.settings.progress,
+        progress=aws.settings.progress_mode,
         failure_detail=detail,
     )
     return BuildOutcome("codebuild", build_id, final, _phase_summary(last))

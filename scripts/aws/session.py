@@ -13,8 +13,9 @@ which wins over boto3's own chain (``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOIN
 
 from __future__ import annotations
 
+import json
 import logging
-import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,11 +23,14 @@ from typing import Any
 
 import boto3
 import botocore.session
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from tqdm import tqdm
 
+from ahi_connector.client import make_client
+
 logger = logging.getLogger(__name__)
+
+PROGRESS_STYLES = ("auto", "bar", "lines", "json", "off")
 
 #: Services the CLI talks to; the keys accepted by ``service_endpoints``.
 SERVICES = (
@@ -42,6 +46,9 @@ SERVICES = (
     "cloudwatch",
     "sns",
     "medical-imaging",
+    "lambda",
+    "events",
+    "sqs",
 )
 
 #: Tag put on everything the CLI creates; cleanup deletes only resources carrying it (unless forced).
@@ -65,6 +72,7 @@ ROLE_PROPAGATION_ERRORS = (
     ("ValidationException", "could not assume role"),  # SageMaker CreateModel
     ("ValidationException", "not authorized to assume"),
     ("AccessDeniedException", "assumerole"),  # HealthImaging StartDICOMImportJob
+    ("InvalidParameterValueException", "cannot be assumed by lambda"),  # Lambda CreateFunction
 )
 
 
@@ -89,6 +97,9 @@ class AwsSettings:
     dry_run: bool = False
     max_attempts: int = 8
     progress: bool = True
+    #: How waiting shows on stderr (see :class:`Progress`): ``auto`` (a bar on a terminal, else lines),
+    #: ``bar``, ``lines``, ``json`` or ``off``; ``progress=False`` means ``off``.
+    progress_style: str = "auto"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.service_endpoints) - set(SERVICES))
@@ -96,6 +107,17 @@ class AwsSettings:
             raise ValueError(f"unknown service(s) in endpoint overrides: {unknown}; known: {list(SERVICES)}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.progress_style not in PROGRESS_STYLES:
+            raise ValueError(f"progress_style must be one of {PROGRESS_STYLES}, got {self.progress_style!r}")
+
+    @property
+    def progress_mode(self) -> str:
+        """The resolved style: ``bar``, ``lines``, ``json`` or ``off``."""
+        if not self.progress or self.progress_style == "off":
+            return "off"
+        if self.progress_style == "auto":
+            return "bar" if sys.stderr.isatty() else "lines"
+        return self.progress_style
 
     def endpoint_for(self, service: str) -> str | None:
         """Explicit endpoint for ``service``, or None to let boto3's chain decide."""
@@ -173,18 +195,13 @@ class Aws:
     def client(self, service: str) -> Any:
         """A client for ``service`` with retries configured (and no host prefix for a local AHI endpoint)."""
         if service not in self._clients:
-            endpoint = self.settings.endpoint_for(service)
-            options: dict[str, Any] = {
-                "retries": {"max_attempts": self.settings.max_attempts, "mode": "standard"}
-            }
-            if service == "medical-imaging" and (
-                endpoint or os.environ.get("AWS_ENDPOINT_URL_MEDICAL_IMAGING")
-            ):
-                options["inject_host_prefix"] = False
-            if service == "s3" and endpoint:
-                options["s3"] = {"addressing_style": "path"}
-            self._clients[service] = self.session.client(
-                service, region_name=self.region, endpoint_url=endpoint, config=Config(**options)
+            self._clients[service] = make_client(
+                service,
+                endpoint_url=self.settings.endpoint_for(service),
+                region_name=self.region,
+                session=self.session,
+                max_attempts=self.settings.max_attempts + 1,  # retries (botocore max_attempts) + first try
+                read_timeout=120.0,
             )
         return self._clients[service]
 
@@ -276,6 +293,59 @@ def subset_equal(desired: Any, actual: Any) -> bool:
     return bool(desired == actual)
 
 
+class Progress:
+    """What one wait shows on stderr, with the elapsed time and the current AWS state.
+
+    ``bar``: a tqdm status bar (``endpoint x: Creating [02:13]``), for a terminal; ``lines``: one line per
+    state change (``[  133 s] endpoint x: Creating``), for logs and CI; ``json``: one JSON object per state
+    change (``{"event": "progress", "what": ..., "status": ..., "elapsedSeconds": ...}``), for scripts;
+    ``off``.
+    """
+
+    def __init__(self, what: str, mode: str) -> None:
+        self.what, self.mode = what, mode
+        self.start = time.monotonic()
+        self.last: str | None = None
+        self.bar = (
+            tqdm(desc=what, bar_format="{desc}: {postfix} [{elapsed}]", leave=False, file=sys.stderr)
+            if mode == "bar"
+            else None
+        )
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.start
+
+    def update(self, status: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(status, refresh=False)
+            self.bar.update(0)
+            self.bar.refresh()
+        changed, self.last = status != self.last, status
+        if not changed:
+            return
+        if self.mode == "lines":
+            print(f"[{self.elapsed_s:5.0f} s] {self.what}: {status}", file=sys.stderr, flush=True)
+        elif self.mode == "json":
+            event = {
+                "event": "progress",
+                "what": self.what,
+                "status": status,
+                "elapsedSeconds": round(self.elapsed_s, 1),
+            }
+            print(json.dumps(event), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def wait_for(
     describe: Callable[[], str],
     *,
@@ -284,33 +354,33 @@ def wait_for(
     failed: Iterable[str] = (),
     timeout_s: float = 3600.0,
     interval_s: float = 15.0,
-    progress: bool = True,
+    progress: bool | str = True,
     failure_detail: Callable[[], str] | None = None,
 ) -> str:
-    """Poll ``describe()`` (returns a status string) until it is in ``done``; show the status on a tqdm bar.
+    """Poll ``describe()`` (returns a status string) until it is in ``done``, showing elapsed time and status
+    (``progress``: a :class:`Progress` mode, or True for ``lines``/``bar`` by terminal, False for none).
 
     Raises :class:`AwsCliError` when the status is in ``failed`` (with ``failure_detail()`` if given) or on
     timeout.
     """
     done_set, failed_set = set(done), set(failed)
-    start = time.monotonic()
+    if isinstance(progress, bool):
+        progress = AwsSettings(progress=progress).progress_mode
     delay = min(0.2, interval_s)
-    with tqdm(desc=what, unit="poll", disable=not progress, leave=False) as bar:
+    with Progress(what, progress) as shown:
         while True:
             status = describe()
-            bar.set_postfix_str(status)
-            bar.update(1)
+            shown.update(status)
             logger.debug("%s: %s", what, status)
             if status in done_set:
                 return status
             if status in failed_set:
                 detail = failure_detail() if failure_detail else ""
                 raise AwsCliError(f"{what}: status {status}{': ' + detail if detail else ''}")
-            elapsed = time.monotonic() - start
-            if elapsed > timeout_s:
+            if shown.elapsed_s > timeout_s:
                 raise AwsCliError(
-                    f"{what}: still {status} after {elapsed:.0f} s; check the AWS console or re-run the "
-                    "command (it resumes where it stopped)"
+                    f"{what}: still {status} after {shown.elapsed_s:.0f} s; check the AWS console or re-run "
+                    "the command (it resumes where it stopped)"
                 )
             time.sleep(delay)
             delay = min(delay * 2, interval_s)

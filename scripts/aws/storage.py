@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ahi_connector.s3uri import S3Uri
 from scripts.aws.session import Aws, AwsCliError, Call, error_code, tag_map
 from scripts.aws.state import State
 
@@ -17,11 +18,13 @@ SHA256_META = "sha256"
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` → ``(bucket, key)``."""
-    bucket, _, key = uri[5:].partition("/")
-    if not uri.startswith("s3://") or not bucket:
-        raise ValueError(f"not an S3 URI: {uri!r} (expected s3://bucket/key)")
-    return bucket, key
+    """``s3://bucket/key`` → ``(bucket, key)``, parsed by :class:`ahi_connector.s3uri.S3Uri`.
+
+    A URI ending in ``/`` names a prefix and keeps its trailing ``/``, so a prefix never matches a sibling
+    (``s3://b/spleen/`` is not ``s3://b/spleen-old``).
+    """
+    parsed = S3Uri.parse(uri)
+    return parsed.bucket, parsed.prefix if uri.strip().endswith("/") else parsed.key
 
 
 def bucket_exists(aws: Aws, bucket: str) -> bool:

@@ -42,11 +42,12 @@ def check_seg(seg_path: Path, source: Sequence[pydicom.Dataset]) -> np.ndarray:
     slices = source_slices(source)
     index_of = {str(ds.SOPInstanceUID): i for i, ds in enumerate(slices)}
     referenced = {str(uid) for _, _, uid in seg.get_source_image_uids()}
-    assert referenced == set(index_of)
+    assert referenced and referenced <= set(index_of), "the SEG references instances outside the source"
     mask = np.zeros((len(slices), int(slices[0].Rows), int(slices[0].Columns)), dtype=np.uint8)
     pixels = seg.pixel_array.reshape(-1, mask.shape[1], mask.shape[2])
     for frame, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
         sop_uid = str(item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+        assert sop_uid in referenced, f"frame {frame + 1} derives from an unreferenced instance"
         src = slices[index_of[sop_uid]]
         position = np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
         np.testing.assert_allclose(position, np.asarray(src.ImagePositionPatient, dtype=float), atol=1e-3)

@@ -70,6 +70,23 @@ def test_stl_holds_the_spleen_mask_surface(folder_run: Any) -> None:
     assert len(surface.vectors) > 0
 
 
+def test_preview_is_written_and_named_in_the_report(folder_run: Any) -> None:
+    from PIL import Image as PILImage
+
+    from tests.app.preview_checks import banner_pixels, outline_pixels, read_rgb
+
+    assert folder_run.preview_path == folder_run.seg_path.parent.parent / "preview.png"
+    assert folder_run.report["previewPath"] == str(folder_run.preview_path)
+    with PILImage.open(folder_run.preview_path) as img:
+        assert img.format == "PNG" and img.size == (1200, 480)
+    rgb = read_rgb(folder_run.preview_path)
+    # Random weights: whatever the mask is, an empty one gets the banner and a non-empty one an outline.
+    if folder_run.report["spleen"]["voxelCount"] == 0:
+        assert banner_pixels(rgb).sum() > 2000
+    else:
+        assert outline_pixels(rgb).any()
+
+
 def test_selection_error_then_same_service_runs_again_without_reloading_the_model(
     folder_service: Any,
     folder_run: Any,

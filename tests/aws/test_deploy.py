@@ -264,9 +264,13 @@ def test_dry_run_prints_calls_and_creates_nothing(aws_env: str, client, small_ar
         "sagemaker.create_model",
         "sagemaker.create_endpoint_config",
         "sagemaker.create_endpoint",
+        "cloudwatch.put_dashboard",
+        *["cloudwatch.put_metric_alarm"] * 4,
     ]
     assert "'Mode': 'MultiModel'" in out["would_call"][2]
     assert client("sagemaker").list_models()["Models"] == []
+    assert client("cloudwatch").list_dashboards()["DashboardEntries"] == []
+    assert client("cloudwatch").describe_alarms()["MetricAlarms"] == []
     assert client("iam").list_roles()["Roles"] == []
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from scripts.aws.ahi_import import failure_reason, image_set_ids
+from ahi_connector.import_jobs import ImportJobError, JobOutput, failure_reason
 from scripts.aws.deploy import EndpointSpec, GpuMultiModelError, is_accelerated
 from scripts.aws.names import Names, settings_hash
 from scripts.aws.scaling import ScalingSettings
-from scripts.aws.session import Aws, AwsCliError, AwsSettings, is_role_propagation_error, subset_equal
+from scripts.aws.session import Aws, AwsSettings, is_role_propagation_error, subset_equal
 from scripts.aws.storage import parse_s3_uri
 from tests.aws.conftest import BUCKET
 
@@ -103,21 +103,19 @@ def test_failure_reason_and_image_set_id_parsing() -> None:
     line = {"inputFile": "s3://b/x.dcm", "exception": {"exceptionType": "InvalidDICOMFile", "message": "bad"}}
     assert failure_reason(line) == "InvalidDICOMFile: bad"
     assert failure_reason({"inputFile": "f", "reason": "why"}) == "why"
-    ids = image_set_ids(
-        [
-            {"importResponse": {"imageSetId": "a"}},
-            {"importResponse": {"imageSetId": "a"}},
-            {"importResponse": {"imageSetId": "b"}},
-        ]
-    )
-    assert ids == ["a", "b"]
-    with pytest.raises(AwsCliError, match=r"success.ndjson line 1 has no importResponse.imageSetId"):
-        image_set_ids([{"inputFile": "x"}])
+    lines = [
+        {"importResponse": {"imageSetId": "a"}},
+        {"importResponse": {"imageSetId": "a"}},
+        {"importResponse": {"imageSetId": "b"}},
+    ]
+    assert JobOutput({}, lines, []).image_set_ids == ["a", "b"]
+    with pytest.raises(ImportJobError, match=r"success.ndjson line 1 has no importResponse.imageSetId"):
+        _ = JobOutput({}, [{"inputFile": "x"}], []).image_set_ids
 
 
 def test_s3_uri_parsing() -> None:
     assert parse_s3_uri("s3://bucket/a/b.json") == ("bucket", "a/b.json")
-    with pytest.raises(ValueError, match=r"not an S3 URI: 'http://x/y'"):
+    with pytest.raises(ValueError, match=r"'http://x/y' is not an S3 URI"):
         parse_s3_uri("http://x/y")
 
 

@@ -26,7 +26,9 @@ FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.1)
 @pytest.fixture(scope="module")
 def faulty(moto_s3, tmp_path_factory):
     """A separate ahi-local (own store) whose faults the tests switch at runtime; yields (url, case)."""
-    with ahi_local_server(tmp_path_factory.mktemp("faulty-store"), s3_endpoint_url=moto_s3) as url:
+    with ahi_local_server(
+        tmp_path_factory.mktemp("faulty-store"), s3_endpoint_url=moto_s3, extra_args=["--enable-faults"]
+    ) as url:
         cases = import_cases(
             url,
             moto_s3,
@@ -119,3 +121,21 @@ def test_hung_frame_hits_the_deadline_not_a_hang(faulty, faults):
             rf"outstanding, e\.g\. frame {bad}",
         ):
             ex.to_datasets(case.datastore_id, case.image_set_id)
+
+
+def test_throttled_calls_are_counted_and_other_errors_are_not(faulty, faults):
+    """The exporter's throttle count (for the endpoint's metrics) sees botocore's retried attempts too."""
+    url, case = faulty
+    with _exporter(url, attempts=6, max_workers=4) as ex:
+        faults(throttle_rate=0, error_rate=0.1, seed=11)  # 0.1**4 per frame: no frame runs out of attempts
+        ex.to_volume(case.datastore_id, case.image_set_id, rescale=False)
+        assert ex.throttled_calls == 0  # 500s are retried but are not throttling
+        faults(throttle_rate=0.3, error_rate=0, seed=11)
+        vol = ex.to_volume(case.datastore_id, case.image_set_id, rescale=False)
+        np.testing.assert_array_equal(vol.array, np.stack(case.written.pixels))
+        # 24 frames + metadata calls, each attempt throttled with p = 0.3: no throttle at all is implausible
+        assert ex.throttled_calls >= 3
+        before = ex.throttled_calls
+        faults(throttle_rate=0, error_rate=0)
+        ex.to_volume(case.datastore_id, case.image_set_id, rescale=False)
+        assert ex.throttled_calls == before

@@ -66,3 +66,27 @@ def test_cli_exports_dicom_and_nifti(imported, ahi_local, tmp_path, monkeypatch)
     assert (
         ahi_export([case.datastore_id, "0" * 32, "--endpoint-url", ahi_local, "-o", str(tmp_path / "x")]) == 2
     )
+
+
+def test_cli_preview_writes_the_series_picture_for_grey_and_colour_series(
+    imported, ahi_local, tmp_path, monkeypatch
+):
+    from tests.app.preview_checks import banner_pixels, outline_pixels, panels, read_rgb
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(key, value)
+    grey, colour = imported["ct_int16_12bit"], imported["rgb_native"]
+    for case, fmt in ((grey, "dicom"), (grey, "npz"), (colour, "dicom")):
+        out = tmp_path / f"{case.image_set_id}-{fmt}"
+        base = [case.datastore_id, case.image_set_id, "--endpoint-url", ahi_local, "--region", "us-east-1"]
+        assert ahi_export([*base, "-o", str(out), "--format", fmt, "--preview"]) == 0
+        pictures = list(out.glob("*.preview.png"))
+        if case is colour:  # no soft-tissue window for an RGB series: no picture, and the export still works
+            assert pictures == [] and list(out.rglob("*.dcm"))
+            continue
+        (picture,) = pictures
+        assert picture.name == f"{case.written.series_uid}.preview.png"
+        rgb = read_rgb(picture)
+        assert rgb.shape == (480, 1200, 3)
+        assert not outline_pixels(rgb).any() and banner_pixels(rgb).sum() == 0  # no mask: a plain picture
+        assert all(panel.max() > 0 for panel in panels(rgb).values())

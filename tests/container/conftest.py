@@ -84,10 +84,22 @@ def serve(
 
 @contextlib.contextmanager
 def gateway(
-    env: Mapping[str, str], container_url: str, model_data_url: str, s3_url: str, extra: Sequence[str] = ()
+    env: Mapping[str, str],
+    container_url: str,
+    model_data_url: str,
+    s3_url: str,
+    extra: Sequence[str] = (),
+    endpoint_names: Sequence[str] = ("spleen", "spleen-async"),
 ) -> Iterator[RunningProcess]:
     port = free_port()
-    argv = gateway_command(port, container_url, model_data_url, s3_endpoint_url=s3_url, extra=extra)
+    argv = gateway_command(
+        port,
+        container_url,
+        model_data_url,
+        endpoint_names=endpoint_names,
+        s3_endpoint_url=s3_url,
+        extra=extra,
+    )
     with running(argv, "/_local/health", f"http://127.0.0.1:{port}", env, "sagemaker-local", 60) as rp:
         yield rp
 

@@ -6,16 +6,16 @@ import json
 import logging
 from pathlib import Path
 
-from container.payload import S3Location
+from ahi_connector.s3uri import S3Uri
 from devstack.sagemaker_local.app import AsyncJob, AsyncJournal
 
 
 def _job(inference_id: str) -> AsyncJob:
     return AsyncJob(
         inference_id=inference_id,
-        input_loc=S3Location("in-bucket", "requests/a.json"),
-        out=S3Location("out-bucket", f"async/{inference_id}.out"),
-        fail=S3Location("out-bucket", f"async/{inference_id}-error.out"),
+        input_loc=S3Uri("in-bucket", "requests/a.json"),
+        out=S3Uri("out-bucket", f"async/{inference_id}.out"),
+        fail=S3Uri("out-bucket", f"async/{inference_id}-error.out"),
         headers={"Content-Type": "application/json"},
     )
 

@@ -87,6 +87,7 @@ def test_dockerignore_keeps_tests_weights_and_caches_out():
         "container",
         "scripts",
         "requirements.txt",
+        "requirements.lock",
         "pyproject.toml",
         "app",
         "ahi_connector",

@@ -29,7 +29,7 @@ def _work_dir(output: str) -> Path:
     return Path(match[1])
 
 
-def test_demo_runs_end_to_end_and_stops_everything(model_store: Path):
+def test_demo_runs_end_to_end_and_stops_everything(model_store: Path, tmp_path: Path):
     done = subprocess.run(
         [
             sys.executable,
@@ -38,6 +38,8 @@ def test_demo_runs_end_to_end_and_stops_everything(model_store: Path):
             "--model-archive",
             str(model_store / "model.tar.gz"),
             "--keep-logs",
+            "--preview-out",
+            str(tmp_path / "preview.png"),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -50,6 +52,9 @@ def test_demo_runs_end_to_end_and_stops_everything(model_store: Path):
     assert re.search(r"SEG \(DICOM\)\s+: s3://spleen-demo-results/results/\S+/seg\.dcm", out)
     assert "SEG check        : SOP class Segmentation Storage" in out
     assert re.search(r"written to AHI   : import job \S+ COMPLETED -> image set\(s\) [0-9a-z]{32}", out)
+    preview = re.search(r"preview \(PNG\)    : s3://\S+/preview\.png -> saved to (\S+)", out)
+    assert preview and Path(preview[1]) == tmp_path / "preview.png", out
+    assert (tmp_path / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.rstrip().endswith("done.")
     work = _work_dir(out)
     try:

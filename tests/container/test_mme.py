@@ -35,6 +35,7 @@ from tests.container.conftest import (
     serve,
     service_env,
 )
+from tests.container.emf_checks import emf_lines, emf_problems
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 JSON = {"Content-Type": "application/json"}
@@ -297,7 +298,24 @@ def test_invoke_endpoint_writes_seg_to_s3_and_inline(stack):
     assert report["seg"]["path"] == seg["s3Uri"]
     assert result["spleenVolumeMl"] == report["spleen"]["volumeMl"]
     assert s3_bytes(stack["moto"], result["stlS3Uri"])[:5] != b""
+    assert result["previewS3Uri"] == prefix + "preview.png" == report["previewPath"]
+    assert s3_bytes(stack["moto"], result["previewS3Uri"])[:8] == b"\x89PNG\r\n\x1a\n"
+    # The input's CloudWatch EMF line reaches the container's stdout unprefixed (MMS's log4j passes it on).
+    (emf,) = wait_for_emf(stack["container"], out["requestId"])
+    assert emf_problems(emf) == []
+    assert (emf["Outcome"], emf["InputsFailed"], emf["FramesFetched"]) == ("succeeded", 0, series.slices)
+    assert emf["SpleenVolumeMl"] == result["spleenVolumeMl"]
     assert list(stack["work"].iterdir()) == []  # per-request working directories are removed
+
+
+def wait_for_emf(container, request_id: str, timeout_s: float = 30.0) -> list[dict]:
+    """The EMF lines of one request in the container's log (MMS writes worker output asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        docs = [d for d in emf_lines(container.log_text()) if d.get("RequestId") == request_id]
+        if docs or time.monotonic() > deadline:
+            return docs
+        time.sleep(0.2)
 
 
 def test_eight_concurrent_invocations_each_get_their_own_result(stack):
@@ -489,7 +507,7 @@ def test_invoke_endpoint_async(stack):
     assert out["results"][0]["report"]["seriesInstanceUid"] == series.series_uid
     failure = json.loads(_wait_s3(stack["moto"], bad["FailureLocation"]))
     assert failure["error"]["httpStatus"] == 400
-    with pytest.raises(botocore.exceptions.ClientError, match="not an S3 URI"):
+    with pytest.raises(botocore.exceptions.ClientError, match="'InputLocation' failed to satisfy constraint"):
         rt.invoke_endpoint_async(EndpointName="spleen", InputLocation="/local/file.json")
 
 

@@ -12,11 +12,12 @@ from types import SimpleNamespace
 import pytest
 
 from ahi_connector.errors import ImageSetNotFoundError
+from ahi_connector.s3uri import S3Uri
 from container.errors import ModelLoadError
 from container.handler import ModelHandler, header, request_body
 from container.invocation import error_body
 from container.model_server import mms_properties
-from container.payload import PayloadError, S3Location, parse_invocation
+from container.payload import PayloadError, parse_invocation
 from container.settings import Settings, SettingsError
 from devstack.sagemaker_local.errors import RuntimeApiError
 from devstack.sagemaker_local.models import check_target_model, extract_archive, model_key
@@ -33,7 +34,7 @@ IS = "b" * 32
 def test_settings_defaults_bind_localhost_single_cpu_worker():
     s = Settings.from_env({"SPLEEN_NUM_GPUS": "0"})
     assert (s.host, s.port, s.multi_model, s.worker_count) == ("127.0.0.1", 8080, False, 1)
-    assert s.max_request_size == 6_553_500
+    assert s.max_request_size > 6 * 1024 * 1024  # MMS must admit a full 6 MB SageMaker payload
     assert s.handler == "container.handler_service"
     assert s.model_dir == Path("/opt/ml/model")
 
@@ -108,7 +109,7 @@ def test_mms_properties_bind_handler_and_limits():
     assert props["model_store"] == "/" and props["load_models"] == ""
     assert (props["default_workers_per_model"], props["number_of_gpu"]) == ("2", "2")
     assert props["default_response_timeout_seconds"] == "120"
-    assert props["max_request_size"] == "6553500"
+    assert props["max_request_size"] == str(s.max_request_size)
     single = mms_properties(s, Path("/opt/ml/model"))
     assert single["load_models"] == "model=/opt/ml/model"
 
@@ -152,7 +153,7 @@ def test_envelope_and_bare_input_are_parsed():
     )
     assert [r.image_set_id for r in inv.requests] == [IS, None]
     assert inv.requests[1].study_instance_uid == "1.2.3"
-    assert inv.output.s3 == S3Location("bucket", "some/prefix")
+    assert inv.output.s3 == S3Uri("bucket", "some/prefix")
     assert inv.output.inline_seg is True
     bare = parse_invocation(bytearray(json.dumps({"datastoreId": DS, "imageSetId": IS}).encode()))
     assert bare.raw_inputs == ({"datastoreId": DS, "imageSetId": IS},)
@@ -218,9 +219,9 @@ def test_bad_payloads_are_400_with_the_reason(body, match):
 
 
 def test_s3_location_children_and_uri():
-    loc = S3Location.parse("s3://results/a/b/", "x")
+    loc = S3Uri.parse("s3://results/a/b/", "x")
     assert loc.child("req", "00-id", "seg.dcm").uri == "s3://results/a/b/req/00-id/seg.dcm"
-    assert S3Location.parse("s3://results", "x").child("k").uri == "s3://results/k"
+    assert S3Uri.parse("s3://results", "x").child("k").uri == "s3://results/k"
 
 
 # --- errors and handler edge
@@ -301,7 +302,7 @@ def test_default_output_prefix_applies_when_the_request_names_none(tmp_path):
     with pytest.raises(ModelLoadError, match="cannot load model"):
         handler.load(tmp_path)  # no bundle here, but the default output was parsed first
     inv = handler.preprocess(json.dumps({"datastoreId": DS, "imageSetId": IS}).encode())
-    assert inv.output.s3 == S3Location("results", "x")
+    assert inv.output.s3 == S3Uri("results", "x")
     bad = ModelHandler(Settings.from_env({"SPLEEN_NUM_GPUS": "0", "SPLEEN_OUTPUT_S3_URI": "results/x"}))
     with pytest.raises(ModelLoadError, match="SPLEEN_OUTPUT_S3_URI='results/x' is not an S3 URI"):
         bad.load(tmp_path)
@@ -321,14 +322,14 @@ def test_only_json_content_types_are_invocations():
 def test_seg_inline_only_when_asked_and_within_the_response_budget(tmp_path):
     import base64
 
-    from container.invocation import _Context, _seg_entry
+    from container.invocation import AwsClients, _Context, _seg_entry
 
     seg = tmp_path / "seg.dcm"
     seg.write_bytes(bytes(range(256)) * 40)  # 10,240 bytes -> 13,656 base64 characters
 
     def ctx(inline: bool, budget: int) -> _Context:
         body = {"datastoreId": DS, "imageSetId": IS, "output": {"inlineSeg": inline}}
-        return _Context(parse_invocation(json.dumps(body)), "rid", lambda: None, lambda: None, budget)
+        return _Context(parse_invocation(json.dumps(body)), "rid", AwsClients(), budget)
 
     asked = ctx(True, 20_000)
     entry = _seg_entry(asked, seg, None)

@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
 from devstack.clients import ahi_client, s3_client
-from devstack.importing import create_datastore, import_folder
+from devstack.importing import create_datastore, import_folder, wait_image_set_settled
 from devstack.synthetic import SeriesSpec, write_series
 from tests.support.ahi_metadata import read_metadata
 
@@ -192,7 +192,7 @@ def test_datastore_lifecycle_and_errors(ahi: Any) -> None:
     assert ahi.delete_datastore(datastoreId=ds)["datastoreStatus"] == "DELETING"
     with pytest.raises(ahi.exceptions.ResourceNotFoundException, match=f"datastore {ds} not found"):
         ahi.get_datastore(datastoreId=ds)
-    with pytest.raises(ahi.exceptions.ValidationException, match="datastoreId 'NOT-AN-ID' is malformed"):
+    with pytest.raises(ahi.exceptions.ValidationException, match="Value 'NOT-AN-ID' at 'datastoreId' failed"):
         ahi.get_datastore(datastoreId="NOT-AN-ID")
     with pytest.raises(ParamValidationError, match="datastoreName"):
         ahi.create_datastore(datastoreName="", clientToken="x")
@@ -208,11 +208,12 @@ def test_error_codes_for_image_sets(ahi: Any, small: dict[str, Any]) -> None:
         ahi.get_image_frame(
             datastoreId=ds, imageSetId=image_set, imageFrameInformation={"imageFrameId": MISSING_ID}
         )
-    with pytest.raises(ahi.exceptions.ValidationException, match="imageFrameId 'xyz' is malformed"):
+    bad_frame = "Value 'xyz' at 'imageFrameInformation.imageFrameId' failed"
+    with pytest.raises(ahi.exceptions.ValidationException, match=bad_frame):
         ahi.get_image_frame(
             datastoreId=ds, imageSetId=image_set, imageFrameInformation={"imageFrameId": "xyz"}
         )
-    with pytest.raises(ahi.exceptions.ValidationException, match="imageSetId 'Bad' is malformed"):
+    with pytest.raises(ahi.exceptions.ValidationException, match="Value 'Bad' at 'imageSetId' failed"):
         ahi.get_image_set(datastoreId=ds, imageSetId="Bad")
     with pytest.raises(ahi.exceptions.ResourceNotFoundException, match="version 9 of image set"):
         ahi.get_image_set(datastoreId=ds, imageSetId=image_set, versionId="9")
@@ -254,7 +255,7 @@ def test_image_set_properties_and_metadata_layout(ahi: Any, small: dict[str, Any
     series = doc["Study"]["Series"][small["series"].series_uid]
     inst = series["Instances"][small["series"].sop_instance_uids[0]]
     assert inst["DICOMVRs"]["00091011"] == "DS" and inst["DICOM"]["00091012"] == "AAEC/g=="
-    assert inst["StoredTransferSyntaxUID"] == "1.2.840.10008.1.2.4.201"
+    assert inst["StoredTransferSyntaxUID"] == "1.2.840.10008.1.2.4.202"
     assert set(inst["ImageFrames"][0]) == {
         "ID",
         "FrameSizeInBytes",
@@ -284,10 +285,13 @@ def test_update_metadata_makes_versions(ahi: Any, small: dict[str, Any]) -> None
         },
     )
     assert updated["latestVersionId"] == "2"
+    assert (updated["imageSetState"], updated["imageSetWorkflowStatus"]) == ("LOCKED", "UPDATING")
+    settled = wait_image_set_settled(ahi, ds, image_set)
+    assert (settled["imageSetState"], settled["imageSetWorkflowStatus"]) == ("ACTIVE", "UPDATED")
     assert read_metadata(ahi, ds, image_set)["Study"]["DICOM"]["StudyDescription"] == "renamed"
     assert read_metadata(ahi, ds, image_set, "1")["Study"]["DICOM"]["StudyDescription"] == "synthetic study"
     removed_sop = series.sop_instance_uids[2]
-    ahi.update_image_set_metadata(
+    removed = ahi.update_image_set_metadata(
         datastoreId=ds,
         imageSetId=image_set,
         latestVersionId="2",
@@ -302,6 +306,7 @@ def test_update_metadata_makes_versions(ahi: Any, small: dict[str, Any]) -> None
             }
         },
     )
+    wait_image_set_settled(ahi, ds, removed["imageSetId"])
     doc = read_metadata(ahi, ds, image_set)
     assert removed_sop not in doc["Study"]["Series"][series.series_uid]["Instances"]
     versions = [
@@ -335,6 +340,7 @@ def test_update_metadata_makes_versions(ahi: Any, small: dict[str, Any]) -> None
         updateImageSetMetadataUpdates={"revertToVersionId": "1"},
     )
     assert reverted["latestVersionId"] == "4"
+    wait_image_set_settled(ahi, ds, image_set)
     assert read_metadata(ahi, ds, image_set)["Study"]["DICOM"]["StudyDescription"] == "synthetic study"
 
 
@@ -346,6 +352,10 @@ def test_copy_image_set_shares_frames(ahi: Any, small: dict[str, Any]) -> None:
         copyImageSetInformation={"sourceImageSet": {"latestVersionId": "1"}},
     )
     dest = copied["destinationImageSetProperties"]["imageSetId"]
+    assert copied["destinationImageSetProperties"]["imageSetState"] == "LOCKED"
+    assert copied["sourceImageSetProperties"]["imageSetWorkflowStatus"] == "COPYING_WITH_READ_ONLY_ACCESS"
+    assert wait_image_set_settled(ahi, ds, dest)["imageSetWorkflowStatus"] == "COPIED"
+    wait_image_set_settled(ahi, ds, image_set)
     assert dest != image_set and copied["sourceImageSetProperties"]["imageSetId"] == image_set
     doc = read_metadata(ahi, ds, dest)
     inst = doc["Study"]["Series"][series.series_uid]["Instances"][series.sop_instance_uids[0]]
@@ -369,6 +379,7 @@ def test_copy_image_set_shares_frames(ahi: Any, small: dict[str, Any]) -> None:
         },
     )
     assert partial["destinationImageSetProperties"]["latestVersionId"] == "2"
+    wait_image_set_settled(ahi, ds, image_set)
     with pytest.raises(ahi.exceptions.ConflictException, match="not 7"):
         ahi.copy_image_set(
             datastoreId=ds,
@@ -383,7 +394,8 @@ def test_delete_image_set_and_then_datastore(ahi: Any, small: dict[str, Any]) ->
         small["series"].sop_instance_uids[0]
     ]["ImageFrames"][0]["ID"]
     deleted = ahi.delete_image_set(datastoreId=ds, imageSetId=image_set)
-    assert deleted["imageSetState"] == "DELETED"
+    assert (deleted["imageSetState"], deleted["imageSetWorkflowStatus"]) == ("LOCKED", "DELETING")
+    assert wait_image_set_settled(ahi, ds, image_set)["imageSetState"] == "DELETED"
     with pytest.raises(ahi.exceptions.ResourceNotFoundException, match=f"image set {image_set} not found"):
         ahi.get_image_frame(
             datastoreId=ds, imageSetId=image_set, imageFrameInformation={"imageFrameId": frame_id}
@@ -402,7 +414,7 @@ def test_tags_on_image_sets(ahi: Any, small: dict[str, Any]) -> None:
     missing = arn.rsplit("/", 1)[0] + "/" + MISSING_ID
     with pytest.raises(ahi.exceptions.ResourceNotFoundException, match="resource .* not found"):
         ahi.list_tags_for_resource(resourceArn=missing)
-    with pytest.raises(ahi.exceptions.ValidationException, match="is not a medical-imaging"):
+    with pytest.raises(ahi.exceptions.ValidationException, match="at 'resourceArn' failed to satisfy"):
         ahi.tag_resource(resourceArn="arn:aws:s3:::bucket", tags={"a": "1"})
 
 

@@ -172,7 +172,7 @@ class AhiLocal(Service):
 
     def __init__(self, data_dir: Path, s3_url: str, env: dict[str, str]) -> None:
         def argv(port: int) -> list[str]:
-            return ahi_local_command(port, data_dir, s3_endpoint_url=s3_url)
+            return ahi_local_command(port, data_dir, s3_endpoint_url=s3_url, extra=["--enable-faults"])
 
         super().__init__("ahi-local", argv, "/_local/health", env)
 
@@ -347,7 +347,8 @@ def _gateway_argv(
 ) -> Callable[[int], list[str]]:
     def argv(port: int) -> list[str]:
         return gateway_command(
-            port, container_url, models, models_dir=models_dir, s3_endpoint_url=moto,
+            port, container_url, models, endpoint_names=["spleen"], models_dir=models_dir,
+            s3_endpoint_url=moto,
             extra=["--async-output", f"s3://{BUCKET}/async-out", "--async-failure", f"s3://{BUCKET}/async-failed"],
         )  # fmt: skip
 

@@ -51,6 +51,7 @@ class ResettingProxy:
         self.resets_done = 0
         self.connections = 0
         self.requests = 0  # client sends that start an HTTP request line
+        self._watched: dict[bytes, int] = {}
         self._recent: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque(maxlen=2000)
         self._open: set[socket.socket] = set()
         self._stopped = threading.Event()
@@ -74,6 +75,16 @@ class ResettingProxy:
                 if match in head:
                     return peer
         return None
+
+    def watch(self, match: bytes) -> None:
+        """Start counting client sends that contain ``match`` (e.g. ``b"/getImageFrame"``, a frame ID)."""
+        with self._lock:
+            self._watched.setdefault(match, 0)
+
+    def sends_containing(self, match: bytes) -> int:
+        """Client sends containing ``match`` since :meth:`watch` was called for it."""
+        with self._lock:
+            return self._watched[match]
 
     def _take_reset(self, data: bytes) -> bool:
         with self._lock:
@@ -115,6 +126,8 @@ class ResettingProxy:
                     with self._lock:
                         self.requests += data.startswith(_METHODS)
                         self._recent.append((data[:4096], src.getpeername()))
+                        for match in self._watched:
+                            self._watched[match] += match in data[:4096]
                     if self._take_reset(data):
                         _reset(src)
                         _reset(dst)

@@ -35,6 +35,7 @@ def baseline(stack: Stack) -> tuple[dict[str, Any], bytes, int]:
     assert result["report"]["sliceCount"] == case.slices
     assert result["report"]["imageSetIds"] == [case.image_set_id]
     assert requests >= case.slices  # every frame came through the proxy
+    assert result["report"]["fetch"] == {"frames": case.slices, "frameRetries": 0, "throttles": 0}
     return result, pixels, requests
 
 
@@ -69,6 +70,9 @@ def test_throttling_bursts_are_retried(stack, baseline, faults):
     result, pixels, requests = _segment(stack)
     _same_as_baseline(baseline, result, pixels)
     assert requests >= stack.cases["good0"].slices + 8, "no request was throttled: the fault was not injected"
+    fetch = result["report"]["fetch"]  # what the endpoint's Throttles metric reports
+    assert fetch["frames"] == stack.cases["good0"].slices
+    assert 1 <= fetch["throttles"] <= requests - fetch["frames"]
 
 
 def test_server_errors_are_retried(stack, baseline, faults):
@@ -76,6 +80,7 @@ def test_server_errors_are_retried(stack, baseline, faults):
     result, pixels, requests = _segment(stack)
     _same_as_baseline(baseline, result, pixels)
     assert requests >= stack.cases["good0"].slices + 4
+    assert result["report"]["fetch"]["throttles"] == 0  # 500s are retried, but they are not throttling
 
 
 def test_slow_answers_still_succeed(stack, baseline, faults):

@@ -32,7 +32,8 @@ def _listening(procs: list[psutil.Process]) -> list[tuple[str, int, str]]:
 
 def test_defaults_bind_loopback_only() -> None:
     assert Settings.from_env({}, detect_gpu=False).host == "127.0.0.1"
-    assert gateway_parser().parse_args(["serve", "--model-data-url", "x"]).host == "127.0.0.1"
+    gateway_args = ["serve", "--model-data-url", "x", "--endpoint-name", "e"]
+    assert gateway_parser().parse_args(gateway_args).host == "127.0.0.1"
     assert ahi_local_parser().parse_args(["serve", "--data-dir", "x"]).host == "127.0.0.1"
 
 
