@@ -111,26 +111,28 @@ def test_ahi_export_via_dicomweb(
         run(build_parser().parse_args([*common, "-o", str(tmp_path / "x"), "--via", "dicomweb"]))
 
 
-def test_client_retries_throttling_and_reports_when_it_persists(stored: dict[str, Any]) -> None:
+def test_client_retries_throttling_and_reports_when_it_persists(
+    stored: dict[str, Any], tmp_path: Path
+) -> None:
     """ahi-local's fault injection covers the DICOMweb operations too: 30 % throttled frame calls are ridden
     out by the client's retries; 100 % ends in an error naming the operation and the cause."""
     import boto3.session
     import requests
 
     from ahi_connector.dicomweb import DicomWebClient
+    from devstack.processes import ahi_local_server
 
-    faults = f"{stored['url']}/_local/faults"
     session = boto3.session.Session(**{k.lower(): v for k, v in DUMMY_AWS_ENV.items() if "KEY" in k})
-    client = DicomWebClient(stored["url"], "us-east-1", session, max_attempts=8)
-    sops = [pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in stored["paths"]]
-    where = (stored["id"], stored["study"], stored["series"])
-    try:
-        settings = {"throttle_rate": 0.3, "operations": ["GetDICOMInstanceFrames"], "seed": 7}
-        requests.put(faults, json=settings, timeout=10).raise_for_status()
+    flags = ["--enable-faults", "--throttle-rate", "0.3", "--fault-operation", "GetDICOMInstanceFrames",
+             "--fault-seed", "7"]  # fmt: skip
+    with ahi_local_server(tmp_path / "faulty", extra_args=flags) as url:
+        datastore_id = create_datastore(ahi_client(url), "dicomweb-faults")
+        client = DicomWebClient(url, "us-east-1", session, max_attempts=8)
+        require_stored(client.store_instances(datastore_id, [p.read_bytes() for p in stored["paths"]]), "ct")
+        sops = [pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in stored["paths"]]
+        where = (datastore_id, stored["study"], stored["series"])
         assert all(len(client.frames(*where, str(sop), [1])[0]) == 40 * 40 * 2 for sop in sops)
-        requests.put(faults, json={**settings, "throttle_rate": 1.0}, timeout=10).raise_for_status()
-        impatient = DicomWebClient(stored["url"], "us-east-1", session, max_attempts=3)
+        requests.put(f"{url}/_local/faults", json={"throttle_rate": 1.0}, timeout=10).raise_for_status()
+        impatient = DicomWebClient(url, "us-east-1", session, max_attempts=3)
         with pytest.raises(AHIRequestError, match=r"Frames \[1\].*3 attempts.*HTTP 429.*Rate exceeded"):
             impatient.frames(*where, str(sops[0]), [1])
-    finally:
-        requests.put(faults, json={"throttle_rate": 0.0, "operations": []}, timeout=10).raise_for_status()
