@@ -130,8 +130,10 @@ class ImageSetExporter:
     @property
     def throttled_calls(self) -> int:
         """How many AHI API responses to this exporter's client were throttling (HTTP 429 or a throttling
-        error code), botocore's retried attempts included; for metrics, read it before and after a job."""
-        return self._throttled
+        error code), botocore's retried attempts included, plus the GetImageFrame answers of the lean
+        transport (which bypasses botocore's events); for metrics, read it before and after a job."""
+        lean = self.fetcher.limiter.throttled if self.fetcher.transport.name == "lean" else 0
+        return self._throttled + lean
 
     def _count_throttle(self, response: Any = None, **_: Any) -> None:
         if not response or not isinstance(response, tuple) or len(response) != 2:

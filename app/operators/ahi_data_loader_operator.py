@@ -212,7 +212,7 @@ def load_ahi_studies(
     if record is not None:
         record.datastore_id = datastore_id
         record.image_set_ids = [image_set_id]
-        stats = exporter.last_stats
+        stats = exporter.last_stats if with_pixels else None  # else: frames come later (volume operator)
         record.frames_fetched = stats.frames if stats else 0
         record.frame_retries = stats.retries if stats else 0
         record.throttles = exporter.throttled_calls - throttled_before
