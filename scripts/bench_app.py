@@ -54,6 +54,7 @@ STAGE_ROWS = (
     "mask",
     "seg_write",
     "stl",
+    "preview",
     "report",
     "total",
 )
