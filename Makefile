@@ -13,14 +13,14 @@ lock:
 	@VENV=$(VENV) scripts/lock.sh
 
 demo: install model-archive
-	$(PY) -m scripts.demo
+	$(PY) -m scripts.demo $(DEMO_ARGS)
 
 test: install model-archive lint
 	$(PY) -m pytest -q tests
 
 # ruff on everything; mypy strict on ahi_connector/ and container/, basic elsewhere (pyproject [tool.mypy]).
 lint: install
-	$(VENV)/bin/ruff check ahi_connector app container model scripts tests devstack
+	$(VENV)/bin/ruff check ahi_connector app container model scripts trigger tests devstack
 	$(VENV)/bin/mypy
 
 model-archive: install

@@ -129,11 +129,14 @@ class ImageSetExporter:
 
     @property
     def throttled_calls(self) -> int:
-        """How many AHI API responses to this exporter's client were throttling (HTTP 429 or a throttling
-        error code), botocore's retried attempts included, plus the GetImageFrame answers of the lean
-        transport (which bypasses botocore's events); for metrics, read it before and after a job."""
-        lean = self.fetcher.limiter.throttled if self.fetcher.transport.name == "lean" else 0
-        return self._throttled + lean
+        """How many AHI API responses to this exporter were throttling (HTTP 429 or a throttling error code),
+        botocore's retried attempts included; for metrics, read it before and after a job.
+
+        Calls made through botocore are counted on the client's ``needs-retry`` event; frames fetched by the
+        lean transport bypass botocore, so their throttled answers are counted by the fetcher's rate limiter.
+        """
+        lean = getattr(self.fetcher.transport, "name", "botocore") != "botocore"
+        return self._throttled + (self.fetcher.limiter.throttled if lean else 0)
 
     def _count_throttle(self, response: Any = None, **_: Any) -> None:
         if not response or not isinstance(response, tuple) or len(response) != 2:

@@ -86,9 +86,6 @@ CREDENTIAL_CODES = frozenset(
 )
 
 
-THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
-
-
 class _RetryableClientError(Exception):
     """A throttling / 5xx ClientError, re-raised under a type the retry tuple can name."""
 

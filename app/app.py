@@ -34,7 +34,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monai.deploy.conditions import CountCondition
 from monai.deploy.core import AppContext, Application, Image, IOType
@@ -58,6 +58,9 @@ from .operators.timed import (
 from .request import SegRequest
 from .run_record import STAGE_FETCH, STAGE_INFERENCE, STAGE_VOLUME, RunRecord
 
+if TYPE_CHECKING:
+    from ahi_connector.exporter import ImageSetExporter
+
 logger = logging.getLogger(__name__)
 
 SEG_DIR = "seg"
@@ -77,19 +80,19 @@ class RunConfig:
     output_dir: Path
     model: BundleModel
     app_context: AppContext
-    exporter: Any = None
+    exporter: ImageSetExporter | None = None
     write_stl: bool = True
     record: RunRecord = field(default_factory=RunRecord)
     #: AHI requests: select from metadata, then fetch only the chosen series straight into the SDK Image
     #: (AHISeriesToVolumeOperator). False: the SDK-compatible path (every instance with pixels, then the
     #: SDK's DICOMSeriesToVolumeOperator).
     ahi_direct_volume: bool = True
+    #: False when the caller writes ``report.json`` itself (the service adds the total time first).
+    write_report_file: bool = True
 
     @property
     def direct_volume(self) -> bool:
         return self.ahi_direct_volume and self.request.dicom_folder is None
-    #: False when the caller writes ``report.json`` itself (the service adds the total time first).
-    write_report_file: bool = True
 
     @property
     def seg_dir(self) -> Path:
@@ -139,7 +142,7 @@ def _loader(app: Application, run: RunConfig) -> Any:
 def _volume(app: Application, run: RunConfig) -> Any:
     """The volume operator: the SDK's (timed), or for AHI requests the direct one (frames of the selected
     series only, same Image)."""
-    if run.direct_volume:
+    if run.direct_volume and run.exporter is not None:
         return AHISeriesToVolumeOperator(
             app, exporter=run.exporter, record=run.record, name="series_to_volume"
         )

@@ -57,6 +57,14 @@ def _half_bundles(root: Path, max_depth: int) -> list[Path]:
     return found
 
 
+def _subdirs(folder: Path) -> list[Path]:
+    """Entries of ``folder``; none when it cannot be read (a bundle is never in an unreadable folder)."""
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
 def find_bundle_dir(root: str | Path, max_depth: int = 2) -> Path:
     """Return the bundle directory inside ``root`` (an extracted ``model.tar.gz``, or the bundle itself).
 
@@ -64,7 +72,7 @@ def find_bundle_dir(root: str | Path, max_depth: int = 2) -> Path:
     sub-directories down to ``max_depth`` levels are searched (``code/`` and hidden folders are skipped).
 
     Raises:
-        BundleNotFoundError: ``root`` does not exist or holds no bundle (the message lists what was found).
+        BundleNotFoundError: ``root`` does not exist or holds no bundle (its contents are never listed).
         BundleError: more than one bundle is present, or ``configs/metadata.json`` is not valid JSON.
     """
     root = Path(root)
@@ -80,7 +88,7 @@ def find_bundle_dir(root: str | Path, max_depth: int = 2) -> Path:
             level = sorted(
                 p
                 for d in level
-                for p in d.iterdir()
+                for p in _subdirs(d)
                 if p.is_dir() and not p.name.startswith(".") and p.name != "code"
             )
             candidates += [p for p in level if _is_bundle(p)]
@@ -91,10 +99,11 @@ def find_bundle_dir(root: str | Path, max_depth: int = 2) -> Path:
                 f"bundle {str(half[0])!r} has {METADATA_REL} but no {MODEL_REL}; "
                 f"add the TorchScript model there (e.g. rebuild with `make model-archive`)"
             )
-        listing = sorted(p.name for p in root.iterdir())[:20]
+        # The folder's contents are not named: a management API caller may point at any host path.
         raise BundleNotFoundError(
-            f"no MONAI bundle ({METADATA_REL} + {MODEL_REL}) under {str(root)!r} (contents: {listing}); "
-            f"expected the layout {BUNDLE_NAME}/configs/metadata.json, {BUNDLE_NAME}/models/model.ts"
+            f"no MONAI bundle ({METADATA_REL} + {MODEL_REL}) under {str(root)!r} (searched {max_depth} "
+            f"levels down); expected the layout {BUNDLE_NAME}/configs/metadata.json, "
+            f"{BUNDLE_NAME}/models/model.ts"
         )
     if len(candidates) > 1:
         raise BundleError(

@@ -12,7 +12,6 @@ behalf); use
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputNotFoundError, RequestError
+from .untrusted import brief, loads
 
 KEY_DATASTORE = "datastoreId"
 KEY_IMAGE_SET = "imageSetId"
@@ -38,7 +38,7 @@ def check_ahi_id(key: str, value: Any) -> str:
     """``value`` if it is a datastore / image set ID; :class:`RequestError` naming ``key`` otherwise."""
     if not isinstance(value, str) or not AHI_ID_PATTERN.fullmatch(value):
         raise RequestError(
-            f"{key!r} must be an AWS HealthImaging ID of exactly 32 characters [0-9a-z], got {value!r}"
+            f"{key!r} must be an AWS HealthImaging ID of exactly 32 characters [0-9a-z], got {brief(value)}"
         )
     return value
 
@@ -47,15 +47,15 @@ def _check_uid(key: str, value: Any) -> str:
     if not isinstance(value, str) or len(value) > UID_MAX_LENGTH or not UID_PATTERN.fullmatch(value):
         raise RequestError(
             f"{key!r} must be a DICOM UID (digits and dots, at most {UID_MAX_LENGTH} characters, "
-            f"no leading zeros in a component), got {value!r}"
+            f"no leading zeros in a component), got {brief(value)}"
         )
     return value
 
 
 def _parse_json_text(obj: str | bytes | bytearray) -> Any:
     try:
-        return json.loads(obj)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return loads(obj)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise RequestError(f"request body is not valid JSON: {exc}") from exc
 
 
@@ -86,8 +86,11 @@ class SegRequest:
             )
         extra = sorted(str(k) for k in obj if k not in ALLOWED_KEYS)
         if extra:
+            shown = ", ".join(brief(k) for k in extra[:5]) + (
+                f" and {len(extra) - 5} more" if len(extra) > 5 else ""
+            )
             raise RequestError(
-                f"unknown key(s) in request: {', '.join(repr(k) for k in extra)}; allowed keys are "
+                f"unknown key(s) in request: {shown}; allowed keys are "
                 f"{', '.join(repr(k) for k in ALLOWED_KEYS)}"
             )
         if KEY_DATASTORE not in obj:

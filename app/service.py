@@ -36,13 +36,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .app import IN_PROCESS_ARGV, AISpleenSegApp, RunConfig
 from .bundle_model import BundleModel, ModelIdentity, make_app_context
 from .errors import AppError, RequestError
 from .request import SegRequest
 from .run_record import RunRecord
+
+if TYPE_CHECKING:
+    from ahi_connector.exporter import ImageSetExporter
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ class SpleenSegService:
         self,
         bundle_path: str | os.PathLike[str],
         *,
-        exporter: Any = None,
+        exporter: ImageSetExporter | None = None,
         ahi_client: Any = None,
         endpoint_url: str | None = None,
         write_stl: bool = True,

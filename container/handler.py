@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ahi_connector.s3uri import S3Uri, S3UriError
+from app.untrusted import brief
 from container.errors import ModelLoadError
 from container.invocation import AwsClients, InvocationResult, error_body, run_invocation
 from container.payload import Invocation, PayloadError, parse_invocation
@@ -52,6 +53,15 @@ def export_deadline_s(timeout_s: float) -> float:
     return max(1.0, timeout_s * EXPORT_DEADLINE_SHARE)
 
 
+#: Share of the response timeout a request's inputs may use; the rest is kept for the response itself.
+REQUEST_BUDGET_SHARE = 0.9
+
+
+def request_time_budget_s(timeout_s: float) -> float:
+    """Time one invocation's inputs may take: 90 % of the container's response timeout."""
+    return timeout_s * REQUEST_BUDGET_SHARE
+
+
 def request_body(data: list[dict[str, Any]] | None) -> bytes | None:
     """The raw body MMS hands the handler (``data[0]["body"]``; form posts land under other names)."""
     if not data:
@@ -71,7 +81,7 @@ def check_content_type(content_type: str | None) -> None:
     """Only JSON bodies are invocations (the same rule as ``code/inference.py``'s ``input_fn``)."""
     lowered = (content_type or "").lower()
     if lowered and "json" not in lowered and "octet-stream" not in lowered:
-        raise PayloadError(f"Content-Type {content_type!r} is not supported; send application/json")
+        raise PayloadError(f"Content-Type {brief(content_type)} is not supported; send application/json")
 
 
 def header(headers: dict[str, Any], name: str) -> str | None:
@@ -153,6 +163,7 @@ class ModelHandler:
             request_id,
             work_root=self.settings.request_work_root(),
             inline_limit=self.settings.inline_seg_max_bytes,
+            time_budget_s=request_time_budget_s(self.settings.timeout_s),
             clients=self.clients,
         )
 

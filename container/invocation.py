@@ -9,7 +9,20 @@ asked and when they fit the 6 MB real-time response limit, and the SEG is import
 
 Status: 200 when every input succeeded; otherwise the status of the first failed input (product errors carry
 ``http_status``; anything else is a 500 whose message only carries the request ID; the trace goes to the log).
-The body always lists every input's outcome, so results of the inputs that did succeed are never lost.
+The body always lists every input's outcome, so results of the inputs that did succeed are never lost:
+
+* Inputs run one after another in the worker (one worker per GPU, or the configured CPU workers, serve
+  requests in parallel). With a time budget (the handler gives the container's response timeout less a
+  margin), an input starts only while the time left exceeds the slowest input so far; the rest are answered
+  ``notStarted`` (413 ``TimeBudgetExceededError``: send them in another request) instead of the worker being
+  killed at the timeout with every result lost.
+* An error body stays under :data:`ERROR_BODY_LIMIT`: multi-model-server closes the connection after an error
+  response with ``SO_LINGER 0``, so whatever the client has not received yet is reset away. Inline SEG bytes
+  that would push an error body past it are left out; the entry names the S3 copy, or the file kept on the
+  serving host (``<work root>/spleen-undelivered/<request id>/``) when there is none.
+* When the output bucket cannot be written (missing, access denied), the input fails with
+  ``OutputWriteError`` (400 naming the bucket and S3's reason; 502 for other S3 failures) and its result stays
+  in the response: the report, and the SEG inline when it fits the inline budget (else kept as above).
 """
 
 from __future__ import annotations
@@ -48,6 +61,36 @@ JSON_TYPE = "application/json"
 WORK_DIR_PREFIX = "spleen-p"
 _WORK_DIR_NAME = re.compile(r"^spleen-p(\d+)-")
 IMPORT_POLL_TIMEOUT_S = 300.0
+#: Error responses stay below this size (see the module docstring: MMS resets connections after errors).
+ERROR_BODY_LIMIT = 1024 * 1024
+#: Kept SEGs that could not be delivered: ``<work root>/spleen-undelivered/<request id>/<NN>-seg.dcm``.
+UNDELIVERED_DIR = "spleen-undelivered"
+#: Error messages are cut to this many characters.
+MESSAGE_LIMIT = 2000
+#: S3 error codes that mean the output location itself is wrong (the caller can fix it): answered 400.
+_OUTPUT_CLIENT_CODES = {
+    "NoSuchBucket",
+    "AccessDenied",
+    "InvalidBucketName",
+    "AllAccessDisabled",
+    "404",
+    "403",
+}
+
+
+class OutputWriteError(Exception):
+    """The SEG/STL/report could not be written to the output location; carries the result kept meanwhile."""
+
+    def __init__(self, message: str, http_status: int, kept: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.kept = kept
+
+
+class TimeBudgetExceededError(Exception):
+    """Inputs not started because the request's time budget would run out before they finish."""
+
+    http_status = 413
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +131,10 @@ def error_body(exc: BaseException, request_id: str) -> tuple[int, dict[str, Any]
     """(status, error object) for an exception: product errors keep status and message; others become 500."""
     status = getattr(exc, "http_status", None)
     if isinstance(status, int) and 400 <= status < 600 and not isinstance(status, bool):
-        return status, {"type": type(exc).__name__, "message": str(exc), "httpStatus": status}
+        message = str(exc)
+        if len(message) > MESSAGE_LIMIT:
+            message = message[:MESSAGE_LIMIT] + "…"
+        return status, {"type": type(exc).__name__, "message": message, "httpStatus": status}
     logger.error("request %s failed with an unexpected error", request_id, exc_info=exc)
     return 500, {
         "type": "InternalError",
@@ -197,12 +243,88 @@ def _public_report(
     return out
 
 
+def _s3_error_code(exc: BaseException) -> str | None:
+    """The S3 error code of a botocore ClientError (also one wrapped by boto3's S3UploadFailedError)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code"):
+            return str(response["Error"]["Code"])
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    import boto3.exceptions
+    import botocore.exceptions
+
+    return isinstance(
+        exc, (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, boto3.exceptions.Boto3Error)
+    )
+
+
+def _keep_seg(ctx: _Context, index: int, seg_path: Path, work_root: Path | None) -> dict[str, Any]:
+    """The SEG of an input whose output could not be delivered: inline when it fits, else kept on disk."""
+    size = seg_path.stat().st_size
+    encoded = (size + 2) // 3 * 4
+    if encoded <= ctx.inline_budget:
+        ctx.inline_budget -= encoded
+        return {"sizeBytes": size, "s3Uri": None, "base64": base64.b64encode(seg_path.read_bytes()).decode()}
+    kept = _undelivered_path(work_root, ctx.request_id, index)
+    shutil.copyfile(seg_path, kept)
+    return {"sizeBytes": size, "s3Uri": None, "keptAt": str(kept)}
+
+
+def _undelivered_path(work_root: Path | None, request_id: str, index: int) -> Path:
+    folder = (work_root or Path(tempfile.gettempdir())) / UNDELIVERED_DIR / request_id
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{index:02d}-{SEG_NAME}"
+
+
 def _one_input(
-    ctx: _Context, service: Any, index: int, raw: dict[str, Any], request: Any, work: Path
+    ctx: _Context,
+    service: Any,
+    index: int,
+    raw: dict[str, Any],
+    request: Any,
+    work: Path,
+    work_root: Path | None = None,
 ) -> dict[str, Any]:
     result = service.run(request, work)
     output = ctx.invocation.output
     loc = output.s3.child(ctx.request_id, f"{index:02d}-{_input_label(raw)}") if output.s3 else None
+    try:
+        entry = _deliver(ctx, index, raw, result, loc, work)
+    except Exception as exc:
+        if loc is None or not _is_storage_error(exc):
+            raise
+        code = _s3_error_code(exc)
+        status = 400 if code in _OUTPUT_CLIENT_CODES else 502
+        report = _public_report(result.report, None, None)
+        kept = {
+            "seg": _keep_seg(ctx, index, Path(result.seg_path), work_root),
+            "spleenVolumeMl": (report.get("spleen") or {}).get("volumeMl"),
+            "report": report,
+        }
+        logger.error(
+            "request %s input %d: cannot write the result to %s: %s", ctx.request_id, index, loc.uri, exc
+        )
+        raise OutputWriteError(
+            f"cannot write the result to the output location s3://{loc.bucket}/ (bucket {loc.bucket!r}): "
+            f"{code or type(exc).__name__}: {str(exc)[:300]}; fix output.s3Uri (or the endpoint's "
+            "SPLEEN_OUTPUT_S3_URI) and the role's s3:PutObject permission. The segmentation is in this "
+            "response (seg.base64 or seg.keptAt)",
+            status,
+            kept,
+        ) from exc
+    if output.write_back is not None and loc is not None:
+        entry["writeBackToAHI"] = _write_back(ctx, output.write_back, raw, Path(result.seg_path), loc)
+    return entry
+
+
+def _deliver(
+    ctx: _Context, index: int, raw: dict[str, Any], result: Any, loc: S3Uri | None, work: Path
+) -> dict[str, Any]:
     seg = _seg_entry(ctx, Path(result.seg_path), loc)
     stl_uri = None
     if loc is not None and result.stl_path is not None and Path(result.stl_path).is_file():
@@ -227,8 +349,6 @@ def _one_input(
         body = json.dumps(report, indent=2, default=str).encode()
         ctx.s3.put_object(Bucket=report_loc.bucket, Key=report_loc.key, Body=body, ContentType=JSON_TYPE)
         entry["reportS3Uri"] = report_loc.uri
-    if output.write_back is not None and loc is not None:
-        entry["writeBackToAHI"] = _write_back(ctx, output.write_back, raw, Path(result.seg_path), loc)
     return entry
 
 
@@ -246,6 +366,40 @@ def remove_orphaned_work_dirs(work_root: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def _not_started(
+    invocation: Invocation, first: int, budget_s: float, elapsed_s: float, slowest_s: float
+) -> TimeBudgetExceededError:
+    count = len(invocation.raw_inputs)
+    return TimeBudgetExceededError(
+        f"inputs[{first}..{count - 1}] not started: {elapsed_s:.0f} s of the request's {budget_s:.0f} s time "
+        f"budget are used and the slowest input so far took {slowest_s:.0f} s; send these "
+        f"{count - first} input(s) in another request (or fewer inputs per request)"
+    )
+
+
+def _bound_error_body(body: dict[str, Any], work_root: Path | None, request_id: str) -> None:
+    """Leave inline SEG bytes out of an error body that would exceed :data:`ERROR_BODY_LIMIT`."""
+    size = len(json.dumps(body, default=str))
+    for entry in body["results"]:
+        if size <= ERROR_BODY_LIMIT:
+            return
+        seg = entry.get("seg")
+        if not isinstance(seg, dict) or "base64" not in seg:
+            continue
+        encoded = seg.pop("base64")
+        size -= len(encoded)
+        if seg.get("s3Uri"):
+            seg["inlineOmitted"] = "left out of this error response (kept under 1 MiB); read it from s3Uri"
+        else:
+            kept = _undelivered_path(work_root, request_id, entry["index"])
+            kept.write_bytes(base64.b64decode(encoded))
+            seg["keptAt"] = str(kept)
+            seg["inlineOmitted"] = (
+                "left out of this error response (kept under 1 MiB); kept on the serving host at keptAt "
+                "(set output.s3Uri to receive it)"
+            )
+
+
 def run_invocation(
     service: Any,
     invocation: Invocation,
@@ -253,8 +407,10 @@ def run_invocation(
     work_root: Path | None = None,
     inline_limit: int = DEFAULT_INLINE_SEG_MAX_BYTES,
     clients: AwsClients | None = None,
+    time_budget_s: float | None = None,
 ) -> InvocationResult:
-    """Run every input of ``invocation`` through ``service.run`` in its own working directory.
+    """Run every input of ``invocation`` through ``service.run`` in its own working directory, one after
+    another; with ``time_budget_s``, inputs that would not finish within it are answered ``notStarted``.
 
     ``clients`` are the worker's AWS clients (built once per worker); a fresh :class:`AwsClients` otherwise.
     """
@@ -262,18 +418,32 @@ def run_invocation(
     remove_orphaned_work_dirs(work_root or Path(tempfile.gettempdir()))
     results: list[dict[str, Any]] = []
     first_error: tuple[int, dict[str, Any]] | None = None
+    request_started = time.perf_counter()
+    slowest = 0.0
+    skipped: TimeBudgetExceededError | None = None
     for index, (raw, request) in enumerate(zip(invocation.raw_inputs, invocation.requests, strict=True)):
+        elapsed = time.perf_counter() - request_started
+        if skipped is None and time_budget_s is not None and index and elapsed + slowest > time_budget_s:
+            skipped = _not_started(invocation, index, time_budget_s, elapsed, slowest)
+        if skipped is not None:
+            status, err = error_body(skipped, request_id)
+            results.append({"index": index, "input": raw, "status": "notStarted", "error": err})
+            first_error = first_error or (status, err)
+            continue
         prefix = f"{WORK_DIR_PREFIX}{os.getpid()}-{request_id[:8]}-{index:02d}-"
         work = Path(tempfile.mkdtemp(prefix=prefix, dir=work_root))
         started = time.perf_counter()
         try:
-            entry = _one_input(ctx, service, index, raw, request, work)
+            entry = _one_input(ctx, service, index, raw, request, work, work_root)
         except Exception as exc:  # every input gets an outcome; the error type decides the status
             status, err = error_body(exc, request_id)
             entry = {"index": index, "input": raw, "status": "failed", "error": err}
+            if isinstance(exc, OutputWriteError):
+                entry.update(exc.kept)
             first_error = first_error or (status, err)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        slowest = max(slowest, time.perf_counter() - started)
         entry["seconds"] = round(time.perf_counter() - started, 3)
         logger.info(
             "request %s input %d (%s): %s in %.2f s",
@@ -289,4 +459,5 @@ def run_invocation(
     if first_error is None:
         return InvocationResult(200, body)
     body["error"] = first_error[1]
+    _bound_error_body(body, work_root, request_id)
     return InvocationResult(first_error[0], body)

@@ -19,11 +19,11 @@ starts.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from typing import Any
 
 from ahi_connector.s3uri import S3Uri, S3UriError
+from app.untrusted import brief, loads
 
 #: At most this many inputs per invocation (each runs the full pipeline; keep requests within the timeout).
 MAX_INPUTS = 16
@@ -61,6 +61,13 @@ class Invocation:
     output: OutputOptions
 
 
+def _names(keys: Any) -> str:
+    """Sorted field names for a message, each and the list bounded (a client may send huge keys)."""
+    names = sorted(str(k) for k in keys)
+    shown = [brief(k) for k in names[:8]]
+    return "[" + ", ".join(shown) + (f", … {len(names) - 8} more" if len(names) > 8 else "") + "]"
+
+
 def decode_body(body: bytes | bytearray | str | dict[str, Any] | None) -> dict[str, Any]:
     """Body bytes → JSON object, or :class:`PayloadError` saying what is wrong with it."""
     if isinstance(body, dict):
@@ -70,7 +77,7 @@ def decode_body(body: bytes | bytearray | str | dict[str, Any] | None) -> dict[s
             'empty request body; send JSON like {"inputs": [{"datastoreId": ..., "imageSetId": ...}]}'
         )
     try:
-        obj = json.loads(body)
+        obj = loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadError(
             f"request body is not valid JSON ({exc}); send Content-Type application/json"
@@ -90,12 +97,12 @@ def _parse_write_back(obj: Any) -> WriteBack | None:
     unknown = set(obj) - _WRITE_BACK_KEYS
     if unknown:
         raise PayloadError(
-            f"output.writeBackToAHI: unknown field(s) {sorted(unknown)}; allowed {sorted(_WRITE_BACK_KEYS)}"
+            f"output.writeBackToAHI: unknown field(s) {_names(unknown)}; allowed {sorted(_WRITE_BACK_KEYS)}"
         )
     role = obj.get("dataAccessRoleArn")
     if not isinstance(role, str) or not _ROLE_ARN.match(role):
         raise PayloadError(
-            f"output.writeBackToAHI.dataAccessRoleArn={role!r} is not an IAM role ARN "
+            f"output.writeBackToAHI.dataAccessRoleArn={brief(role)} is not an IAM role ARN "
             "(arn:aws:iam::<account>:role/<name>); AHI reads the SEG from S3 with this role"
         )
     datastore = obj.get("datastoreId")
@@ -109,7 +116,7 @@ def _parse_write_back(obj: Any) -> WriteBack | None:
             raise PayloadError(str(exc)) from exc
     wait = obj.get("wait", False)
     if not isinstance(wait, bool):
-        raise PayloadError(f"output.writeBackToAHI.wait must be true or false, not {wait!r}")
+        raise PayloadError(f"output.writeBackToAHI.wait must be true or false, not {brief(wait)}")
     return WriteBack(role_arn=role, datastore_id=datastore, wait=wait)
 
 
@@ -122,14 +129,14 @@ def parse_output(obj: Any, default_s3: S3Uri | None = None) -> OutputOptions:
         )
     unknown = set(obj) - _OUTPUT_KEYS
     if unknown:
-        raise PayloadError(f"output: unknown field(s) {sorted(unknown)}; allowed {sorted(_OUTPUT_KEYS)}")
+        raise PayloadError(f"output: unknown field(s) {_names(unknown)}; allowed {sorted(_OUTPUT_KEYS)}")
     try:
         s3 = S3Uri.parse(obj["s3Uri"], "output.s3Uri") if obj.get("s3Uri") is not None else default_s3
     except S3UriError as exc:
         raise PayloadError(str(exc)) from exc
     inline = obj.get("inlineSeg", False)
     if not isinstance(inline, bool):
-        raise PayloadError(f"output.inlineSeg must be true or false, not {inline!r}")
+        raise PayloadError(f"output.inlineSeg must be true or false, not {brief(inline)}")
     write_back = _parse_write_back(obj.get("writeBackToAHI"))
     if write_back is not None and s3 is None:
         raise PayloadError(
@@ -150,7 +157,7 @@ def parse_invocation(
         inputs = obj["inputs"]
         unknown = set(obj) - {"inputs", "output"}
         if unknown:
-            raise PayloadError(f"unknown top-level field(s) {sorted(unknown)}; allowed ['inputs', 'output']")
+            raise PayloadError(f"unknown top-level field(s) {_names(unknown)}; allowed ['inputs', 'output']")
     else:
         inputs = [{k: v for k, v in obj.items() if k != "output"}]
     if not isinstance(inputs, list) or not inputs:
@@ -167,7 +174,7 @@ def parse_invocation(
             # The endpoint reads from AHI only; local folders of the serving host are not an input.
             raise PayloadError(
                 f"inputs[{index}] needs datastoreId plus imageSetId or studyInstanceUid (got fields "
-                f"{sorted(item)})"
+                f"{_names(item)})"
             )
         try:
             requests.append(SegRequest.from_json(item))

@@ -9,8 +9,11 @@
    the SEG was imported into), save the result's ``preview.png`` (axial/coronal/sagittal views with the spleen
    outline) locally and print its path, then stop everything it started (also on Ctrl-C or an error).
 
+5. with ``--backfill N``: import N more phantoms and back-fill the datastore through the async endpoint with
+   ``ahi-spleen batch``'s code (search, CT pre-filter, one submission per image set version, results from S3).
+
 Usage: ``python -m scripts.demo [--model-archive build/model.tar.gz] [--seed 3] [--preview-out PNG]
-[--keep-logs]``
+[--backfill 2] [--keep-logs]``
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import io
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -32,6 +36,7 @@ RESULTS_BUCKET = "spleen-demo-results"
 IMPORT_BUCKET = "spleen-demo-import"
 ROLE_ARN = "arn:aws:iam::123456789012:role/spleen-demo-ahi-import"
 ENDPOINT_NAME = "spleen-mme"  # the one EndpointName the demo's sagemaker-local serves
+ASYNC_ENDPOINT_NAME = "spleen-async"  # served too with --backfill (async, to the same container)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         help="where to save the result's preview picture",
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the services' logs and data folder")
+    p.add_argument(
+        "--backfill",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then import N more phantoms and back-fill the whole datastore through the async endpoint",
+    )
     return p
 
 
@@ -72,13 +84,15 @@ def _create_datastore(ahi: Any) -> str:
     return datastore_id
 
 
-def _phantom_study(work: Path, seed: int, shape: str, spacing: str) -> tuple[Path, Any]:
+def _phantom_study(
+    work: Path, seed: int, shape: str, spacing: str, label: str = "phantom"
+) -> tuple[Path, Any]:
     from model.phantoms import generate_phantom, write_dicom_series
 
     dims = tuple(int(v) for v in shape.split(","))
     mm = tuple(float(v) for v in spacing.split(","))
     phantom = generate_phantom(seed, shape=dims, spacing=mm)  # type: ignore[arg-type]
-    folder = work / "phantom" / "dicom"
+    folder = work / label / "dicom"
     write_dicom_series(phantom, folder)
     return folder, phantom
 
@@ -138,6 +152,49 @@ def _log_errors(log: Path, lines: int = 25) -> str:
     return "\n".join(chunk[:lines])
 
 
+def _backfill(args: argparse.Namespace, work: Path, stack: Any, datastore_id: str, gateway_url: str) -> None:
+    """Import ``args.backfill`` more phantoms, then run the async back-fill over the whole datastore."""
+    from devstack.importing import import_folder
+    from devstack.stack import LOCAL_AWS_ENV
+    from scripts.aws import batch
+    from scripts.aws.names import Names
+    from scripts.aws.session import Aws, AwsSettings
+    from scripts.aws.state import State
+
+    ahi, s3 = stack.client("medical-imaging"), stack.client("s3")
+    _step(
+        f"importing {args.backfill} more phantoms, then back-filling datastore {datastore_id} "
+        "(async endpoint)"
+    )
+    for n in range(1, args.backfill + 1):
+        folder, _ = _phantom_study(work, args.seed + n, args.shape, args.spacing, f"backfill-{n}")
+        imported = import_folder(ahi, s3, datastore_id, folder, IMPORT_BUCKET)
+        if imported.job_status != "COMPLETED":
+            raise RuntimeError(f"back-fill import {n} failed: {imported.job_properties} {imported.failure}")
+    endpoints = {
+        "s3": stack.env["AWS_ENDPOINT_URL_S3"],
+        "medical-imaging": stack.env["AWS_ENDPOINT_URL_MEDICAL_IMAGING"],
+        "sagemaker-runtime": gateway_url,
+    }
+    os.environ.update(LOCAL_AWS_ENV)  # the CLI code reads credentials the usual way; these are the stack's
+    aws = Aws(AwsSettings("us-east-1", service_endpoints=endpoints, progress=True))
+    settings = batch.AsyncSettings(
+        ASYNC_ENDPOINT_NAME,
+        concurrency=2,
+        output_s3_uri=f"s3://{RESULTS_BUCKET}/backfill",
+        poll_interval_s=2,
+        timeout_s=1800,
+        verify_endpoint=False,  # the local stack has the runtime API only
+    )
+    started = time.perf_counter()
+    report = batch.run_async(
+        aws, Names("spleen-demo"), batch.Selection(datastore_id), RESULTS_BUCKET, settings,
+        work / "backfill-journal.jsonl", State(work / "state.json"),
+    )  # fmt: skip
+    print(report.table())
+    print(f"back-fill took {time.perf_counter() - started:.1f} s (journal {work / 'backfill-journal.jsonl'})")
+
+
 def run(args: argparse.Namespace) -> int:
     from botocore.exceptions import ClientError
 
@@ -154,7 +211,11 @@ def run(args: argparse.Namespace) -> int:
         s3_url = stack.start_moto()
         ahi_url = stack.start_ahi_local()
         container_url = stack.start_serve()
-        gateway_url = stack.start_gateway(container_url, str(args.model_archive.parent), [ENDPOINT_NAME])
+        async_output = f"s3://{RESULTS_BUCKET}/async-output/" if args.backfill else None
+        endpoints = [ENDPOINT_NAME, ASYNC_ENDPOINT_NAME] if args.backfill else [ENDPOINT_NAME]
+        gateway_url = stack.start_gateway(
+            container_url, str(args.model_archive.parent), endpoints, async_output
+        )
         print(f"S3 {s3_url} | AHI {ahi_url} | container {container_url} | sagemaker-runtime {gateway_url}")
         ahi, s3 = stack.client("medical-imaging"), stack.client("s3")
 
@@ -199,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
             f"CustomAttributes: {resp.get('CustomAttributes')}"
         )
         _summarise(out, s3, phantom, args.preview_out)
+        if args.backfill:
+            _backfill(args, work, stack, datastore_id, gateway_url)
         _step("stopping everything the demo started")
     if args.keep_logs:
         print(f"logs and data kept in {work}")

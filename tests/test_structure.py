@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ("ahi_connector", "app", "container", "model", "scripts/aws")
+PRODUCT = ("ahi_connector", "app", "container", "model", "scripts/aws", "trigger")
 #: (package, packages it must not import, the reason)
 RULES = (
     *((p, {"devstack", "tests"}, "the local doubles and tests never ship with the product") for p in PRODUCT),
@@ -19,6 +19,7 @@ RULES = (
     ("app", {"container", "scripts"}, "the MAP runs without the SageMaker container"),
     ("model", {"container", "scripts"}, "training never depends on serving"),
     ("scripts", {"tests"}, "demo and benchmarks use devstack, never test helpers"),
+    ("trigger", {"app", "container", "model", "scripts"}, "the Lambda zip: trigger/ + light connector"),
     ("devstack", {"tests"}, "tests use devstack, not the other way round"),
 )
 

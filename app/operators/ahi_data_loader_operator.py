@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
 from monai.deploy.core.domain.dicom_series import DICOMSeries
@@ -31,6 +31,9 @@ from ..errors import InputNotFoundError, RequestError
 from ..request import SegRequest
 from ..run_record import STAGE_FETCH, STAGE_METADATA, RunRecord
 from ..selection import choose_series
+
+if TYPE_CHECKING:
+    from ahi_connector.exporter import ImageSetExporter
 
 logger = logging.getLogger(__name__)
 
@@ -143,13 +146,13 @@ def studies_from_datasets(datasets: Iterable[Dataset]) -> list[DICOMStudy]:
     return list(studies.values())
 
 
-def header_datasets(exporter: Any, datastore_id: str, image_set_id: str) -> list[Dataset]:
+def header_datasets(exporter: ImageSetExporter, datastore_id: str, image_set_id: str) -> list[Dataset]:
     """Attribute-only Datasets (no pixel data, no frame fetched) of every instance of an image set."""
     meta = exporter.get_metadata(datastore_id, image_set_id)
     return [make_dataset(meta, inst) for inst in meta.iter_instances()]
 
 
-def _image_set_ids_for_study(exporter: Any, datastore_id: str, study_uid: str) -> list[str]:
+def _image_set_ids_for_study(exporter: ImageSetExporter, datastore_id: str, study_uid: str) -> list[str]:
     ids = list(exporter.find_image_sets_for_study(datastore_id, study_uid))
     if not ids:
         raise InputNotFoundError(
@@ -159,7 +162,7 @@ def _image_set_ids_for_study(exporter: Any, datastore_id: str, study_uid: str) -
     return ids
 
 
-def resolve_study(exporter: Any, datastore_id: str, study_uid: str) -> tuple[str, str]:
+def resolve_study(exporter: ImageSetExporter, datastore_id: str, study_uid: str) -> tuple[str, str]:
     """Pick the (image set ID, series UID) to segment for an AHI study: the selection rules across its image
     sets.
 
@@ -181,7 +184,11 @@ def resolve_study(exporter: Any, datastore_id: str, study_uid: str) -> tuple[str
 
 
 def load_ahi_studies(
-    exporter: Any, request: SegRequest, record: RunRecord | None = None, *, with_pixels: bool = True
+    exporter: ImageSetExporter,
+    request: SegRequest,
+    record: RunRecord | None = None,
+    *,
+    with_pixels: bool = True,
 ) -> list[DICOMStudy]:
     """The request's instances grouped like the SDK loader: with their pixels (fetched and decoded by the
     connector), or ``with_pixels=False`` attribute-only (metadata only, no frame fetched; the selector then
@@ -249,7 +256,7 @@ class AHIDataLoaderOperator(Operator):
         self,
         fragment: Fragment,
         *args: Any,
-        exporter: Any,
+        exporter: ImageSetExporter,
         request: SegRequest | None = None,
         input_file: Path | None = None,
         record: RunRecord | None = None,

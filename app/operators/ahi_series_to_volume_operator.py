@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from monai.deploy.core import Fragment
@@ -35,6 +35,9 @@ from pydicom.pixels import apply_presentation_lut, apply_rescale
 
 from ..errors import AppError
 from ..run_record import STAGE_FETCH, STAGE_VOLUME, RunRecord
+
+if TYPE_CHECKING:
+    from ahi_connector.exporter import ImageSetExporter
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +133,7 @@ class AHISeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
     lives. Fetching is timed as ``fetch_decode``, the rest as ``volume``."""
 
     def __init__(
-        self, fragment: Fragment, *args: Any, exporter: Any, record: RunRecord, **kwargs: Any
+        self, fragment: Fragment, *args: Any, exporter: ImageSetExporter, record: RunRecord, **kwargs: Any
     ) -> None:
         self._exporter = exporter
         self._record = record

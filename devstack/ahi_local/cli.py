@@ -24,17 +24,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .faults import FaultSettings
+from .guard import is_loopback
 from .settings import (
     DEFAULT_ACCOUNT_ID,
     DEFAULT_REGION,
     DEFAULT_TRANSITION_S,
+    ENV_ACCESS_KEY_ID,
     ENV_ACCOUNT_ID,
+    ENV_BODY_TIMEOUT_S,
+    ENV_ENABLE_FAULTS,
     ENV_IMPORT_WORKERS,
     ENV_LOCK_WAIT_S,
     ENV_REGION,
     ENV_S3_ENDPOINT_URL,
+    ENV_SECRET_ACCESS_KEY,
     ENV_TRANSITION_S,
     ServeSettings,
+    configured_credentials,
     default_environ,
     faults_from_env,
 )
@@ -84,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--account-id", help=f"account in ARNs (env {ENV_ACCOUNT_ID}; default {DEFAULT_ACCOUNT_ID})"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--auth",
+        choices=["auto", "sigv4", "none"],
+        default="auto",
+        help="verify AWS SigV4 signatures against the configured credentials (AHI_LOCAL_ACCESS_KEY_ID / "
+        "AHI_LOCAL_SECRET_ACCESS_KEY, else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); auto: on whenever "
+        "--host is not a loopback address (none is refused there)",
+    )
     imp = sub.add_parser("import", help="upload a DICOM folder to S3 and import it (prints a JSON summary)")
     imp.add_argument("folder", type=Path)
     imp.add_argument("--endpoint-url", required=True, help="the ahi-local (or AHI) endpoint")
@@ -93,7 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--bucket", default="ahi-local-import", help="S3 bucket for input and output (created)")
     imp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
     imp.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    faults = serve.add_argument_group("fault injection (tests only)")
+    faults = serve.add_argument_group("fault injection (tests only; off unless enabled)")
+    faults.add_argument(
+        "--enable-faults",
+        action="store_true",
+        help=f"allow runtime fault settings (PUT /_local/faults; env {ENV_ENABLE_FAULTS}=true); any fault "
+        "flag below enables it too",
+    )
     faults.add_argument(
         "--throttle-rate", type=float, help="fraction of requests answered ThrottlingException"
     )
@@ -141,6 +161,25 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         if value is not None:
             values[field] = value
     workers = args.import_workers or int(environ.get(ENV_IMPORT_WORKERS) or 2)
+    enable_faults = (
+        args.enable_faults
+        or environ.get(ENV_ENABLE_FAULTS, "").strip().lower() in ("1", "true", "yes")
+        or bool(values)
+    )
+    auth = args.auth
+    if auth == "auto":
+        auth = "none" if is_loopback(args.host) else "sigv4"
+    if auth == "none" and not is_loopback(args.host):
+        raise ValueError(
+            f"--host {args.host} exposes the store (patient data) to the network: it needs --auth sigv4 "
+            "(the default there), not --auth none"
+        )
+    credentials = configured_credentials(environ) if auth == "sigv4" else None
+    if auth == "sigv4" and credentials is None:
+        raise ValueError(
+            f"SigV4 verification needs credentials: set {ENV_ACCESS_KEY_ID} and {ENV_SECRET_ACCESS_KEY} (or "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) in the server's environment"
+        )
     return ServeSettings(
         host=args.host,
         port=args.port,
@@ -150,6 +189,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         faults=FaultSettings.from_mapping(values),
         log_level=args.log_level,
         lock_wait_s=float(environ.get(ENV_LOCK_WAIT_S) or 15.0),
+        enable_faults=enable_faults,
+        credentials=credentials,
+        body_timeout_s=float(environ.get(ENV_BODY_TIMEOUT_S) or 10.0),
         transition_s=_first_float(
             args.transition_seconds, environ.get(ENV_TRANSITION_S), DEFAULT_TRANSITION_S
         ),
@@ -187,10 +229,13 @@ def serve(settings: ServeSettings) -> None:
 
     app = create_app(settings)
     logger.info(
-        "ahi-local serving %s on http://%s:%d; clients (aws CLI, boto3) need: %s",
+        "ahi-local serving %s on http://%s:%d (SigV4 %s, fault injection %s); clients (aws CLI, boto3) "
+        "need: %s",
         settings.data_dir,
         settings.host,
         settings.port,
+        "required" if settings.credentials else "off",
+        "enabled" if settings.enable_faults else "off",
         " ".join(f"{k}={v}" for k, v in client_environment(settings).items()),
     )
     uvicorn.run(

@@ -39,6 +39,11 @@ class InternalError(ServiceError):
     status = 500
 
 
+class StorageError(InternalError):
+    """The store could not write (disk full, file size limit, I/O error): a server failure, never the
+    client's; import jobs that meet it fail whole, leaving no partial image set."""
+
+
 class UnknownOperationError(ServiceError):
     code = "UnknownOperationException"
     status = 404

@@ -6,6 +6,8 @@ import re
 import time
 import uuid
 
+from app.untrusted import brief
+
 from .errors import ValidationError
 
 ID_PATTERN = re.compile(r"[0-9a-z]{32}")
@@ -25,7 +27,7 @@ def new_id() -> str:
 def check_id(value: str, what: str) -> str:
     """Return ``value`` if it is a well-formed 32-character ID, else raise ValidationException."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-        raise ValidationError(f"{what} {value!r} is malformed: expected 32 characters [0-9a-z]")
+        raise ValidationError(f"{what} {brief(value)} is malformed: expected 32 characters [0-9a-z]")
     return value
 
 
@@ -43,7 +45,7 @@ def parse_arn(arn: str) -> tuple[str, str | None]:
     """Split a datastore or image set ARN into ``(datastore_id, image_set_id or None)``."""
     match = ARN_PATTERN.fullmatch(arn or "")
     if not match:
-        raise ValidationError(f"resourceArn {arn!r} is not a medical-imaging datastore or image set ARN")
+        raise ValidationError(f"resourceArn {brief(arn)} is not a medical-imaging datastore or image set ARN")
     return match.group("datastore"), match.group("imageset")
 
 

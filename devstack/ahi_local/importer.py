@@ -33,6 +33,7 @@ from ahi_connector.import_jobs import job_output_location
 from ahi_connector.s3uri import S3Uri
 
 from . import metadata
+from .errors import StorageError
 from .frames import FrameEncodingError, encode_instance
 from .ids import new_id, now
 from .records import ImageSetRecord, JobRecord
@@ -98,9 +99,11 @@ def _fix_transfer_syntax(ds: pydicom.Dataset) -> None:
 
 
 def prepare_instance(
-    store: Store, datastore_id: str, input_file: str, body: bytes
+    store: Store, datastore_id: str, input_file: str, body: bytes, written: list[str] | None = None
 ) -> PreparedInstance | FileFailure:
-    """Parse one file, store its frames, return its flat metadata (or why it was rejected)."""
+    """Parse one file, store its frames, return its flat metadata (or why it was rejected). The IDs of the
+    frames stored are appended to ``written``. A store that cannot write raises
+    :class:`~devstack.ahi_local.errors.StorageError`: that is the server's failure, not the file's."""
     try:
         ds = pydicom.dcmread(io.BytesIO(body))
     except InvalidDicomError as exc:
@@ -121,6 +124,10 @@ def prepare_instance(
         json.dumps(flat.dicom)  # fail here, before any frame is stored, on values JSON cannot hold
         for info, frame in zip(frames, encoded.frames if encoded else [], strict=True):
             store.write_frame(datastore_id, info.frame_id, frame.data, frame.content_type)
+            if written is not None:
+                written.append(info.frame_id)
+    except StorageError:
+        raise
     except FrameEncodingError as exc:
         return FileFailure(input_file, "InvalidPixelData", f"SOP instance {ds.SOPInstanceUID}: {exc}")
     except Exception as exc:
@@ -183,6 +190,7 @@ class ImportRunner:
 
     def _import(self, job: JobRecord) -> str:
         s3 = self.s3_factory()
+        check_output_location(s3, job)
         source = S3Uri.parse(job.input_s3_uri, "inputS3Uri")
         keys = [
             obj["Key"]
@@ -195,21 +203,62 @@ class ImportRunner:
         if not keys:
             raise ValueError(f"no objects under inputS3Uri {job.input_s3_uri}")
 
+        written: list[str] = []
+
         def one(key: str) -> PreparedInstance | FileFailure:
             uri = S3Uri(source.bucket, key).uri
             try:
                 body = s3.get_object(Bucket=source.bucket, Key=key)["Body"].read()
             except Exception as exc:
                 return FileFailure(uri, "S3ReadError", f"cannot read {uri}: {exc}")
-            return prepare_instance(self.store, job.datastore_id, uri, body)
+            return prepare_instance(self.store, job.datastore_id, uri, body, written)
 
         with ThreadPoolExecutor(self.workers, thread_name_prefix="ahi-local-file") as pool:
-            results = list(pool.map(one, keys))
-        prepared = [r for r in results if isinstance(r, PreparedInstance)]
-        failures = [r for r in results if isinstance(r, FileFailure)]
-        success, image_sets = commit_groups(self.store, job.datastore_id, prepared)
-        write_job_output(s3, job, keys, success, failures, image_sets)
+            futures = [pool.submit(one, key) for key in keys]
+            outcomes = [f.exception() or f.result() for f in futures]
+        storage = next((r for r in outcomes if isinstance(r, StorageError)), None)
+        if storage is not None:
+            self._fail_whole_job(s3, job, keys, written, storage)
+        unexpected = next((r for r in outcomes if isinstance(r, BaseException)), None)
+        if unexpected is not None:
+            self.store.discard_frames(job.datastore_id, written)
+            raise unexpected
+        prepared = [r for r in outcomes if isinstance(r, PreparedInstance)]
+        failures = [r for r in outcomes if isinstance(r, FileFailure)]
+        commits: list[tuple[str, int]] = []
+        try:
+            success, image_sets = commit_groups(self.store, job.datastore_id, prepared, commits)
+            write_job_output(s3, job, keys, success, failures, image_sets)
+        except BaseException:
+            # Commit and job output are one step: without its output the job created nothing.
+            for image_set_id, version_id in reversed(commits):
+                self.store.rollback_version(job.datastore_id, image_set_id, version_id)
+            self.store.discard_frames(job.datastore_id, written)
+            raise
         return f"{len(success)} of {len(keys)} files imported into {len(image_sets)} image sets"
+
+    def _fail_whole_job(
+        self, s3: Any, job: JobRecord, keys: list[str], written: list[str], error: StorageError
+    ) -> None:
+        """A store failure: remove what this job stored, report every file as a server error, fail the job."""
+        removed = self.store.discard_frames(job.datastore_id, written)
+        logger.error(
+            "import job %s: the store cannot write (%s); no image set was created or changed, %d stored "
+            "frames removed",
+            job.job_id,
+            error.message,
+            removed,
+        )
+        source = S3Uri.parse(job.input_s3_uri, "inputS3Uri")
+        message = f"InternalServerError: ahi-local could not store the import: {error.message}"
+        failures = [FileFailure(S3Uri(source.bucket, k).uri, "InternalServerError", message) for k in keys]
+        try:
+            write_job_output(s3, job, keys, [], failures, {}, server_errors=True)
+        except Exception:
+            logger.exception("import job %s: cannot write its job output either", job.job_id)
+        raise StorageError(
+            f"{message}; no image set was created or changed. Free space in the store and run the job again"
+        ) from error
 
 
 def _conflicts(grouping: dict[str, str], record: ImageSetRecord, keys: tuple[str, ...]) -> bool:
@@ -240,9 +289,13 @@ def _place(store: Store, datastore_id: str, grouping: dict[str, str]) -> tuple[s
 
 
 def commit_groups(
-    store: Store, datastore_id: str, prepared: list[PreparedInstance]
+    store: Store,
+    datastore_id: str,
+    prepared: list[PreparedInstance],
+    commits: list[tuple[str, int]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Commit prepared instances as image set versions; return success lines, {imageSetId: count}."""
+    """Commit prepared instances as image set versions; return success lines, {imageSetId: count}. Each
+    (image set, version) committed is appended to ``commits`` (so a caller can roll them back)."""
     groups: dict[tuple[tuple[str, str], ...], list[PreparedInstance]] = {}
     for item in prepared:
         groups.setdefault(item.grouping, []).append(item)
@@ -263,6 +316,8 @@ def commit_groups(
 
             status = "IMPORTED" if target else "CREATED"
             record = store.commit_version(datastore_id, target, build, status, is_primary=primary)
+            if commits is not None:
+                commits.append((record.image_set_id, record.latest_version))
         image_sets[record.image_set_id] = image_sets.get(record.image_set_id, 0) + len(items)
         for item in items:
             success.append(
@@ -278,6 +333,28 @@ def _put_text(s3: Any, location: S3Uri, key: str, text: str, content_type: str) 
     s3.put_object(Bucket=location.bucket, Key=key, Body=text.encode(), ContentType=content_type)
 
 
+def _output_base(job: JobRecord) -> tuple[S3Uri, str]:
+    """(the outputS3Uri, the key prefix of this job's output under it)."""
+    out = S3Uri.parse(job.output_s3_uri, "outputS3Uri")
+    return out, job_output_location(job.output_s3_uri, job.datastore_id, job.job_id).key
+
+
+def check_output_location(s3: Any, job: JobRecord) -> None:
+    """Fail the job before anything is stored when its outputS3Uri cannot be written (as AHI checks the
+    output location up front): a probe object is written and removed."""
+    out, base = _output_base(job)
+    probe = f"{base}/.write-check"
+    try:
+        s3.put_object(Bucket=out.bucket, Key=probe, Body=b"")
+        s3.delete_object(Bucket=out.bucket, Key=probe)
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+        raise ValueError(
+            f"outputS3Uri {job.output_s3_uri} cannot be written ({code}: {exc}); nothing was imported. "
+            "Create the bucket or grant the data access role s3:PutObject, then start the job again"
+        ) from exc
+
+
 def write_job_output(
     s3: Any,
     job: JobRecord,
@@ -285,9 +362,9 @@ def write_job_output(
     success: list[dict[str, Any]],
     failures: list[FileFailure],
     image_sets: dict[str, int],
+    server_errors: bool = False,
 ) -> None:
-    out = S3Uri.parse(job.output_s3_uri, "outputS3Uri")
-    base = job_output_location(job.output_s3_uri, job.datastore_id, job.job_id).key
+    out, base = _output_base(job)
     summary = {
         "jobId": job.job_id,
         "datastoreId": job.datastore_id,
@@ -297,8 +374,8 @@ def write_job_output(
         "failureOutputS3Uri": S3Uri(out.bucket, base).child("FAILURE").uri + "/",
         "numberOfScannedFiles": len(keys),
         "numberOfImportedFiles": len(success),
-        "numberOfFilesWithCustomerError": len(failures),
-        "numberOfFilesWithServerError": 0,
+        "numberOfFilesWithCustomerError": 0 if server_errors else len(failures),
+        "numberOfFilesWithServerError": len(failures) if server_errors else 0,
         "numberOfGeneratedImageSets": len(image_sets),
         "imageSetsSummary": [
             {"imageSetId": image_set_id, "numberOfMatchedSOPInstances": count}

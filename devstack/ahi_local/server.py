@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -27,10 +26,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ahi_connector.client import make_client
+from app.untrusted import brief, loads
 from devstack.model_validation import validation_errors, validation_message
 
 from .errors import InternalError, ServiceError, UnknownOperationError, ValidationError
 from .faults import FaultInjector, FaultSettings, corrupt_bytes
+from .guard import RequestGuard
 from .ids import new_id
 from .importer import ImportRunner
 from .operations import Operations, RawResponse
@@ -46,9 +47,14 @@ def service_model() -> Any:
     return botocore.session.get_session().get_service_model("medical-imaging")
 
 
+#: Error messages are cut to this many characters (they may quote what a client sent).
+MESSAGE_LIMIT = 2000
+
+
 def error_response(error: ServiceError, request_id: str) -> JSONResponse:
+    message = error.message if len(error.message) <= MESSAGE_LIMIT else error.message[:MESSAGE_LIMIT] + "…"
     return JSONResponse(
-        {"message": error.message},
+        {"message": message},
         status_code=error.status,
         headers={"x-amzn-ErrorType": error.code, "x-amzn-RequestId": request_id},
     )
@@ -64,7 +70,9 @@ def _query_value(shape: Shape, request: Request, wire: str) -> Any:
         if shape.type_name == "boolean":
             return {"true": True, "false": False}[raw.lower()]
     except (ValueError, KeyError) as exc:
-        raise ValidationError(f"query parameter {wire}={raw!r} is not a valid {shape.type_name}") from exc
+        raise ValidationError(
+            f"query parameter {wire}={brief(raw)} is not a valid {shape.type_name}"
+        ) from exc
     return raw
 
 
@@ -72,7 +80,7 @@ def _json_body(op: OperationModel, raw: bytes) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        body = json.loads(raw)
+        body = loads(raw)
     except ValueError as exc:
         raise ValidationError(f"{op.name}: request body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
@@ -167,9 +175,16 @@ class LocalAHIApp:
 
     async def fault_settings(self, request: Request) -> Response:
         request_id = new_id()
+        if not self.settings.enable_faults:
+            return error_response(
+                UnknownOperationError(
+                    "fault injection is off; start ahi-local with --enable-faults to use /_local/faults"
+                ),
+                request_id,
+            )
         if request.method == "PUT":
             try:
-                values = json.loads(await request.body() or b"{}")
+                values = loads(await request.body() or b"{}")
                 if not isinstance(values, dict):
                     raise ValidationError("fault settings must be a JSON object")
                 self.faults.update(FaultSettings.from_mapping(values, self.faults.settings))
@@ -245,5 +260,12 @@ class LocalAHIApp:
         return JSONResponse(result, headers=headers)
 
 
-def create_app(settings: ServeSettings) -> Starlette:
-    return LocalAHIApp(settings).app
+def create_app(settings: ServeSettings) -> RequestGuard:
+    """The app behind :class:`~devstack.ahi_local.guard.RequestGuard` (body limit, read timeout, SigV4)."""
+    credentials = dict(settings.credentials) if settings.credentials else None
+    return RequestGuard(
+        LocalAHIApp(settings).app,
+        credentials=credentials,
+        idle_timeout_s=settings.body_timeout_s,
+        total_timeout_s=3 * settings.body_timeout_s,
+    )

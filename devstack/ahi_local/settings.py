@@ -22,6 +22,12 @@ ENV_FAULT_SEED = "AHI_LOCAL_FAULT_SEED"
 ENV_S3_ENDPOINT_URL = "AHI_LOCAL_S3_ENDPOINT_URL"
 ENV_IMPORT_WORKERS = "AHI_LOCAL_IMPORT_WORKERS"
 ENV_LOCK_WAIT_S = "AHI_LOCAL_LOCK_WAIT_S"
+ENV_ENABLE_FAULTS = "AHI_LOCAL_ENABLE_FAULTS"
+#: Seconds a request body may stay silent before the request is answered 408 (three times that in all).
+ENV_BODY_TIMEOUT_S = "AHI_LOCAL_BODY_TIMEOUT_S"
+#: The credentials SigV4 requests are verified against (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+ENV_ACCESS_KEY_ID = "AHI_LOCAL_ACCESS_KEY_ID"
+ENV_SECRET_ACCESS_KEY = "AHI_LOCAL_SECRET_ACCESS_KEY"
 ENV_TRANSITION_S = "AHI_LOCAL_TRANSITION_SECONDS"
 ENV_REGION = "AHI_LOCAL_REGION"
 ENV_ACCOUNT_ID = "AHI_LOCAL_ACCOUNT_ID"
@@ -57,6 +63,25 @@ class ServeSettings:
     transition_s: float = DEFAULT_TRANSITION_S
     region: str = DEFAULT_REGION
     account_id: str = DEFAULT_ACCOUNT_ID
+    #: ``/_local/faults`` answers only when fault injection was enabled at start (``--enable-faults`` or
+    #: fault flags / variables); otherwise it is 404 and no fault can be switched on.
+    enable_faults: bool = False
+    #: access key ID → secret; requests must be SigV4-signed with one of them (None: no authentication).
+    credentials: tuple[tuple[str, str], ...] | None = None
+    body_timeout_s: float = 10.0
+
+
+def configured_credentials(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...] | None:
+    """The one key pair SigV4 requests are checked against: AHI_LOCAL_ACCESS_KEY_ID / _SECRET_ACCESS_KEY, else
+    the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of the server's environment."""
+    for key_name, secret_name in (
+        (ENV_ACCESS_KEY_ID, ENV_SECRET_ACCESS_KEY),
+        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    ):
+        key, secret = environ.get(key_name, "").strip(), environ.get(secret_name, "").strip()
+        if key and secret:
+            return ((key, secret),)
+    return None
 
 
 def faults_from_env(environ: Mapping[str, str]) -> dict[str, object]:

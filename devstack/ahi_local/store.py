@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import metadata
-from .errors import ConflictError, NotFoundError
+from .errors import ConflictError, NotFoundError, StorageError
 from .frames import CONTENT_TYPES, EXTENSIONS
 from .ids import ACCOUNT_ID, REGION, check_id, new_id, now
 from .records import DatastoreRecord, ImageSetRecord, JobRecord, VersionRecord
@@ -135,6 +135,7 @@ class Store:
             sum(len(v) for v in self.frames.values()),
             self.root,
         )
+        self.collect_garbage()
 
     # ---- datastores ----------------------------------------------------------------------------------
     def create_datastore(self, name: str, client_token: str, **options: Any) -> tuple[DatastoreRecord, bool]:
@@ -225,8 +226,71 @@ class Store:
     def write_frame(self, datastore_id: str, frame_id: str, data: bytes, content_type: str) -> None:
         """Store one frame's bytes durably under its (new) image frame ID."""
         path = self._frame_path(datastore_id, frame_id, content_type)
-        write_bytes_atomic(path, data)
+        try:
+            write_bytes_atomic(path, data)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot store image frame {frame_id} ({len(data)} bytes) of datastore {datastore_id}: {exc}"
+            ) from exc
         self.frames[datastore_id][frame_id] = FrameLocation(path, content_type)
+
+    def discard_frames(self, datastore_id: str, frame_ids: Iterable[str]) -> int:
+        """Remove stored frames no image set names (those of a failed import); returns how many."""
+        removed = 0
+        with self.lock:
+            referenced = self._referenced_frames(datastore_id)
+            table = self.frames.get(datastore_id, {})
+            for frame_id in frame_ids:
+                location = table.get(frame_id)
+                if location is None or frame_id in referenced:
+                    continue
+                location.path.unlink(missing_ok=True)
+                del table[frame_id]
+                removed += 1
+        return removed
+
+    def _referenced_frames(self, datastore_id: str) -> set[str]:
+        """Frame IDs named by any version of any image set that is not deleted."""
+        referenced: set[str] = set()
+        for record in self.image_sets.get(datastore_id, {}).values():
+            if record.state == "DELETED":
+                continue
+            referenced.update(record.frame_ids)
+            for version in record.versions[:-1]:
+                try:
+                    referenced.update(metadata.frame_ids(self.document(record, version.version_id)))
+                except (OSError, ValueError):
+                    logger.warning(
+                        "image set %s version %s: metadata unreadable; its frames are kept",
+                        record.image_set_id,
+                        version.version_id,
+                    )
+                    return referenced | set(self.frames.get(datastore_id, {}))
+        return referenced
+
+    def collect_garbage(self) -> tuple[int, int]:
+        """At start (the store is locked, no job runs): remove temporary files of interrupted writes and frame
+        files no live image set names (a killed import's frames, frames of deleted image sets).
+        Returns (frames removed, temporary files removed)."""
+        temporary = 0
+        for path in (self.root / "datastores").glob("**/.*.tmp"):
+            path.unlink(missing_ok=True)
+            temporary += 1
+        frames = 0
+        for datastore_id in list(self.frames):
+            referenced = self._referenced_frames(datastore_id)
+            table = self.frames[datastore_id]
+            for frame_id in [f for f in table if f not in referenced]:
+                table.pop(frame_id).path.unlink(missing_ok=True)
+                frames += 1
+        if frames or temporary:
+            logger.info(
+                "garbage collected %d unreferenced frame files and %d temporary files in %s",
+                frames,
+                temporary,
+                self.root,
+            )
+        return frames, temporary
 
     def frame(self, datastore_id: str, image_set_id: str, frame_id: str) -> FrameLocation:
         self.image_set(datastore_id, image_set_id)
@@ -348,7 +412,12 @@ class Store:
             primary = record.is_primary if is_primary is None else is_primary
             version = VersionRecord(version_id, ts, ts, workflow_status, primary, forced=forced)
             folder = self._is_dir(datastore_id, record.image_set_id)
-            write_bytes_atomic(folder / f"v{version_id}.json.gz", gzip_json(document))
+            try:
+                write_bytes_atomic(folder / f"v{version_id}.json.gz", gzip_json(document))
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot store version {version_id} of image set {record.image_set_id}: {exc}"
+                ) from exc
             record.versions.append(version)
             record.updated_at, record.workflow_status, record.is_primary = ts, workflow_status, primary
             record.frame_ids = metadata.frame_ids(document)
@@ -358,6 +427,30 @@ class Store:
             self.image_sets[datastore_id][record.image_set_id] = record
             self._frame_sets[(datastore_id, record.image_set_id)] = frozenset(record.frame_ids)
             return record
+
+    def rollback_version(self, datastore_id: str, image_set_id: str, version_id: int) -> None:
+        """Undo :meth:`commit_version` (an import whose job output could not be written): a new image set
+        goes away, a new version of an existing one is dropped. Nothing happens if a later version exists."""
+        with self.lock:
+            record = self.image_sets.get(datastore_id, {}).get(image_set_id)
+            if record is None or record.latest_version != version_id:
+                return
+            folder = self._is_dir(datastore_id, image_set_id)
+            if len(record.versions) == 1:
+                shutil.rmtree(folder, ignore_errors=True)
+                del self.image_sets[datastore_id][image_set_id]
+                self._frame_sets.pop((datastore_id, image_set_id), None)
+                return
+            record.versions.pop()
+            document = self.document(record)
+            previous = record.versions[-1]
+            record.workflow_status, record.is_primary = previous.workflow_status, previous.is_primary
+            record.frame_ids = metadata.frame_ids(document)
+            record.sop_uids = [inst.sop_uid for inst in metadata.flatten_document(document)]
+            record.dicom_tags = metadata.summary_tags(document)
+            self._save_image_set(record)
+            (folder / f"v{version_id}.json.gz").unlink(missing_ok=True)
+            self._frame_sets[(datastore_id, image_set_id)] = frozenset(record.frame_ids)
 
     def _save_image_set(self, record: ImageSetRecord) -> None:
         path = self._is_dir(record.datastore_id, record.image_set_id) / "imageset.json"

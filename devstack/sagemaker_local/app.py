@@ -23,14 +23,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +48,20 @@ from ahi_connector.s3uri import S3Uri, S3UriError
 from container.payload import PayloadError
 from container.settings import REALTIME_PAYLOAD_LIMIT
 from devstack.model_validation import validation_errors, validation_message
-from devstack.sagemaker_local.errors import RuntimeApiError, internal_failure, model_error, validation_error
-from devstack.sagemaker_local.models import ContainerClient, HttpReply, ModelManager, ModelSource
+from devstack.sagemaker_local.errors import (
+    RuntimeApiError,
+    internal_failure,
+    model_error,
+    payload_too_large,
+    validation_error,
+)
+from devstack.sagemaker_local.models import (
+    FAILED_LOAD_CLEANUP_S,
+    ContainerClient,
+    HttpReply,
+    ModelManager,
+    ModelSource,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +120,9 @@ class GatewayConfig:
     region: str = "us-east-1"
     max_loaded_models: int = 8
     async_queue_dir: Path | None = None  # journal of accepted async jobs (default: <models_dir>/.async-jobs)
+    max_model_bytes: int | None = None  # largest unpacked archive (default: free disk / memory decide)
+    failed_load_cleanup_s: float = FAILED_LOAD_CLEANUP_S  # a refused load's folder goes this much later
+    remove_models_dir: bool = False  # the models folder is this gateway's own temporary one: remove at exit
 
     @property
     def queue_dir(self) -> Path:
@@ -199,6 +216,8 @@ class Gateway:
             ModelSource(config.model_data_url, self.s3),
             config.models_dir,
             config.max_loaded_models,
+            config.max_model_bytes,
+            config.failed_load_cleanup_s,
         )
         self.async_container = (
             ContainerClient(config.async_container_url) if config.async_container_url else None
@@ -269,7 +288,11 @@ class Gateway:
     # --------------------------------------------------------------------------------------
     def run_async(self, job: AsyncJob) -> None:
         inference_id, input_loc, out, fail, headers = (
-            job.inference_id, job.input_loc, job.out, job.fail, job.headers
+            job.inference_id,
+            job.input_loc,
+            job.out,
+            job.fail,
+            job.headers,
         )
         s3 = self.s3()
         try:
@@ -330,6 +353,33 @@ def _model_gone(reply: HttpReply) -> bool:
     return "ModelNotFoundException" in text or "ServiceUnavailableException" in text
 
 
+def _too_large(size: str) -> RuntimeApiError:
+    return payload_too_large(
+        f"Request body is {size} bytes; InvokeEndpoint payloads are limited to {MAX_PAYLOAD} bytes "
+        "(6 MB; use InvokeEndpointAsync, whose input object in S3 may be up to 1 GB)"
+    )
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed ``limit``: from Content-Length
+    before reading anything, else once the streamed bytes pass it (never buffering more than ``limit``)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise _too_large(declared)
+        except ValueError:
+            raise validation_error(f"Content-Length {declared[:40]!r} is not a number") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(f"more than {limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _forward_headers(request: Request) -> dict[str, str]:
     headers = {name: request.headers[name] for name in FORWARD_HEADERS if name in request.headers}
     # boto3 sends no Content-Type unless ContentType is given: pass the body on as opaque bytes (an HTTP
@@ -344,13 +394,7 @@ async def _invoke_endpoint(request: Request) -> Response:
     try:
         validate_request("InvokeEndpoint", request)
         gw.check_endpoint(name)
-        body = await request.body()
-        if len(body) > MAX_PAYLOAD:
-            raise validation_error(
-                f"Request body is {len(body)} bytes; InvokeEndpoint payloads are limited to "
-                f"{MAX_PAYLOAD} bytes "
-                "(use InvokeEndpointAsync for larger inputs)"
-            )
+        body = await _bounded_body(request, MAX_PAYLOAD)
         headers = _forward_headers(request)
         try:
             reply = await run_in_threadpool(gw.invoke, request.headers.get(H_TARGET), body, headers)
@@ -458,7 +502,18 @@ async def _health(request: Request) -> Response:
 
 
 def create_app(config: GatewayConfig, s3_factory: Callable[[], Any]) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            # At shutdown, inside the server: uvicorn re-raises SIGTERM after it, so no code runs later.
+            if config.remove_models_dir:
+                shutil.rmtree(config.models_dir, ignore_errors=True)
+                logger.info("removed the temporary models folder %s", config.models_dir)
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/endpoints/{name}/invocations", _invoke_endpoint, methods=["POST"]),
             Route("/endpoints/{name}/async-invocations", _invoke_endpoint_async, methods=["POST"]),
@@ -468,7 +523,7 @@ def create_app(config: GatewayConfig, s3_factory: Callable[[], Any]) -> Starlett
                 methods=["POST"],
             ),
             Route("/_local/health", _health, methods=["GET"]),
-        ]
+        ],
     )
     gateway = Gateway(config, s3_factory)
     app.state.gateway = gateway

@@ -1,17 +1,24 @@
-"""``sagemaker-local serve``: the local SageMaker-runtime gateway (Starlette + uvicorn, 127.0.0.1 default)."""
+"""``sagemaker-local serve``: the local SageMaker-runtime gateway (Starlette + uvicorn, 127.0.0.1 default);
+``sagemaker-local transform``: run one Batch Transform job against a local container (see
+``transform.py``)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from devstack.sagemaker_local.app import DEFAULT_ACCOUNT_ID, GatewayConfig, create_app
+from devstack.sagemaker_local.models import FAILED_LOAD_CLEANUP_S
 
 
 def s3_client_factory(endpoint_url: str | None) -> Any:
@@ -89,16 +96,82 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--s3-endpoint-url", help="S3 endpoint (default: the standard chain, e.g. AWS_ENDPOINT_URL_S3)"
     )
+    s.add_argument(
+        "--max-model-size-mb",
+        type=int,
+        help="refuse archives that unpack to more (default: free disk under --models-dir and free memory)",
+    )
+    s.add_argument(
+        "--failed-load-cleanup-s",
+        type=float,
+        default=FAILED_LOAD_CLEANUP_S,
+        help="remove the folder of a load the container refused this many seconds later",
+    )
     s.add_argument("--log-level", default="INFO")
+
+    t = sub.add_parser(
+        "transform", help="run a Batch Transform job's records through a container's /invocations"
+    )
+    job = t.add_mutually_exclusive_group(required=True)
+    job.add_argument(
+        "--job-json", type=Path, help="CreateTransformJob parameters / DescribeTransformJob answer"
+    )
+    job.add_argument(
+        "--job-name", help="read the job with DescribeTransformJob (see --sagemaker-endpoint-url)"
+    )
+    t.add_argument("--sagemaker-endpoint-url", help="SageMaker API endpoint holding the job (e.g. moto)")
+    t.add_argument(
+        "--container-url", required=True, help="single-model container (GET /ping, POST /invocations)"
+    )
+    t.add_argument("--s3-endpoint-url", help="S3 endpoint (default: the standard chain)")
+    t.add_argument("--log-level", default="INFO")
     return p
+
+
+def transform_main(args: argparse.Namespace) -> int:
+    """Run the job; print its outcome as JSON; exit 1 when it failed."""
+    import json
+
+    from ahi_connector.client import make_client
+    from devstack.sagemaker_local.transform import TransformRunner
+
+    if args.job_json:
+        job = json.loads(args.job_json.read_text())
+    else:
+        sm = make_client("sagemaker", endpoint_url=args.sagemaker_endpoint_url)
+        job = sm.describe_transform_job(TransformJobName=args.job_name)
+    result = TransformRunner(job, args.container_url, s3_client_factory(args.s3_endpoint_url)()).run()
+    print(json.dumps(dataclasses.asdict(result), indent=2))
+    return 0 if result.status == "Completed" else 1
+
+
+#: Prefix of the default models folder; it carries the gateway's PID so a later start can remove the folder
+#: of a gateway that was killed (SIGKILL leaves no chance to clean up).
+TEMP_MODELS_PREFIX = "sagemaker-local-models-p"
+
+
+def remove_stale_model_dirs(parent: Path) -> None:
+    """Remove default models folders of gateways that are no longer running."""
+    for entry in parent.glob(f"{TEMP_MODELS_PREFIX}*-*"):
+        pid = entry.name[len(TEMP_MODELS_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)) and entry.is_dir():
+            logging.getLogger(__name__).info("removing %s left by a gateway that is gone", entry)
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s [%(levelname)s] %(name)s - %(message)s")
+    if args.command == "transform":
+        return transform_main(args)
     import uvicorn
 
-    models_dir = args.models_dir or Path(tempfile.mkdtemp(prefix="sagemaker-local-models-"))
+    temporary = args.models_dir is None
+    if temporary:
+        remove_stale_model_dirs(Path(tempfile.gettempdir()))
+        models_dir = Path(tempfile.mkdtemp(prefix=f"{TEMP_MODELS_PREFIX}{os.getpid()}-"))
+    else:
+        models_dir = args.models_dir
     config = GatewayConfig(
         container_url=args.container_url,
         model_data_url=args.model_data_url,
@@ -114,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         or os.environ.get("AWS_DEFAULT_REGION")
         or "us-east-1",
         async_queue_dir=args.async_queue_dir,
+        max_model_bytes=args.max_model_size_mb * 1024 * 1024 if args.max_model_size_mb else None,
+        remove_models_dir=temporary,
+        failed_load_cleanup_s=args.failed_load_cleanup_s,
     )
     app = create_app(config, s3_client_factory(args.s3_endpoint_url))
     logging.getLogger(__name__).info(

@@ -7,11 +7,20 @@ from typing import Any
 
 from starlette.responses import Response
 
+#: Error messages are cut to this many characters (OriginalMessage, the container's body, is kept whole).
+MESSAGE_LIMIT = 2000
+
+
+def payload_too_large(message: str) -> RuntimeApiError:
+    return RuntimeApiError("ValidationError", 413, message)
+
 
 class RuntimeApiError(Exception):
     """An error the gateway returns to the caller, shaped like the SageMaker runtime's."""
 
     def __init__(self, code: str, status: int, message: str, **fields: Any) -> None:
+        if len(message) > MESSAGE_LIMIT:
+            message = message[:MESSAGE_LIMIT] + "…"
         super().__init__(message)
         self.code = code
         self.status = status
@@ -47,6 +56,11 @@ def model_error(original_status: int, original_message: str, what: str = "primar
 
 def service_unavailable(message: str) -> RuntimeApiError:
     return RuntimeApiError("ServiceUnavailable", 503, message)
+
+
+def bad_gateway(message: str) -> RuntimeApiError:
+    """The container's answer did not arrive whole (SageMaker answers such failures as a 5xx too)."""
+    return RuntimeApiError("ServiceUnavailable", 502, message)
 
 
 def internal_failure(message: str) -> RuntimeApiError:

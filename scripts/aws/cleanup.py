@@ -1,7 +1,9 @@
 """``cleanup``: delete what ``ahi-spleen --name NAME`` created, and nothing else unless forced.
 
-Tagged resources (endpoints, endpoint configs, models, alarms, SNS topics, ECR, CodeBuild, CodePipeline, IAM
-roles) are
+Tagged resources (the trigger's EventBridge rule, Lambda function and SQS queue, inference components via
+their
+endpoint, endpoints, endpoint configs, models, alarms, SNS topics, ECR, CodeBuild, CodePipeline, IAM roles)
+are
 deleted only when they carry ``ahi-spleen-project=NAME``; scaling policies and targets go with their
 endpoint; the endpoints' CloudWatch dashboards when their body carries our marker; data
 (image sets, datastores, S3 prefixes, buckets) only when listed in the state file. ``force`` drops both
@@ -27,7 +29,7 @@ from scripts.aws.storage import delete_bucket_if_empty, delete_prefix, parse_s3_
 
 logger = logging.getLogger(__name__)
 
-ENDPOINT_KINDS = ("mme", "rt", "async")
+ENDPOINT_KINDS = ("mme", "rt", "async", "ic")
 GONE_CODES = (
     "ValidationException",
     "ResourceNotFoundException",
@@ -37,6 +39,8 @@ GONE_CODES = (
     "RepositoryNotFoundException",
     "PipelineNotFoundException",
     "ObjectNotFoundException",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
 )
 
 
@@ -194,6 +198,118 @@ class Cleaner:
         ):
             if self._ours(f"model {name}", self._sm_tags(arn)):
                 self._delete(f"model {name}", "sagemaker", "delete_model", ModelName=name)
+
+    def inference_components(self) -> None:
+        """Components of the ``<name>-ic`` endpoint (and their copy scaling) go before the endpoint itself."""
+        sm = self.aws.client("sagemaker")
+        endpoint = self.names.endpoint("ic")
+        try:
+            arn = sm.describe_endpoint(EndpointName=endpoint)["EndpointArn"]
+        except Exception as exc:
+            if error_code(exc) in GONE_CODES:
+                return
+            raise
+        if not self._ours(f"endpoint {endpoint}", self._sm_tags(arn)):
+            return
+        from scripts.aws.components import DIMENSION as IC_DIMENSION
+
+        aas = self.aws.client("application-autoscaling")
+        found = self.aws.paginate(
+            "sagemaker", "list_inference_components", "InferenceComponents", EndpointNameEquals=endpoint
+        )
+        names = [c["InferenceComponentName"] for c in found]
+        for name in names:
+            rid = f"inference-component/{name}"
+            scope = {"ServiceNamespace": NAMESPACE, "ResourceId": rid, "ScalableDimension": IC_DIMENSION}
+            for policy in aas.describe_scaling_policies(**scope)["ScalingPolicies"]:
+                self._delete(
+                    f"scaling policy {policy['PolicyName']}",
+                    "application-autoscaling",
+                    "delete_scaling_policy",
+                    PolicyName=policy["PolicyName"],
+                    **scope,
+                )
+            targets = aas.describe_scalable_targets(
+                ServiceNamespace=NAMESPACE, ResourceIds=[rid], ScalableDimension=IC_DIMENSION
+            )["ScalableTargets"]
+            if targets:
+                self._delete(
+                    f"scalable target {rid}", "application-autoscaling", "deregister_scalable_target", **scope
+                )
+            self._delete(
+                f"inference component {name}",
+                "sagemaker",
+                "delete_inference_component",
+                InferenceComponentName=name,
+            )
+        if names and self.options.wait and not self.aws.dry_run:
+
+            def left() -> str:
+                count = sum(
+                    1
+                    for _ in self.aws.paginate(
+                        "sagemaker",
+                        "list_inference_components",
+                        "InferenceComponents",
+                        EndpointNameEquals=endpoint,
+                    )
+                )
+                return "none" if count == 0 else f"{count} left"
+
+            wait_for(
+                left,
+                what=f"delete components of {endpoint}",
+                done={"none"},
+                timeout_s=1800,
+                interval_s=15.0,
+                progress=self.aws.settings.progress,
+            )
+
+    # ---- event trigger (EventBridge rule, Lambda function, SQS dead-letter queue) ------------------------
+    def event_trigger(self) -> None:
+        events, lam, sqs = (self.aws.client(s) for s in ("events", "lambda", "sqs"))
+        rule = self.names.trigger_rule
+        try:
+            rule_arn = events.describe_rule(Name=rule)["Arn"]
+        except Exception as exc:
+            if error_code(exc) not in GONE_CODES:
+                raise
+        else:
+            if self._ours(
+                f"EventBridge rule {rule}",
+                lambda: events.list_tags_for_resource(ResourceARN=rule_arn)["Tags"],
+            ):
+                ids = [t["Id"] for t in events.list_targets_by_rule(Rule=rule)["Targets"]]
+                if ids:
+                    self._delete(f"targets of rule {rule}", "events", "remove_targets", Rule=rule, Ids=ids)
+                self._delete(f"EventBridge rule {rule}", "events", "delete_rule", Name=rule)
+        function = self.names.trigger_function
+        try:
+            found = lam.get_function(FunctionName=function)
+        except Exception as exc:
+            if error_code(exc) not in GONE_CODES:
+                raise
+        else:
+            if self._ours(
+                f"Lambda function {function}",
+                lambda: [{"Key": k, "Value": v} for k, v in (found.get("Tags") or {}).items()],
+            ):
+                self._delete(
+                    f"Lambda function {function}", "lambda", "delete_function", FunctionName=function
+                )
+        try:
+            url = sqs.get_queue_url(QueueName=self.names.trigger_dlq)["QueueUrl"]
+        except Exception as exc:
+            if error_code(exc) not in GONE_CODES:
+                raise
+            return
+        if self._ours(
+            f"SQS queue {self.names.trigger_dlq}",
+            lambda: [
+                {"Key": k, "Value": v} for k, v in sqs.list_queue_tags(QueueUrl=url).get("Tags", {}).items()
+            ],
+        ):
+            self._delete(f"SQS queue {self.names.trigger_dlq}", "sqs", "delete_queue", QueueUrl=url)
 
     # ---- CloudWatch / SNS ----------------------------------------------------------------------------------
     def alarms_and_topics(self) -> None:
@@ -410,6 +526,8 @@ class Cleaner:
                 self.state.discard("import_jobs", job)
 
     def run(self) -> CleanupReport:
+        self.event_trigger()
+        self.inference_components()
         self.endpoints()
         self.configs_and_models()
         self.alarms_and_topics()

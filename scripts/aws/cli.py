@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from scripts.aws import (
     ahi_import,
     cleanup,
+    cli_scale,
     deploy,
     iam,
     invoke,
@@ -126,6 +127,7 @@ def _endpoint_spec(
         instance_count=args.instance_count,
         env={monitoring.SERVICE_ENV: names.endpoint(kind), **_key_values(args.env, "--env")},
         async_config=async_config,
+        inference_ami_version=getattr(args, "inference_ami_version", "auto"),
     )
 
 
@@ -264,6 +266,13 @@ def _deploy_args(p: argparse.ArgumentParser, default_instance: str, single_model
     )
     if single_model:
         p.add_argument("--target-model", default="model.tar.gz", help="archive under the model prefix")
+        p.add_argument(
+            "--inference-ami-version",
+            default="auto",
+            help="production variant InferenceAmiVersion: auto (GPU types: "
+            f"{deploy.GPU_INFERENCE_AMI}, driver 580 / CUDA 13), none (SageMaker's default host; the image's "
+            "CUDA forward-compatibility path), or a value of botocore's enum",
+        )
     p.add_argument("--no-wait", action="store_true", help="do not wait for InService")
     p.add_argument(
         "--no-monitoring", action="store_true", help="no CloudWatch dashboard and alarms for the endpoint"
@@ -383,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--bucket", help="with --force --data: also delete s3://BUCKET/<name>/")
     p.add_argument("--no-wait", action="store_true", help="do not wait for endpoints/image sets to be gone")
+
+    cli_scale.register(add)  # deploy-trigger, batch, deploy-components
     return parser
 
 
@@ -400,6 +411,8 @@ def settings_from_args(args: argparse.Namespace) -> AwsSettings:
 
 
 def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_json") and callable(value.to_json):
+        return _jsonable(value.to_json())
     if is_dataclass(value) and not isinstance(value, type):
         return _jsonable(asdict(value))
     if isinstance(value, dict):
@@ -484,6 +497,7 @@ def run(argv: Sequence[str] | None = None) -> tuple[int, str]:
         code = 1
     if isinstance(result, invoke.InvokeResult) and result.failed:
         code = 1
+    code = max(code, int(getattr(result, "exit_code", 0)))  # batch: 1 when any image set failed
     if not args.quiet:
         line = summary_line(args.command, result, aws, code, time.monotonic() - started)
         if args.json:

@@ -34,6 +34,12 @@ DEFAULT_ENV = {
     "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "600",
 }
 ACCELERATED_RE = re.compile(r"^ml\.(g\d|p\d|inf\d|trn\d|dl\d)", re.IGNORECASE)
+NVIDIA_RE = re.compile(r"^ml\.(g\d|p\d)", re.IGNORECASE)
+#: Inference AMI for NVIDIA instance types: driver 580 / CUDA 13.0, matching the image (holoscan-cu13, torch
+#: cu130). SageMaker's default GPU hosts ship driver 535/550, where the image falls back to its CUDA
+#: forward-compatibility libraries (container/cuda_compat.py); ``--inference-ami-version none`` keeps
+#: that path.
+GPU_INFERENCE_AMI = "al2023-ami-sagemaker-inference-gpu-4-1"
 
 
 class GpuMultiModelError(AwsCliError):
@@ -43,6 +49,28 @@ class GpuMultiModelError(AwsCliError):
 def is_accelerated(instance_type: str) -> bool:
     """True for GPU/accelerator instance families (ml.g*, ml.p*, ml.inf*, ml.trn*, ml.dl*)."""
     return bool(ACCELERATED_RE.match(instance_type))
+
+
+def inference_ami_versions() -> list[str]:
+    """The ``InferenceAmiVersion`` values this botocore's SageMaker model accepts."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return list(model.shape_for("ProductionVariantInferenceAmiVersion").enum)
+
+
+def inference_ami_for(instance_type: str, requested: str | None = "auto") -> str | None:
+    """The AMI version a production variant on ``instance_type`` gets: ``auto`` picks
+    :data:`GPU_INFERENCE_AMI` for NVIDIA types (none for CPU), ``none`` leaves SageMaker's default host (the
+    forward-compatibility path)."""
+    if requested in (None, "auto"):
+        return GPU_INFERENCE_AMI if NVIDIA_RE.match(instance_type) else None
+    if requested == "none":
+        return None
+    known = inference_ami_versions()
+    if requested not in known:
+        raise AwsCliError(f"--inference-ami-version {requested!r} is not one of {known} (or auto / none)")
+    return requested
 
 
 def refuse_gpu_for_mme(instance_type: str) -> None:
@@ -69,8 +97,10 @@ class EndpointSpec:
     instance_count: int = 1
     env: Mapping[str, str] = field(default_factory=dict)
     async_config: Mapping[str, Any] | None = None
+    inference_ami_version: str | None = "auto"
 
     def __post_init__(self) -> None:
+        inference_ami_for(self.instance_type, self.inference_ami_version)  # validated before any AWS call
         if self.kind not in ("mme", "rt", "async"):
             raise ValueError(f"endpoint kind must be mme, rt or async, got {self.kind!r}")
         if self.kind == "mme":
@@ -111,6 +141,9 @@ class EndpointSpec:
                 }
             ]
         }
+        ami = inference_ami_for(self.instance_type, self.inference_ami_version)
+        if ami:
+            params["ProductionVariants"][0]["InferenceAmiVersion"] = ami
         if self.async_config is not None:
             params["AsyncInferenceConfig"] = dict(self.async_config)
         return params

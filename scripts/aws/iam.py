@@ -6,7 +6,8 @@ Role kinds and the service that assumes them:
 ECR push),
 ``codepipeline`` (S3 artefacts + start CodeBuild), ``ahi-import`` (HealthImaging reads the DICOM input and
 writes the
-import output in S3).
+import output in S3), ``lambda`` (the event trigger: AHI reads, request objects in S3,
+InvokeEndpointAsync, its dead-letter queue).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ PRINCIPALS = {
     "codebuild": "codebuild.amazonaws.com",
     "codepipeline": "codepipeline.amazonaws.com",
     "ahi-import": "medical-imaging.amazonaws.com",
+    "lambda": "lambda.amazonaws.com",
 }
 
 _LOGS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
@@ -88,6 +90,14 @@ def role_policy(kind: str, bucket: str) -> dict[str, Any]:
         ]
     elif kind == "ahi-import":
         statements += _bucket_statements(bucket, write=True)
+    elif kind == "lambda":  # the event trigger: claims request objects, invokes the async endpoint
+        statements += _bucket_statements(bucket, write=True)
+        statements += [
+            {"Effect": "Allow", "Action": ["s3:DeleteObject"], "Resource": f"arn:aws:s3:::{bucket}/*"},
+            {"Effect": "Allow", "Action": _AHI_READ, "Resource": "*"},
+            {"Effect": "Allow", "Action": ["sagemaker:InvokeEndpointAsync"], "Resource": "*"},
+            {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": "arn:aws:sqs:*:*:*-trigger-dlq"},
+        ]
     else:
         raise ValueError(f"unknown role kind {kind!r}; known: {sorted(PRINCIPALS)}")
     return {"Version": "2012-10-17", "Statement": statements}

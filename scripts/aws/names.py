@@ -126,3 +126,37 @@ class Names:
     @property
     def datastore(self) -> str:
         return f"{self.name}-datastore"
+
+    # event trigger and back-fill (trigger.submission: one request object per image set version)
+    @property
+    def request_prefix(self) -> str:
+        return f"{self.name}/requests/"
+
+    @property
+    def trigger_function(self) -> str:
+        return f"{self.name}-trigger"
+
+    @property
+    def trigger_rule(self) -> str:
+        return f"{self.name}-ahi-events"
+
+    @property
+    def trigger_dlq(self) -> str:
+        return f"{self.name}-trigger-dlq"
+
+    @property
+    def transform_output_prefix(self) -> str:
+        return f"{self.name}/transform-output/"
+
+    @property
+    def transform_input_prefix(self) -> str:
+        return f"{self.name}/transform-input/"
+
+    def transform_job(self, spec: Any) -> str:
+        return f"{self.name}-transform-{settings_hash(spec)}"
+
+    def inference_component(self, archive_name: str) -> str:
+        """Component name for one model archive (``model.tar.gz`` → ``<name>-ic-model``)."""
+        stem = archive_name.removesuffix(".tar.gz").lower()
+        stem = re.sub(r"[^a-z0-9-]+", "-", stem).strip("-") or "model"
+        return f"{self.name}-ic-{stem}"[:63].rstrip("-")

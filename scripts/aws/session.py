@@ -46,6 +46,9 @@ SERVICES = (
     "cloudwatch",
     "sns",
     "medical-imaging",
+    "lambda",
+    "events",
+    "sqs",
 )
 
 #: Tag put on everything the CLI creates; cleanup deletes only resources carrying it (unless forced).
@@ -69,6 +72,7 @@ ROLE_PROPAGATION_ERRORS = (
     ("ValidationException", "could not assume role"),  # SageMaker CreateModel
     ("ValidationException", "not authorized to assume"),
     ("AccessDeniedException", "assumerole"),  # HealthImaging StartDICOMImportJob
+    ("InvalidParameterValueException", "cannot be assumed by lambda"),  # Lambda CreateFunction
 )
 
 

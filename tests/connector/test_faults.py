@@ -26,7 +26,9 @@ FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.1)
 @pytest.fixture(scope="module")
 def faulty(moto_s3, tmp_path_factory):
     """A separate ahi-local (own store) whose faults the tests switch at runtime; yields (url, case)."""
-    with ahi_local_server(tmp_path_factory.mktemp("faulty-store"), s3_endpoint_url=moto_s3) as url:
+    with ahi_local_server(
+        tmp_path_factory.mktemp("faulty-store"), s3_endpoint_url=moto_s3, extra_args=["--enable-faults"]
+    ) as url:
         cases = import_cases(
             url,
             moto_s3,

@@ -41,7 +41,9 @@ FAST_RETRY = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05)
 
 @pytest.fixture(scope="module")
 def service(moto_s3, tmp_path_factory) -> Iterator[tuple[str, ImportedCase]]:
-    with ahi_local_server(tmp_path_factory.mktemp("transport-store"), s3_endpoint_url=moto_s3) as url:
+    with ahi_local_server(
+        tmp_path_factory.mktemp("transport-store"), s3_endpoint_url=moto_s3, extra_args=["--enable-faults"]
+    ) as url:
         cases = import_cases(
             url,
             moto_s3,

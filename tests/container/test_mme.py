@@ -507,7 +507,7 @@ def test_invoke_endpoint_async(stack):
     assert out["results"][0]["report"]["seriesInstanceUid"] == series.series_uid
     failure = json.loads(_wait_s3(stack["moto"], bad["FailureLocation"]))
     assert failure["error"]["httpStatus"] == 400
-    with pytest.raises(botocore.exceptions.ClientError, match="not an S3 URI"):
+    with pytest.raises(botocore.exceptions.ClientError, match="'InputLocation' failed to satisfy constraint"):
         rt.invoke_endpoint_async(EndpointName="spleen", InputLocation="/local/file.json")
 
 

@@ -172,7 +172,7 @@ class AhiLocal(Service):
 
     def __init__(self, data_dir: Path, s3_url: str, env: dict[str, str]) -> None:
         def argv(port: int) -> list[str]:
-            return ahi_local_command(port, data_dir, s3_endpoint_url=s3_url)
+            return ahi_local_command(port, data_dir, s3_endpoint_url=s3_url, extra=["--enable-faults"])
 
         super().__init__("ahi-local", argv, "/_local/health", env)
 

@@ -5,6 +5,7 @@ object then segments a good image set (no reload, no poisoned state after a fail
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +82,24 @@ def test_unusable_inputs_then_a_good_run(
     assert result.report["seriesInstanceUid"] == good.series_uid
     assert result.report["sliceCount"] == good.slices
     assert result.seg_path.is_file()
+
+
+# Issue 14, item 11 (the service fixture above is reused: one model load per module).
+def test_inputs_past_the_time_budget_are_not_started(stack: Stack, service: Any, tmp_path: Path) -> None:
+    """Inputs run one after another; once the next one would not finish within the request's budget, the
+    rest are answered notStarted (413, naming them) and the finished result is kept, instead of MMS killing
+    the worker at its timeout with every result lost."""
+    from container.handler import request_time_budget_s
+    from container.invocation import run_invocation
+    from container.payload import parse_invocation
+
+    names = ["good0", "good1", "good2"]
+    invocation = parse_invocation(json.dumps({"inputs": [stack.cases[n].request() for n in names]}))
+    result = run_invocation(service, invocation, "budget-test", work_root=tmp_path, time_budget_s=0.5)
+    assert result.status == 413
+    assert result.body["error"]["type"] == "TimeBudgetExceededError"
+    assert "inputs[1..2] not started" in result.body["error"]["message"]
+    assert "another request" in result.body["error"]["message"]
+    assert [r["status"] for r in result.body["results"]] == ["succeeded", "notStarted", "notStarted"]
+    assert result.body["results"][0]["report"]["seriesInstanceUid"] == stack.cases["good0"].series_uid
+    assert request_time_budget_s(600) == 540  # the handler's budget: 90 % of the response timeout

@@ -59,7 +59,9 @@ def lib(moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lib]
         "ct": SeriesSpec(slices=20, rows=48, columns=48, pixel_spacing=(2.0, 2.0), slice_spacing=3.0),
         "mr_large": SeriesSpec(slices=60, rows=128, columns=128, modality="MR"),
     }
-    with ahi_local_server(tmp_path_factory.mktemp("lib-store"), s3_endpoint_url=moto_s3) as url:
+    with ahi_local_server(
+        tmp_path_factory.mktemp("lib-store"), s3_endpoint_url=moto_s3, extra_args=["--enable-faults"]
+    ) as url:
         cases = import_cases(url, moto_s3, tmp_path_factory.mktemp("lib-dicom"), specs)
         port = int(url.rsplit(":", 1)[1])
         with ResettingProxy(port) as proxy:
