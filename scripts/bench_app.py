@@ -209,6 +209,8 @@ def _outside_model_stages(
         volume_op = AHISeriesToVolumeOperator(fragment, exporter=exporter, record=record, name="v")
         image = volume_op.convert_to_image(selected)
         t3 = time.perf_counter()
+        if image is None:
+            raise RuntimeError("the volume operator built no image")
         shape = image.asnumpy().shape
         zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
         half = max(1, seg_frames // 2)
