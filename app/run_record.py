@@ -65,6 +65,20 @@ class RunRecord:
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
+    @contextmanager
+    def fetching(self, exporter: Any) -> Iterator[None]:
+        """Count what one connector job in the ``with`` body took (``exporter.last_stats`` after it, and the
+        exporter's throttled responses during it) into this run's fetch counts."""
+        throttled_before, stats_before = exporter.throttled_calls, exporter.last_stats
+        try:
+            yield
+        finally:
+            self.throttles += exporter.throttled_calls - throttled_before
+            stats = exporter.last_stats
+            if stats is not None and stats is not stats_before:
+                self.frames_fetched += stats.frames
+                self.frame_retries += stats.retries
+
     def fetch_summary(self) -> dict[str, int] | None:
         """The report's ``fetch`` object for AHI input; None for a DICOM folder."""
         if self.datastore_id is None:

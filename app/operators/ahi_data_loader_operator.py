@@ -14,6 +14,7 @@ receives, calls and emits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -202,27 +203,26 @@ def load_ahi_studies(
     if not request.is_ahi or request.datastore_id is None:
         raise RequestError(f"{request.describe()} is not an AWS HealthImaging request")
     datastore_id = request.datastore_id
-    throttled_before = exporter.throttled_calls
-    if request.image_set_id is not None:
-        image_set_id, series_uid = request.image_set_id, None
-    else:
-        assert request.study_instance_uid is not None
-        image_set_id, series_uid = resolve_study(exporter, datastore_id, request.study_instance_uid)
-    logger.info(
-        "loading image set %s (series %s) from datastore %s", image_set_id, series_uid or "all", datastore_id
-    )
-    if with_pixels:
-        datasets = exporter.to_datasets(datastore_id, image_set_id, series_uid=series_uid)
-    else:
-        meta = exporter.get_metadata(datastore_id, image_set_id)
-        datasets = [make_dataset(meta, inst) for inst in meta.iter_instances(series_uid)]
+    with record.fetching(exporter) if record is not None else contextlib.nullcontext():
+        if request.image_set_id is not None:
+            image_set_id, series_uid = request.image_set_id, None
+        else:
+            assert request.study_instance_uid is not None
+            image_set_id, series_uid = resolve_study(exporter, datastore_id, request.study_instance_uid)
+        logger.info(
+            "loading image set %s (series %s) from datastore %s",
+            image_set_id,
+            series_uid or "all",
+            datastore_id,
+        )
+        if with_pixels:
+            datasets = exporter.to_datasets(datastore_id, image_set_id, series_uid=series_uid)
+        else:
+            meta = exporter.get_metadata(datastore_id, image_set_id)
+            datasets = [make_dataset(meta, inst) for inst in meta.iter_instances(series_uid)]
     if record is not None:
         record.datastore_id = datastore_id
         record.image_set_ids = [image_set_id]
-        stats = exporter.last_stats if with_pixels else None  # else: frames come later (volume operator)
-        record.frames_fetched = stats.frames if stats else 0
-        record.frame_retries = stats.retries if stats else 0
-        record.throttles = exporter.throttled_calls - throttled_before
     studies = studies_from_datasets(datasets)
     if not studies:
         raise InputNotFoundError(

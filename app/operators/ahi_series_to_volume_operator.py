@@ -158,11 +158,6 @@ class AHISeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
         if record.datastore_id is None or not record.image_set_ids:
             raise AppError("AHISeriesToVolumeOperator needs the AHI loader's datastore and image set IDs")
         uids = [str(ds.SOPInstanceUID) for ds in datasets]
-        throttled_before = self._exporter.throttled_calls
-        with record.stage(STAGE_FETCH):
+        with record.stage(STAGE_FETCH), record.fetching(self._exporter):
             stored = self._exporter.frames_array(record.datastore_id, record.image_set_ids[0], uids)
-        stats = self._exporter.last_stats
-        record.frames_fetched += stats.frames if stats else 0
-        record.frame_retries += stats.retries if stats else 0
-        record.throttles += self._exporter.throttled_calls - throttled_before
         return sdk_voxels(stored, datasets)

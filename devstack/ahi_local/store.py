@@ -250,10 +250,11 @@ class Store:
         return removed
 
     def _referenced_frames(self, datastore_id: str) -> set[str]:
-        """Frame IDs named by any version of any image set that is not deleted."""
+        """Frame IDs named by any version of any image set that is not deleted (or being deleted)."""
         referenced: set[str] = set()
         for record in self.image_sets.get(datastore_id, {}).values():
-            if record.state == "DELETED":
+            self._settle(record)
+            if record.state == "DELETED" or record.settle_state == "DELETED":  # deleted, or being deleted
                 continue
             referenced.update(record.frame_ids)
             for version in record.versions[:-1]:

@@ -262,7 +262,7 @@ class Cleaner:
                 done={"none"},
                 timeout_s=1800,
                 interval_s=15.0,
-                progress=self.aws.settings.progress,
+                progress=self.aws.settings.progress_mode,
             )
 
     # ---- event trigger (EventBridge rule, Lambda function, SQS dead-letter queue) ------------------------

@@ -249,7 +249,7 @@ def _wait_function(aws: Aws, name: str) -> None:
         failed={"Failed/Failed", "Active/Failed", "Inactive/Failed"},
         timeout_s=300,
         interval_s=5.0,
-        progress=aws.settings.progress,
+        progress=aws.settings.progress_mode,
     )
 
 
