@@ -1,8 +1,8 @@
 """Metadata JSON (+ decoded frames) → pydicom Datasets with native, Explicit VR Little Endian pixel data.
 
 Attributes merge Patient, Study, Series and Instance levels (later levels win). VRs come from the instance's
-``DICOMVRs`` (private and ambiguous tags), else pydicom's dictionary; binary VRs are base64; sequences
-recurse.
+``DICOMVRs`` (private and ambiguous tags; inside a sequence item also the item's own ``DICOMVRs``), else
+pydicom's dictionary; binary VRs are base64; sequences recurse.
 """
 
 from __future__ import annotations
@@ -100,17 +100,24 @@ def _scalar(vr: str, value: Any) -> Any:
 
 
 def _value(vr: str, value: Any, vrs: Mapping[str, str], context: Mapping[str, Any], where: str) -> Any:
-    if value is None or value == []:
+    if value is None or value == [] or (value == "" and vr not in ("SQ", *BINARY_VRS)):
         return empty_value_for_VR(vr)
     if vr == "SQ":
         items = value if isinstance(value, list) else [value]
-        return Sequence([build_attributes(item or {}, vrs, context, where) for item in items])
+        return Sequence([_item(item or {}, vrs, context, where) for item in items])
     if vr in BINARY_VRS:
         return _binary(value, where)
     if isinstance(value, list):
         out = [_scalar(vr, v) for v in value]
         return out[0] if len(out) == 1 else out
     return _scalar(vr, value)
+
+
+def _item(item: Mapping[str, Any], vrs: Mapping[str, str], context: Mapping[str, Any], where: str) -> Dataset:
+    """One sequence item; VRs of its private / ambiguous elements may sit in the item's own ``DICOMVRs``."""
+    own = item.get("DICOMVRs")
+    attrs = {k: v for k, v in item.items() if k != "DICOMVRs"}
+    return build_attributes(attrs, {**vrs, **own} if isinstance(own, Mapping) else vrs, context, where)
 
 
 def add_attributes(
