@@ -1,9 +1,8 @@
 """Per-run facts shared by the app's operators: stage timings and where the input came from.
 
 One :class:`RunRecord` is made for each run of the application; the operators write into it and the report
-operator reads it. The holoscan scheduler runs the operators of this app one at a time (greedy scheduler),
-so the
-stage timings are wall-clock times that add up to the run.
+operator reads it. The holoscan scheduler runs the operators of this app one at a time (greedy scheduler), so
+the stage timings are wall-clock times that add up to the run.
 """
 
 from __future__ import annotations

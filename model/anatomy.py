@@ -2,8 +2,7 @@
 
 Canonical frame: LPS mm (+x patient left, +y posterior, +z superior), origin at the centre of the body outline
 at the level of the splenic hilum. Painting order matters: later layers cover earlier ones, and the spleen
-label
-is what remains of the spleen after everything painted over it.
+label is what remains of the spleen after everything painted over it.
 """
 
 from __future__ import annotations
@@ -478,9 +477,8 @@ def sample_anatomy(
     variation: Variation | None = None,
     variation_rng: np.random.Generator | None = None,
 ) -> Anatomy:
-    """Draw one synthetic patient. The body is shrunk (``scale``, never below 0.5) to fit the given field
-    of view:
-    ``max_half_width`` (left-right half extent) and ``max_depth`` (anterior-posterior extent) in mm.
+    """Draw one synthetic patient. The body is shrunk (``scale``, never below 0.5) to fit the given field of
+    view: ``max_half_width`` (left-right half extent) and ``max_depth`` (anterior-posterior extent) in mm.
 
     ``variation`` (with its own ``variation_rng``, so the original family's draws are unchanged) widens the
     anatomy for training data; see :class:`Variation`."""

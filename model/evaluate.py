@@ -14,12 +14,11 @@ Fresh-seed protocol: with ``--fresh N`` the seeds are drawn at evaluation time f
 into the report with the time they were drawn; they are never used for any choice (training, calibration,
 thresholds). Each phantom is written as a NIfTI image and run through the bundle exactly as configured:
 ``preprocessing`` (including ``LoadImaged``), ``inferer`` (sliding window), ``postprocessing`` (softmax,
-``Invertd`` back to the source grid, spleen-probability threshold, largest component; ``SaveImaged``
-dropped). Positives: Dice against the label on the source grid and the volume against the phantom's true
+``Invertd`` back to the source grid, spleen-probability threshold, largest component; ``SaveImaged`` dropped).
+Positives: Dice against the label on the source grid and the volume against the phantom's true
 (partial-volume) volume. Negatives: "no spleen" when the mask is empty, and (``*_quality_rule``) when the
 report's ``quality.spleenFound`` would be false (mask under ``app.quality.MIN_FOUND_ML``). Several
-``--bundle`` options run every
-phantom through each bundle (the first one is the report's ``summary``).
+``--bundle`` options run every phantom through each bundle (the first one is the report's ``summary``).
 """
 
 from __future__ import annotations

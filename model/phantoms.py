@@ -8,12 +8,10 @@ Library::
     write_label(ph, "out")                                               # label.nii.gz + phantom.json
 
 Arrays are ``[slice, row, col]`` (DICOM order, see :mod:`model.scan_geometry`); ``label.nii.gz`` stores the
-same
-voxels as ``[col, row, slice]`` with the RAS affine of the series, so it overlays the DICOM series in any
-viewer
-and in MONAI (``LoadImage``) exactly. ``spleen_volume_ml`` is the true (partial-volume) spleen volume inside
-the imaged field of view; ``label_volume_ml`` is the voxel count of the binary label times the voxel volume.
-Everything is deterministic given the seed and the arguments.
+same voxels as ``[col, row, slice]`` with the RAS affine of the series, so it overlays the DICOM series in any
+viewer and in MONAI (``LoadImage``) exactly. ``spleen_volume_ml`` is the true (partial-volume) spleen volume
+inside the imaged field of view; ``label_volume_ml`` is the voxel count of the binary label times the voxel
+volume. Everything is deterministic given the seed and the arguments.
 """
 
 from __future__ import annotations

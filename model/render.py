@@ -2,9 +2,9 @@
 
 Partial volume: in-plane, every boundary is a linear ramp one pixel wide; along z, each slice is the mean of
 ``ceil(thickness / 1.25 mm)`` thin sub-slices, so thick slices blur exactly like a real slab. The spleen
-fraction of
-every voxel is tracked through the same compositing, so the label is aligned with the image by construction.
-Acquisition effects (reconstruction blur, correlated noise) are applied afterwards by :func:`acquire`.
+fraction of every voxel is tracked through the same compositing, so the label is aligned with the image by
+construction. Acquisition effects (reconstruction blur, correlated noise) are applied afterwards by
+:func:`acquire`.
 """
 
 from __future__ import annotations

@@ -3,14 +3,11 @@ folder.
 
     .venv/bin/python scripts/bench_app.py [--slices 300] [--size 512] [--bundle model/spleen_ct_segmentation]
 
-One run: generates (or reuses, ``--cache``) a synthetic abdominal CT phantom (``model.phantoms``,
-``--slices`` x
-``--size``²), imports it into a fresh ahi-local (HTJ2K) backed by a moto S3 server, builds one
+One run: generates (or reuses, ``--cache``) a synthetic abdominal CT phantom (``model.phantoms``, ``--slices``
+x ``--size``²), imports it into a fresh ahi-local (HTJ2K) backed by a moto S3 server, builds one
 ``SpleenSegService`` and runs the same image set request twice (cold = first run in the process, warm =
-second),
-then the same series from its DICOM folder. Stage times come from the run's report (the operators' compute
-wall
-times; holoscan's greedy scheduler runs one operator at a time).
+second), then the same series from its DICOM folder. Stage times come from the run's report (the operators'
+compute wall times; holoscan's greedy scheduler runs one operator at a time).
 
 Also in the same run, on the same image set (each trial in its own subprocess with a hard timeout, see
 ``scripts/bench_connector.py``): the connector's ``to_datasets`` and ``to_volume`` over the lean transport and

@@ -1,15 +1,12 @@
 """AHIDataLoaderOperator: an AWS HealthImaging image set (or study) -> the SDK's ``dicom_study_list``.
 
 The operator emits exactly what the SDK's ``DICOMDataLoaderOperator`` emits for the same instances read from
-P10
-files (a list of ``DICOMStudy`` holding ``DICOMSeries`` of ``DICOMSOPInstance`` wrapping pydicom Datasets,
-with the
-same study/series attributes), so the rest of the chain is unchanged. The Datasets come from
+P10 files (a list of ``DICOMStudy`` holding ``DICOMSeries`` of ``DICOMSOPInstance`` wrapping pydicom Datasets,
+with the same study/series attributes), so the rest of the chain is unchanged. The Datasets come from
 ``ahi_connector.ImageSetExporter`` (frames fetched and decoded in memory); nothing is written to disk.
 
 The logic lives in plain functions (:func:`studies_from_datasets`, :func:`load_ahi_studies`); ``compute()``
-only
-receives, calls and emits.
+only receives, calls and emits.
 """
 
 from __future__ import annotations
@@ -108,11 +105,9 @@ def studies_from_datasets(datasets: Iterable[Dataset]) -> list[DICOMStudy]:
     """Group pydicom Datasets into the SDK's ``DICOMStudy``/``DICOMSeries``/``DICOMSOPInstance`` objects.
 
     Same grouping and attributes as ``DICOMDataLoaderOperator``: study and series keyed by their UIDs (as
-    str),
-    attributes from the first instance seen, DICOMDIR instances skipped, one instance per
-    ImagePositionPatient.
-    Instances without SOPInstanceUID / SOPClassUID / StudyInstanceUID / SeriesInstanceUID are skipped with a
-    warning.
+    str), attributes from the first instance seen, DICOMDIR instances skipped, one instance per
+    ImagePositionPatient. Instances without SOPInstanceUID / SOPClassUID / StudyInstanceUID /
+    SeriesInstanceUID are skipped with a warning.
     """
     studies: dict[str, DICOMStudy] = {}
     series_by_uid: dict[str, DICOMSeries] = {}
@@ -242,11 +237,10 @@ class AHIDataLoaderOperator(Operator):
         dicom_study_list: list of ``DICOMStudy`` (as emitted by the SDK's ``DICOMDataLoaderOperator``).
 
     Constructor: ``exporter`` (``ahi_connector.ImageSetExporter``), and ``request``
-    (:class:`~app.request.SegRequest`)
-    or ``input_file`` (JSON ``{"datastoreId", "imageSetId"}`` or ``{"datastoreId", "studyInstanceUid"}``);
-    ``with_pixels`` (default True: the SDK-compatible ``DICOMStudy`` list with pixel data; False:
-    attribute-only instances for the direct volume path, see :func:`load_ahi_studies`).
-    Needs ``CountCondition(fragment, 1)`` to run once per application run.
+    (:class:`~app.request.SegRequest`) or ``input_file`` (JSON ``{"datastoreId", "imageSetId"}`` or
+    ``{"datastoreId", "studyInstanceUid"}``); ``with_pixels`` (default True: the SDK-compatible ``DICOMStudy``
+    list with pixel data; False: attribute-only instances for the direct volume path, see
+    :func:`load_ahi_studies`). Needs ``CountCondition(fragment, 1)`` to run once per application run.
     """
 
     INPUT_FILE = "input_file"

@@ -2,8 +2,8 @@
 
 The SEG/report checks run with whatever model the repository commits (``model/spleen_ct_segmentation``); the
 accuracy checks (Dice >= 0.9 against the phantom truth, volume within 5 %) need the trained weights and are
-skipped,
-with the reason, while the committed bundle's ``eval_metrics.mean_dice`` is null (placeholder random weights).
+skipped, with the reason, while the committed bundle's ``eval_metrics.mean_dice`` is null (placeholder random
+weights).
 """
 
 from __future__ import annotations
