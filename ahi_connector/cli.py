@@ -1,9 +1,15 @@
-"""``ahi-export DATASTORE_ID IMAGESET_ID -o DIR [--series UID] [--format dicom|nifti|npz] [--preview]``.
+"""``ahi-export DATASTORE_ID IMAGESET_ID -o DIR [--series UID] [--format dicom|nifti|npz] [--preview]
+[--via dicomweb --study UID]``.
 
 ``--preview`` also writes ``SERIES_UID.preview.png`` per series: the axial, coronal and sagittal views through
 the volume's centre in a soft-tissue window, drawn by :func:`ahi_connector.preview.render_preview` (the
 picture the segmentation app makes, without a mask). matplotlib is imported only then, so the connector
 itself does not depend on it.
+
+Frames come from GetImageFrame (native API) by default; ``--via dicomweb`` reads the series through WADO-RS
+instead (GetDICOMSeriesMetadata + GetDICOMInstanceFrames), for roles that only grant DICOMweb. Its quota is
+lower (retrieve 50 tps vs GetImageFrame 1000 tps) and DICOMweb metadata has no frame CRC32, so only sizes and
+geometry are checked.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from tqdm import tqdm
 
 from .client import make_ahi_client
 from .decoders import PREFERENCES
-from .errors import AHIError
+from .dicomweb import DicomWebClient, DicomWebSource
+from .errors import AHIConfigError, AHIError
 from .exporter import ImageSetExporter
 from .preview import render_preview
 from .volume import Volume
@@ -37,6 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("dicom", "nifti", "npz"), default="dicom")
     p.add_argument("--endpoint-url", help="AHI endpoint (default: AWS_ENDPOINT_URL_MEDICAL_IMAGING or AWS)")
     p.add_argument("--region", help="AWS region (default: the boto3 chain)")
+    p.add_argument(
+        "--via",
+        choices=("native", "dicomweb"),
+        default="native",
+        help="frames from GetImageFrame (default) or DICOMweb WADO-RS (needs --study)",
+    )
+    p.add_argument("--study", help="StudyInstanceUID of the image set (--via dicomweb)")
+    p.add_argument(
+        "--dicomweb-endpoint-url",
+        help="DICOMweb endpoint (default: AHI_DICOMWEB_ENDPOINT_URL, the AHI endpoint, or AWS's dicom- host)",
+    )
     p.add_argument("--decoder", choices=sorted(PREFERENCES), default="auto")
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--deadline", type=float, default=600.0, help="overall deadline in seconds")
@@ -50,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def _client(args: argparse.Namespace) -> object:
+    if args.via == "native":
+        return make_ahi_client(endpoint_url=args.endpoint_url, region_name=args.region)
+    if not args.study:
+        raise AHIConfigError("--via dicomweb needs --study (DICOMweb paths name the study and series)")
+    dicomweb = DicomWebClient(args.dicomweb_endpoint_url or args.endpoint_url, region_name=args.region)
+    return DicomWebSource(dicomweb, args.study, [args.series] if args.series else None)
 
 
 def _require_matplotlib() -> None:
@@ -78,7 +105,7 @@ def _write_preview(vol: Volume, output: Path) -> Path | None:
 def run(args: argparse.Namespace) -> list[Path]:
     if args.preview:
         _require_matplotlib()
-    client = make_ahi_client(endpoint_url=args.endpoint_url, region_name=args.region)
+    client = _client(args)
     args.output.mkdir(parents=True, exist_ok=True)
     with ImageSetExporter(
         client, decoder=args.decoder, max_workers=args.workers, deadline_s=args.deadline

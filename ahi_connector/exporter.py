@@ -124,8 +124,11 @@ class ImageSetExporter:
         self.last_stats: JobStats | None = None
         self._throttled = 0
         self._throttle_lock = threading.Lock()
-        # Every attempt of every call, botocore's own retries included, passes this event.
-        self.client.meta.events.register("needs-retry.medical-imaging", self._count_throttle)
+        # Every attempt of every call, botocore's own retries included, passes this event (a botocore client;
+        # a DicomWebSource has no botocore events: its DICOMweb client retries on its own).
+        events = getattr(getattr(self.client, "meta", None), "events", None)
+        if events is not None:
+            events.register("needs-retry.medical-imaging", self._count_throttle)
 
     @property
     def throttled_calls(self) -> int:

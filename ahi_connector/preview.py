@@ -8,10 +8,9 @@ the volume's centre under a "No spleen found" banner in :data:`BANNER_RGB`, so a
 mistaken for a missing picture.
 
 Orientation follows the radiological convention of clinical viewers: the axial view is seen from the feet,
-patient left on the image's right and anterior up; the coronal view is seen from the front (patient left
-on the right, superior up); the sagittal view is seen from the patient's left (anterior on the left,
-superior up).
-The array is first turned to the patient axes with :func:`to_patient_axes`, which uses the series affine
+patient left on the image's right and anterior up; the coronal view is seen from the front (patient left on
+the right, superior up); the sagittal view is seen from the patient's left (anterior on the left, superior
+up). The array is first turned to the patient axes with :func:`to_patient_axes`, which uses the series affine
 (``affine[:3, :3]`` columns = LPS steps of the array axes, as :mod:`ahi_connector.geometry` computes it), so
 head-first, feet-first and prone series all come out the same way up. An oblique (tilted) series is shown on
 its nearest patient axes without resampling; its letters then name the nearest direction.

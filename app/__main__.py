@@ -11,8 +11,7 @@ extracted model.tar.gz).
 Exit status: 0 done, 2 the input cannot be processed (a client error: the message says why), 1 anything else.
 
 Inside a MAP the packager runs ``python3 /opt/holoscan/app`` (this folder as a script directory), so the
-imports
-below are absolute and the folder's parent is put on ``sys.path`` when there is no package context.
+imports below are absolute and the folder's parent is put on ``sys.path`` when there is no package context.
 """
 
 from __future__ import annotations

@@ -14,13 +14,12 @@ Operator graph (``source port -> target port``)::
     spleen_stl          stl_path                   -> report            stl_path      (only when STL is on)
 
 ``loader`` is AHIDataLoaderOperator for an AHI request, or the SDK's DICOMDataLoaderOperator for a DICOM
-folder.
-For an AHI request the loader emits attribute-only instances (metadata, no frame fetched) and the volume
-operator is AHISeriesToVolumeOperator (the SDK's operator fetching only the selected series' frames straight
-into the Image); ``RunConfig.ahi_direct_volume=False`` restores the SDK-compatible path (instances with pixel
-data). Otherwise the volume operator is the SDK's DICOMSeriesToVolumeOperator. The inference operator is the
-SDK's MonaiBundleInferenceOperator (``image`` -> ``pred``, bundle configs ``inference``), both timed by
-:mod:`app.operators.timed`. Same app for both inputs: only the loader differs.
+folder. For an AHI request the loader emits attribute-only instances (metadata, no frame fetched) and the
+volume operator is AHISeriesToVolumeOperator (the SDK's operator fetching only the selected series' frames
+straight into the Image); ``RunConfig.ahi_direct_volume=False`` restores the SDK-compatible path (instances
+with pixel data). Otherwise the volume operator is the SDK's DICOMSeriesToVolumeOperator. The inference
+operator is the SDK's MonaiBundleInferenceOperator (``image`` -> ``pred``, bundle configs ``inference``), both
+timed by :mod:`app.operators.timed`. Same app for both inputs: only the loader differs.
 
 One application object serves many runs: :meth:`AISpleenSegApp.configure` sets the next run's
 :class:`RunConfig`, then ``run()``. holoscan composes the graph again on every ``run()`` (new operator

@@ -5,9 +5,8 @@ A bundle is a directory with ``configs/metadata.json``, ``configs/inference.json
 model-loading path before torch is imported). ``write_bundle`` and ``load_bundle`` import torch/monai lazily.
 
 ``write_bundle`` also embeds both configs in ``model.ts`` as TorchScript extra files (``metadata.json``,
-``inference.json``), so ``model.ts`` alone is a valid MONAI Deploy model (``-m model.ts``), exactly like
-the official
-bundle's exported TorchScript.
+``inference.json``), so ``model.ts`` alone is a valid MONAI Deploy model (``-m model.ts``), exactly like the
+official bundle's exported TorchScript.
 """
 
 from __future__ import annotations
@@ -183,9 +182,9 @@ def copy_bundle(src: str | Path, dst: str | Path) -> Path:
 class LoadedBundle:
     """A bundle parsed the way MONAI Deploy's ``MonaiBundleInferenceOperator`` does.
 
-    ``preprocessing``/``postprocessing`` are the bundle's ``Compose`` objects with file IO transforms
-    removed when
-    ``strip_io`` was requested; ``network`` is the TorchScript module from ``models/model.ts`` on ``device``.
+    ``preprocessing``/``postprocessing`` are the bundle's ``Compose`` objects with file IO transforms removed
+    when ``strip_io`` was requested; ``network`` is the TorchScript module from ``models/model.ts`` on
+    ``device``.
     """
 
     bundle_dir: Path
@@ -219,10 +218,9 @@ def load_bundle(
 ) -> LoadedBundle:
     """Parse a bundle's configs with ``monai.bundle.ConfigParser`` and load ``models/model.ts``.
 
-    Mirrors MONAI Deploy's bundle operator: ``device``, ``preprocessing``, ``inferer`` and
-    ``postprocessing`` come
-    from the config; the network is the TorchScript file (never ``network_def``), so any drop-in ``model.ts``
-    with 1 input channel and 2 output channels works. ``device`` overrides the config's device.
+    Mirrors MONAI Deploy's bundle operator: ``device``, ``preprocessing``, ``inferer`` and ``postprocessing``
+    come from the config; the network is the TorchScript file (never ``network_def``), so any drop-in
+    ``model.ts`` with 1 input channel and 2 output channels works. ``device`` overrides the config's device.
     """
     import torch
     from monai.bundle import ConfigParser

@@ -2,9 +2,9 @@
 
 MONAI Deploy's ``MonaiBundleInferenceOperator`` looks for a loaded model in ``app_context.models`` before it
 falls back to ``torch.jit.load`` of ``<bundle>/models/model.ts`` — which it does on **every** ``compute()``
-when the
-AppContext has no model (measured: once per run). The application is composed again for every run (holoscan
-calls ``compose()`` on each ``Application.run()``), so the operator instance cannot hold the network either.
+when the AppContext has no model (measured: once per run). The application is composed again for every run
+(holoscan calls ``compose()`` on each ``Application.run()``), so the operator instance cannot hold the network
+either.
 
 :class:`BundleModel` is an SDK ``Model`` whose ``path`` is the bundle directory (the operator parses
 ``configs/metadata.json`` + ``configs/inference.json`` from it, ~20 ms per run) and whose ``predictor`` is the
@@ -101,8 +101,8 @@ def make_app_context(model: BundleModel, output_dir: str | Path | None = None) -
     """An SDK AppContext whose ``models`` is ``model`` (reused across runs; see the module doc).
 
     The context is created with the bundle's ``model.ts`` as its model path (the SDK's factory then makes a
-    lazy
-    TorchScriptModel that never loads, and no NamedModel warning about ``configs/``), then given ``model``.
+    lazy TorchScriptModel that never loads, and no NamedModel warning about ``configs/``), then given
+    ``model``.
     """
     args = {"model": str(Path(model.path) / MODEL_REL)}
     if output_dir is not None:

@@ -6,8 +6,7 @@ JSON shapes accepted by :meth:`SegRequest.from_json` (keys are case-sensitive, n
     {"datastoreId": "<32 chars [0-9a-z]>", "studyInstanceUid": "<DICOM UID>"}
 
 A DICOM folder is never accepted from JSON (a server must not read arbitrary local paths on a client's
-behalf); use
-:meth:`SegRequest.for_folder`.
+behalf); use :meth:`SegRequest.for_folder`.
 """
 
 from __future__ import annotations

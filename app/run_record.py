@@ -1,9 +1,8 @@
 """Per-run facts shared by the app's operators: stage timings and where the input came from.
 
 One :class:`RunRecord` is made for each run of the application; the operators write into it and the report
-operator reads it. The holoscan scheduler runs the operators of this app one at a time (greedy scheduler),
-so the
-stage timings are wall-clock times that add up to the run.
+operator reads it. The holoscan scheduler runs the operators of this app one at a time (greedy scheduler), so
+the stage timings are wall-clock times that add up to the run.
 """
 
 from __future__ import annotations
@@ -64,6 +63,20 @@ class RunRecord:
             yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    @contextmanager
+    def fetching(self, exporter: Any) -> Iterator[None]:
+        """Count what one connector job in the ``with`` body took (``exporter.last_stats`` after it, and the
+        exporter's throttled responses during it) into this run's fetch counts."""
+        throttled_before, stats_before = exporter.throttled_calls, exporter.last_stats
+        try:
+            yield
+        finally:
+            self.throttles += exporter.throttled_calls - throttled_before
+            stats = exporter.last_stats
+            if stats is not None and stats is not stats_before:
+                self.frames_fetched += stats.frames
+                self.frame_retries += stats.retries
 
     def fetch_summary(self) -> dict[str, int] | None:
         """The report's ``fetch`` object for AHI input; None for a DICOM folder."""

@@ -4,8 +4,9 @@ Shared by the MME container's ``ModelHandler`` and ``container/prebuilt/inferenc
 PyTorch container): each input runs in its own temporary working directory (removed afterwards, so concurrent
 requests never share files), its SEG/STL/preview/report go to
 ``s3://<output prefix>/<request id>/<NN>-<image set or study>/``, the SEG bytes are returned inline only when
-asked and when they fit the 6 MB real-time response limit, and the SEG is imported back into AHI only when
-``output.writeBackToAHI`` asks for it.
+asked and when they fit the 6 MB real-time response limit, and the SEG is stored back into AHI only when
+``output.writeBackToAHI`` asks for it: with STOW-RS (synchronous; the response names the new image set) or,
+with ``"method": "import-job"``, staged in S3 and imported by an AHI import job.
 
 Status: 200 when every input succeeded; otherwise the status of the first failed input (product errors carry
 ``http_status``; anything else is a 500 whose message only carries the request ID; the trace goes to the log).
@@ -103,13 +104,15 @@ class InvocationResult:
 
 
 class AwsClients:
-    """The S3 and HealthImaging clients of one worker, each built once on first use and shared by every
-    request (boto3 clients are thread-safe). Endpoints and credentials come from the standard boto3 chain
-    (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` for local endpoints)."""
+    """The S3, HealthImaging and HealthImaging DICOMweb clients of one worker, each built once on first use
+    and shared by every request (boto3 clients and the DICOMweb client are thread-safe). Endpoints and
+    credentials come from the standard boto3 chain (``AWS_ENDPOINT_URL_S3``,
+    ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` for local endpoints; ``AHI_DICOMWEB_ENDPOINT_URL`` for DICOMweb)."""
 
-    def __init__(self, s3: Any = None, ahi: Any = None) -> None:
+    def __init__(self, s3: Any = None, ahi: Any = None, dicomweb: Any = None) -> None:
         self._s3 = s3
         self._ahi = ahi
+        self._dicomweb = dicomweb
         self._lock = threading.Lock()
 
     @property
@@ -125,6 +128,15 @@ class AwsClients:
             if self._ahi is None:
                 self._ahi = make_ahi_client()
             return self._ahi
+
+    @property
+    def dicomweb(self) -> Any:
+        with self._lock:
+            if self._dicomweb is None:
+                from ahi_connector.dicomweb import DicomWebClient
+
+                self._dicomweb = DicomWebClient()
+            return self._dicomweb
 
 
 def error_body(exc: BaseException, request_id: str) -> tuple[int, dict[str, Any]]:
@@ -184,10 +196,34 @@ def _seg_entry(ctx: _Context, seg_path: Path, loc: S3Uri | None) -> dict[str, An
     return entry
 
 
+def _store_seg(ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path) -> dict[str, Any]:
+    """Store the SEG with STOW-RS (StoreDICOM): synchronous, placed like an import job would place it; the
+    answer names the image set (from the RetrieveURL, else SearchImageSets on the SEG's series)."""
+    from ahi_connector.dicomweb import locate_image_sets, require_stored
+
+    datastore = wb.datastore_id or raw["datastoreId"]
+    result = require_stored(
+        ctx.clients.dicomweb.store_instances(datastore, [seg_path.read_bytes()]), seg_path
+    )
+    stored = result.stored[0]
+    ids = result.image_set_ids or locate_image_sets(ctx.clients.ahi, datastore, seg_path)
+    return {
+        "method": "stow-rs",
+        "datastoreId": datastore,
+        "status": result.status,
+        "sopInstanceUid": stored.sop_instance_uid,
+        "retrieveUrl": stored.retrieve_url,
+        "imageSetIds": ids,
+    }
+
+
 def _write_back(
-    ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path, loc: S3Uri
+    ctx: _Context, wb: WriteBack, raw: dict[str, Any], seg_path: Path, loc: S3Uri | None
 ) -> dict[str, Any]:
-    """Import the SEG into AHI as a new image set (StartDICOMImportJob); wait for it if asked."""
+    """Store the SEG in AHI: STOW-RS, or (``import-job``) StartDICOMImportJob, waited for if asked."""
+    if wb.method == "stow-rs":
+        return _store_seg(ctx, wb, raw, seg_path)
+    assert loc is not None and wb.role_arn, "payload validation requires s3Uri and a role for import-job"
     datastore = wb.datastore_id or raw["datastoreId"]
     staged = loc.child("ahi-import", "input")
     out = loc.child("ahi-import", "output")
@@ -203,6 +239,7 @@ def _write_back(
         client_token=uuid.uuid5(uuid.NAMESPACE_URL, staged.uri).hex,
     )
     entry: dict[str, Any] = {
+        "method": "import-job",
         "datastoreId": datastore,
         "jobId": job_id,
         "jobStatus": "SUBMITTED",
@@ -317,7 +354,7 @@ def _one_input(
             status,
             kept,
         ) from exc
-    if output.write_back is not None and loc is not None:
+    if output.write_back is not None:
         entry["writeBackToAHI"] = _write_back(ctx, output.write_back, raw, Path(result.seg_path), loc)
     return entry
 

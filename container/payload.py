@@ -6,10 +6,11 @@ Body (JSON)::
                 {"datastoreId": "...", "studyInstanceUid": "..."}, ...],
      "output": {"s3Uri": "s3://bucket/prefix",      # optional: where SEG, STL and report go
                 "inlineSeg": false,                 # optional: SEG base64 in the response (if < 6 MB)
-                "writeBackToAHI": {                 # optional, opt-in: import the SEG into AHI
-                    "dataAccessRoleArn": "arn:aws:iam::...:role/...",
-                    "datastoreId": "...",           # default: the input's datastore
-                    "wait": false}}}
+                "writeBackToAHI": {                 # optional, opt-in: store the SEG in AHI
+                    "method": "stow-rs",            # default: StoreDICOM, synchronous, returns the image set
+                    "datastoreId": "..."}}}         # default: the input's datastore
+                # or {"method": "import-job", "dataAccessRoleArn": "arn:aws:iam::...:role/...",
+                #     "datastoreId": "...", "wait": false}: staged in output.s3Uri, StartDICOMImportJob
 
 A bare input object (``{"datastoreId", "imageSetId"}``, the asynchronous endpoint's S3 input object) is
 accepted as one input. Every input is validated by ``app.request.SegRequest.from_json`` before any work
@@ -29,7 +30,8 @@ from app.untrusted import brief, loads
 MAX_INPUTS = 16
 _ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/.+$")
 _OUTPUT_KEYS = {"s3Uri", "inlineSeg", "writeBackToAHI"}
-_WRITE_BACK_KEYS = {"dataAccessRoleArn", "datastoreId", "wait"}
+_WRITE_BACK_KEYS = {"method", "dataAccessRoleArn", "datastoreId", "wait"}
+WRITE_BACK_METHODS = ("stow-rs", "import-job")
 
 
 class PayloadError(ValueError):
@@ -40,9 +42,10 @@ class PayloadError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class WriteBack:
-    role_arn: str
+    role_arn: str | None = None
     datastore_id: str | None = None
     wait: bool = False
+    method: str = "stow-rs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +102,20 @@ def _parse_write_back(obj: Any) -> WriteBack | None:
         raise PayloadError(
             f"output.writeBackToAHI: unknown field(s) {_names(unknown)}; allowed {sorted(_WRITE_BACK_KEYS)}"
         )
+    method = obj.get("method", "stow-rs")
+    if method not in WRITE_BACK_METHODS:
+        raise PayloadError(
+            f"output.writeBackToAHI.method={brief(method)} is not one of {list(WRITE_BACK_METHODS)}"
+        )
+    if method == "stow-rs":
+        extra = sorted({"dataAccessRoleArn", "wait"} & set(obj))
+        if extra:
+            raise PayloadError(
+                f"output.writeBackToAHI: {extra} belong to method import-job; stow-rs stores the SEG "
+                'synchronously with the caller\'s own credentials (drop them, or set "method": "import-job")'
+            )
     role = obj.get("dataAccessRoleArn")
-    if not isinstance(role, str) or not _ROLE_ARN.match(role):
+    if method == "import-job" and (not isinstance(role, str) or not _ROLE_ARN.match(role)):
         raise PayloadError(
             f"output.writeBackToAHI.dataAccessRoleArn={brief(role)} is not an IAM role ARN "
             "(arn:aws:iam::<account>:role/<name>); AHI reads the SEG from S3 with this role"
@@ -117,7 +132,7 @@ def _parse_write_back(obj: Any) -> WriteBack | None:
     wait = obj.get("wait", False)
     if not isinstance(wait, bool):
         raise PayloadError(f"output.writeBackToAHI.wait must be true or false, not {brief(wait)}")
-    return WriteBack(role_arn=role, datastore_id=datastore, wait=wait)
+    return WriteBack(role_arn=role, datastore_id=datastore, wait=wait, method=method)
 
 
 def parse_output(obj: Any, default_s3: S3Uri | None = None) -> OutputOptions:
@@ -138,9 +153,10 @@ def parse_output(obj: Any, default_s3: S3Uri | None = None) -> OutputOptions:
     if not isinstance(inline, bool):
         raise PayloadError(f"output.inlineSeg must be true or false, not {brief(inline)}")
     write_back = _parse_write_back(obj.get("writeBackToAHI"))
-    if write_back is not None and s3 is None:
+    if write_back is not None and write_back.method == "import-job" and s3 is None:
         raise PayloadError(
-            "output.writeBackToAHI needs output.s3Uri: the SEG is staged there for the AHI import job"
+            "output.writeBackToAHI method import-job needs output.s3Uri: the SEG is staged there for the "
+            "AHI import job"
         )
     return OutputOptions(s3=s3, inline_seg=inline, write_back=write_back)
 

@@ -32,6 +32,15 @@ def ahi_client(url: str, max_attempts: int = 3, max_pool_connections: int = 32) 
     return local_client("medical-imaging", url, max_attempts, max_pool_connections=max_pool_connections)
 
 
+def dicomweb_client(url: str) -> Any:
+    """An ``ahi_connector`` DICOMweb client for an ``ahi-local`` server at ``url`` (SigV4, dummy keys)."""
+    import boto3.session
+
+    from ahi_connector.dicomweb import DicomWebClient
+
+    return DicomWebClient(url, REGION, boto3.session.Session(**DUMMY_CREDENTIALS, region_name=REGION))
+
+
 def s3_client(url: str) -> Any:
     """An S3 client talking to a moto server at ``url`` (path-style addressing)."""
     return local_client("s3", url)

@@ -2,8 +2,7 @@
 
 Canonical frame: LPS mm (+x patient left, +y posterior, +z superior), origin at the centre of the body outline
 at the level of the splenic hilum. Painting order matters: later layers cover earlier ones, and the spleen
-label
-is what remains of the spleen after everything painted over it.
+label is what remains of the spleen after everything painted over it.
 """
 
 from __future__ import annotations
@@ -126,6 +125,31 @@ class Spine:
 
 
 @dataclass(frozen=True)
+class Variation:
+    """Explicit widening of the anatomy for domain-randomised training data (the defaults of
+    :func:`sample_anatomy` keep the original family, draw for draw).
+
+    ``spleen_volume_ml``: log-uniform range of the final spleen volume. ``lobulation``: relative amplitude of
+    the spleen surface waves (0.12 originally). ``max_clefts``: up to this many notches/clefts (2 originally),
+    ``cleft_depth`` their depth relative to the spleen thickness. ``accessory_probability``: chance of a
+    splenule (8-16 mm, labelled spleen) near the hilum or lower pole. ``splenectomy``: no spleen at all (the
+    left upper quadrant is filled by bowel and stomach). ``scale_range``: patient size factor (before fitting
+    into the field of view). ``left_lobe_probability``: chance of a liver left lobe reaching across to touch
+    the spleen. ``neighbour_pull``: 0..1, how far the stomach and colon are pulled against the spleen.
+    """
+
+    spleen_volume_ml: tuple[float, float] = (20.0, 1000.0)
+    lobulation: tuple[float, float] = (0.05, 0.28)
+    max_clefts: int = 5
+    cleft_depth: tuple[float, float] = (0.5, 1.1)
+    accessory_probability: float = 0.15
+    splenectomy: bool = False
+    scale_range: tuple[float, float] = (0.6, 1.15)
+    left_lobe_probability: float = 0.4
+    neighbour_pull: tuple[float, float] = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
 class Anatomy:
     """Everything needed to render one synthetic patient."""
 
@@ -171,10 +195,16 @@ def _blob(
 
 
 def _spleen(
-    rng: np.random.Generator, body: Body, phase: ContrastPhase, scale: float
+    rng: np.random.Generator,
+    body: Body,
+    phase: ContrastPhase,
+    scale: float,
+    var: Variation | None = None,
+    vrng: np.random.Generator | None = None,
 ) -> tuple[list[Layer], np.ndarray, float]:
-    # drawn as the volume of the final (scaled) patient: 55-480 mL log-uniform
-    volume_ml = float(np.exp(rng.uniform(np.log(55), np.log(480)))) / scale**3
+    # drawn as the volume of the final (scaled) patient: 55-480 mL log-uniform (Variation: its range)
+    lo, hi = var.spleen_volume_ml if var is not None else (55.0, 480.0)
+    volume_ml = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) / scale**3
     aspect = np.array([rng.uniform(1.0, 1.0), rng.uniform(0.28, 0.45), rng.uniform(0.5, 0.75)])
     bend = float(rng.uniform(0.15, 0.45))
     # ellipsoid volume 4/3 pi abc ~ volume; bending keeps the volume, the deformation changes it a little
@@ -194,8 +224,9 @@ def _spleen(
     long_axis = np.array([rng.uniform(-0.15, 0.25), rng.uniform(-0.75, -0.35), -1.0])
     to_hilum = np.array([-centre[0], -centre[1] * 0.5, 0.0])
     axes = orthonormal_axes(long_axis, to_hilum) @ random_rotation(rng, 8).T
+    lobulation = 0.12 if var is None or vrng is None else float(vrng.uniform(*var.lobulation))
     spleen = Blob(
-        center=centre, axes=axes, radii=radii, bend=bend, deform=Waves.random(rng, 6, (0.8, 2.5), 0.12)
+        center=centre, axes=axes, radii=radii, bend=bend, deform=Waves.random(rng, 6, (0.8, 2.5), lobulation)
     )
     tex_amp = 25.0 if phase is ContrastPhase.ARTERIAL else 5.0
     layers = [
@@ -207,15 +238,28 @@ def _spleen(
             is_spleen=True,
         )
     ]
-    for n in range(int(rng.integers(0, 3))):  # splenic notches on the anterior-medial border
+    n_notches = int(rng.integers(0, 3))
+    depth = 0.6
+    if var is not None and vrng is not None:
+        n_notches = int(vrng.integers(0, var.max_clefts + 1))
+    for n in range(n_notches):  # splenic notches on the anterior-medial border
+        if var is not None and vrng is not None:
+            depth = float(vrng.uniform(*var.cleft_depth))
         p = (
             centre
             + axes[0] * radii[0] * rng.uniform(-0.5, 0.5)
             + axes[1] * radii[1] * 0.9
             + axes[2] * radii[2] * (0.8 if n % 2 else -0.8)
         )
-        notch = Blob(center=p, axes=axes, radii=np.array([radii[1] * 0.5, radii[1] * 0.6, 6.0]))
+        notch = Blob(center=p, axes=axes, radii=np.array([radii[1] * 0.5, radii[1] * depth, 6.0]))
         layers.append(Layer(f"spleen_notch{n}", notch, 0.0, carve_spleen=True))
+    if var is not None and vrng is not None and vrng.random() < var.accessory_probability:
+        r = float(vrng.uniform(8, 16)) / scale
+        where = (
+            centre + axes[0] * radii[0] * vrng.uniform(0.6, 1.1) + axes[1] * radii[1] * vrng.uniform(1.0, 2.0)
+        )
+        splenule = Blob(center=where, axes=np.eye(3), radii=np.array([r, r * 0.9, r * 0.8]))
+        layers.append(Layer("spleen_accessory", splenule, layers[0].hu, layers[0].texture, is_spleen=True))
     return layers, centre, float(radii[0])
 
 
@@ -235,7 +279,13 @@ def _body(rng: np.random.Generator, phase: ContrastPhase) -> Body:
 
 
 def _organs(
-    rng: np.random.Generator, body: Body, phase: ContrastPhase, spleen_c: np.ndarray, spine: Spine
+    rng: np.random.Generator,
+    body: Body,
+    phase: ContrastPhase,
+    spleen_c: np.ndarray,
+    spine: Spine,
+    var: Variation | None = None,
+    vrng: np.random.Generator | None = None,
 ) -> list[Layer]:
     w, d_ant = body.half_width, body.half_depth_ant
     tex = lambda amp: Waves.random(rng, 5, (15, 60), amp)  # noqa: E731
@@ -272,9 +322,26 @@ def _organs(
         jitter_deg=12,
         deform=0.08,
     )
-    layers.append(Layer("liver", liver, _hu(rng, "liver", phase), tex(6)))
+    liver_hu = _hu(rng, "liver", phase)
+    layers.append(Layer("liver", liver, liver_hu, tex(6)))
+    pull = 0.0
+    if var is not None and vrng is not None:
+        pull = float(vrng.uniform(*var.neighbour_pull))
+        if vrng.random() < var.left_lobe_probability:  # left lobe reaching the spleen (same or similar HU)
+            tip = (spleen_c[0] - vrng.uniform(20, 45), spleen_c[1] - vrng.uniform(35, 60), spleen_c[2] + 10)
+            lobe_c = ((liver_c[0] + tip[0]) / 2, (liver_c[1] + tip[1]) / 2, tip[2])
+            half = float(np.hypot(tip[0] - liver_c[0], tip[1] - liver_c[1])) / 2 + 20
+            lobe = _blob(
+                vrng,
+                lobe_c,
+                (half, vrng.uniform(18, 30), vrng.uniform(25, 40)),
+                primary=(tip[0] - liver_c[0], tip[1] - liver_c[1], 0.0),
+                secondary=(0, 0, 1),
+                deform=0.08,
+            )
+            layers.append(Layer("liver_left_lobe", lobe, liver_hu, tex(6)))
     stomach_c = (
-        spleen_c[0] - rng.uniform(50, 80),
+        spleen_c[0] - rng.uniform(50, 80) * (1 - 0.45 * pull),
         -d_ant * rng.uniform(0.15, 0.45),
         spleen_c[2] - rng.uniform(-5, 25),
     )
@@ -311,7 +378,7 @@ def _organs(
             tex(8),
         )
     )
-    layers += _bowel(rng, body, phase, spleen_c)
+    layers += _bowel(rng, body, phase, spleen_c, pull)
     for name, x, r in (
         ("aorta", rng.uniform(5, 25), rng.uniform(10, 14)),
         ("ivc", -rng.uniform(20, 35), rng.uniform(9, 13)),
@@ -322,7 +389,9 @@ def _organs(
     return layers
 
 
-def _bowel(rng: np.random.Generator, body: Body, phase: ContrastPhase, spleen_c: np.ndarray) -> list[Layer]:
+def _bowel(
+    rng: np.random.Generator, body: Body, phase: ContrastPhase, spleen_c: np.ndarray, pull: float = 0.0
+) -> list[Layer]:
     """Bowel loops (gas, fluid or soft contents) and the splenic flexure of the colon near the spleen."""
     layers: list[Layer] = []
     inner_w = body.half_width - body.fat_ant - body.muscle
@@ -338,7 +407,7 @@ def _bowel(rng: np.random.Generator, body: Body, phase: ContrastPhase, spleen_c:
             c = (
                 spleen_c[0] - rng.uniform(0, 25),
                 spleen_c[1] - rng.uniform(25, 55),
-                spleen_c[2] - rng.uniform(40, 80),
+                spleen_c[2] - rng.uniform(40, 80) * (1 - 0.5 * pull),
             )
         outer = _blob(
             rng,
@@ -354,6 +423,32 @@ def _bowel(rng: np.random.Generator, body: Body, phase: ContrastPhase, spleen_c:
         layers += [
             Layer(f"bowel{n}_wall", outer, _hu(rng, "bowel_wall", phase)),
             Layer(f"bowel{n}", inner, hu),
+        ]
+    return layers
+
+
+def _splenic_bed(
+    rng: np.random.Generator, body: Body, phase: ContrastPhase, spleen_c: np.ndarray, half_len: float
+) -> list[Layer]:
+    """After splenectomy: colon (splenic flexure) and small bowel loops move up into the empty left upper
+    quadrant."""
+    layers: list[Layer] = []
+    for n in range(int(rng.integers(2, 5))):
+        r = float(rng.uniform(12, 24))
+        c = spleen_c + rng.uniform(-1, 1, 3) * np.array([20.0, 25.0, half_len * 0.6])
+        outer = _blob(
+            rng,
+            tuple(c),
+            (r * rng.uniform(1.5, 3), r, r),
+            primary=tuple(rng.normal(size=3)),
+            secondary=tuple(rng.normal(size=3)),
+            jitter_deg=0,
+        )
+        content = float(rng.choice([-1000.0, float(rng.uniform(0, 25)), float(rng.uniform(20, 60))]))
+        inner = Blob(outer.center, outer.axes, outer.radii - 2.0, 0.0, outer.deform)
+        layers += [
+            Layer(f"bed{n}_wall", outer, _hu(rng, "bowel_wall", phase)),
+            Layer(f"bed{n}", inner, content),
         ]
     return layers
 
@@ -375,17 +470,33 @@ def _thorax(rng: np.random.Generator, spleen_c: np.ndarray, spleen_half_len: flo
     )
 
 
-def sample_anatomy(rng: np.random.Generator, max_half_width: float = 1e9, max_depth: float = 1e9) -> Anatomy:
-    """Draw one synthetic patient. The body is shrunk (``scale``, never below 0.5) to fit the given field
-    of view:
-    ``max_half_width`` (left-right half extent) and ``max_depth`` (anterior-posterior extent) in mm."""
+def sample_anatomy(
+    rng: np.random.Generator,
+    max_half_width: float = 1e9,
+    max_depth: float = 1e9,
+    variation: Variation | None = None,
+    variation_rng: np.random.Generator | None = None,
+) -> Anatomy:
+    """Draw one synthetic patient. The body is shrunk (``scale``, never below 0.5) to fit the given field of
+    view: ``max_half_width`` (left-right half extent) and ``max_depth`` (anterior-posterior extent) in mm.
+
+    ``variation`` (with its own ``variation_rng``, so the original family's draws are unchanged) widens the
+    anatomy for training data; see :class:`Variation`."""
+    var, vrng = variation, variation_rng
+    if var is not None and vrng is None:
+        raise ValueError("sample_anatomy(variation=...) needs variation_rng")
     phase = ContrastPhase(rng.choice([p.value for p in ContrastPhase], p=[0.4, 0.2, 0.4]))
     body = _body(rng, phase)
+    size = 1.0 if var is None or vrng is None else float(vrng.uniform(*var.scale_range))
     scale = float(
         np.clip(
-            min(max_half_width / body.half_width, max_depth / (body.half_depth_ant + body.half_depth_post)),
+            min(
+                size,
+                max_half_width / body.half_width,
+                max_depth / (body.half_depth_ant + body.half_depth_post),
+            ),
             0.5,
-            1.0,
+            1.15,
         )
     )
     spine = Spine(
@@ -397,8 +508,12 @@ def sample_anatomy(rng: np.random.Generator, max_half_width: float = 1e9, max_de
         hu_cancellous=float(rng.uniform(150, 280)),
         hu_disc=float(rng.uniform(70, 100)),
     )
-    spleen_layers, spleen_c, half_len = _spleen(rng, body, phase, scale)
-    layers = _organs(rng, body, phase, spleen_c, spine) + spleen_layers
+    spleen_layers, spleen_c, half_len = _spleen(rng, body, phase, scale, var, vrng)
+    layers = _organs(rng, body, phase, spleen_c, spine, var, vrng)
+    if var is not None and var.splenectomy:
+        layers += _splenic_bed(rng, body, phase, spleen_c, half_len)
+    else:
+        layers += spleen_layers
     return Anatomy(
         phase=phase,
         scale=scale,

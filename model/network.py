@@ -1,10 +1,8 @@
 """The bundle's network, built from ``network_def`` in ``configs/inference.json`` (one source of truth).
 
-``build_network()`` gives the official spleen_ct_segmentation UNet (channels 16..256, strides 2x4, 2
-residual units,
-batch norm, 1 -> 2 classes). ``channels`` is the single switch for a narrower variant; everything else
-stays the
-official definition, and any variant is loaded the same way (TorchScript ``models/model.ts``).
+``build_network()`` gives the official spleen_ct_segmentation UNet (channels 16..256, strides 2x4, 2 residual
+units, batch norm, 1 -> 2 classes). ``channels`` is the single switch for a narrower variant; everything else
+stays the official definition, and any variant is loaded the same way (TorchScript ``models/model.ts``).
 """
 
 from __future__ import annotations

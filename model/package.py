@@ -8,8 +8,7 @@ Layout (see CONTRIBUTING.md)::
     code/...            (from container/prebuilt/: entry of SageMaker's prebuilt PyTorch container)
 
 The archive is reproducible: entries sorted, mtime/uid/gid/owner names fixed, gzip header without name or
-time,
-so two builds from the same inputs are byte-identical.
+time, so two builds from the same inputs are byte-identical.
 
 CLI: ``python -m model.package --output build/model.tar.gz [--bundle DIR] [--code DIR|--no-code]``
 """

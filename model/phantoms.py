@@ -8,12 +8,10 @@ Library::
     write_label(ph, "out")                                               # label.nii.gz + phantom.json
 
 Arrays are ``[slice, row, col]`` (DICOM order, see :mod:`model.scan_geometry`); ``label.nii.gz`` stores the
-same
-voxels as ``[col, row, slice]`` with the RAS affine of the series, so it overlays the DICOM series in any
-viewer
-and in MONAI (``LoadImage``) exactly. ``spleen_volume_ml`` is the true (partial-volume) spleen volume inside
-the imaged field of view; ``label_volume_ml`` is the voxel count of the binary label times the voxel volume.
-Everything is deterministic given the seed and the arguments.
+same voxels as ``[col, row, slice]`` with the RAS affine of the series, so it overlays the DICOM series in any
+viewer and in MONAI (``LoadImage``) exactly. ``spleen_volume_ml`` is the true (partial-volume) spleen volume
+inside the imaged field of view; ``label_volume_ml`` is the voxel count of the binary label times the voxel
+volume. Everything is deterministic given the seed and the arguments.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from model.anatomy import Anatomy, sample_anatomy
+from model.anatomy import Anatomy, Variation, sample_anatomy
 from model.dicom_series import SeriesUIDs, write_dicom_series
 from model.render import acquire, render
 from model.scan_geometry import PatientPosition, ScanGeometry, centred_geometry
@@ -112,11 +110,14 @@ def generate_phantom(
     patient_position: PatientPosition | str | None = None,
     tilt_deg: float | None = None,
     progress: Any = None,
+    variation: Variation | None = None,
 ) -> Phantom:
     """Generate one phantom. Unspecified acquisition parameters are drawn from the seed.
 
     ``shape`` is (slices, rows, cols), ``spacing`` (slice thickness, row spacing, column spacing) in mm.
-    ``progress`` is an optional callable receiving the number of slices finished.
+    ``progress`` is an optional callable receiving the number of slices finished. ``variation`` widens the
+    anatomy (:class:`model.anatomy.Variation`, e.g. ``Variation(splenectomy=True)`` for a case without a
+    spleen); without it the phantom is exactly the original family's.
     """
     rng = np.random.default_rng([seed, 0x5B1EE])
     params = sample_geometry_params(np.random.default_rng([seed, 0x6E0]))
@@ -125,7 +126,13 @@ def generate_phantom(
     position = PatientPosition(patient_position or params["patient_position"])
     tilt = params["tilt_deg"] if tilt_deg is None else float(tilt_deg)
     fov_x, fov_y = shape[2] * spacing[2], shape[1] * spacing[1]  # type: ignore[index]
-    anat = sample_anatomy(rng, max_half_width=0.95 * fov_x / 2 / 1.05, max_depth=0.95 * fov_y / 1.05)
+    anat = sample_anatomy(
+        rng,
+        max_half_width=0.95 * fov_x / 2 / 1.05,
+        max_depth=0.95 * fov_y / 1.05,
+        variation=variation,
+        variation_rng=np.random.default_rng([seed, 0xA7A]) if variation is not None else None,
+    )
     centre = _study_centre(anat, rng, shape[0] * spacing[0])  # type: ignore[index]
     geom = centred_geometry(shape, spacing, centre, position, tilt)  # type: ignore[arg-type]
     result = render(anat, geom, progress)

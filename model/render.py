@@ -2,9 +2,9 @@
 
 Partial volume: in-plane, every boundary is a linear ramp one pixel wide; along z, each slice is the mean of
 ``ceil(thickness / 1.25 mm)`` thin sub-slices, so thick slices blur exactly like a real slab. The spleen
-fraction of
-every voxel is tracked through the same compositing, so the label is aligned with the image by construction.
-Acquisition effects (reconstruction blur, correlated noise) are applied afterwards by :func:`acquire`.
+fraction of every voxel is tracked through the same compositing, so the label is aligned with the image by
+construction. Acquisition effects (reconstruction blur, correlated noise) are applied afterwards by
+:func:`acquire`.
 """
 
 from __future__ import annotations
@@ -28,12 +28,42 @@ SUB_SLICE_MM = 1.25
 SLAB_SLICES = 8
 
 
+#: Tissue classes of the optional tissue map (index = value in the map). Domain-randomised training draws a
+#: fresh HU for each class per case (model.train_data), so the network cannot rely on one family's contrasts.
+TISSUES = (
+    "air", "skin", "fat", "muscle", "visceral_fat", "bone_cortex", "bone_cancellous", "spinal_canal",
+    "lung", "rib", "liver", "spleen", "kidney", "stomach_wall", "stomach_content", "gas", "pancreas",
+    "bowel_wall", "bowel_fluid", "bowel_soft", "aorta", "ivc",
+)  # fmt: skip
+_T = {name: i for i, name in enumerate(TISSUES)}
+
+
+def tissue_of_layer(name: str, hu: float) -> int:
+    """Tissue class of an anatomy layer (by name; bowel contents by their HU)."""
+    base = name.rstrip("0123456789")
+    if name.startswith("bowel") or name.startswith("bed"):
+        if name.endswith("_wall"):
+            return _T["bowel_wall"]
+        return _T["gas"] if hu <= -900 else (_T["bowel_fluid"] if hu < 20 else _T["bowel_soft"])
+    if name.startswith("kidney"):
+        return _T["kidney"]
+    if name.startswith("liver"):
+        return _T["liver"]
+    if name.startswith("spleen"):
+        return _T["spleen"]
+    if base == "stomach":
+        return _T["stomach_content"]
+    return _T[base]
+
+
 @dataclass
 class RenderResult:
-    """Noise-free HU image and spleen fraction, both ``[slice, row, col]`` float32."""
+    """Noise-free HU image and spleen fraction, both ``[slice, row, col]`` float32; ``tissue`` (uint8,
+    :data:`TISSUES` indices, the majority class of the central sub-slice) when asked for."""
 
     hu: np.ndarray
     spleen_fraction: np.ndarray
+    tissue: np.ndarray | None = None
 
 
 def _fine_geometry(geom: ScanGeometry, nsub: int) -> ScanGeometry:
@@ -90,12 +120,20 @@ class _Canvas:
         self.cavity = np.zeros(x.shape, dtype=np.float32)
         self.body = np.zeros(x.shape, dtype=np.float32)
         self.wall_distance = np.zeros(x.shape, dtype=np.float32)
+        self.tissue = np.zeros(x.shape, dtype=np.uint8)
 
     def paint(
-        self, alpha: np.ndarray, hu: np.ndarray | float, box: tuple[slice, ...] = (), spleen: bool = False
+        self,
+        alpha: np.ndarray,
+        hu: np.ndarray | float,
+        box: tuple[slice, ...] = (),
+        spleen: bool = False,
+        tissue: int | np.ndarray = 0,
     ) -> None:
         region = self.hu[box] if box else self.hu
         region += alpha * (hu - region)
+        tis = self.tissue[box] if box else self.tissue
+        np.copyto(tis, np.asarray(tissue, dtype=np.uint8), where=alpha >= 0.5)
         sp = self.spleen[box] if box else self.spleen
         if spleen:
             sp += alpha * (1.0 - sp)
@@ -115,11 +153,11 @@ def _paint_body(c: _Canvas, anat: Anatomy) -> None:
     d_body = (rho - 1.0) * r
     fat = b.fat_post + (b.fat_ant - b.fat_post) * np.clip((d_post - y) / (d_post + d_ant), 0, 1)
     c.body = occupancy(d_body, c.ramp)
-    c.paint(c.body, b.hu_skin)
-    c.paint(occupancy(d_body + 2.0, c.ramp), b.hu_fat)
-    c.paint(occupancy(d_body + fat, c.ramp), b.hu_muscle)
+    c.paint(c.body, b.hu_skin, tissue=_T["skin"])
+    c.paint(occupancy(d_body + 2.0, c.ramp), b.hu_fat, tissue=_T["fat"])
+    c.paint(occupancy(d_body + fat, c.ramp), b.hu_muscle, tissue=_T["muscle"])
     c.cavity = occupancy(d_body + fat + b.muscle, c.ramp)
-    c.paint(c.cavity, b.hu_visceral_fat)
+    c.paint(c.cavity, b.hu_visceral_fat, tissue=_T["visceral_fat"])
     c.wall_distance = d_body + fat + b.muscle * 0.5
 
 
@@ -137,13 +175,16 @@ def _paint_layer(c: _Canvas, layer: Layer, anat: Anatomy, inv: np.ndarray, hu_fi
         removed = alpha * sp
         c.hu[box] += removed * (hu_fill - c.hu[box])
         sp -= removed
+        np.copyto(c.tissue[box], np.uint8(_T["visceral_fat"]), where=(removed >= 0.5))
         return
     hu: np.ndarray | float = layer.hu
+    tissue: int | np.ndarray = tissue_of_layer(layer.name, layer.hu)
     if layer.texture is not None:
         hu = layer.hu + layer.texture(x, y, z)
     if layer.gas_below_y is not None:
         hu = np.where(y < layer.gas_below_y, AIR_HU, hu)
-    c.paint(alpha, hu, box, spleen=layer.is_spleen)
+        tissue = np.where(y < layer.gas_below_y, _T["gas"], tissue)
+    c.paint(alpha, hu, box, spleen=layer.is_spleen, tissue=tissue)
 
 
 def _paint_spine(c: _Canvas, anat: Anatomy, inv: np.ndarray) -> None:
@@ -156,20 +197,25 @@ def _paint_spine(c: _Canvas, anat: Anatomy, inv: np.ndarray) -> None:
         return Blob(center=np.array([cx, cy, 0.0]), axes=axes, radii=np.array([5000.0, rx, ry]))
 
     disc = np.mod(c.z - s.disc_phase, s.disc_period) < 7.0
-    parts: list[tuple[Blob, Callable[[], np.ndarray | float]]] = [
-        (tube(-38, canal_y + 12, 22, 28), lambda: m),
-        (tube(38, canal_y + 12, 22, 28), lambda: m),
-        (tube(-(r + 22), s.centre_y - 5, 14, 17), lambda: m),
-        (tube(r + 22, s.centre_y - 5, 14, 17), lambda: m),
-        (tube(0, canal_y + 22, 5, 22), lambda: s.hu_cortex),
-        (tube(0, canal_y, 15, 14), lambda: s.hu_cortex),
-        (tube(0, canal_y, 9, 8), lambda: 15.0),
-        (tube(0, s.centre_y, r, r * 0.85), lambda: s.hu_cortex),
-        (tube(0, s.centre_y, r - 2.5, r * 0.85 - 2.5), lambda: np.where(disc, s.hu_disc, s.hu_cancellous)),
+    mu, co, ca = _T["muscle"], _T["bone_cortex"], _T["bone_cancellous"]
+    parts: list[tuple[Blob, Callable[[], np.ndarray | float], int]] = [
+        (tube(-38, canal_y + 12, 22, 28), lambda: m, mu),
+        (tube(38, canal_y + 12, 22, 28), lambda: m, mu),
+        (tube(-(r + 22), s.centre_y - 5, 14, 17), lambda: m, mu),
+        (tube(r + 22, s.centre_y - 5, 14, 17), lambda: m, mu),
+        (tube(0, canal_y + 22, 5, 22), lambda: s.hu_cortex, co),
+        (tube(0, canal_y, 15, 14), lambda: s.hu_cortex, co),
+        (tube(0, canal_y, 9, 8), lambda: 15.0, _T["spinal_canal"]),
+        (tube(0, s.centre_y, r, r * 0.85), lambda: s.hu_cortex, co),
+        (
+            tube(0, s.centre_y, r - 2.5, r * 0.85 - 2.5),
+            lambda: np.where(disc, s.hu_disc, s.hu_cancellous),
+            ca,
+        ),
     ]
-    for shape, hu in parts:
+    for shape, hu, tissue in parts:
         alpha = occupancy(shape.distance(c.x, c.y, c.z), c.ramp) * c.body
-        c.paint(alpha, hu())
+        c.paint(alpha, hu(), tissue=tissue)
 
 
 def _paint_thorax(c: _Canvas, anat: Anatomy, inv: np.ndarray) -> None:
@@ -180,7 +226,7 @@ def _paint_thorax(c: _Canvas, anat: Anatomy, inv: np.ndarray) -> None:
     if (z > dome.min() - 5).any():
         lung = occupancy(dome - z, c.ramp) * c.cavity
         mediastinum = occupancy(np.sqrt((x - 10.0) ** 2 + np.maximum(-y - 10.0, 0) ** 2 / 4) - 70.0, c.ramp)
-        c.paint(lung * (1 - mediastinum), t.hu_lung)
+        c.paint(lung * (1 - mediastinum), t.hu_lung, tissue=_T["lung"])
     near = (np.abs(c.wall_distance) < t.rib_radius + 3) & (z > t.rib_bottom_z)
     if not near.any():
         return
@@ -193,17 +239,24 @@ def _paint_thorax(c: _Canvas, anat: Anatomy, inv: np.ndarray) -> None:
     alpha = occupancy(d, c.ramp) * keep
     sub = np.zeros_like(c.hu)
     sub[near] = alpha
-    c.paint(sub, t.hu_rib)
+    c.paint(sub, t.hu_rib, tissue=_T["rib"])
 
 
-def render(anat: Anatomy, geom: ScanGeometry, progress: Callable[[int], None] | None = None) -> RenderResult:
-    """Noise-free HU volume and spleen fraction of ``anat`` sampled on ``geom`` (``[slice, row, col]``)."""
+def render(
+    anat: Anatomy,
+    geom: ScanGeometry,
+    progress: Callable[[int], None] | None = None,
+    with_tissue: bool = False,
+) -> RenderResult:
+    """Noise-free HU volume and spleen fraction of ``anat`` sampled on ``geom`` (``[slice, row, col]``);
+    ``with_tissue`` also returns the tissue-class map (for domain-randomised training data)."""
     nsub = max(1, math.ceil(geom.spacing[0] / SUB_SLICE_MM - 1e-6))
     fine = _fine_geometry(geom, nsub)
     inv = np.linalg.inv(fine.affine_lps())
     ramp = max(geom.spacing[1], geom.spacing[2]) / anat.scale
     hu_out = np.empty(geom.shape, dtype=np.float32)
     sp_out = np.empty(geom.shape, dtype=np.float32)
+    tissue_out = np.empty(geom.shape, dtype=np.uint8) if with_tissue else None
     fill = anat.body.hu_visceral_fat
     for s0 in range(0, geom.shape[0], SLAB_SLICES):
         s1 = min(s0 + SLAB_SLICES, geom.shape[0])
@@ -217,9 +270,11 @@ def render(anat: Anatomy, geom: ScanGeometry, progress: Callable[[int], None] | 
         _paint_thorax(c, anat, slab_inv)
         hu_out[s0:s1] = c.hu.reshape(s1 - s0, nsub, *c.hu.shape[1:]).mean(axis=1)
         sp_out[s0:s1] = c.spleen.reshape(s1 - s0, nsub, *c.hu.shape[1:]).mean(axis=1)
+        if tissue_out is not None:
+            tissue_out[s0:s1] = c.tissue.reshape(s1 - s0, nsub, *c.hu.shape[1:])[:, nsub // 2]
         if progress is not None:
             progress(s1 - s0)
-    return RenderResult(hu=hu_out, spleen_fraction=sp_out)
+    return RenderResult(hu=hu_out, spleen_fraction=sp_out, tissue=tissue_out)
 
 
 def acquire(hu: np.ndarray, rng: np.random.Generator, noise_hu: float, blur_px: float) -> np.ndarray:

@@ -1,8 +1,7 @@
 """Implicit shape primitives for the phantom renderer, evaluated on blocks of coordinates (mm).
 
 Every shape returns an *approximate signed distance* in mm (negative inside). The renderer turns distances
-into
-partial-volume occupancies with :func:`occupancy`, so boundaries are anti-aliased at the voxel size.
+into partial-volume occupancies with :func:`occupancy`, so boundaries are anti-aliased at the voxel size.
 """
 
 from __future__ import annotations
@@ -51,9 +50,8 @@ class Waves:
 class Blob:
     """A deformed, optionally bent ellipsoid.
 
-    ``axes`` rows are the local unit axes (LPS), ``radii`` the semi-axes along them (mm). ``bend`` bends
-    the shape
-    along local axis 1 (positive: concave towards +axis 1, a crescent). ``deform`` modulates the radius
+    ``axes`` rows are the local unit axes (LPS), ``radii`` the semi-axes along them (mm). ``bend`` bends the
+    shape along local axis 1 (positive: concave towards +axis 1, a crescent). ``deform`` modulates the radius
     (relative amplitude, evaluated in normalised local coordinates).
     """
 

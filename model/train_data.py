@@ -1,8 +1,7 @@
 """Training cache: phantoms resampled once with the bundle's own spatial/intensity transforms, stored as .npy.
 
-Each case is ``<work>/cache/<seed>.image.npy`` (float16, intensity-scaled 0..1, RAS, 1.5x1.5x2.0 mm, padded
-to at
-least one patch) and ``<seed>.label.npy`` (uint8), plus ``<seed>.json`` (spleen volume, source geometry).
+Each case is ``<work>/cache/<seed>.image.npy`` (float16, intensity-scaled 0..1, RAS, 1.5x1.5x2.0 mm, padded to
+at least one patch) and ``<seed>.label.npy`` (uint8), plus ``<seed>.json`` (spleen volume, source geometry).
 Array axes are MONAI's (R->L... i.e. RAS voxel axes x, y, z) after ``Orientationd(RAS)``.
 """
 
@@ -70,9 +69,8 @@ class Preprocessing:
 
 
 def training_geometry(seed: int) -> dict[str, Any]:
-    """Acquisition for training phantoms: realistic FOV and slice thickness, in-plane pixels up to 1.5 mm
-    so the
-    cache is cheap to build (everything is resampled to 1.5x1.5x2.0 mm anyway)."""
+    """Acquisition for training phantoms: realistic FOV and slice thickness, in-plane pixels up to 1.5 mm so
+    the cache is cheap to build (everything is resampled to 1.5x1.5x2.0 mm anyway)."""
     rng = np.random.default_rng([seed, 0x7A1])
     fov = rng.uniform(330, 460)
     px = rng.uniform(0.75, 1.5)

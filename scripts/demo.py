@@ -6,8 +6,9 @@
    StartDICOMImportJob);
 3. ``invoke_endpoint(EndpointName=..., TargetModel="model.tar.gz", Body={"inputs": [...], "output": {...}})``;
 4. print the spleen volume (and the phantom's true volume), where the SEG went (S3, and the new AHI image set
-   the SEG was imported into), save the result's ``preview.png`` (axial/coronal/sagittal views with the spleen
-   outline) locally and print its path, then stop everything it started (also on Ctrl-C or an error).
+   it was written back to with STOW-RS, found again with QIDO-RS), save the result's ``preview.png``
+   (axial/coronal/sagittal views with the spleen outline) locally and print its path, then stop everything it
+   started (also on Ctrl-C or an error).
 
 5. with ``--backfill N``: import N more phantoms and back-fill the datastore through the async endpoint with
    ``ahi-spleen batch``'s code (search, CT pre-filter, one submission per image set version, results from S3).
@@ -50,7 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=3, help="phantom seed")
     p.add_argument("--shape", default="48,128,128", help="phantom slices,rows,cols")
     p.add_argument("--spacing", default="4.0,2.5,2.5", help="phantom slice thickness,row,col spacing in mm")
-    p.add_argument("--no-write-back", action="store_true", help="do not import the SEG back into AHI")
+    p.add_argument("--no-write-back", action="store_true", help="do not write the SEG back into AHI")
+    p.add_argument(
+        "--write-back",
+        choices=("stow-rs", "import-job"),
+        default="stow-rs",
+        help="STOW-RS (synchronous, default) or an S3-staged import job",
+    )
     p.add_argument(
         "--preview-out",
         type=Path,
@@ -97,6 +104,19 @@ def _phantom_study(
     return folder, phantom
 
 
+def _write_back_lines(wb: dict[str, Any], seg: Any, dicomweb: Any) -> None:
+    """How the SEG went back into AHI; for STOW-RS also that QIDO-RS finds its series in the study."""
+    ids = ", ".join(wb.get("imageSetIds", [])) or "(pending)"
+    if wb.get("method") != "stow-rs":
+        print(f"written to AHI   : import job {wb['jobId']} {wb['jobStatus']} -> image set(s) {ids}")
+        return
+    print(f"written to AHI   : STOW-RS (HTTP {wb['status']}) -> image set {ids} in {wb['datastoreId']}")
+    found = dicomweb.search_series(wb["datastoreId"], str(seg.StudyInstanceUID), Modality="SEG")
+    uids = [s["0020000E"]["Value"][0] for s in found]
+    state = "found" if str(seg.SeriesInstanceUID) in uids else "NOT found"
+    print(f"QIDO-RS check    : SEG series {seg.SeriesInstanceUID} {state} in study {seg.StudyInstanceUID}")
+
+
 def _save_preview(s3: Any, uri: str | None, path: Path) -> str:
     if not uri:
         return "(none: the series is not one regular stack)"
@@ -106,7 +126,7 @@ def _save_preview(s3: Any, uri: str | None, path: Path) -> str:
     return f"{uri} -> saved to {path}"
 
 
-def _summarise(out: dict[str, Any], s3: Any, phantom: Any, preview_out: Path) -> None:
+def _summarise(out: dict[str, Any], s3: Any, phantom: Any, preview_out: Path, dicomweb: Any) -> None:
     import pydicom
 
     print(json.dumps({k: v for k, v in out.items() if k != "results"}, indent=2))
@@ -135,12 +155,8 @@ def _summarise(out: dict[str, Any], s3: Any, phantom: Any, preview_out: Path) ->
             f"'{seg.SegmentSequence[0].SegmentLabel}', references series "
             f"{seg.ReferencedSeriesSequence[0].SeriesInstanceUID}"
         )
-        wb = result.get("writeBackToAHI")
-        if wb:
-            print(
-                f"written to AHI   : import job {wb['jobId']} {wb['jobStatus']} -> image set(s) "
-                f"{', '.join(wb.get('imageSetIds', [])) or '(pending)'} in datastore {wb['datastoreId']}"
-            )
+        if result.get("writeBackToAHI"):
+            _write_back_lines(result["writeBackToAHI"], seg, dicomweb)
         print(f"timings (s)      : {json.dumps(report['timingsSeconds'])}")
 
 
@@ -235,7 +251,11 @@ def run(args: argparse.Namespace) -> int:
             "output": {"s3Uri": f"s3://{RESULTS_BUCKET}/results"},
         }
         if not args.no_write_back:
-            body["output"]["writeBackToAHI"] = {"dataAccessRoleArn": ROLE_ARN, "wait": True}
+            body["output"]["writeBackToAHI"] = (
+                {"method": "stow-rs"}
+                if args.write_back == "stow-rs"
+                else {"method": "import-job", "dataAccessRoleArn": ROLE_ARN, "wait": True}
+            )
         runtime = stack.client("sagemaker-runtime", gateway_url)
         started = time.perf_counter()
         try:
@@ -259,7 +279,9 @@ def run(args: argparse.Namespace) -> int:
             f"answered in {time.perf_counter() - started:.1f} s (first call loads the model); "
             f"CustomAttributes: {resp.get('CustomAttributes')}"
         )
-        _summarise(out, s3, phantom, args.preview_out)
+        from devstack.clients import dicomweb_client
+
+        _summarise(out, s3, phantom, args.preview_out, dicomweb_client(ahi_url))
         if args.backfill:
             _backfill(args, work, stack, datastore_id, gateway_url)
         _step("stopping everything the demo started")

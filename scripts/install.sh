@@ -71,6 +71,21 @@ ensure_dicom3tools() {
   fi
 }
 
+ensure_orthanc() {
+  # Orthanc + its DICOMweb plugin: the reference implementation the DICOMweb conformance tests
+  # (tests/dicomweb/) compare ahi-local against. Dev only; the tests start their own instance.
+  [ -n "$EXTRA" ] || return 0
+  if command -v Orthanc >/dev/null 2>&1 && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then return 0; fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Orthanc and its DICOMweb plugin (reference for tests/dicomweb)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb >/dev/null
+    # The package starts a system service on 4242/8042; the tests run their own instance on a free port.
+    if command -v service >/dev/null 2>&1; then service orthanc stop >/dev/null 2>&1 || true; fi
+  else
+    log "WARNING: no Orthanc; tests/dicomweb skip their conformance part (install as root: apt-get install orthanc orthanc-dicomweb)"
+  fi
+}
+
 stamp_of() {
   cat "$ROOT/requirements.txt" "$ROOT/$LOCK" "$ROOT/pyproject.toml" "$ROOT/devstack/pyproject.toml" \
     "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
@@ -85,6 +100,7 @@ esac
 
 ensure_java
 ensure_dicom3tools
+ensure_orthanc
 STAMP="$VENV/.install-stamp"
 WANT="$(stamp_of)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$VENV/bin/python" ]; then

@@ -1,19 +1,17 @@
 """AHIDataLoaderOperator: an AWS HealthImaging image set (or study) -> the SDK's ``dicom_study_list``.
 
 The operator emits exactly what the SDK's ``DICOMDataLoaderOperator`` emits for the same instances read from
-P10
-files (a list of ``DICOMStudy`` holding ``DICOMSeries`` of ``DICOMSOPInstance`` wrapping pydicom Datasets,
-with the
-same study/series attributes), so the rest of the chain is unchanged. The Datasets come from
+P10 files (a list of ``DICOMStudy`` holding ``DICOMSeries`` of ``DICOMSOPInstance`` wrapping pydicom Datasets,
+with the same study/series attributes), so the rest of the chain is unchanged. The Datasets come from
 ``ahi_connector.ImageSetExporter`` (frames fetched and decoded in memory); nothing is written to disk.
 
 The logic lives in plain functions (:func:`studies_from_datasets`, :func:`load_ahi_studies`); ``compute()``
-only
-receives, calls and emits.
+only receives, calls and emits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -108,11 +106,9 @@ def studies_from_datasets(datasets: Iterable[Dataset]) -> list[DICOMStudy]:
     """Group pydicom Datasets into the SDK's ``DICOMStudy``/``DICOMSeries``/``DICOMSOPInstance`` objects.
 
     Same grouping and attributes as ``DICOMDataLoaderOperator``: study and series keyed by their UIDs (as
-    str),
-    attributes from the first instance seen, DICOMDIR instances skipped, one instance per
-    ImagePositionPatient.
-    Instances without SOPInstanceUID / SOPClassUID / StudyInstanceUID / SeriesInstanceUID are skipped with a
-    warning.
+    str), attributes from the first instance seen, DICOMDIR instances skipped, one instance per
+    ImagePositionPatient. Instances without SOPInstanceUID / SOPClassUID / StudyInstanceUID /
+    SeriesInstanceUID are skipped with a warning.
     """
     studies: dict[str, DICOMStudy] = {}
     series_by_uid: dict[str, DICOMSeries] = {}
@@ -255,29 +251,28 @@ def load_ahi_studies(
     if not request.is_ahi or request.datastore_id is None:
         raise RequestError(f"{request.describe()} is not an AWS HealthImaging request")
     datastore_id = request.datastore_id
-    throttled_before = exporter.throttled_calls
-    if request.image_set_id is not None:
-        image_set_id, series_uid = select_series(
-            exporter, datastore_id, [request.image_set_id], None, request.describe()
+    with record.fetching(exporter) if record is not None else contextlib.nullcontext():
+        if request.image_set_id is not None:
+            image_set_id, series_uid = select_series(
+                exporter, datastore_id, [request.image_set_id], None, request.describe()
+            )
+        else:
+            assert request.study_instance_uid is not None
+            image_set_id, series_uid = resolve_study(exporter, datastore_id, request.study_instance_uid)
+        logger.info(
+            "loading image set %s (series %s) from datastore %s",
+            image_set_id,
+            series_uid or "all",
+            datastore_id,
         )
-    else:
-        assert request.study_instance_uid is not None
-        image_set_id, series_uid = resolve_study(exporter, datastore_id, request.study_instance_uid)
-    logger.info(
-        "loading image set %s (series %s) from datastore %s", image_set_id, series_uid or "all", datastore_id
-    )
-    if with_pixels:
-        datasets = exporter.to_datasets(datastore_id, image_set_id, series_uid=series_uid)
-    else:
-        meta = exporter.get_metadata(datastore_id, image_set_id)
-        datasets = [make_dataset(meta, inst) for inst in meta.iter_instances(series_uid)]
+        if with_pixels:
+            datasets = exporter.to_datasets(datastore_id, image_set_id, series_uid=series_uid)
+        else:
+            meta = exporter.get_metadata(datastore_id, image_set_id)
+            datasets = [make_dataset(meta, inst) for inst in meta.iter_instances(series_uid)]
     if record is not None:
         record.datastore_id = datastore_id
         record.image_set_ids = [image_set_id]
-        stats = exporter.last_stats if with_pixels else None  # without pixels nothing was fetched here
-        record.frames_fetched = stats.frames if stats else 0
-        record.frame_retries = stats.retries if stats else 0
-        record.throttles = exporter.throttled_calls - throttled_before
     studies = studies_from_datasets(datasets)
     if not studies:
         raise InputNotFoundError(
@@ -297,11 +292,10 @@ class AHIDataLoaderOperator(Operator):
         dicom_study_list: list of ``DICOMStudy`` (as emitted by the SDK's ``DICOMDataLoaderOperator``).
 
     Constructor: ``exporter`` (``ahi_connector.ImageSetExporter``), and ``request``
-    (:class:`~app.request.SegRequest`)
-    or ``input_file`` (JSON ``{"datastoreId", "imageSetId"}`` or ``{"datastoreId", "studyInstanceUid"}``);
-    ``with_pixels`` (default True: the SDK-compatible ``DICOMStudy`` list with pixel data; False:
-    attribute-only instances for the direct volume path, see :func:`load_ahi_studies`).
-    Needs ``CountCondition(fragment, 1)`` to run once per application run.
+    (:class:`~app.request.SegRequest`) or ``input_file`` (JSON ``{"datastoreId", "imageSetId"}`` or
+    ``{"datastoreId", "studyInstanceUid"}``); ``with_pixels`` (default True: the SDK-compatible ``DICOMStudy``
+    list with pixel data; False: attribute-only instances for the direct volume path, see
+    :func:`load_ahi_studies`). Needs ``CountCondition(fragment, 1)`` to run once per application run.
     """
 
     INPUT_FILE = "input_file"

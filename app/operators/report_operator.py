@@ -11,7 +11,10 @@ Named inputs:
     stl_path: ``str`` path of the STL or ``""`` (only declared when the app writes an STL).
     preview_path: ``str`` path of the preview PNG or ``""``.
 Named output: none. The report is stored in the run's :class:`~app.run_record.RunRecord` (with the SEG, STL
-and preview paths) and, when ``output_file`` is given (``python -m app``), written there as JSON.
+and preview paths) and, when ``output_file`` is given (``python -m app``), written there as JSON. Its
+``quality`` object holds the flags of :func:`app.quality.quality_flags` (spleen found, volume plausibility,
+share of the mask at the edge of the field of view, components; probabilities and removed components are not
+reachable here, and it says so).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pydicom
 from monai.deploy.core import Fragment, Image, Operator, OperatorSpec
 
 from ..bundle_model import ModelIdentity
+from ..quality import quality_flags
 from ..request import SegRequest
 from ..run_record import STAGE_REPORT, RunRecord
 
@@ -81,6 +85,7 @@ def build_report(
         "sliceCount": len(series.get_sop_instances()),
         "volumeShapeDhw": list(np.asarray(mask.asnumpy()).shape),
         "spleen": spleen_measurements(mask),
+        "quality": quality_flags(np.asarray(mask.asnumpy()), voxel_volume_mm3(mask) / 1000.0),
         "model": {
             "name": model.name,
             "version": model.version,

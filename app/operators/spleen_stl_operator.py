@@ -1,16 +1,12 @@
 """SpleenSTLOperator: surface mesh (binary STL, LPS millimetres) of the spleen mask.
 
 Why not the SDK's ``STLConversionOperator``: it meshes every non-zero label (its ``class_id`` filter is
-applied to an
-array it then does not use), fails on an empty mask, treats the (slice, row, column) array indices as (x, y,
-z)
-without the series origin (the mesh does not overlay the CT), and maps every vertex to patient space in a
-Python
-loop. Here the mesh is the largest connected component of the binary spleen mask, built with marching cubes
-on the
-mask's bounding box and placed with the series affine from :mod:`ahi_connector.geometry` (the project's
-geometry
-module), so it overlays the source CT in a viewer that reads STL as LPS (3D Slicer's default).
+applied to an array it then does not use), fails on an empty mask, treats the (slice, row, column) array
+indices as (x, y, z) without the series origin (the mesh does not overlay the CT), and maps every vertex to
+patient space in a Python loop. Here the mesh is the largest connected component of the binary spleen mask,
+built with marching cubes on the mask's bounding box and placed with the series affine from
+:mod:`ahi_connector.geometry` (the project's geometry module), so it overlays the source CT in a viewer that
+reads STL as LPS (3D Slicer's default).
 
 Named inputs:
     spleen_mask: binary ``Image`` (DHW), slices in the SDK volume operator's order (ascending along the

@@ -1,10 +1,8 @@
 """Stage timing for the SDK's operators without changing what they do.
 
 :class:`TimedComputeMixin` wraps ``compute()`` of the operator class that follows it in the MRO and adds the
-wall
-time to a :class:`~app.run_record.RunRecord` stage. The SDK operators the app uses as they are get a
-one-line timed
-subclass here (they are the SDK's operators, not new ones, hence one module).
+wall time to a :class:`~app.run_record.RunRecord` stage. The SDK operators the app uses as they are get a
+one-line timed subclass here (they are the SDK's operators, not new ones, hence one module).
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import sys
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from .settings import (
     ENV_ACCESS_KEY_ID,
     ENV_ACCOUNT_ID,
     ENV_BODY_TIMEOUT_S,
+    ENV_CREATE_S,
     ENV_ENABLE_FAULTS,
     ENV_IMPORT_WORKERS,
     ENV_LOCK_WAIT_S,
@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="how long update/copy/delete keep an image set LOCKED before it is ACTIVE again "
         f"(env {ENV_TRANSITION_S}; default {DEFAULT_TRANSITION_S})",
+    )
+    serve.add_argument(
+        "--datastore-creation-seconds",
+        type=float,
+        help="how long CreateDatastore stays CREATING before ACTIVE "
+        f"(env {ENV_CREATE_S}; default {DEFAULT_TRANSITION_S})",
     )
     serve.add_argument(
         "--region", help=f"region in ARNs (env {ENV_REGION}, AWS_REGION; default {DEFAULT_REGION})"
@@ -195,6 +201,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         transition_s=_first_float(
             args.transition_seconds, environ.get(ENV_TRANSITION_S), DEFAULT_TRANSITION_S
         ),
+        datastore_creation_s=_first_float(
+            args.datastore_creation_seconds, environ.get(ENV_CREATE_S), DEFAULT_TRANSITION_S
+        ),
         region=args.region or environ.get(ENV_REGION) or environ.get("AWS_REGION") or DEFAULT_REGION,
         account_id=args.account_id or environ.get(ENV_ACCOUNT_ID) or DEFAULT_ACCOUNT_ID,
     )
@@ -253,14 +262,13 @@ def serve(settings: ServeSettings) -> None:
 def run_import(args: argparse.Namespace) -> int:
     """``ahi-local import``: returns 0 when every file was imported, 1 otherwise."""
     from ahi_connector.client import make_ahi_client, make_client
-    from devstack.importing import import_folder
+    from devstack.importing import create_datastore, import_folder
 
     ahi = make_ahi_client(endpoint_url=args.endpoint_url)
     s3 = make_client("s3", endpoint_url=args.s3_endpoint_url, max_attempts=5)
     datastore_id = args.datastore_id
     if not datastore_id:
-        created = ahi.create_datastore(datastoreName=args.datastore_name, clientToken=uuid.uuid4().hex)
-        datastore_id = created["datastoreId"]
+        datastore_id = create_datastore(ahi, args.datastore_name)  # waits until ACTIVE, as AWS needs
         logger.info("created datastore %s", datastore_id)
     result = import_folder(ahi, s3, datastore_id, args.folder, args.bucket, timeout_s=args.timeout)
     summary = {

@@ -37,6 +37,10 @@ from .ids import new_id
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
+#: STOW-RS (StoreDICOM, StoreDICOMStudy) takes "up to 1GB of DICOM data per request" (AHI developer guide,
+#: "dicomweb-storing"); every other request keeps MAX_BODY_BYTES.
+MAX_STOW_BODY_BYTES = 1 << 30
+STOW_PATH = re.compile(r"^/datastore/[^/]+/studies(?:/[^/]+)?/?$")
 BODY_IDLE_TIMEOUT_S = 10.0
 BODY_TOTAL_TIMEOUT_S = 30.0
 MAX_CLOCK_SKEW_S = 15 * 60
@@ -142,8 +146,13 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = (
+            MAX_STOW_BODY_BYTES
+            if scope["method"] == "POST" and STOW_PATH.match(scope["path"])
+            else self.max_body_bytes
+        )
         try:
-            body = await self._read_body(headers, receive)
+            body = await self._read_body(headers, receive, limit)
             if body is None:
                 return  # the client went away
             if self.credentials is not None and (scope["method"], scope["path"]) not in OPEN_PATHS:
@@ -164,13 +173,13 @@ class RequestGuard:
 
         await self.app(scope, replay, send)
 
-    async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
+    async def _read_body(self, headers: Mapping[str, str], receive: Receive, limit: int) -> bytes | None:
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
                 raise GuardError(400, "ValidationException", "Content-Length is not a number")
-            if int(declared) > self.max_body_bytes:
-                raise self._too_large(declared)
+            if int(declared) > limit:
+                raise self._too_large(declared, limit)
         chunks: list[bytes] = []
         size = 0
         deadline = time.monotonic() + self.total_timeout_s
@@ -190,18 +199,23 @@ class RequestGuard:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                raise self._too_large(f"more than {self.max_body_bytes}")
+            if size > limit:
+                raise self._too_large(f"more than {limit}", limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    def _too_large(self, size: str) -> GuardError:
+    @staticmethod
+    def _too_large(size: str, limit: int) -> GuardError:
+        why = (
+            "StoreDICOM takes up to 1 GB per request; split the instances over several requests"
+            if limit == MAX_STOW_BODY_BYTES
+            else "no AWS HealthImaging request needs more"
+        )
         return GuardError(
             413,
             "RequestEntityTooLargeException",
-            f"request body is {size} bytes; ahi-local accepts at most {self.max_body_bytes} bytes "
-            "(no AWS HealthImaging request needs more)",
+            f"request body is {size} bytes; ahi-local accepts at most {limit} bytes ({why})",
         )
 
 

@@ -99,7 +99,7 @@ class Operations:
         return {"datastoreProperties": self.store.datastore(p["datastoreId"]).properties()}
 
     def ListDatastores(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
-        records = sorted(self.store.datastores.values(), key=lambda r: (r.created_at, r.datastore_id))
+        records = sorted(self.store.all_datastores(), key=lambda r: (r.created_at, r.datastore_id))
         if p.get("datastoreStatus"):
             records = [r for r in records if r.status == p["datastoreStatus"]]
         page, token = paginate(records, p.get("maxResults"), p.get("nextToken"), "ListDatastores")
@@ -114,7 +114,7 @@ class Operations:
 
     # ---- import jobs ---------------------------------------------------------------------------------
     def StartDICOMImportJob(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
-        datastore = self.store.datastore(p["datastoreId"])
+        datastore = self.store.active_datastore(p["datastoreId"], "StartDICOMImportJob")
         for member in ("inputS3Uri", "outputS3Uri"):
             try:
                 S3Uri.parse(p[member], member)
@@ -243,7 +243,7 @@ class Operations:
             if study_only:
                 update_rules.study_level_only(changes)
             update_rules.check_update(
-                {k: v for k, v in changes.items()},
+                changes,
                 document,
                 image_set_id=record.image_set_id,
                 force=force,

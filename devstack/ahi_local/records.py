@@ -35,10 +35,18 @@ class DatastoreRecord:
     client_token: str | None = None
     region: str = REGION
     account_id: str = ACCOUNT_ID
+    active_at: float | None = None  # while CREATING: when it becomes ACTIVE
 
     @property
     def arn(self) -> str:
         return datastore_arn(self.datastore_id, self.region, self.account_id)
+
+    def settle(self, now: float) -> bool:
+        """CREATING → ACTIVE once its time has come; True when the record changed."""
+        if self.status == "CREATING" and self.active_at is not None and now >= self.active_at:
+            self.status, self.updated_at, self.active_at = "ACTIVE", self.active_at, None
+            return True
+        return False
 
     def summary(self) -> dict[str, Any]:
         return {

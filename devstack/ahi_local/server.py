@@ -6,7 +6,9 @@ against every constraint of the model (:mod:`devstack.ahi_local.validation`). An
 ahi-local does not implement (a newer botocore) is routed too and answers an AWS-shaped error. Errors are
 answered like AWS rest-json: ``x-amzn-ErrorType`` header and ``{"message": ...}``.
 
-Non-AWS routes: ``GET /_local/health`` and ``GET|PUT /_local/faults`` (runtime fault settings).
+DICOMweb (WADO-RS, QIDO-RS, STOW-RS under ``/datastore/{datastoreId}/studies``) lives in
+:mod:`devstack.ahi_local.dicomweb`. Non-AWS routes: ``GET /_local/health`` and ``GET|PUT /_local/faults``
+(runtime fault settings).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ahi_connector.client import make_client
 from app.untrusted import brief, loads
 from devstack.model_validation import validation_errors, validation_message
 
+from .dicomweb import DicomWeb
 from .errors import InternalError, ServiceError, UnknownOperationError, ValidationError
 from .faults import FaultInjector, FaultSettings, corrupt_bytes
 from .guard import RequestGuard
@@ -138,6 +141,7 @@ class LocalAHIApp:
             settings.data_dir,
             settings.lock_wait_s,
             transition_s=settings.transition_s,
+            datastore_creation_s=settings.datastore_creation_s,
             region=settings.region,
             account_id=settings.account_id,
         )
@@ -148,6 +152,7 @@ class LocalAHIApp:
         routes = [
             Route("/_local/health", self.health, methods=["GET"]),
             Route("/_local/faults", self.fault_settings, methods=["GET", "PUT"]),
+            *DicomWeb(self.store, self.faults).routes(),
         ]
         for name in self.model.operation_names:
             op = self.model.operation_model(name)

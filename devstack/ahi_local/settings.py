@@ -29,6 +29,7 @@ ENV_BODY_TIMEOUT_S = "AHI_LOCAL_BODY_TIMEOUT_S"
 ENV_ACCESS_KEY_ID = "AHI_LOCAL_ACCESS_KEY_ID"
 ENV_SECRET_ACCESS_KEY = "AHI_LOCAL_SECRET_ACCESS_KEY"
 ENV_TRANSITION_S = "AHI_LOCAL_TRANSITION_SECONDS"
+ENV_CREATE_S = "AHI_LOCAL_DATASTORE_CREATION_SECONDS"
 ENV_REGION = "AHI_LOCAL_REGION"
 ENV_ACCOUNT_ID = "AHI_LOCAL_ACCOUNT_ID"
 DEFAULT_TRANSITION_S = 0.5
@@ -61,6 +62,7 @@ class ServeSettings:
     log_level: str = "info"
     lock_wait_s: float = 15.0
     transition_s: float = DEFAULT_TRANSITION_S
+    datastore_creation_s: float = DEFAULT_TRANSITION_S
     region: str = DEFAULT_REGION
     account_id: str = DEFAULT_ACCOUNT_ID
     #: ``/_local/faults`` answers only when fault injection was enabled at start (``--enable-faults`` or

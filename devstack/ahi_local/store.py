@@ -72,10 +72,12 @@ class Store:
         data_dir: str | Path,
         lock_wait_s: float = LOCK_WAIT_S,
         transition_s: float = 0.0,
+        datastore_creation_s: float = 0.0,
         region: str = REGION,
         account_id: str = ACCOUNT_ID,
     ) -> None:
         self.transition_s = transition_s
+        self.datastore_creation_s = datastore_creation_s
         self.region = region
         self.account_id = account_id
         self.root = Path(data_dir)
@@ -157,12 +159,13 @@ class Store:
             record = DatastoreRecord(
                 new_id(),
                 name,
-                "ACTIVE",
+                "CREATING",
                 ts,
                 ts,
                 client_token=client_token,
                 region=self.region,
                 account_id=self.account_id,
+                active_at=ts + self.datastore_creation_s,
                 **options,
             )
             ds_id = record.datastore_id
@@ -176,6 +179,26 @@ class Store:
         record = self.datastores.get(datastore_id)
         if record is None:
             raise NotFoundError(f"datastore {datastore_id} not found")
+        return self._settle_datastore(record)
+
+    def _settle_datastore(self, record: DatastoreRecord) -> DatastoreRecord:
+        if record.status == "CREATING":
+            with self.lock:
+                if record.settle(now()):
+                    self.save_datastore(record)
+        return record
+
+    def all_datastores(self) -> list[DatastoreRecord]:
+        return [self._settle_datastore(r) for r in list(self.datastores.values())]
+
+    def active_datastore(self, datastore_id: str, what: str) -> DatastoreRecord:
+        """The datastore, which must be ACTIVE (AWS: ConflictException while it is still CREATING)."""
+        record = self.datastore(datastore_id)
+        if record.status != "ACTIVE":
+            raise ConflictError(
+                f"{what}: datastore {datastore_id} is {record.status}; wait until GetDatastore answers "
+                "datastoreStatus ACTIVE"
+            )
         return record
 
     def save_datastore(self, record: DatastoreRecord) -> None:
@@ -250,10 +273,11 @@ class Store:
         return removed
 
     def _referenced_frames(self, datastore_id: str) -> set[str]:
-        """Frame IDs named by any version of any image set that is not deleted."""
+        """Frame IDs named by any version of any image set that is not deleted (or being deleted)."""
         referenced: set[str] = set()
         for record in self.image_sets.get(datastore_id, {}).values():
-            if record.state == "DELETED":
+            self._settle(record)
+            if record.state == "DELETED" or record.settle_state == "DELETED":  # deleted, or being deleted
                 continue
             referenced.update(record.frame_ids)
             for version in record.versions[:-1]:

@@ -99,8 +99,8 @@ def validate_request(operation: str, request: Request) -> dict[str, Any]:
                     raise validation_error(f"{wire} must be an integer, got {raw!r}") from None
             else:
                 params[name] = raw
-    errors = validation_errors(op.input_shape, {k: v for k, v in params.items()})
-    errors = [e for e in errors if "at 'Body'" not in e]  # the body is checked by size where it is read
+    # The body is not among params: its size is checked where it is read (and Body is not null there).
+    errors = [e for e in validation_errors(op.input_shape, params) if "at 'Body'" not in e]
     if errors:
         raise validation_error(validation_message(errors))
     return params

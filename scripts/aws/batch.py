@@ -126,6 +126,11 @@ class Selection:
         return ", ".join(parts)
 
 
+def _no_bar(aws: Aws) -> bool:
+    """tqdm bars only on a terminal (``lines``/``json``/``off`` progress: the waits report state changes)."""
+    return aws.settings.progress_mode != "bar"
+
+
 def read_ids_file(path: Path) -> tuple[str, ...]:
     """Image set IDs, one per line (blank lines and ``#`` comments ignored; duplicates dropped)."""
     try:
@@ -416,7 +421,7 @@ def run_async(
 
     with (
         ThreadPoolExecutor(max_workers=settings.concurrency) as pool,
-        tqdm(total=len(todo), desc="submit", unit="image set", disable=not aws.settings.progress) as bar,
+        tqdm(total=len(todo), desc="submit", unit="image set", disable=_no_bar(aws)) as bar,
     ):
         futures = [pool.submit(one, i, v) for i, v in todo]
         for future in as_completed(futures):
@@ -442,7 +447,7 @@ def _collect(aws: Aws, journal: Journal, items: dict[str, dict[str, Any]], setti
     pending = {k for k, e in items.items() if e["status"] in PENDING and e.get("output_location")}
     if not pending:
         return
-    bar = tqdm(total=len(pending), desc="results", unit="image set", disable=not aws.settings.progress)
+    bar = tqdm(total=len(pending), desc="results", unit="image set", disable=_no_bar(aws))
 
     def check() -> str:
         for key in sorted(pending):
@@ -659,7 +664,7 @@ def _wait_transform(aws: Aws, job_name: str, timeout_s: float) -> str:
         done={"Completed", "Failed", "Stopped"},
         timeout_s=timeout_s,
         interval_s=30.0,
-        progress=aws.settings.progress,
+        progress=aws.settings.progress_mode,
     )
 
 

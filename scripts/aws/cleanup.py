@@ -1,14 +1,11 @@
 """``cleanup``: delete what ``ahi-spleen --name NAME`` created, and nothing else unless forced.
 
 Tagged resources (the trigger's EventBridge rule, Lambda function and SQS queue, inference components via
-their
-endpoint, endpoints, endpoint configs, models, alarms, SNS topics, ECR, CodeBuild, CodePipeline, IAM roles)
-are
-deleted only when they carry ``ahi-spleen-project=NAME``; scaling policies and targets go with their
-endpoint; the endpoints' CloudWatch dashboards when their body carries our marker; data
-(image sets, datastores, S3 prefixes, buckets) only when listed in the state file. ``force`` drops both
-checks for
-the name-derived resources (for a lost state file or resources created by hand).
+their endpoint, endpoints, endpoint configs, models, alarms, SNS topics, ECR, CodeBuild, CodePipeline, IAM
+roles) are deleted only when they carry ``ahi-spleen-project=NAME``; scaling policies and targets go with
+their endpoint; the endpoints' CloudWatch dashboards when their body carries our marker; data (image sets,
+datastores, S3 prefixes, buckets) only when listed in the state file. ``force`` drops both checks for the
+name-derived resources (for a lost state file or resources created by hand).
 """
 
 from __future__ import annotations
@@ -262,7 +259,7 @@ class Cleaner:
                 done={"none"},
                 timeout_s=1800,
                 interval_s=15.0,
-                progress=self.aws.settings.progress,
+                progress=self.aws.settings.progress_mode,
             )
 
     # ---- event trigger (EventBridge rule, Lambda function, SQS dead-letter queue) ------------------------

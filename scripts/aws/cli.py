@@ -3,12 +3,12 @@
 Every subcommand is idempotent (a re-run finds what exists and changes nothing) and accepts ``--region``,
 ``--profile``, ``--endpoint-url`` (all services), ``--<service>-endpoint-url`` (one service; standard
 ``AWS_ENDPOINT_URL_<SERVICE>`` variables work too) and ``--dry-run`` (print the calls that would change
-something).
-Results are printed as JSON on stdout; progress and logs go to stderr. A command that waits (build, import,
-deploy, async invoke, cleanup) shows the elapsed time and the current AWS state while it waits (a status bar
-on a terminal, one line per state change otherwise) and every command ends with one summary line on stderr.
-``--quiet``: no progress, no summary, only warnings and errors; ``--json``: progress and summary as JSON lines
-on stderr (``{"event": "progress" | "summary", ...}``), for scripts; stdout is the same JSON either way.
+something). Results are printed as JSON on stdout; progress and logs go to stderr. A command that waits
+(build, import, deploy, async invoke, cleanup) shows the elapsed time and the current AWS state while it waits
+(a status bar on a terminal, one line per state change otherwise) and every command ends with one summary line
+on stderr. ``--quiet``: no progress, no summary, only warnings and errors; ``--json``: progress and summary as
+JSON lines on stderr (``{"event": "progress" | "summary", ...}``), for scripts; stdout is the same JSON either
+way.
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ def _wait_component(aws: Aws, name: str, timeout_s: float) -> str:
         failed={"Failed"},
         timeout_s=timeout_s,
         interval_s=30.0,
-        progress=aws.settings.progress,
+        progress=aws.settings.progress_mode,
         failure_detail=lambda: str(last.get("FailureReason", "no reason given")),
     )
 

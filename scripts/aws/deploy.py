@@ -2,14 +2,12 @@
 
 Models and endpoint configs are immutable in SageMaker, so their names carry a hash of their settings (see
 :mod:`scripts.aws.names`): re-running with the same settings finds everything and changes nothing; changed
-settings
-create a new model/config and move the endpoint to it with UpdateEndpoint.
+settings create a new model/config and move the endpoint to it with UpdateEndpoint.
 
 GPU + multi-model: SageMaker supports GPU multi-model endpoints only with Triton-based containers; custom
-containers
-get "MultiModel mode is not supported for instance type ml.g4dn.xlarge". ``deploy-mme`` therefore refuses
-GPU instance
-types and points to ``deploy-realtime`` / ``deploy-async``, which run the same image and archive on a GPU.
+containers get "MultiModel mode is not supported for instance type ml.g4dn.xlarge". ``deploy-mme`` therefore
+refuses GPU instance types and points to ``deploy-realtime`` / ``deploy-async``, which run the same image and
+archive on a GPU.
 """
 
 from __future__ import annotations

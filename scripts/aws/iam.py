@@ -1,13 +1,10 @@
 """IAM service roles: check that a role exists and trusts the right AWS service, or create it
 (``--create-roles``).
 
-Role kinds and the service that assumes them:
-``sagemaker`` (model containers: S3 model data, ECR pull, logs, AHI reads), ``codebuild`` (docker build +
-ECR push),
-``codepipeline`` (S3 artefacts + start CodeBuild), ``ahi-import`` (HealthImaging reads the DICOM input and
-writes the
-import output in S3), ``lambda`` (the event trigger: AHI reads, request objects in S3,
-InvokeEndpointAsync, its dead-letter queue).
+Role kinds and the service that assumes them: ``sagemaker`` (model containers: S3 model data, ECR pull, logs,
+AHI reads), ``codebuild`` (docker build + ECR push), ``codepipeline`` (S3 artefacts + start CodeBuild),
+``ahi-import`` (HealthImaging reads the DICOM input and writes the import output in S3), ``lambda`` (the event
+trigger: AHI reads, request objects in S3, InvokeEndpointAsync, its dead-letter queue).
 """
 
 from __future__ import annotations

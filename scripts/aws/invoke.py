@@ -2,8 +2,7 @@
 S3).
 
 Only needs a ``sagemaker-runtime`` client (any ``endpoint_url``: AWS, moto or the local ``sagemaker-local``
-gateway) and
-S3 for the async input/output objects.
+gateway) and S3 for the async input/output objects.
 """
 
 from __future__ import annotations

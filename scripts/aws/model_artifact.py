@@ -1,6 +1,6 @@
-"""``upload-model``: build ``model.tar.gz`` with ``model.package`` (when asked or missing) and upload it
-under the
-MME model prefix ``s3://<bucket>/<name>/models/`` so it is addressable as ``TargetModel="model.tar.gz"``."""
+"""``upload-model``: build ``model.tar.gz`` with ``model.package`` (when asked or missing) and upload it under
+the MME model prefix ``s3://<bucket>/<name>/models/`` so it is addressable as ``TargetModel="model.tar.gz"``.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """Resource names derived from one ``--name`` prefix, so every re-run finds what an earlier run created.
 
 SageMaker models and endpoint configs are immutable, so their names carry a short hash of their settings: a
-re-run with
-the same settings finds the same names (nothing changes); changed settings give new names and the endpoint
-is updated.
+re-run with the same settings finds the same names (nothing changes); changed settings give new names and the
+endpoint is updated.
 """
 
 from __future__ import annotations

@@ -2,10 +2,8 @@
 CodeBuild.
 
 ``ensure_pipeline`` creates what is missing and updates what differs from the wanted settings; a re-run with
-the same
-settings makes no changes. ``start_build`` uploads the source archive (optional), starts the pipeline (or
-the CodeBuild
-project directly) and waits, showing the status.
+the same settings makes no changes. ``start_build`` uploads the source archive (optional), starts the pipeline
+(or the CodeBuild project directly) and waits, showing the status.
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
 """boto3 clients for the ``ahi-spleen`` CLI, the dry-run/change recorder and polling with progress.
 
 Every AWS call that changes something goes through :meth:`Aws.call`: it is recorded (so a command can report
-what it
-changed, and a second run can prove it changed nothing) and, in dry-run mode, not sent. Read calls go
-straight to the
-client, so a dry run still reports accurately what *would* be created or updated.
+what it changed, and a second run can prove it changed nothing) and, in dry-run mode, not sent. Read calls go
+straight to the client, so a dry run still reports accurately what *would* be created or updated.
 
 Endpoints: a per-service override (``service_endpoints["sagemaker"]``) wins over ``endpoint_url`` (all
-services),
-which wins over boto3's own chain (``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL``, config file).
+services), which wins over boto3's own chain (``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL``, config
+file).
 """
 
 from __future__ import annotations

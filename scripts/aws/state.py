@@ -1,8 +1,7 @@
 """Local state file: what the CLI created that cannot carry our project tag (S3 objects, AHI data, buckets).
 
 ``cleanup`` deletes data only when it is listed here (or when told to with ``--force``). The file is JSON,
-written
-atomically, one per deployment name and region: ``~/.ahi-spleen/<name>-<region>.json`` unless
+written atomically, one per deployment name and region: ``~/.ahi-spleen/<name>-<region>.json`` unless
 ``--state-file``.
 """
 

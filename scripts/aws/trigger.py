@@ -6,9 +6,8 @@
                                   SQS <name>-trigger-dlq  (both dead letters land here, 14 days)
 
 The function is the project's own :mod:`trigger` package (with the connector modules it uses), zipped by
-:func:`package_zip` (deterministic bytes,
-so re-running compares the code hash and changes nothing). Requests and their markers live under
-``s3://<bucket>/<name>/requests/`` (see :mod:`trigger.submission`).
+:func:`package_zip` (deterministic bytes, so re-running compares the code hash and changes nothing). Requests
+and their markers live under ``s3://<bucket>/<name>/requests/`` (see :mod:`trigger.submission`).
 """
 
 from __future__ import annotations
@@ -249,7 +248,7 @@ def _wait_function(aws: Aws, name: str) -> None:
         failed={"Failed/Failed", "Active/Failed", "Inactive/Failed"},
         timeout_s=300,
         interval_s=5.0,
-        progress=aws.settings.progress,
+        progress=aws.settings.progress_mode,
     )
 
 

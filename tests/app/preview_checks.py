@@ -70,9 +70,9 @@ def truth_positions(
     hu: np.ndarray, label: np.ndarray, affine_lps: np.ndarray, slab_mm: float
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Expected fractions per panel from ``[slice, row, col]`` arrays and their (col, row, slice) -> LPS
-    affine:
-    centres of the label and of bone (in the ``slab_mm`` slab of each plane through the label's centre), as
-    fractions of the field of view's extent (voxel edges) along each panel's column and row directions."""
+    affine: centres of the label and of bone (in the ``slab_mm`` slab of each plane through the label's
+    centre), as fractions of the field of view's extent (voxel edges) along each panel's column and row
+    directions."""
     k, j, i = np.indices(hu.shape).reshape(3, -1)
     lps = (affine_lps @ np.stack([i, j, k, np.ones_like(i)]).astype(float))[:3].T
     half_voxel = np.abs(affine_lps[:3, :3]).sum(axis=1) / 2  # per LPS axis (exact when untilted)

@@ -2,8 +2,8 @@
 
 The SEG/report checks run with whatever model the repository commits (``model/spleen_ct_segmentation``); the
 accuracy checks (Dice >= 0.9 against the phantom truth, volume within 5 %) need the trained weights and are
-skipped,
-with the reason, while the committed bundle's ``eval_metrics.mean_dice`` is null (placeholder random weights).
+skipped, with the reason, while the committed bundle's ``eval_metrics.mean_dice`` is null (placeholder random
+weights).
 """
 
 from __future__ import annotations
@@ -312,3 +312,11 @@ def test_preview_shows_the_left_sided_spleen_on_the_image_right(
     )
     assert measured["axial"]["outline"][0] > 0.5  # patient left on the image right
     assert measured["axial"]["bone"][1] > 0.5
+
+
+def test_report_counts_the_frames_fetched_for_the_selected_series(
+    ahi_run: Any, imported_study: ImportedStudy
+) -> None:
+    """The fetch counts behind the endpoint's FramesFetched / FrameRetries / Throttles metrics (no faults)."""
+    slices = len(list(imported_study.folder.glob("*.dcm")))
+    assert ahi_run.report["fetch"] == {"frames": slices, "frameRetries": 0, "throttles": 0}

@@ -33,6 +33,21 @@ def test_seg_is_a_spleen_seg_of_the_source_series(folder_run: Any, small_ct: Syn
     assert report["spleen"]["volumeMl"] == pytest.approx(expected_ml, rel=1e-6, abs=1e-3)
 
 
+def test_report_quality_flags_describe_the_mask(folder_run: Any, small_ct: SyntheticSeries) -> None:
+    from app.quality import MIN_FOUND_ML
+
+    source = [pydicom.dcmread(p) for p in small_ct.paths]
+    mask = check_seg(folder_run.seg_path, source)
+    quality = folder_run.report["quality"]
+    assert quality["volumeMl"] == pytest.approx(folder_run.report["spleen"]["volumeMl"], abs=1e-3)
+    assert quality["spleenFound"] == (quality["volumeMl"] >= MIN_FOUND_ML)
+    assert quality["components"] == (1 if mask.any() else 0)  # the bundle keeps the largest component
+    assert 0.0 <= quality["fovEdgeFraction"] <= 1.0
+    assert quality["componentsRemoved"] is None and quality["meanSpleenProbability"] is None
+    assert set(quality["unavailable"]["flags"]) == {"componentsRemoved", "meanSpleenProbability"}
+    assert quality["needsReview"] == bool(quality["reviewReasons"])
+
+
 def test_report_names_input_model_and_stages(
     folder_run: Any, small_ct: SyntheticSeries, random_bundle: Path
 ) -> None:

@@ -1,8 +1,7 @@
 """``invoke`` against moto's sagemaker-runtime (results queued through moto's own API) and moto S3.
 
 The end-to-end run against the ``sagemaker-local`` gateway (real container) is wired separately; here the
-CLI's
-side is checked: request body, TargetModel/async plumbing, S3 polling, printing and exit codes.
+CLI's side is checked: request body, TargetModel/async plumbing, S3 polling, printing and exit codes.
 """
 
 from __future__ import annotations

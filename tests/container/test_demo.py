@@ -51,7 +51,8 @@ def test_demo_runs_end_to_end_and_stops_everything(model_store: Path, tmp_path: 
     assert 'invoke_endpoint(EndpointName="spleen-mme", TargetModel="model.tar.gz")' in out
     assert re.search(r"SEG \(DICOM\)\s+: s3://spleen-demo-results/results/\S+/seg\.dcm", out)
     assert "SEG check        : SOP class Segmentation Storage" in out
-    assert re.search(r"written to AHI   : import job \S+ COMPLETED -> image set\(s\) [0-9a-z]{32}", out)
+    assert re.search(r"written to AHI   : STOW-RS \(HTTP 200\) -> image set [0-9a-z]{32} in \w{32}", out)
+    assert re.search(r"QIDO-RS check    : SEG series \S+ found in study \S+", out)
     preview = re.search(r"preview \(PNG\)    : s3://\S+/preview\.png -> saved to (\S+)", out)
     assert preview and Path(preview[1]) == tmp_path / "preview.png", out
     assert (tmp_path / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -23,7 +23,7 @@ import psutil
 import pydicom
 import pytest
 
-from devstack.clients import ahi_client, s3_client
+from devstack.clients import ahi_client, dicomweb_client, s3_client
 from devstack.sagemaker_local.models import model_key
 from tests.container.conftest import (
     RESULTS_BUCKET,
@@ -507,7 +507,8 @@ def test_invoke_endpoint_async(stack):
     assert out["results"][0]["report"]["seriesInstanceUid"] == series.series_uid
     failure = json.loads(_wait_s3(stack["moto"], bad["FailureLocation"]))
     assert failure["error"]["httpStatus"] == 400
-    with pytest.raises(botocore.exceptions.ClientError, match="'InputLocation' failed to satisfy constraint"):
+    # The sagemaker-runtime model's pattern for InputLocation rejects it, in SageMaker's words.
+    with pytest.raises(botocore.exceptions.ClientError, match="at 'InputLocation' failed to satisfy"):
         rt.invoke_endpoint_async(EndpointName="spleen", InputLocation="/local/file.json")
 
 
@@ -545,7 +546,11 @@ def test_deploy_cli_invoke_against_the_local_gateway(stack, monkeypatch, capsys,
 
 def test_write_back_to_ahi(stack):
     series = stack["data"].series[7]
-    write_back = {"dataAccessRoleArn": "arn:aws:iam::123456789012:role/ahi-import", "wait": True}
+    write_back = {
+        "method": "import-job",
+        "dataAccessRoleArn": "arn:aws:iam::123456789012:role/ahi-import",
+        "wait": True,
+    }
     resp = runtime_client(stack["gateway"].url).invoke_endpoint(
         EndpointName="spleen",
         TargetModel="model.tar.gz",
@@ -572,6 +577,28 @@ def test_write_back_to_ahi(stack):
     seg = pydicom.dcmread(io.BytesIO(s3_bytes(stack["moto"], result["seg"]["s3Uri"])))
     assert seg.SeriesInstanceUID in meta["Study"]["Series"]
     assert meta["Study"]["DICOM"]["StudyInstanceUID"] == series.study_uid
+
+
+def test_write_back_with_stow_rs(stack):
+    """The default write-back: StoreDICOM, synchronous, no S3 staging; the new image set is in the answer and
+    the SEG is found again by QIDO-RS and by the native API."""
+    series = stack["data"].series[7]
+    resp = runtime_client(stack["gateway"].url).invoke_endpoint(
+        EndpointName="spleen",
+        TargetModel="model.tar.gz",
+        ContentType="application/json",
+        Body=request_body(series, inline=True, write_back={"method": "stow-rs"}),
+    )
+    result = json.loads(resp["Body"].read())["results"][0]
+    wb = result["writeBackToAHI"]
+    assert wb["method"] == "stow-rs" and wb["status"] == 200, wb
+    (new_id,) = wb["imageSetIds"]
+    seg = pydicom.dcmread(io.BytesIO(base64.b64decode(result["seg"]["base64"])))
+    assert wb["sopInstanceUid"] == seg.SOPInstanceUID
+    found = dicomweb_client(stack["ahi"]).search_series(series.datastore_id, series.study_uid, Modality="SEG")
+    assert seg.SeriesInstanceUID in [s["0020000E"]["Value"][0] for s in found]
+    summary = ahi_client(stack["ahi"]).get_image_set(datastoreId=series.datastore_id, imageSetId=new_id)
+    assert summary["imageSetState"] == "ACTIVE"
 
 
 def test_sigterm_stops_java_and_every_worker(stack):

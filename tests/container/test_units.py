@@ -195,17 +195,41 @@ def test_envelope_and_bare_input_are_parsed():
                 {
                     "datastoreId": DS,
                     "imageSetId": IS,
-                    "output": {"writeBackToAHI": {"dataAccessRoleArn": "arn:aws:iam::123456789012:role/r"}},
+                    "output": {
+                        "writeBackToAHI": {
+                            "method": "import-job",
+                            "dataAccessRoleArn": "arn:aws:iam::123456789012:role/r",
+                        }
+                    },
                 }
             ).encode(),
-            r"writeBackToAHI needs output\.s3Uri",
+            r"writeBackToAHI method import-job needs output\.s3Uri",
         ),
         (
             json.dumps(
                 {
                     "datastoreId": DS,
                     "imageSetId": IS,
-                    "output": {"s3Uri": "s3://bkt/p", "writeBackToAHI": {"dataAccessRoleArn": "role"}},
+                    "output": {"writeBackToAHI": {"dataAccessRoleArn": "arn:aws:iam::123456789012:role/r"}},
+                }
+            ).encode(),
+            r"\['dataAccessRoleArn'\] belong to method import-job",
+        ),
+        (
+            json.dumps(
+                {"datastoreId": DS, "imageSetId": IS, "output": {"writeBackToAHI": {"method": "s3"}}}
+            ).encode(),
+            r"writeBackToAHI\.method='s3' is not one of \['stow-rs', 'import-job'\]",
+        ),
+        (
+            json.dumps(
+                {
+                    "datastoreId": DS,
+                    "imageSetId": IS,
+                    "output": {
+                        "s3Uri": "s3://bkt/p",
+                        "writeBackToAHI": {"method": "import-job", "dataAccessRoleArn": "role"},
+                    },
                 }
             ).encode(),
             r"dataAccessRoleArn='role' is not an IAM role ARN",

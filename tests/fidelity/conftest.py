@@ -68,6 +68,16 @@ def aws_cli(
     return [CliResult(r) for r in json.loads(proc.stdout)]
 
 
+def wait_datastore_active(ahi: Any, datastore_id: str, timeout_s: float = 30.0) -> None:
+    """Poll GetDatastore until the datastore left CREATING (AWS creates datastores asynchronously)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while ahi.get_datastore(datastoreId=datastore_id)["datastoreProperties"]["datastoreStatus"] != "ACTIVE":
+        assert time.monotonic() < deadline, f"datastore {datastore_id} not ACTIVE after {timeout_s} s"
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def fidelity_ahi(moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """An ahi-local with a short LOCKED → ACTIVE transition, started like a user would start it."""

@@ -15,7 +15,7 @@ from devstack.clients import s3_client
 from devstack.importing import DEFAULT_ROLE_ARN as ROLE_ARN
 from devstack.importing import ensure_bucket, upload_folder, wait_image_set_settled
 from devstack.synthetic import SeriesSpec, write_series
-from tests.fidelity.conftest import aws_cli
+from tests.fidelity.conftest import aws_cli, wait_datastore_active
 
 BUCKET = "fidelity-cli"
 MI = "medical-imaging"
@@ -54,10 +54,12 @@ def test_every_operation_through_the_aws_cli(
         cli_env,
     )
     ds = created.json["datastoreId"]
+    assert created.json["datastoreStatus"] == "CREATING"
     assert again.json["datastoreId"] == ds  # idempotent on clientToken, as AWS
     assert "ValidationException" in _error(bad_name) and "at 'datastoreName'" in _error(bad_name)
     assert "at 'kmsKeyArn'" in _error(bad_kms)
 
+    wait_datastore_active(ahi, ds)
     series = write_series(tmp_path / "src", SeriesSpec(slices=2, rows=16, columns=16))
     s3 = s3_client(moto_s3)
     ensure_bucket(s3, BUCKET)

@@ -30,7 +30,8 @@ def slow_ahi(moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     does to it happens while an image set is still LOCKED, whatever the machine's load."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    extra = ["--transition-seconds", "600", "--region", REGION, "--account-id", ACCOUNT]
+    extra = ["--transition-seconds", "600", "--datastore-creation-seconds", "0.2", "--region", REGION,
+             "--account-id", ACCOUNT]  # fmt: skip
     argv = serve_command(port, tmp_path_factory.mktemp("slow-ahi"), s3_endpoint_url=moto_s3, extra=extra)
     with ServerProcess("ahi-local-slow", argv, f"{url}/_local/health", url, env=DUMMY_AWS_ENV) as server:
         yield server

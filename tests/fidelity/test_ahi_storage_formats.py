@@ -16,6 +16,7 @@ from devstack.clients import s3_client
 from devstack.importing import import_folder
 from devstack.synthetic import SeriesSpec, write_series
 from tests.connector.conftest import dummy_session
+from tests.fidelity.conftest import wait_datastore_active
 from tests.support.ahi_metadata import read_metadata
 
 #: COD marker (FF52) Lcod(2) Scod(1), then SGcod's first byte: the progression order (2 = RPCL).
@@ -45,6 +46,7 @@ def test_lossless_storage_format(
         clientToken=storage_format,
         losslessStorageFormat=storage_format,
     )["datastoreId"]
+    wait_datastore_active(ahi, ds)
     props = ahi.get_datastore(datastoreId=ds)["datastoreProperties"]
     assert props["losslessStorageFormat"] == storage_format
     [image_set] = import_folder(ahi, s3_client(moto_s3), ds, tmp_path / "src").image_set_ids

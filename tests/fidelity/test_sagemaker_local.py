@@ -1,6 +1,6 @@
 """sagemaker-local answers like the SageMaker runtime, through boto3 and the AWS CLI: unknown endpoints,
 streaming on a container that does not stream, ModelError's LogStreamArn, async RequestTTLSeconds and
-InvocationTimeoutSeconds, and the model's header constraints."""
+InvocationTimeoutSeconds, and every header constraint of the model."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -95,3 +96,39 @@ def test_async_invocation_timeout_and_request_ttl(sagemaker_local: str, moto_s3:
         _runtime(sagemaker_local, validate=False).invoke_endpoint_async(
             EndpointName=ENDPOINT, InputLocation=f"s3://{SM_BUCKET}/in/slow.json", RequestTTLSeconds=59
         )
+
+
+def test_every_header_length_and_range_of_the_runtime_model_is_enforced(sagemaker_local: str) -> None:
+    """Each header member's ``max`` length and each integer's range from botocore's sagemaker-runtime model,
+    for every operation, sent past client-side validation."""
+    rt = _runtime(sagemaker_local, validate=False)
+    model = rt.meta.service_model
+    missed, checked = [], 0
+    for name in model.operation_names:
+        shape = model.operation_model(name).input_shape
+        for member_name, member in shape.members.items():
+            if member.serialization.get("location") != "header":
+                continue
+            meta = member.metadata
+            if member.type_name == "string" and "max" in meta:
+                value, expect = "a" * (meta["max"] + 1), f"less than or equal to {meta['max']}"
+            elif member.type_name == "integer" and "max" in meta:
+                value, expect = meta["max"] + 1, f"value less than or equal to {meta['max']}"
+            else:
+                continue
+            params = {"EndpointName": ENDPOINT, member_name: value}
+            if "Body" in shape.members:
+                params["Body"] = b"{}"
+            if "InputLocation" in shape.members and member_name != "InputLocation":
+                params["InputLocation"] = f"s3://{SM_BUCKET}/in/x.json"
+            checked += 1
+            try:
+                getattr(rt, botocore.xform_name(name))(**params)
+                missed.append(f"{name}.{member_name}: accepted")
+            except ClientError as exc:
+                error = exc.response["Error"]
+                if error["Code"] != "ValidationError" or f"at '{member_name}'" not in error["Message"] or (
+                    expect not in error["Message"]
+                ):
+                    missed.append(f"{name}.{member_name}: {error['Code']}: {error['Message'][:200]}")
+    assert checked >= 20 and not missed, "\n".join(missed)

@@ -4,6 +4,7 @@ updates, copies, deletes, tags, and the error codes of bad requests."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -183,8 +184,17 @@ def test_datastore_lifecycle_and_errors(ahi: Any) -> None:
     name = f"life-{uuid.uuid4().hex[:8]}"
     created = ahi.create_datastore(datastoreName=name, clientToken=uuid.uuid4().hex, tags={"team": "ai"})
     ds = created["datastoreId"]
-    props = ahi.get_datastore(datastoreId=ds)["datastoreProperties"]
-    assert props["datastoreName"] == name and props["datastoreStatus"] == "ACTIVE"
+    assert created["datastoreStatus"] == "CREATING"
+    with pytest.raises(ahi.exceptions.ConflictException, match=f"datastore {ds} is CREATING"):
+        ahi.start_dicom_import_job(
+            datastoreId=ds, dataAccessRoleArn="arn:aws:iam::123456789012:role/x", clientToken="early",
+            inputS3Uri="s3://bucket/in/", outputS3Uri="s3://bucket/out/",
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while (props := ahi.get_datastore(datastoreId=ds)["datastoreProperties"])["datastoreStatus"] != "ACTIVE":
+        assert time.monotonic() < deadline, props
+        time.sleep(0.1)
+    assert props["datastoreName"] == name
     assert props["datastoreArn"] == f"arn:aws:medical-imaging:us-east-1:123456789012:datastore/{ds}"
     listed = [d for p in ahi.get_paginator("list_datastores").paginate() for d in p["datastoreSummaries"]]
     assert ds in {d["datastoreId"] for d in listed}

@@ -86,6 +86,8 @@ def faulty(moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
         "ListDatastores",
         "--fault-operation",
         "GetDatastore",
+        "--datastore-creation-seconds",  # CREATING is answered, ACTIVE at the next call: no GetDatastore
+        "0",
     ]
     with ahi_local_server(
         data_dir, s3_endpoint_url=moto_s3, extra_args=args, env={"AHI_LOCAL_ERROR_RATE": "0"}
@@ -104,7 +106,8 @@ def faulty(moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def create_datastore_without_get(ahi: Any) -> str:
-    """GetDatastore is throttled on this server, so do not wait for ACTIVE (it is ACTIVE at once)."""
+    """GetDatastore is throttled on this server, so do not wait for ACTIVE (with --transition-seconds 0 it is
+    ACTIVE by the next call)."""
     return ahi.create_datastore(datastoreName="faulty", clientToken=uuid.uuid4().hex)["datastoreId"]
 
 
