@@ -8,7 +8,9 @@ and unions (exactly one member set). botocore's ``ParamValidator`` checks only p
 operation of whatever model is installed; nothing here names an operation or a member.
 
 Failures are reported in AWS's words, all of them at once, e.g.
-``2 validation errors detected: Value 'bad name!' at 'datastoreName' failed to satisfy constraint: Member must satisfy regular expression pattern: [A-Za-z0-9._/#-]+; Value null at 'clientToken' failed to satisfy constraint: Member must not be null``.
+``2 validation errors detected: Value 'bad name!' at 'datastoreName' failed to satisfy constraint: Member must
+satisfy regular expression pattern: [A-Za-z0-9._/#-]+; Value null at 'clientToken' failed to satisfy
+constraint: Member must not be null``.
 """
 
 from __future__ import annotations
