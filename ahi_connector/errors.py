@@ -80,9 +80,10 @@ class GeometryError(AHIError):
 
 
 class DicomizeError(AHIError):
-    """An attribute from the metadata cannot be turned into a DICOM element."""
+    """An attribute from the metadata cannot be turned into a DICOM element; the message names the instance,
+    series, image set and tag. Bad data in the user's image set, not a gateway failure: 422."""
 
-    http_status = 502
+    http_status = 422
 
 
 class FrameError(AHIError):

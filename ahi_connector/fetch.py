@@ -10,7 +10,9 @@
 - Retries: a frame is retried with exponential backoff and jitter on the explicit ``RETRYABLE`` tuple
   (throttling, 5xx, connection errors, read timeouts, checksum mismatch, corrupt bytes), at most
   ``RetryPolicy.max_attempts`` times and within ``RetryPolicy.frame_budget_s``, each logged at debug
-  (the botocore transport adds botocore's own per-call retries underneath).
+  (the botocore transport adds botocore's own per-call retries underneath). A frame that no decoder of the
+  fallback chain can decode (or verify) is fetched once more; when the same bytes come back the failure is
+  deterministic and is raised at once instead of being retried.
 - Hung frames: each attempt of the lean transport waits at most ``frame_read_timeout_s`` (default 10 s) for
   a byte; a frame that has not answered within its budget (default 30 s, i.e. three silent attempts) fails
   the job with FrameFetchError naming it. A frame that stalls once and then answers costs one read timeout.
@@ -25,7 +27,6 @@ import logging
 import random
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,10 +35,11 @@ import botocore.exceptions as bce
 import numpy as np
 
 from .decoders import Codec, DecoderRegistry, FrameSpec, resolve_codec
+from .decoders.base import crc32
 from .decoders.jpeg import to_rgb
+from .decoders.registry import FrameDecodeFailure
 from .errors import (
     AHICredentialsError,
-    AHIError,
     ExportDeadlineError,
     FrameChecksumError,
     FrameDecodeError,
@@ -50,19 +52,6 @@ from .transport import DEFAULT_FRAME_READ_TIMEOUT_S, FrameTransport, select_tran
 
 log = logging.getLogger(__name__)
 
-
-def _crc32_function() -> Callable[[Any], int]:
-    """CRC-32 (the checksum AHI stores) of a buffer: libdeflate's from imagecodecs (~15x zlib's on 512²
-    frames, 0.014 vs 0.2 ms), else zlib's. Same polynomial, same values."""
-    try:
-        from imagecodecs import deflate_crc32
-    except ImportError:  # imagecodecs without libdeflate
-        return zlib.crc32
-    probe = b"ahi-connector crc probe"
-    return deflate_crc32 if deflate_crc32(probe) == zlib.crc32(probe) else zlib.crc32
-
-
-crc32 = _crc32_function()
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
@@ -99,11 +88,19 @@ class _Cancelled(Exception):
 
 
 class _ChecksumMismatch(Exception):
-    pass
+    """Decoded pixels do not match the metadata checksum; ``digest`` identifies the bytes."""
+
+    def __init__(self, message: str, digest: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.digest = digest
 
 
 class _CorruptFrame(Exception):
-    pass
+    """No decoder of the chain decoded the bytes (or reproduced the checksum); ``digest`` identifies them."""
+
+    def __init__(self, message: str, digest: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.digest = digest
 
 
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -344,6 +341,7 @@ class FrameFetcher:
         last: BaseException | None = None
         started = time.monotonic()
         failures = tries = 0
+        failed_digest: tuple[int, int] | None = None
         while failures < policy.max_attempts:
             if job.cancelled.is_set():
                 return
@@ -355,6 +353,11 @@ class FrameFetcher:
             except RETRYABLE as exc:
                 last = exc
                 tries += 1
+                digest = getattr(exc, "digest", None)
+                if digest is not None and digest == failed_digest:
+                    # the same bytes failed again: a deterministic decode/verify failure, not a transfer fault
+                    raise self._final_error(task, last, tries, deterministic=True) from None
+                failed_digest = digest if digest is not None else failed_digest
                 if not (isinstance(exc, _RetryableClientError) and exc.throttled):
                     failures += 1
                 delay = policy.delay(min(tries, 16))
@@ -395,10 +398,16 @@ class FrameFetcher:
         last: BaseException | None,
         attempts: int,
         budget: tuple[float, float] | None = None,
+        deterministic: bool = False,
     ) -> FrameError:
         """The error of a frame that exhausted its attempts, or (``budget`` = (budget_s, spent_s)) its
-        per-frame time budget."""
+        per-frame time budget, or (``deterministic``) whose same bytes failed to decode twice."""
         cause = last.__cause__ if isinstance(last, _RetryableClientError) and last.__cause__ else last
+        tries = (
+            f"on {attempts} attempts (the same bytes were served each time; not retried further)"
+            if deterministic
+            else f"on all {attempts} attempts"
+        )
         if budget is not None and not isinstance(last, (_ChecksumMismatch, _CorruptFrame)):
             err: FrameError = FrameFetchError(
                 f"{task.ref.describe()}: no answer within the per-frame budget of {budget[0]:g} s "
@@ -408,13 +417,14 @@ class FrameFetcher:
             )
         elif isinstance(last, _ChecksumMismatch):
             err = FrameChecksumError(
-                f"{task.ref.describe()}: {last} on all {attempts} attempts; the stored frame or its "
-                f"metadata checksum"
-                " is corrupt",
+                f"{task.ref.describe()}: {last} {tries}; the stored frame or its metadata checksum is "
+                "corrupt",
                 task.ref,
             )
         elif isinstance(last, _CorruptFrame):
-            err = FrameDecodeError(f"{task.ref.describe()}: {last} on all {attempts} attempts", task.ref)
+            # 502 even when deterministic: the service accepted the frame at import, so bytes it serves that
+            # no decoder reads are an upstream fault, not the caller's data
+            err = FrameDecodeError(f"{task.ref.describe()}: (7FE0,0010) Pixel Data: {last} {tries}", task.ref)
         else:
             err = FrameFetchError(
                 f"{task.ref.describe()}: GetImageFrame failed {attempts} times; last error "
@@ -441,24 +451,17 @@ class FrameFetcher:
         except ValueError as exc:
             raise UnsupportedFrameFormatError(f"{ref.describe()}: {exc}", ref) from exc
         try:
-            backend = self.decoders.select(codec)
+            pixels, backend = self.decoders.decode_frame(codec, data, task.spec, task.checksum)
         except LookupError as exc:
             raise UnsupportedFrameFormatError(f"{ref.describe()}: {exc}", ref) from exc
-        try:
-            pixels = self.decoders.decode(codec, data, task.spec)
-        except AHIError:
-            raise
-        except Exception as exc:  # decoder libraries raise their own types; treated as corrupt bytes, retried
-            raise _CorruptFrame(
-                f"{backend.name} could not decode {len(data)} {codec.value} bytes: {exc}"
-            ) from exc
-        if task.checksum is not None:
-            crc = crc32(np.ascontiguousarray(pixels)) & 0xFFFFFFFF  # no copy when already contiguous
-            if crc != task.checksum:
-                raise _ChecksumMismatch(f"CRC32 of decoded pixels {crc} != metadata checksum {task.checksum}")
+        except FrameDecodeFailure as exc:  # every backend failed: corrupt in transit (retried) or for good
+            digest = (crc32(data), len(data))
+            if exc.checksum_only:
+                raise _ChecksumMismatch(f"{len(data)} {codec.value} bytes: {exc}", digest) from exc
+            raise _CorruptFrame(f"could not decode {len(data)} {codec.value} bytes: {exc}", digest) from exc
         if codec is Codec.JPEG and task.spec.is_ybr:
             pixels = to_rgb(pixels, task.spec)
-        return pixels, codec, backend.name
+        return pixels, codec, backend
 
     def _get_frame_bytes(self, ref: FrameRef) -> tuple[bytes, str | None]:
         try:

@@ -101,10 +101,13 @@ class InstanceInfo:
                 "(0028,0011) Columns; its frames cannot be laid out"
             )
         bits_allocated = as_int(d.get("BitsAllocated"), 16) or 16
-        if bits_allocated not in (8, 16, 32):
+        # The Floating Point Image Pixel module has no Bits Stored / Pixel Representation (PS3.3 C.7.6.24):
+        # their absence with 32 or 64 bits allocated means Float / Double Float Pixel Data.
+        floating = bits_allocated in (32, 64) and "BitsStored" not in d and "PixelRepresentation" not in d
+        if bits_allocated not in (1, 8, 16, 32) and not floating:
             raise UnsupportedFrameFormatError(
                 f"instance {self.sop_instance_uid} (series {self.series_uid}) has (0028,0100) Bits Allocated "
-                f"{bits_allocated}; the connector exports 8, 16 or 32-bit integer pixels only"
+                f"{bits_allocated}; the connector exports 1, 8, 16 or 32-bit integer pixels only"
             )
         return FrameSpec(
             rows=rows,
@@ -114,6 +117,7 @@ class InstanceInfo:
             bits_stored=as_int(d.get("BitsStored"), bits_allocated) or bits_allocated,
             pixel_representation=as_int(d.get("PixelRepresentation"), 0) or 0,
             photometric=str(d.get("PhotometricInterpretation") or "MONOCHROME2"),
+            floating=floating,
         )
 
 

@@ -60,6 +60,17 @@ ensure_java() {
   fi
 }
 
+ensure_dicom3tools() {
+  # dciodvfy (Debian package dicom3tools) checks every SEG the product writes (tests/conformance); dev only.
+  if [ -z "$EXTRA" ] || command -v dciodvfy >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing dicom3tools (dciodvfy) for the DICOM SEG conformance tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dicom3tools >/dev/null
+  else
+    log "WARNING: no dciodvfy on PATH; the SEG conformance tests skip (apt-get install dicom3tools as root)"
+  fi
+}
+
 ensure_orthanc() {
   # Orthanc + its DICOMweb plugin: the reference implementation the DICOMweb conformance tests
   # (tests/dicomweb/) compare ahi-local against. Dev only; the tests start their own instance.
@@ -88,6 +99,7 @@ case "$EXTRA" in
 esac
 
 ensure_java
+ensure_dicom3tools
 ensure_orthanc
 STAMP="$VENV/.install-stamp"
 WANT="$(stamp_of)"

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import enum
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+
+def _crc32_function() -> Callable[[Any], int]:
+    """CRC-32 (the checksum AHI stores) of a buffer: libdeflate's from imagecodecs (~15x zlib's on 512²
+    frames, 0.014 vs 0.2 ms), else zlib's. Same polynomial, same values."""
+    try:
+        from imagecodecs import deflate_crc32
+    except ImportError:  # imagecodecs without libdeflate
+        return zlib.crc32
+    probe = b"ahi-connector crc probe"
+    return deflate_crc32 if deflate_crc32(probe) == zlib.crc32(probe) else zlib.crc32
+
+
+crc32 = _crc32_function()
 
 
 class Codec(str, enum.Enum):
@@ -28,6 +45,7 @@ class FrameSpec:
     bits_stored: int = 16
     pixel_representation: int = 0  # 0 unsigned, 1 two's complement
     photometric: str = "MONOCHROME2"
+    floating: bool = False  # Float (32-bit) / Double Float (64-bit) Pixel Data
 
     @property
     def is_ybr(self) -> bool:
@@ -35,9 +53,14 @@ class FrameSpec:
 
     @property
     def dtype(self) -> np.dtype:
+        """Sample dtype of a decoded frame; 1-bit frames are served and decoded one sample per byte."""
+        if self.bits_allocated == 1:
+            return np.dtype("u1")
+        if self.floating:
+            return np.dtype(f"<f{self.bits_allocated // 8}")
         if self.bits_allocated not in (8, 16, 32):
             raise ValueError(
-                f"(0028,0100) Bits Allocated {self.bits_allocated} is not supported (8, 16 or 32)"
+                f"(0028,0100) Bits Allocated {self.bits_allocated} is not supported (1, 8, 16 or 32)"
             )
         kind = "i" if self.pixel_representation == 1 else "u"
         return np.dtype(f"<{kind}{self.bits_allocated // 8}")
@@ -50,7 +73,7 @@ class FrameSpec:
 
     @property
     def nbytes(self) -> int:
-        return self.rows * self.columns * self.samples_per_pixel * (self.bits_allocated // 8)
+        return self.rows * self.columns * self.samples_per_pixel * self.dtype.itemsize
 
 
 class DecoderBackend:
@@ -97,7 +120,11 @@ def normalize(decoded: np.ndarray, spec: FrameSpec) -> np.ndarray:
             raise ValueError(f"decoded frame has shape {arr.shape}, the metadata says {want}")
     dtype = spec.dtype
     if arr.dtype != dtype:
-        if arr.dtype.kind not in "iub":
+        if arr.dtype.kind == "f" or dtype.kind == "f":
+            if arr.dtype.kind != dtype.kind or arr.dtype.itemsize != dtype.itemsize:
+                raise ValueError(f"decoded frame has dtype {arr.dtype}, expected {dtype}")
+            arr = arr.astype(dtype, copy=False)
+        elif arr.dtype.kind not in "iub":
             raise ValueError(f"decoded frame has dtype {arr.dtype}, expected integer {dtype}")
         if arr.dtype.itemsize == dtype.itemsize:
             arr = arr.view(dtype)

@@ -1,4 +1,11 @@
-"""Decoder registry: which backend decodes which codec, with an explicit preference (never import order)."""
+"""Decoder registry: which backend decodes which codec, with an explicit preference (never import order).
+
+Decoding is a fallback chain: the backends available for a codec are tried in preference order, and the next
+one is used when one *fails* on a frame (raises, or gives pixels whose CRC32 is not the metadata checksum),
+not only when it is missing. Lossy decoders differ in IDCT and upsampling, and the checksum covers the
+reference decode, so the chain also finds the library that reproduces it. When every backend fails,
+:class:`FrameDecodeFailure` lists each backend's reason.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .base import Codec, DecoderBackend, FrameSpec, normalize
+from .base import Codec, DecoderBackend, FrameSpec, crc32, normalize
 from .jpeg import JpegBackend
 from .jpeg2k import Jpeg2kBackend
 from .libjpeg import LibjpegBackend
@@ -92,6 +99,16 @@ def resolve_codec(content_type: str | None, stored_syntax: str | None, data: byt
     return syntax_codec
 
 
+class FrameDecodeFailure(ValueError):
+    """Every backend of the chain failed on one frame. ``checksum_only`` is True when at least one backend
+    decoded the frame and none gave the metadata checksum (the bytes or the checksum are wrong)."""
+
+    def __init__(self, codec: Codec, reasons: list[str], checksum_only: bool) -> None:
+        super().__init__(f"no backend decoded the {codec.value} frame: " + "; ".join(reasons))
+        self.reasons = reasons
+        self.checksum_only = checksum_only
+
+
 class DecoderRegistry:
     """Holds one instance of every backend and picks one per codec from the preference.
 
@@ -152,9 +169,47 @@ class DecoderRegistry:
     def available(self) -> list[str]:
         return [name for name, b in self.backends.items() if b.unavailable_reason() is None]
 
+    def chain(self, codec: Codec) -> list[DecoderBackend]:
+        """The selected backend first, then every other available candidate in preference order."""
+        first = self.select(codec)
+        rest = [
+            b
+            for name in self.candidates(codec)
+            if (b := self.backends.get(name)) is not None
+            and b is not first
+            and codec in b.codecs
+            and b.unavailable_reason() is None
+        ]
+        return [first, *rest]
+
     def decode(self, codec: Codec, data: bytes, spec: FrameSpec) -> np.ndarray:
-        """Decode one frame with the selected backend and normalise it to ``spec`` (shape, dtype)."""
-        return normalize(self.select(codec).decode(data, spec), spec)
+        """Decode one frame (fallback chain, no checksum) and normalise it to ``spec`` (shape, dtype)."""
+        return self.decode_frame(codec, data, spec, None)[0]
+
+    def decode_frame(
+        self, codec: Codec, data: bytes, spec: FrameSpec, checksum: int | None
+    ) -> tuple[np.ndarray, str]:
+        """Decode one frame with the first backend of :meth:`chain` that succeeds and, when ``checksum`` is
+        given, reproduces it; returns the pixels and the backend's name. Raises :class:`FrameDecodeFailure`
+        (every backend's reason) when none does, LookupError when no backend is available."""
+        reasons: list[str] = []
+        decoded_any = False
+        for backend in self.chain(codec):
+            try:
+                pixels = normalize(backend.decode(data, spec), spec)
+            except Exception as exc:  # decoder libraries raise their own types
+                reasons.append(f"{backend.name}: {type(exc).__name__}: {exc}")
+                continue
+            decoded_any = True
+            if checksum is not None:
+                crc = crc32(np.ascontiguousarray(pixels)) & 0xFFFFFFFF
+                if crc != checksum:
+                    reasons.append(f"{backend.name}: CRC32 of decoded pixels {crc} != metadata {checksum}")
+                    continue
+            if reasons:
+                log.debug("%s frame decoded by %s after: %s", codec.value, backend.name, "; ".join(reasons))
+            return pixels, backend.name
+        raise FrameDecodeFailure(codec, reasons, checksum_only=decoded_any)
 
     def close(self) -> None:
         for backend in self.backends.values():

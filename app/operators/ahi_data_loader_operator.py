@@ -24,8 +24,9 @@ from pydicom.dataset import Dataset
 from pydicom.valuerep import IS
 
 from ahi_connector.dicomize import make_dataset
+from ahi_connector.errors import DicomizeError
 
-from ..errors import InputNotFoundError, RequestError
+from ..errors import InputNotFoundError, RequestError, SeriesSelectionError
 from ..request import SegRequest
 from ..run_record import STAGE_FETCH, STAGE_METADATA, RunRecord
 from ..selection import choose_series
@@ -142,10 +143,35 @@ def studies_from_datasets(datasets: Iterable[Dataset]) -> list[DICOMStudy]:
     return list(studies.values())
 
 
-def header_datasets(exporter: ImageSetExporter, datastore_id: str, image_set_id: str) -> list[Dataset]:
-    """Attribute-only Datasets (no pixel data, no frame fetched) of every instance of an image set."""
+def header_datasets(
+    exporter: ImageSetExporter,
+    datastore_id: str,
+    image_set_id: str,
+    unreadable: dict[str, tuple[str | None, DicomizeError]] | None = None,
+) -> list[Dataset]:
+    """Attribute-only Datasets (no pixel data, no frame fetched) of every instance of an image set.
+
+    With ``unreadable`` given, a series whose metadata cannot be made into Datasets (DicomizeError: a value
+    that is not valid for its VR) is left out and recorded there as ``{series UID: (Modality, error)}``
+    instead of failing the whole image set; without it the error propagates.
+    """
     meta = exporter.get_metadata(datastore_id, image_set_id)
-    return [make_dataset(meta, inst) for inst in meta.iter_instances()]
+    out: list[Dataset] = []
+    for series in meta.series.values():
+        try:
+            out += [make_dataset(meta, inst) for inst in series.instances]
+        except DicomizeError as exc:
+            if unreadable is None:
+                raise
+            unreadable[series.series_uid] = (series.modality, exc)
+            logger.warning(
+                "series %s (%s) of image set %s left out of series selection: %s",
+                series.series_uid,
+                series.modality,
+                image_set_id,
+                exc,
+            )
+    return out
 
 
 def _image_set_ids_for_study(exporter: ImageSetExporter, datastore_id: str, study_uid: str) -> list[str]:
@@ -158,25 +184,50 @@ def _image_set_ids_for_study(exporter: ImageSetExporter, datastore_id: str, stud
     return ids
 
 
-def resolve_study(exporter: ImageSetExporter, datastore_id: str, study_uid: str) -> tuple[str, str]:
-    """Pick the (image set ID, series UID) to segment for an AHI study: the selection rules across its image
-    sets.
+def select_series(
+    exporter: ImageSetExporter,
+    datastore_id: str,
+    image_set_ids: list[str],
+    study_uid: str | None,
+    source: str,
+) -> tuple[str, str]:
+    """Pick the (image set ID, series UID) to segment among ``image_set_ids`` (only instances of
+    ``study_uid`` when given): the selection rules on header-only Datasets, no frame fetched.
 
-    Only metadata is read here (no frames): header-only Datasets of every image set of the study go through
-    :func:`app.selection.choose_series`, so a study request and an image set request select the same way.
+    A series whose metadata cannot be read (DicomizeError) is left out, so one bad non-CT series (a report,
+    a SEG, a vendor's private object) does not stop the CT series from being segmented. When no series can
+    be segmented and an unreadable series is a CT series, its DicomizeError (422, naming instance and tag)
+    is raised: it is the reason.
     """
     image_set_of_series: dict[str, str] = {}
     headers: list[Dataset] = []
-    for image_set_id in _image_set_ids_for_study(exporter, datastore_id, study_uid):
-        for ds in header_datasets(exporter, datastore_id, image_set_id):
-            if str(ds.get("StudyInstanceUID", "")) != study_uid:
+    unreadable: dict[str, tuple[str | None, DicomizeError]] = {}
+    for image_set_id in image_set_ids:
+        for ds in header_datasets(exporter, datastore_id, image_set_id, unreadable):
+            if study_uid is not None and str(ds.get("StudyInstanceUID", "")) != study_uid:
                 continue
             image_set_of_series.setdefault(str(ds.SeriesInstanceUID), image_set_id)
             headers.append(ds)
-    studies = studies_from_datasets(headers)
-    selected = choose_series(studies, source=f"study {study_uid} in datastore {datastore_id}")
+    try:
+        if not headers and unreadable:
+            raise InputNotFoundError(f"no readable DICOM series in {source}")
+        selected = choose_series(studies_from_datasets(headers), source=source)
+    except (SeriesSelectionError, InputNotFoundError):
+        for modality, exc in unreadable.values():
+            if str(modality or "").strip().upper() == "CT" or not headers:
+                raise exc from None
+        raise
     series_uid = str(selected[0].selected_series[0].series.SeriesInstanceUID)
     return image_set_of_series[series_uid], series_uid
+
+
+def resolve_study(exporter: ImageSetExporter, datastore_id: str, study_uid: str) -> tuple[str, str]:
+    """Pick the (image set ID, series UID) to segment for an AHI study: the selection rules across its image
+    sets (:func:`select_series`), so a study request and an image set request select the same way."""
+    ids = _image_set_ids_for_study(exporter, datastore_id, study_uid)
+    return select_series(
+        exporter, datastore_id, ids, study_uid, f"study {study_uid} in datastore {datastore_id}"
+    )
 
 
 def load_ahi_studies(
@@ -191,16 +242,20 @@ def load_ahi_studies(
     chooses from them and :class:`~app.operators.ahi_series_to_volume_operator.AHISeriesToVolumeOperator`
     fetches the chosen series' frames only).
 
-    An image set request loads every series of the image set (the selector chooses); a study request loads
-    only the series chosen by :func:`resolve_study`. ``record`` (if given) gets the datastore and image set
-    IDs, and the frames fetched, frame retries and throttled responses of this request.
+    Both request kinds load only the series the selection rules choose on the metadata
+    (:func:`select_series`: an image set request among the image set's series, a study request among all its
+    image sets), so a bad series that is not segmented is never fetched and cannot fail the run.
+    ``record`` (if given) gets the datastore and image set IDs, and the frames fetched, frame retries and
+    throttled responses of this request.
     """
     if not request.is_ahi or request.datastore_id is None:
         raise RequestError(f"{request.describe()} is not an AWS HealthImaging request")
     datastore_id = request.datastore_id
     with record.fetching(exporter) if record is not None else contextlib.nullcontext():
         if request.image_set_id is not None:
-            image_set_id, series_uid = request.image_set_id, None
+            image_set_id, series_uid = select_series(
+                exporter, datastore_id, [request.image_set_id], None, request.describe()
+            )
         else:
             assert request.study_instance_uid is not None
             image_set_id, series_uid = resolve_study(exporter, datastore_id, request.study_instance_uid)

@@ -104,6 +104,14 @@ def _decoded_frames(ds: Dataset, transfer_syntax: UID) -> Iterator[np.ndarray]:
     if not decoder.is_available:
         missing = decoder.missing_dependencies
         raise FrameEncodingError(f"no decoder available for {transfer_syntax.name}: {missing}")
+    if ds.get("BitsAllocated") == 1 and _number_of_frames(ds) > 1:
+        # pydicom 3.0's per-frame iterator cannot split 1-bit frames that end inside a byte (frames are packed
+        # back to back); decoding the whole pixel data at once can
+        options: dict[str, Any] = {"as_rgb": False}  # pydicom types **kwargs as one DecodeOptions
+        arr, _meta = decoder.as_array(ds, **options)
+        for frame in arr:
+            yield np.ascontiguousarray(frame)
+        return
     for arr, _meta in decoder.iter_array(ds, as_rgb=False):
         yield np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
 

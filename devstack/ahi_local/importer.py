@@ -121,7 +121,7 @@ def prepare_instance(
             for f in (encoded.frames if encoded else [])
         ]
         flat = metadata.flat_instance(ds, encoded.stored_transfer_syntax if encoded else None, frames)
-        json.dumps(flat.dicom)  # fail here, before any frame is stored, on values JSON cannot hold
+        json.dumps(flat.dicom, allow_nan=False)  # fail before any frame is stored on values JSON cannot hold
         for info, frame in zip(frames, encoded.frames if encoded else [], strict=True):
             store.write_frame(datastore_id, info.frame_id, frame.data, frame.content_type)
             if written is not None:

@@ -14,7 +14,8 @@ Values are keyed by DICOM keyword; private, repeating-group and unknown tags by 
 (e.g. ``"00091010"``) with their VR in the instance's ``DICOMVRs`` (as are elements whose dictionary VR is
 ambiguous); inside sequence items such VRs go in the item's own ``DICOMVRs`` object. Encoding by VR:
 text VRs as strings (VM > 1 as lists), DS/IS as their original strings, binary VRs (OB/OW/OD/OF/OL/OV/UN)
-base64, AT as 8-hex strings, sequences as lists of objects, numbers as JSON numbers.
+base64, AT as 8-hex strings, sequences as lists of objects, numbers as JSON numbers (NaN and +/-Infinity as
+the strings "NaN", "Infinity", "-Infinity").
 
 Placement: an attribute of the Patient / Study / Series module goes to that level only when every instance of
 the image set has the same value; otherwise it stays in each instance. Merging the levels back over each
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -82,8 +84,8 @@ class FrameInfo:
         return {
             "ID": self.frame_id,
             "FrameSizeInBytes": self.size,
-            "MinPixelValue": self.min_value,
-            "MaxPixelValue": self.max_value,
+            "MinPixelValue": _number(self.min_value),  # float pixel data may hold NaN / Infinity
+            "MaxPixelValue": _number(self.max_value),
             "PixelDataChecksumFromBaseToFullResolution": [
                 {"Width": self.width, "Height": self.height, "Checksum": self.checksum}
             ],
@@ -119,11 +121,21 @@ def _text(value: Any) -> Any:
 
 
 def _number(value: Any) -> Any:
+    """A binary number as JSON: ints and finite floats as numbers; NaN and +/-Infinity, which JSON has no
+    number for, as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (the DICOM JSON convention of
+    fo-dicom and Azure; AHI does not document its choice), so strict JSON parsers accept the document."""
     if isinstance(value, (list, MultiValue)):
         return [_number(v) for v in value]
     if value is None or value == "":
         return None
-    return value if isinstance(value, int) else float(value)
+    if isinstance(value, int):
+        return value
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "Infinity" if number > 0 else "-Infinity"
+    return number
 
 
 def encode_value(elem: DataElement, vrs: dict[str, str]) -> Any:

@@ -106,7 +106,11 @@ def test_corrupt_frame_fails_verification_and_names_the_frame(faulty, faults):
     with _exporter(url) as ex:
         bad = _frame_ids(ex, case)[3]
         faults(corrupt_frames=[bad])
-        with pytest.raises((FrameChecksumError, FrameDecodeError), match=rf"frame {bad} .*on all 4 attempts"):
+        # the same garbled bytes come back on the second attempt: deterministic, so not retried 4 times
+        with pytest.raises(
+            (FrameChecksumError, FrameDecodeError),
+            match=rf"frame {bad} .*on 2 attempts \(the same bytes were served each time",
+        ):
             ex.to_volume(case.datastore_id, case.image_set_id)
 
 

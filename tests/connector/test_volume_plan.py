@@ -110,7 +110,7 @@ def test_unsupported_bits_allocated_is_named(tmp_path):
 
     written = write_series(tmp_path, SeriesSpec(slices=1, rows=8, columns=8))
     ds = pydicom.dcmread(written.paths[0])
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 12, 12, 11  # 1-bit is exported (bit-packed), 12 is not
     meta = _meta([ds])
-    with pytest.raises(UnsupportedFrameFormatError, match=r"\(0028,0100\) Bits Allocated 1; the connector"):
+    with pytest.raises(UnsupportedFrameFormatError, match=r"\(0028,0100\) Bits Allocated 12; the connector"):
         plan_series(meta, meta.series[written.series_uid])

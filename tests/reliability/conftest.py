@@ -49,6 +49,7 @@ from tests.container.conftest import (
     service_env,
 )
 from tests.reliability.proxy import ResettingProxy
+from tests.support.ahi_metadata import update_instance_attributes
 
 BUCKET = "reliability"
 TARGET = "model.tar.gz"
@@ -104,7 +105,11 @@ BAD_SPECS = {
     "mr_only": SeriesSpec(slices=20, modality="MR", seed=21),
     "one_slice": SeriesSpec(slices=1, seed=22),
     "rgb": SeriesSpec(slices=20, bits_allocated=8, bits_stored=8, signed=False, photometric="RGB", seed=23),
+    "bad_metadata": SeriesSpec(
+        slices=20, seed=24
+    ),  # one instance's Slice Thickness set to "thick" after import
 }
+BAD_METADATA = {"SliceThickness": "thick"}
 
 
 class Service:
@@ -286,6 +291,15 @@ def import_cases(ahi_url: str, moto: str, folder: Path) -> tuple[str, dict[str, 
             w.spec.slices,
             _frame_ids(meta, w.series_uid),
         )
+    bad = written["bad_metadata"]
+    update_instance_attributes(
+        ahi,
+        datastore,
+        cases["bad_metadata"].image_set_id,
+        bad.series_uid,
+        bad.sop_instance_uids[3],
+        BAD_METADATA,
+    )
     return datastore, cases
 
 

@@ -143,6 +143,12 @@ BAD: dict[str, Bad] = {
         "TooFewSlicesError",
         r"1 (slice|instance)",
     ),
+    "unreadable instance metadata": Bad(
+        lambda s: _inputs(s.cases["bad_metadata"].request()),
+        422,
+        "DicomizeError",
+        r"instance [0-9.]+ .*\(0018,0050\) SliceThickness: value 'thick' is not valid for VR DS",
+    ),
     "RGB CT series": Bad(
         lambda s: _inputs(s.cases["rgb"].request()),
         422,

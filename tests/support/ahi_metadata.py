@@ -80,3 +80,22 @@ def _instance_datasets(
             merged = {**patient, **study, **series["DICOM"], **inst["DICOM"]}
             out[sop_uid] = (to_dataset(merged, inst.get("DICOMVRs", {})), inst)
     return out
+
+
+def update_instance_attributes(
+    ahi: Any, datastore_id: str, image_set_id: str, series_uid: str, sop_uid: str, attributes: dict[str, Any]
+) -> str:
+    """Set top-level attributes of one instance with UpdateImageSetMetadata (how values reach an image set
+    after import); returns the new version ID."""
+    updates = {
+        "SchemaVersion": "1.1",
+        "Study": {"Series": {series_uid: {"Instances": {sop_uid: {"DICOM": attributes}}}}},
+    }
+    version = ahi.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id)["versionId"]
+    resp = ahi.update_image_set_metadata(
+        datastoreId=datastore_id,
+        imageSetId=image_set_id,
+        latestVersionId=version,
+        updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": json.dumps(updates).encode()}},
+    )
+    return resp["latestVersionId"]

@@ -22,7 +22,11 @@ def original_frames(path: str | Path) -> list[np.ndarray]:
         if syntax is None:  # files without (0002,0010): the syntax pydicom read them with
             syntax = ImplicitVRLittleEndian if ds.original_encoding[0] else ExplicitVRLittleEndian
             ds.file_meta.TransferSyntaxUID = syntax
-        return [np.array(arr) for arr, _ in get_decoder(syntax).iter_array(ds, as_rgb=False)]
+        decoder = get_decoder(syntax)
+        if ds.get("BitsAllocated") == 1 and int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            # 1-bit frames packed back to back: pydicom 3.0 splits them only when decoding all at once
+            return [np.array(frame) for frame in decoder.as_array(ds, as_rgb=False)[0]]
+        return [np.array(arr) for arr, _ in decoder.iter_array(ds, as_rgb=False)]
 
 
 def decode_served(data: bytes, content_type: str, like: np.ndarray) -> np.ndarray:
