@@ -2,8 +2,8 @@
 
 Attributes merge Patient, Study, Series and Instance levels (later levels win). One VR rule for the top level
 and every sequence item: the VR recorded in that level's own ``DICOMVRs`` (the instance's for the top level,
-the item's ``DICOMVRs`` object inside an item), else pydicom's dictionary, else UN; an ambiguous dictionary
-VR (``US or SS``, ``OB or OW``, ``US or SS or OW``) resolves by the JSON value (numbers: US, or SS when Pixel
+the item's ``DICOMVRs`` object inside an item), else pydicom's dictionary, else UN; an ambiguous dictionary VR
+(``US or SS``, ``OB or OW``, ``US or SS or OW``) resolves by the JSON value (numbers: US, or SS when Pixel
 Representation is 1; base64 text: OW/OB). One empty-value rule for every VR: ``None``, ``""`` and ``[]`` are
 the VR's empty value, and an empty item of a DS/IS multi-value stays an empty item. Binary VRs are base64;
 FL/FD accept numbers and the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``; sequences recurse. Group

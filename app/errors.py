@@ -1,11 +1,9 @@
 """Errors of the spleen segmentation application, each with the HTTP status a server edge should answer.
 
 Every error meant for a client carries ``http_status`` and a message that names the IDs involved (datastore,
-image
-set, study, series) and what to do. The container handler maps ``http_status`` to the response; anything
-that is not an
-:class:`AppError` (nor a connector ``AHIError``, which has its own ``http_status``) is a 500 with a request
-ID.
+image set, study, series) and what to do. The container handler maps ``http_status`` to the response; anything
+that is not an :class:`AppError` (nor a connector ``AHIError``, which has its own ``http_status``) is a 500
+with a request ID.
 """
 
 from __future__ import annotations

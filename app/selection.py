@@ -1,8 +1,7 @@
 """Which series of the input the spleen model segments: the application's series-selection rules.
 
-The rules, applied to every series of every study in the input (an image set, all image sets of an AHI
-study, or a
-DICOM folder):
+The rules, applied to every series of every study in the input (an image set, all image sets of an AHI study,
+or a DICOM folder):
 
 1. Modality is CT (``CT_SELECTION_RULES``, the SDK selector's JSON rule; checked again here for header-only
 input).
@@ -16,13 +15,10 @@ input).
 5. At least :data:`MIN_SLICES` instances.
 
 Documented choice when several series pass: the **largest axial CT series** (most instances; ties broken by
-the
-lower SeriesNumber, then the SeriesInstanceUID) — the thin-slice reconstruction when a study holds thin and
-thick
-ones. When none passes, the error is specific (:mod:`app.errors`: ``NoCTSeriesError``, ``LocalizerOnlyError``,
-``UnsupportedPixelFormatError``, ``NonAxialSeriesError``, ``TooFewSlicesError``; all HTTP 422) and its
-message lists
-every CT series with the reason it was rejected.
+the lower SeriesNumber, then the SeriesInstanceUID) — the thin-slice reconstruction when a study holds thin
+and thick ones. When none passes, the error is specific (:mod:`app.errors`: ``NoCTSeriesError``,
+``LocalizerOnlyError``, ``UnsupportedPixelFormatError``, ``NonAxialSeriesError``, ``TooFewSlicesError``; all
+HTTP 422) and its message lists every CT series with the reason it was rejected.
 """
 
 from __future__ import annotations
@@ -168,8 +164,7 @@ def choose_series(
     series.
 
     ``rule_matched`` is what the SDK selector matched with :data:`CT_SELECTION_RULES` (None: check the
-    modality
-    here only). ``source`` names the input in error messages (e.g. ``"image set <id>"``).
+    modality here only). ``source`` names the input in error messages (e.g. ``"image set <id>"``).
 
     Raises:
         InputNotFoundError: no series at all.

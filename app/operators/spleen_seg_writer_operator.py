@@ -1,15 +1,13 @@
 """SpleenSegWriterOperator: the SDK's DICOMSegmentationWriterOperator set up for the spleen, emitting the
 SEG path.
 
-Segment 1 is labelled "Spleen", SNOMED CT category Anatomical Structure (91723000) and type Spleen
-(78961009), with
-the model's name/version as the algorithm identification; SeriesDescription is "AI generated Seg, not for
-clinical
-use."; the Contributing Equipment Sequence names the model (its DeviceUID derives from the model.ts SHA-256).
-The SEG (highdicom, BINARY) holds one frame per slice that contains the spleen and references exactly
-those source instances: highdicom is given only those slices and their source instances (its cost grows
-with every source instance it checks and references: ~0.7 s for 300 slices, a few tenths for the ~80 that
-hold a spleen), which gives the same frames as ``omit_empty_frames`` over the whole series. An all-empty
+Segment 1 is labelled "Spleen", SNOMED CT category Anatomical Structure (91723000) and type Spleen (78961009),
+with the model's name/version as the algorithm identification; SeriesDescription is "AI generated Seg, not for
+clinical use."; the Contributing Equipment Sequence names the model (its DeviceUID derives from the model.ts
+SHA-256). The SEG (highdicom, BINARY) holds one frame per slice that contains the spleen and references
+exactly those source instances: highdicom is given only those slices and their source instances (its cost
+grows with every source instance it checks and references: ~0.7 s for 300 slices, a few tenths for the ~80
+that hold a spleen), which gives the same frames as ``omit_empty_frames`` over the whole series. An all-empty
 mask keeps all frames and references every instance (highdicom's rule).
 
 Named inputs:
