@@ -87,8 +87,10 @@ ensure_orthanc() {
 }
 
 stamp_of() {
-  cat "$ROOT/requirements.txt" "$ROOT/$LOCK" "$ROOT/pyproject.toml" "$ROOT/devstack/pyproject.toml" \
-    "$ROOT/scripts/install.sh" | sha256sum | cut -c1-16
+  # devstack/ is not in the image's build context (.dockerignore): only the dev install reads it.
+  local files=("$ROOT/requirements.txt" "$ROOT/$LOCK" "$ROOT/pyproject.toml" "$ROOT/scripts/install.sh")
+  [ -n "$EXTRA" ] && files+=("$ROOT/devstack/pyproject.toml")
+  cat "${files[@]}" | sha256sum | cut -c1-16
   echo "$TORCH_VERSION $TORCH_INDEX_URL $EXTRA"
 }
 
