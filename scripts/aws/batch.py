@@ -36,7 +36,7 @@ from scripts.aws import deploy, pipeline
 from scripts.aws.names import Names, settings_hash
 from scripts.aws.session import Aws, AwsCliError, error_code, tag_list, wait_for
 from scripts.aws.state import State
-from scripts.aws.storage import parse_s3_uri
+from scripts.aws.storage import read_object
 from trigger.selection import MIN_SLICES
 from trigger.submission import ImageSetRef, Outcome, SubmissionError, Submitter, Target
 
@@ -323,16 +323,6 @@ def _item(outcome: Outcome) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v not in (None, "")}
 
 
-def _object(aws: Aws, uri: str) -> bytes | None:
-    bucket, key = parse_s3_uri(uri)
-    try:
-        return bytes(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
-    except Exception as exc:
-        if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-            return None
-        raise
-
-
 def _result_of(body: bytes, failed: bool) -> dict[str, Any]:
     """``status``/``reason``/``spleenVolumeMl`` from an async output or failure object."""
     try:
@@ -453,7 +443,7 @@ def _collect(aws: Aws, journal: Journal, items: dict[str, dict[str, Any]], setti
         for key in sorted(pending):
             entry = items[key]
             for uri, failed in ((entry.get("output_location"), False), (entry.get("failure_location"), True)):
-                body = _object(aws, uri) if uri else None
+                body = read_object(aws, uri) if uri else None
                 if body is not None:
                     merged = {k: v for k, v in entry.items() if k not in ("key", "time", "reason")}
                     merged.update(_result_of(body, failed))
@@ -673,7 +663,7 @@ def _transform_items(
 ) -> Iterable[dict[str, Any]]:
     base = {"status": "submitted", "reason": f"transform job {job_name} {status}"}
     out_uri = f"{output_uri}{manifest_key.rsplit('/', 1)[-1]}.out"
-    body = _object(aws, out_uri) if status in ("Completed", "Failed", "Stopped") else None
+    body = read_object(aws, out_uri) if status in ("Completed", "Failed", "Stopped") else None
     answers = body.decode().splitlines() if body is not None else []
     if status == "Failed" and not answers:
         reason = (

@@ -240,26 +240,11 @@ class Cleaner:
                 InferenceComponentName=name,
             )
         if names and self.options.wait and not self.aws.dry_run:
-
-            def left() -> str:
-                count = sum(
-                    1
-                    for _ in self.aws.paginate(
-                        "sagemaker",
-                        "list_inference_components",
-                        "InferenceComponents",
-                        EndpointNameEquals=endpoint,
-                    )
-                )
-                return "none" if count == 0 else f"{count} left"
-
-            wait_for(
-                left,
-                what=f"delete components of {endpoint}",
-                done={"none"},
-                timeout_s=1800,
+            self._wait_listing_empty(
+                f"delete components of {endpoint}",
+                ("sagemaker", "list_inference_components", "InferenceComponents"),
+                {"EndpointNameEquals": endpoint},
                 interval_s=15.0,
-                progress=self.aws.settings.progress_mode,
             )
 
     # ---- event trigger (EventBridge rule, Lambda function, SQS dead-letter queue) ------------------------
@@ -481,24 +466,29 @@ class Cleaner:
             self.state.discard("datastores", datastore_id)
 
     def _wait_image_sets_gone(self, datastore_id: str) -> None:
+        self._wait_listing_empty(
+            f"empty datastore {datastore_id}",
+            ("medical-imaging", "search_image_sets", "imageSetsMetadataSummaries"),
+            {"datastoreId": datastore_id},
+            interval_s=5.0,
+        )
+
+    def _wait_listing_empty(
+        self, what: str, listing: tuple[str, str, str], params: dict[str, Any], interval_s: float
+    ) -> None:
+        """Poll a paginated listing (service, operation, result key) until it lists nothing."""
+        service, operation, key = listing
+
         def status() -> str:
-            left = sum(
-                1
-                for _ in self.aws.paginate(
-                    "medical-imaging",
-                    "search_image_sets",
-                    "imageSetsMetadataSummaries",
-                    datastoreId=datastore_id,
-                )
-            )
-            return "empty" if left == 0 else f"{left} image sets left"
+            left = sum(1 for _ in self.aws.paginate(service, operation, key, **params))
+            return "empty" if left == 0 else f"{left} left"
 
         wait_for(
             status,
-            what=f"empty datastore {datastore_id}",
+            what=what,
             done={"empty"},
             timeout_s=1800,
-            interval_s=5.0,
+            interval_s=interval_s,
             progress=self.aws.settings.progress_mode,
         )
 

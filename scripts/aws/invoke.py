@@ -17,7 +17,7 @@ from typing import Any
 from scripts.aws.names import Names
 from scripts.aws.session import Aws, AwsCliError, error_code, wait_for
 from scripts.aws.state import State
-from scripts.aws.storage import parse_s3_uri
+from scripts.aws.storage import read_object
 
 logger = logging.getLogger(__name__)
 
@@ -72,16 +72,6 @@ def invoke_realtime(
     return InvokeResult(endpoint_name, str(response.get("ContentType", "")), response["Body"].read())
 
 
-def _object_bytes(aws: Aws, uri: str) -> bytes | None:
-    bucket, key = parse_s3_uri(uri)
-    try:
-        return bytes(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
-    except Exception as exc:
-        if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-            return None
-        raise
-
-
 def invoke_async(
     aws: Aws,
     names: Names,
@@ -113,7 +103,7 @@ def invoke_async(
 
     def status() -> str:
         for label, uri in (("succeeded", output_uri), ("failed", failure_uri)):
-            if uri and (data := _object_bytes(aws, uri)) is not None:
+            if uri and (data := read_object(aws, uri)) is not None:
                 found.update(label=label, uri=uri, data=data)
                 return label
         return "pending"

@@ -27,6 +27,17 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return parsed.bucket, parsed.prefix if uri.strip().endswith("/") else parsed.key
 
 
+def read_object(aws: Aws, uri: str) -> bytes | None:
+    """The bytes of the S3 object ``uri``, or None when it does not exist (yet)."""
+    bucket, key = parse_s3_uri(uri)
+    try:
+        return bytes(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+    except Exception as exc:
+        if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+
+
 def bucket_exists(aws: Aws, bucket: str) -> bool:
     try:
         aws.client("s3").head_bucket(Bucket=bucket)
