@@ -11,6 +11,8 @@ import dataclasses
 import json
 import subprocess
 import sys
+import tarfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -80,6 +82,23 @@ def serve(
         [str(SERVE), *args], "/ping", f"http://127.0.0.1:{port}", full_env, "serve", timeout_s
     ) as rp:
         yield rp
+
+
+@contextlib.contextmanager
+def single_model_serve(
+    moto_url: str, ahi_url: str, model_store: Path, root: Path
+) -> Iterator[RunningProcess]:
+    """``container/serve`` in single-model mode on ``model.tar.gz`` extracted under ``root/model``, yielded
+    once the model is loaded (/ping answers before that; serve logs "serving on" once a worker loaded it)."""
+    model_dir = root / "model"
+    with tarfile.open(model_store / "model.tar.gz") as tar:
+        tar.extractall(model_dir, filter="data")
+    env = {**service_env(moto_url, ahi_url), "SAGEMAKER_MULTI_MODEL": "false"}
+    with serve(env, ["--model-dir", str(model_dir)], timeout_s=300) as container:
+        deadline = time.monotonic() + 300
+        while "serving on" not in container.log_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        yield container
 
 
 @contextlib.contextmanager

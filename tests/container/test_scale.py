@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from devstack.sagemaker_local.transform import TransformRunner
 from devstack.synthetic import SeriesSpec, write_series
 from scripts.aws import cli
 from scripts.aws.session import AwsCliError
-from tests.container.conftest import gateway, serve, service_env
+from tests.container.conftest import gateway, service_env, single_model_serve
 from trigger import handler
 from trigger.events import EventError
 from trigger.submission import SubmissionError
@@ -126,14 +125,8 @@ def stack(
             "--instance-type",
             "ml.m5.xlarge",
         )
-    model_dir = root / "model"
-    with tarfile.open(model_store / "model.tar.gz") as tar:
-        tar.extractall(model_dir, filter="data")
     env = {**service_env(moto_s3, ahi_local), "SAGEMAKER_MULTI_MODEL": "false"}
-    with serve(env, ["--model-dir", str(model_dir)], timeout_s=300) as container:
-        deadline = time.monotonic() + 300
-        while "serving on" not in container.log_text() and time.monotonic() < deadline:
-            time.sleep(0.5)
+    with single_model_serve(moto_s3, ahi_local, model_store, root) as container:
         extra = [
             "--async-output", f"s3://{BUCKET}/{NAME}/async-output/",
             "--async-failure", f"s3://{BUCKET}/{NAME}/async-failure/",

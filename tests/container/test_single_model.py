@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 
@@ -14,8 +13,7 @@ from tests.container.conftest import (
     free_port,
     http,
     read_json,
-    serve,
-    service_env,
+    single_model_serve,
 )
 
 JSON = {"Content-Type": "application/json"}
@@ -24,15 +22,7 @@ JSON = {"Content-Type": "application/json"}
 def test_single_model_serves_invocations(
     moto_s3: str, ahi_local: str, model_store: Path, container_dataset: Dataset, tmp_path: Path
 ):
-    model_dir = tmp_path / "model"
-    with tarfile.open(model_store / "model.tar.gz") as tar:
-        tar.extractall(model_dir, filter="data")
-    env = {**service_env(moto_s3, ahi_local), "SAGEMAKER_MULTI_MODEL": "false"}
-    with serve(env, ["--model-dir", str(model_dir)], timeout_s=300) as container:
-        # /ping answers before the model is loaded; serve itself logs "serving on" once a worker loaded it.
-        deadline = time.monotonic() + 300
-        while "serving on" not in container.log_text() and time.monotonic() < deadline:
-            time.sleep(0.5)
+    with single_model_serve(moto_s3, ahi_local, model_store, tmp_path) as container:
         series = container_dataset.series[0]
         body = json.dumps({"datastoreId": series.datastore_id, "imageSetId": series.image_set_id}).encode()
         status, _, raw = http("POST", container.url + "/invocations", body, JSON)
