@@ -2,7 +2,10 @@
 
 ``openjpeg.decode`` holds the GIL, so it runs in worker processes (``spawn`` context: safe next to botocore's
 threads). The pool starts on first use, is reused by every later call and is shut down by :meth:`close` (and
-at interpreter exit), so no worker outlives its owner.
+at interpreter exit). An owner that never gets to either (SIGKILL, the OOM killer, a model server replacing a
+dead worker) must not leave its decoders behind: each pool process watches its parent and exits as soon as it
+has been re-parented. The watch is a poll of ``getppid`` rather than ``PR_SET_PDEATHSIG``, because the pool
+spawns processes from whichever thread submits, and a death signal follows the *thread* that forked.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -21,6 +25,18 @@ from .base import Codec, DecoderBackend, FrameSpec
 
 log = logging.getLogger(__name__)
 _LIVE: weakref.WeakSet[OpenJPEGBackend] = weakref.WeakSet()
+OWNER_POLL_S = 0.5
+
+
+def _exit_when_orphaned(owner_pid: int) -> None:
+    """Pool initializer: a daemon thread ends this process once ``owner_pid`` is no longer its parent."""
+
+    def watch() -> None:
+        while os.getppid() == owner_pid:
+            time.sleep(OWNER_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
 
 
 def _decode_in_worker(data: bytes) -> np.ndarray:
@@ -60,7 +76,10 @@ class OpenJPEGBackend(DecoderBackend):
             if self._pool is None:
                 log.debug("starting openjpeg decoder pool with %d processes", self.processes)
                 self._pool = cf.ProcessPoolExecutor(
-                    max_workers=self.processes, mp_context=multiprocessing.get_context("spawn")
+                    max_workers=self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_when_orphaned,
+                    initargs=(os.getpid(),),
                 )
             return self._pool
 

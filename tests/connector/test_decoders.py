@@ -3,8 +3,13 @@ errors."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import imagecodecs
 import numpy as np
+import psutil
 import pytest
 
 from ahi_connector.decoders import Codec, DecoderRegistry, FrameSpec, normalize, resolve_codec
@@ -160,3 +165,35 @@ def test_openjpeg_pool_is_persistent_and_closes():
     assert backend.worker_pids() == pids and len(pids) == 1
     backend.close()
     assert backend.worker_pids() == []
+
+
+_OWNER = """
+import concurrent.futures as cf, time, imagecodecs, numpy as np
+from ahi_connector.decoders.base import FrameSpec
+from ahi_connector.decoders.openjpeg import OpenJPEGBackend
+data = imagecodecs.htj2k_encode(np.arange(64 * 64, dtype=np.int16).reshape(64, 64))
+backend = OpenJPEGBackend(processes=2)
+with cf.ThreadPoolExecutor(4) as pool:  # concurrent decodes start both pool processes
+    list(pool.map(lambda _: backend.decode(data, FrameSpec(64, 64, 1, 16, 16, 1)), range(64)))
+print("decoded", flush=True)
+time.sleep(120)
+"""
+
+
+def test_openjpeg_pool_dies_with_an_owner_killed_by_sigkill():
+    """An owner killed without running atexit (SIGKILL, the OOM killer) leaves no decoder process behind.
+
+    With two pool processes each holds the call queue's write end, so neither ever sees end-of-file: without
+    the owner watch both (and the resource tracker) lived on for good."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
+    )
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "decoded"
+        tree = psutil.Process(owner.pid).children(recursive=True)
+        assert len(tree) == 3, tree  # two pool processes and the resource tracker
+    finally:
+        owner.kill()
+        owner.wait(10)
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    assert alive == [], [(p.pid, p.cmdline()) for p in alive]

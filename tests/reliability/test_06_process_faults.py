@@ -105,7 +105,7 @@ def test_worker_killed_mid_request(stack: Stack, faults) -> None:
     assert "Worker died" in error.response["OriginalMessage"]
     assert outcome["seconds"] < 30, outcome["seconds"]
     _, alive = psutil.wait_procs(victim_tree, timeout=10)
-    assert alive == [], alive
+    assert alive == [], [(p.pid, _cmdline(p)) for p in alive]
 
     faults.clear_faults()
     out = stack.invoke(stack.cases["good2"].body())  # the surviving (or restarted) worker serves it
