@@ -117,7 +117,9 @@ def _endpoint_spec(
     else:
         data_url = f"s3://{args.bucket}/{names.model_key(args.target_model)}"
     model_artifact.require_model_data(aws, data_url)
-    role = iam.ensure_role(aws, names, "sagemaker", args.bucket, args.role, args.create_roles)
+    role = iam.ensure_role(
+        aws, names, "sagemaker", args.bucket, args.role, args.create_roles, args.allow_write_back
+    )
     return deploy.EndpointSpec(
         kind=kind,
         image=_image(args, aws, names),
@@ -256,6 +258,7 @@ def _deploy_args(p: argparse.ArgumentParser, default_instance: str, single_model
     p.add_argument("--image-tag", default="latest")
     p.add_argument("--role", help="SageMaker execution role name or ARN (default <name>-sagemaker)")
     p.add_argument("--create-roles", action="store_true", help="create the role when it does not exist")
+    iam.add_write_back_argument(p)
     p.add_argument("--instance-type", default=default_instance, help="default %(default)s")
     p.add_argument("--instance-count", type=int, default=1)
     p.add_argument(

@@ -52,7 +52,9 @@ def cmd_batch(args: argparse.Namespace, aws: Aws, names: Names, state: State) ->
     selection = _selection(args)
     if args.transform:
         model_artifact.require_model_data(aws, f"s3://{args.bucket}/{names.model_key(args.target_model)}")
-        role = iam.ensure_role(aws, names, "sagemaker", args.bucket, args.role, args.create_roles)
+        role = iam.ensure_role(
+            aws, names, "sagemaker", args.bucket, args.role, args.create_roles, args.allow_write_back
+        )
         settings = batch.TransformSettings(
             image=args.image or batch.default_image(aws, names, args.image_tag),
             role_arn=role,
@@ -114,7 +116,9 @@ def cmd_deploy_components(args: argparse.Namespace, aws: Aws, names: Names, stat
     spec = dataclasses.replace(
         spec,
         image=args.image or batch.default_image(aws, names, args.image_tag),
-        role_arn=iam.ensure_role(aws, names, "sagemaker", args.bucket, args.role, args.create_roles),
+        role_arn=iam.ensure_role(
+            aws, names, "sagemaker", args.bucket, args.role, args.create_roles, args.allow_write_back
+        ),
     )
     return components.ensure_components(
         aws, names, spec, wait=not args.no_wait, force=args.force, timeout_s=args.timeout
@@ -126,6 +130,7 @@ def _image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-tag", default="latest")
     p.add_argument("--role", help="SageMaker execution role name or ARN (default <name>-sagemaker)")
     p.add_argument("--create-roles", action="store_true", help="create the role when it does not exist")
+    iam.add_write_back_argument(p)
 
 
 def register(add: Add) -> None:

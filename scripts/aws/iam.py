@@ -5,10 +5,16 @@ Role kinds and the service that assumes them: ``sagemaker`` (model containers: S
 AHI reads), ``codebuild`` (docker build + ECR push), ``codepipeline`` (S3 artefacts + start CodeBuild),
 ``ahi-import`` (HealthImaging reads the DICOM input and writes the import output in S3), ``lambda`` (the event
 trigger: AHI reads, request objects in S3, InvokeEndpointAsync, its dead-letter queue).
+
+The SageMaker role reads AHI only, unless the deployment asks for write-back (``--allow-write-back``): then it
+may also store the SEG with STOW-RS (``StoreDICOM``/``StoreDICOMStudy``), run the import-job route
+(``StartDICOMImportJob``/``GetDICOMImportJob``) and pass the deployment's own ``ahi-import`` role to
+HealthImaging, and nothing else.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import urllib.parse
@@ -49,6 +55,24 @@ _AHI_READ = [
     "medical-imaging:SearchImageSets",
     "medical-imaging:GetDatastore",
 ]
+_AHI_WRITE_BACK = [
+    "medical-imaging:StoreDICOM",
+    "medical-imaging:StoreDICOMStudy",
+    "medical-imaging:StartDICOMImportJob",
+    "medical-imaging:GetDICOMImportJob",
+]
+
+
+def _write_back_statements(import_role: str) -> list[dict[str, Any]]:
+    return [
+        {"Effect": "Allow", "Action": _AHI_WRITE_BACK, "Resource": "*"},
+        {
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": f"arn:aws:iam::*:role/{import_role}",
+            "Condition": {"StringEquals": {"iam:PassedToService": PRINCIPALS["ahi-import"]}},
+        },
+    ]
 
 
 def _bucket_statements(bucket: str, write: bool) -> list[dict[str, Any]]:
@@ -63,8 +87,14 @@ def _bucket_statements(bucket: str, write: bool) -> list[dict[str, Any]]:
     ]
 
 
-def role_policy(kind: str, bucket: str) -> dict[str, Any]:
-    """The inline policy a role of ``kind`` gets when the CLI creates it (least privilege for our use)."""
+def role_policy(kind: str, bucket: str, write_back_import_role: str | None = None) -> dict[str, Any]:
+    """The inline policy a role of ``kind`` gets when the CLI creates it (least privilege for our use).
+
+    ``write_back_import_role`` (sagemaker roles only) adds the write-back actions, with PassRole limited to
+    that role name.
+    """
+    if write_back_import_role is not None and kind != "sagemaker":
+        raise ValueError(f"write-back actions are for the sagemaker role, not a {kind} role")
     statements: list[dict[str, Any]] = [{"Effect": "Allow", "Action": _LOGS, "Resource": "*"}]
     if kind == "sagemaker":
         statements += _bucket_statements(bucket, write=True)
@@ -73,6 +103,8 @@ def role_policy(kind: str, bucket: str) -> dict[str, Any]:
             {"Effect": "Allow", "Action": _AHI_READ, "Resource": "*"},
             {"Effect": "Allow", "Action": ["cloudwatch:PutMetricData", "sns:Publish"], "Resource": "*"},
         ]
+        if write_back_import_role is not None:
+            statements += _write_back_statements(write_back_import_role)
     elif kind == "codebuild":
         statements += _bucket_statements(bucket, write=True)
         statements += [{"Effect": "Allow", "Action": _ECR_PUSH, "Resource": "*"}]
@@ -156,17 +188,44 @@ def _role_exists(aws: Aws, role: str) -> bool:
 
 
 def ensure_role(
-    aws: Aws, names: Names, kind: str, bucket: str, role: str | None = None, create: bool = False
+    aws: Aws,
+    names: Names,
+    kind: str,
+    bucket: str,
+    role: str | None = None,
+    create: bool = False,
+    write_back: bool = False,
 ) -> str:
     """Find (and check) the ``kind`` role; create it with its inline policy when missing and ``create`` is
-    set."""
+    set.
+
+    With ``write_back`` and ``create``, the deployment's own role (the default name, never one passed in)
+    gets the write-back actions even when it already exists: its inline policy is put again, which is
+    idempotent. A role passed by name or ARN is never changed; it needs those actions from its owner.
+    """
+    own = role is None
     role = role or names.role(kind)
+    import_role = names.role("ahi-import") if write_back else None
+    policy = json.dumps(role_policy(kind, bucket, import_role))
     try:
-        return check_role(aws, role, kind)
+        arn = check_role(aws, role, kind)
     except AwsCliError:
         # never rewrite a role given by ARN or an existing role's trust policy
         if not create or role.startswith("arn:") or _role_exists(aws, role):
             raise
+    else:
+        if write_back and create and own:
+            aws.call(
+                "iam", "put_role_policy", RoleName=role, PolicyName=f"{role}-policy", PolicyDocument=policy
+            )
+        elif write_back:
+            logger.warning(
+                "role %s is not managed here: it needs %s and iam:PassRole on %s for write-back",
+                role,
+                ", ".join(_AHI_WRITE_BACK),
+                import_role,
+            )
+        return arn
     created = aws.call(
         "iam",
         "create_role",
@@ -180,6 +239,15 @@ def ensure_role(
         "put_role_policy",
         RoleName=role,
         PolicyName=f"{role}-policy",
-        PolicyDocument=json.dumps(role_policy(kind, bucket)),
+        PolicyDocument=policy,
     )
     return str(created["Role"]["Arn"]) if "Role" in created else f"<arn of new role {role}>"
+
+
+def add_write_back_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-write-back",
+        action="store_true",
+        help="with --create-roles: the deployment's SageMaker role may also store SEGs in AHI (StoreDICOM, "
+        "the import-job route, PassRole on <name>-ahi-import); without it the role reads AHI only",
+    )

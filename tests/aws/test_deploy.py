@@ -295,3 +295,62 @@ def test_existing_endpoint_without_our_tag_is_left_alone(ahi_spleen, client, upl
     assert [m["ModelName"] for m in sm.list_models()["Models"]] == [
         "theirs"
     ]  # nothing created before refusing
+
+
+def _sagemaker_policy(client) -> dict:
+    role = f"{NAME}-sagemaker"
+    return client("iam").get_role_policy(RoleName=role, PolicyName=f"{role}-policy")["PolicyDocument"]
+
+
+def _allowed(policy: dict) -> set[str]:
+    actions: set[str] = set()
+    for statement in policy["Statement"]:
+        listed = statement["Action"]
+        actions.update([listed] if isinstance(listed, str) else listed)
+    return actions
+
+
+def test_allow_write_back_grants_store_and_import_to_the_deployments_own_role(
+    ahi_spleen, client, uploaded
+) -> None:
+    """The role a plain deploy creates reads AHI only; a deploy with --allow-write-back puts the policy again
+    with StoreDICOM, the import-job route and PassRole on <name>-ahi-import only (passed to HealthImaging)."""
+    _deploy(ahi_spleen, "deploy-mme", "--image", IMAGE)
+    read_only = _allowed(_sagemaker_policy(client))
+    assert "medical-imaging:GetImageFrame" in read_only
+    assert not any(a.startswith("medical-imaging:Store") or a == "iam:PassRole" for a in read_only)
+
+    _deploy(ahi_spleen, "deploy-mme", "--image", IMAGE, "--allow-write-back")
+    policy = _sagemaker_policy(client)
+    allowed = _allowed(policy)
+    for action in ("StoreDICOM", "StoreDICOMStudy", "StartDICOMImportJob", "GetDICOMImportJob"):
+        assert f"medical-imaging:{action}" in allowed
+    (pass_role,) = [s for s in policy["Statement"] if s["Action"] == "iam:PassRole"]
+    assert pass_role["Resource"] == f"arn:aws:iam::*:role/{NAME}-ahi-import"
+    assert pass_role["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "medical-imaging.amazonaws.com"}
+    }
+
+
+def test_allow_write_back_never_changes_a_role_passed_in(ahi_spleen, client, uploaded) -> None:
+    role = client("iam").get_role(RoleName=f"{NAME}-codebuild")["Role"]
+    client("iam").update_assume_role_policy(
+        RoleName=role["RoleName"],
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": ["codebuild.amazonaws.com", "sagemaker.amazonaws.com"]},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
+    before = client("iam").list_role_policies(RoleName=role["RoleName"])["PolicyNames"]
+    policies = {n: client("iam").get_role_policy(RoleName=role["RoleName"], PolicyName=n) for n in before}
+    _deploy(ahi_spleen, "deploy-mme", "--image", IMAGE, "--role", role["Arn"], "--allow-write-back")
+    after = {n: client("iam").get_role_policy(RoleName=role["RoleName"], PolicyName=n) for n in before}
+    assert [p["PolicyDocument"] for p in after.values()] == [p["PolicyDocument"] for p in policies.values()]
