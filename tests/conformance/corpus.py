@@ -31,7 +31,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from tests.local_ahi.roundtrip import Expectation, expect, rounds_without_duplicate_sops, stage
+from tests.local_ahi.roundtrip import Expectation, ImportedCorpus, import_corpus
 from tests.support.pixels import FALLBACK, original_fragments
 
 log = logging.getLogger(__name__)
@@ -176,38 +176,37 @@ def check_instance(path: Path, exported: Dataset) -> list[str]:
 def run_corpus(
     ahi: Any, s3: Any, files: Iterable[Path], workdir: Path, name: str = "corpus"
 ) -> list[Outcome]:
-    """Import ``files`` (rounds without duplicate SOP Instance UIDs, one import job each), export every image
-    set with ``ImageSetExporter.to_datasets`` and the ``AHItoDICOM`` drop-in, and check every instance."""
+    """Import ``files`` (:func:`~tests.local_ahi.roundtrip.import_corpus`) and check every export
+    (:func:`check_corpus`)."""
+    return check_corpus(ahi, import_corpus(ahi, s3, list(files), workdir, name))
+
+
+def check_corpus(ahi: Any, corpus: ImportedCorpus) -> list[Outcome]:
+    """Export every image set of ``corpus`` with ``ImageSetExporter.to_datasets`` and the ``AHItoDICOM``
+    drop-in, and check every instance against its original file; one :class:`Outcome` per file."""
     from ahi_connector import ImageSetExporter
     from ahi_connector.compat import AHItoDICOM
-    from devstack.importing import create_datastore, import_folder
 
-    expectations = [expect(p) for p in files]
     outcomes: dict[Path, Outcome] = {}
+    image_sets: dict[tuple[str, str], list[Path]] = {}
+    for path, imported in corpus.files.items():
+        exp = corpus.expectations[path]
+        if imported.image_set_id is not None:
+            image_sets.setdefault((imported.datastore_id, imported.image_set_id), []).append(path)
+            continue
+        reason = (imported.failure or {}).get("exception", {}).get("message", "")
+        if exp.importable:
+            outcomes[path] = Outcome(path, "rejected", reason)
+        else:
+            outcomes[path] = Outcome(path, "rejected-expected", f"{exp.reason} | {reason}")
     with (
         ImageSetExporter(ahi, max_workers=8) as exporter,
         AHItoDICOM(client=ahi, fetcher_process_count=8) as compat,
     ):
-        for number, batch in enumerate(rounds_without_duplicate_sops(expectations)):
-            datastore_id = create_datastore(ahi, f"{name}-{number}")
-            folder = workdir / f"{name}-{number}"
-            names = stage([e.path for e in batch], folder)
-            result = import_folder(ahi, s3, datastore_id, folder)
-            by_exp = {e.path: e for e in batch}
-            for line in result.failure:
-                path = names[line["inputFile"].rsplit("/", 1)[-1]]
-                reason = line["exception"]["message"]
-                exp = by_exp[path]
-                status = "rejected-expected" if not exp.importable else "rejected"
-                outcomes[path] = Outcome(
-                    path, status, reason if exp.importable else f"{exp.reason} | {reason}"
-                )
-            image_sets: dict[str, list[Path]] = {}
-            for line in result.success:
-                path = names[line["inputFile"].rsplit("/", 1)[-1]]
-                image_sets.setdefault(line["importResponse"]["imageSetId"], []).append(path)
-            for image_set_id, paths in image_sets.items():
-                _check_image_set(exporter, compat, datastore_id, image_set_id, paths, by_exp, outcomes)
+        for (datastore_id, image_set_id), paths in image_sets.items():
+            _check_image_set(
+                exporter, compat, datastore_id, image_set_id, paths, corpus.expectations, outcomes
+            )
     return [outcomes[p] for p in sorted(outcomes)]
 
 

@@ -68,7 +68,7 @@ def test_every_importable_file_is_stored(stored: dict[Path, str]) -> None:
 @pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.name}" for p in FILES])
 def test_wado_rs_returns_the_original(stored: dict[Path, str], path: Path) -> None:
     if path not in stored:
-        pytest.skip("not importable (tests/local_ahi checks its rejection)")
+        pytest.skip("not importable (tests/conformance/test_corpus.py checks its rejection)")
     original = _read(path)
     url = (
         f"{stored[path]}/studies/{original.StudyInstanceUID}/series/{original.SeriesInstanceUID}/instances/"

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from devstack.importing import ImportResult, import_folder
+from devstack.importing import ImportResult, create_datastore, import_folder
 from tests.support.ahi_metadata import instance_datasets, read_metadata
 from tests.support.pixels import crc32_of, decode_served, original_fragments, reference_frames
 
@@ -96,6 +96,33 @@ def import_files(
         name = line["inputFile"].rsplit("/", 1)[-1]
         by_path[names[name]] = ImportedFile(datastore_id, None, line)
     return result, by_path
+
+
+@dataclasses.dataclass
+class ImportedCorpus:
+    """Files imported in rounds (one datastore and one import job each, no SOP Instance UID twice in one)."""
+
+    expectations: dict[Path, Expectation]
+    results: list[ImportResult]
+    files: dict[Path, ImportedFile]
+
+
+def import_corpus(
+    ahi: Any, s3: Any, files: list[Path], workdir: Path, name: str = "corpus"
+) -> ImportedCorpus:
+    """Judge every file with pydicom (:func:`expect`), then import them all: one import per round of
+    :func:`rounds_without_duplicate_sops`."""
+    expectations = {p: expect(p) for p in files}
+    results: list[ImportResult] = []
+    by_path: dict[Path, ImportedFile] = {}
+    for number, batch in enumerate(rounds_without_duplicate_sops(list(expectations.values()))):
+        datastore_id = create_datastore(ahi, f"{name}-{number}")
+        result, imported = import_files(
+            ahi, s3, datastore_id, [e.path for e in batch], workdir / f"{name}-{number}"
+        )
+        results.append(result)
+        by_path.update(imported)
+    return ImportedCorpus(expectations, results, by_path)
 
 
 class MetadataCache:
