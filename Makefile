@@ -15,8 +15,12 @@ lock:
 demo: install model-archive
 	$(PY) -m scripts.demo $(DEMO_ARGS)
 
+# Two pytest-xdist workers, one test file at a time each (--dist loadfile keeps a module's servers and fixtures
+# on one worker). About half of a serial run is spent waiting on servers, so two workers fit two cores;
+# TEST_WORKERS=0 runs serially (plain output, e.g. the corpus table).
+TEST_WORKERS ?= 2
 test: install model-archive lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # ruff on everything; mypy strict on ahi_connector/ and container/, basic elsewhere (pyproject [tool.mypy]).
 lint: install
