@@ -30,18 +30,26 @@ EXTRA="${INSTALL_EXTRA-dev}"   # "dev" adds test/bench tools; the Dockerfile set
 log() { printf '[install] %s\n' "$*" >&2; }
 
 SAGEMAKER2_VENV="${SAGEMAKER2_VENV:-$ROOT/.venv-sagemaker2}"
-SAGEMAKER2_PIN="sagemaker==2.257.7"
+SAGEMAKER2_PIN="sagemaker==2.257.7"   # requirements-sagemaker2.lock is resolved from this pin (make lock)
+SAGEMAKER2_LOCK="requirements-sagemaker2.lock"
 
 ensure_sagemaker2_venv() {
-  local stamp="$SAGEMAKER2_VENV/.install-stamp"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$SAGEMAKER2_PIN" ] && [ -x "$SAGEMAKER2_VENV/bin/python" ]; then
+  # As locked, like the main venv: every file hash-checked, no resolution, then pip check.
+  local stamp="$SAGEMAKER2_VENV/.install-stamp" want
+  want="$(sha256sum "$ROOT/$SAGEMAKER2_LOCK" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$SAGEMAKER2_VENV/bin/python" ]; then
     log "sagemaker v2 venv up to date ($SAGEMAKER2_VENV)"
     return 0
   fi
-  log "creating $SAGEMAKER2_VENV with $SAGEMAKER2_PIN (the sagemaker SDK v2, for tests/fidelity)"
+  log "creating $SAGEMAKER2_VENV from $SAGEMAKER2_LOCK ($SAGEMAKER2_PIN, the sagemaker SDK v2, for tests/fidelity)"
   [ -x "$SAGEMAKER2_VENV/bin/python" ] || "$PYTHON" -m venv "$SAGEMAKER2_VENV"
-  "$SAGEMAKER2_VENV/bin/python" -m pip --disable-pip-version-check -q install "$SAGEMAKER2_PIN"
-  echo "$SAGEMAKER2_PIN" > "$stamp"
+  local pip=("$SAGEMAKER2_VENV/bin/python" -m pip --disable-pip-version-check -q)
+  "${pip[@]}" install --require-hashes --no-deps -r "$ROOT/$SAGEMAKER2_LOCK"
+  if ! "${pip[@]}" check >&2; then
+    log "pip check failed in $SAGEMAKER2_VENV: regenerate $SAGEMAKER2_LOCK with 'make lock'"
+    exit 1
+  fi
+  echo "$want" > "$stamp"
 }
 
 if [ "${SAGEMAKER2_ONLY:-}" = "1" ]; then
@@ -106,6 +114,7 @@ ensure_orthanc
 STAMP="$VENV/.install-stamp"
 WANT="$(stamp_of)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$VENV/bin/python" ]; then
+  [ -n "$EXTRA" ] && ensure_sagemaker2_venv
   log "environment up to date ($VENV)"
   exit 0
 fi

@@ -6,6 +6,9 @@
 #   requirements.lock          the runtime set (image, MAP, laptop without dev tools)
 #   requirements-dev.lock      the runtime set plus the dev extra and devstack/'s dependencies, constrained to
 #                              the runtime lock's versions
+#   requirements-sagemaker2.lock
+#                              the side venv .venv-sagemaker2 (the sagemaker SDK v2 alone, for tests/fidelity),
+#                              from install.sh's SAGEMAKER2_PIN
 #
 # Both are resolved for CPython 3.11 on x86_64 glibc 2.35 (Ubuntu 22.04, the image's base), together with the
 # torch pin of scripts/install.sh, and list every package with its sha256 hashes EXCEPT torch: install.sh
@@ -23,6 +26,8 @@ if [ -z "$UV" ]; then
 fi
 TORCH_VERSION="$(sed -n 's/^TORCH_VERSION="\${TORCH_VERSION:-\([^}]*\)}"$/\1/p' scripts/install.sh)"
 [ -n "$TORCH_VERSION" ] || { echo "lock: no TORCH_VERSION default found in scripts/install.sh" >&2; exit 1; }
+SAGEMAKER2_PIN="$(sed -n 's/^SAGEMAKER2_PIN="\([^"]*\)".*$/\1/p' scripts/install.sh)"
+[ -n "$SAGEMAKER2_PIN" ] || { echo "lock: no SAGEMAKER2_PIN found in scripts/install.sh" >&2; exit 1; }
 
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
@@ -40,7 +45,11 @@ printf -- '-e .[dev]\n-e ./devstack\n' > "$TMP/local.txt"
 "$UV" pip compile requirements.txt "$TMP/local.txt" "$TMP/torch.txt" -c requirements.lock \
   --no-emit-package ahi-spleen-seg --no-emit-package ahi-spleen-devstack \
   "${COMMON[@]}" -o requirements-dev.lock
+# The side venv (install.sh installs it with --require-hashes --no-deps into a fresh venv).
+echo "$SAGEMAKER2_PIN" > "$TMP/sagemaker2.txt"
+"$UV" pip compile "$TMP/sagemaker2.txt" --python-version 3.11 --python-platform x86_64-manylinux_2_35 \
+  --generate-hashes --custom-compile-command "make lock" --quiet -o requirements-sagemaker2.lock
 # Record the torch pin the lock was resolved with (tests/test_lock.py compares it with install.sh).
 sed -i "2a # resolved with torch==$TORCH_VERSION (scripts/install.sh), which is not emitted: install.sh installs it first" \
   requirements.lock requirements-dev.lock
-echo "lock: wrote requirements.lock and requirements-dev.lock (torch==$TORCH_VERSION resolved, not emitted)" >&2
+echo "lock: wrote requirements.lock, requirements-dev.lock (torch==$TORCH_VERSION resolved, not emitted) and requirements-sagemaker2.lock ($SAGEMAKER2_PIN)" >&2

@@ -79,7 +79,10 @@ def test_dev_lock_covers_requirements_txt_the_dev_extra_and_devstack():
     check(runtime_requirements() + dev_requirements(), "requirements-dev.lock")
 
 
-@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+LOCKS = ["requirements.lock", "requirements-dev.lock", "requirements-sagemaker2.lock"]
+
+
+@pytest.mark.parametrize("lock", LOCKS)
 def test_every_pin_has_hashes_and_torch_is_left_to_install_sh(lock):
     pins = lock_pins(lock)
     assert pins, f"{lock} has no pins"
@@ -116,3 +119,11 @@ def test_install_sh_and_the_dockerfile_install_from_the_locks():
     assert "LOCK=requirements.lock" in install and "LOCK=requirements-dev.lock" in install
     assert "scripts/install.sh" in (ROOT / "Dockerfile").read_text()
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_sagemaker2_lock_holds_the_install_sh_pin():
+    """The side venv (.venv-sagemaker2) installs from its own lock, resolved from install.sh's pin."""
+    install = (ROOT / "scripts" / "install.sh").read_text()
+    (pin,) = re.findall(r'^SAGEMAKER2_PIN="([^"]+)"', install, flags=re.M)
+    check([Requirement(pin)], "requirements-sagemaker2.lock")
+    assert '--require-hashes --no-deps -r "$ROOT/$SAGEMAKER2_LOCK"' in install
