@@ -29,6 +29,7 @@ The body always lists every input's outcome, so results of the inputs that did s
 from __future__ import annotations
 
 import base64
+import concurrent.futures as cf
 import dataclasses
 import json
 import logging
@@ -164,6 +165,19 @@ def _upload(s3: Any, path: Path, loc: S3Uri, content_type: str) -> str:
     return loc.uri
 
 
+def _upload_all(s3: Any, uploads: list[tuple[Path, S3Uri, str]]) -> None:
+    """Upload ``(path, location, content type)`` files side by side (a boto3 client is thread-safe); every
+    upload ends before the first failure, if any, is raised."""
+    if len(uploads) <= 1:
+        for upload in uploads:
+            _upload(s3, *upload)
+        return
+    with cf.ThreadPoolExecutor(max_workers=len(uploads), thread_name_prefix="output-upload") as pool:
+        futures = [pool.submit(_upload, s3, *upload) for upload in uploads]
+    for future in futures:
+        future.result()
+
+
 @dataclasses.dataclass
 class _Context:
     invocation: Invocation
@@ -176,11 +190,9 @@ class _Context:
         return self.clients.s3
 
 
-def _seg_entry(ctx: _Context, seg_path: Path, loc: S3Uri | None) -> dict[str, Any]:
+def _seg_entry(ctx: _Context, seg_path: Path, uploaded_to: S3Uri | None) -> dict[str, Any]:
     size = seg_path.stat().st_size
-    entry: dict[str, Any] = {"sizeBytes": size, "s3Uri": None}
-    if loc is not None:
-        entry["s3Uri"] = _upload(ctx.s3, seg_path, loc.child(SEG_NAME), "application/dicom")
+    entry: dict[str, Any] = {"sizeBytes": size, "s3Uri": uploaded_to.uri if uploaded_to else None}
     if ctx.invocation.output.inline_seg:
         encoded = (size + 2) // 3 * 4
         if encoded <= ctx.inline_budget:
@@ -191,7 +203,7 @@ def _seg_entry(ctx: _Context, seg_path: Path, loc: S3Uri | None) -> dict[str, An
                 f"SEG is {size} bytes ({encoded} base64) and the inline budget left is "
                 f"{ctx.inline_budget} bytes "
                 "(6 MB real-time response limit); read it from s3Uri"
-                + ("" if loc is not None else " (set output.s3Uri)")
+                + ("" if uploaded_to is not None else " (set output.s3Uri)")
             )
     return entry
 
@@ -362,13 +374,21 @@ def _one_input(
 def _deliver(
     ctx: _Context, index: int, raw: dict[str, Any], result: Any, loc: S3Uri | None, work: Path
 ) -> dict[str, Any]:
-    seg = _seg_entry(ctx, Path(result.seg_path), loc)
-    stl_uri = None
-    if loc is not None and result.stl_path is not None and Path(result.stl_path).is_file():
-        stl_uri = _upload(ctx.s3, Path(result.stl_path), loc.child(STL_NAME), "model/stl")
-    preview_uri = None
-    if loc is not None and result.preview_path is not None and Path(result.preview_path).is_file():
-        preview_uri = _upload(ctx.s3, Path(result.preview_path), loc.child(PREVIEW_NAME), "image/png")
+    """Upload the SEG, STL and preview together, then the report that names them (written last, so a report
+    in S3 means its files are there too)."""
+    seg_path = Path(result.seg_path)
+    files = {SEG_NAME: (seg_path, "application/dicom")}
+    for name, path, content_type in (
+        (STL_NAME, result.stl_path, "model/stl"),
+        (PREVIEW_NAME, result.preview_path, "image/png"),
+    ):
+        if path is not None and Path(path).is_file():
+            files[name] = (Path(path), content_type)
+    targets = {name: loc.child(name) for name in files} if loc is not None else {}
+    _upload_all(ctx.s3, [(files[name][0], target, files[name][1]) for name, target in targets.items()])
+    seg = _seg_entry(ctx, seg_path, targets.get(SEG_NAME))
+    stl_uri = targets[STL_NAME].uri if STL_NAME in targets else None
+    preview_uri = targets[PREVIEW_NAME].uri if PREVIEW_NAME in targets else None
     report = _public_report(result.report, seg["s3Uri"], stl_uri, preview_uri)
     entry: dict[str, Any] = {
         "index": index,

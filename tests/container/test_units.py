@@ -385,3 +385,35 @@ def test_cuda_forward_compatibility_only_for_older_host_drivers(tmp_path):
     assert compat_library_path((580, 65, 6), (580, 65, 6), compat) is None
     assert compat_library_path((590, 1), (580, 65, 6), compat) is None
     assert compat_library_path(None, (580, 65, 6), compat) is None  # no GPU
+
+
+def test_output_uploads_all_end_before_the_first_failure_is_raised(moto_s3: str, tmp_path):
+    """SEG, STL and preview go up side by side: one refused upload (no such bucket) is raised as the storage
+    error, and the others still finished (nothing is left half-written behind the caller's back)."""
+    from boto3.exceptions import S3UploadFailedError
+
+    from container.invocation import _is_storage_error, _upload_all
+    from devstack.clients import s3_client
+
+    s3 = s3_client(moto_s3)
+    s3.create_bucket(Bucket="uploads-ok")
+    files = []
+    for name in ("seg.dcm", "mesh.stl", "preview.png"):
+        (tmp_path / name).write_bytes(name.encode() * 1000)
+        files.append(tmp_path / name)
+    good = S3Uri.parse("s3://uploads-ok/out")
+    _upload_all(s3, [(files[0], good.child("seg.dcm"), "application/dicom")])
+    with pytest.raises(S3UploadFailedError, match="NoSuchBucket") as refused:
+        _upload_all(
+            s3,
+            [
+                (files[1], good.child("mesh.stl"), "model/stl"),
+                (files[2], S3Uri.parse("s3://no-such-bucket-here/out/preview.png"), "image/png"),
+                (files[0], good.child("again.dcm"), "application/dicom"),
+            ],
+        )
+    assert _is_storage_error(refused.value)  # so the caller answers 400 naming the bucket, result kept
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="uploads-ok")["Contents"])
+    assert keys == ["out/again.dcm", "out/mesh.stl", "out/seg.dcm"]
+    head = s3.head_object(Bucket="uploads-ok", Key="out/mesh.stl")
+    assert head["ContentType"] == "model/stl" and head["ContentLength"] == len(b"mesh.stl") * 1000
