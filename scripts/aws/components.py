@@ -121,36 +121,6 @@ class ComponentsResult:
     components: list[ComponentResult]
 
 
-def _ensure_model(aws: Aws, names: Names, spec: deploy.EndpointSpec) -> str:
-    params = spec.model_params()
-    model_name = names.model(KIND, params)
-    try:
-        aws.client("sagemaker").describe_model(ModelName=model_name)
-    except Exception as exc:
-        if not deploy._not_found(exc):
-            raise
-        aws.call("sagemaker", "create_model", ModelName=model_name, **params, Tags=tag_list(names.name))
-    return model_name
-
-
-def _ensure_config(aws: Aws, names: Names, spec: ComponentsSpec) -> str:
-    params = spec.config_params()
-    name = names.endpoint_config(KIND, params)
-    try:
-        aws.client("sagemaker").describe_endpoint_config(EndpointConfigName=name)
-    except Exception as exc:
-        if not deploy._not_found(exc):
-            raise
-        aws.call(
-            "sagemaker",
-            "create_endpoint_config",
-            EndpointConfigName=name,
-            **params,
-            Tags=tag_list(names.name),
-        )
-    return name
-
-
 def _describe_component(aws: Aws, name: str) -> dict[str, Any] | None:
     try:
         return dict(aws.client("sagemaker").describe_inference_component(InferenceComponentName=name))
@@ -227,22 +197,13 @@ def ensure_components(
     current = deploy.describe_endpoint(aws, endpoint_name)
     if current is not None:
         deploy._check_ownership(aws, names, current, force)
-    config_name = _ensure_config(aws, names, spec)
-    if current is None:
-        aws.call(
-            "sagemaker",
-            "create_endpoint",
-            EndpointName=endpoint_name,
-            EndpointConfigName=config_name,
-            Tags=tag_list(names.name),
-        )
-    elif current.get("EndpointConfigName") != config_name:
-        aws.call("sagemaker", "update_endpoint", EndpointName=endpoint_name, EndpointConfigName=config_name)
+    config_name = deploy.ensure_config(aws, names, KIND, spec.config_params())
+    deploy.put_endpoint(aws, names, endpoint_name, current, config_name)
     status = "dry run" if aws.dry_run else deploy.wait_in_service(aws, endpoint_name, timeout_s)
     results = []
     for archive in spec.archives:
         component = names.inference_component(archive)
-        model_name = _ensure_model(aws, names, spec.model_spec(archive, names))
+        model_name = deploy.ensure_model(aws, names, spec.model_spec(archive, names), kind=KIND)
         wanted = spec.component_spec(model_name)
         found = None if current is None else _describe_component(aws, component)
         if found is None:

@@ -161,9 +161,11 @@ def _not_found(exc: BaseException) -> bool:
     return error_code(exc) == "ValidationException" and "Could not find" in str(exc)
 
 
-def ensure_model(aws: Aws, names: Names, spec: EndpointSpec) -> str:
+def ensure_model(aws: Aws, names: Names, spec: EndpointSpec, kind: str | None = None) -> str:
+    """The model of ``spec`` under ``<name>-<kind>-<settings hash>`` (``kind`` defaults to the spec's),
+    created when missing; an existing one is never changed (new settings give a new name)."""
     params = spec.model_params()
-    model_name = names.model(spec.kind, params)
+    model_name = names.model(kind or spec.kind, params)
     try:
         aws.client("sagemaker").describe_model(ModelName=model_name)
     except Exception as exc:
@@ -173,9 +175,10 @@ def ensure_model(aws: Aws, names: Names, spec: EndpointSpec) -> str:
     return model_name
 
 
-def ensure_endpoint_config(aws: Aws, names: Names, spec: EndpointSpec, model_name: str) -> str:
-    params = spec.config_params(model_name)
-    config_name = names.endpoint_config(spec.kind, params)
+def ensure_config(aws: Aws, names: Names, kind: str, params: dict[str, Any]) -> str:
+    """The endpoint config with ``params`` under ``<name>-<kind>-cfg-<settings hash>``, created when
+    missing."""
+    config_name = names.endpoint_config(kind, params)
     try:
         aws.client("sagemaker").describe_endpoint_config(EndpointConfigName=config_name)
     except Exception as exc:
@@ -189,6 +192,31 @@ def ensure_endpoint_config(aws: Aws, names: Names, spec: EndpointSpec, model_nam
             Tags=tag_list(names.name),
         )
     return config_name
+
+
+def ensure_endpoint_config(aws: Aws, names: Names, spec: EndpointSpec, model_name: str) -> str:
+    return ensure_config(aws, names, spec.kind, spec.config_params(model_name))
+
+
+def put_endpoint(
+    aws: Aws, names: Names, endpoint_name: str, current: dict[str, Any] | None, config_name: str
+) -> str:
+    """Create the endpoint, or point an existing one (``current``, its description) at ``config_name``;
+    returns its ARN (a placeholder in a dry run of a new endpoint)."""
+    if current is None:
+        created = aws.call(
+            "sagemaker",
+            "create_endpoint",
+            EndpointName=endpoint_name,
+            EndpointConfigName=config_name,
+            Tags=tag_list(names.name),
+        )
+        return str(created["EndpointArn"])
+    if current.get("EndpointConfigName") != config_name:
+        previous = current.get("EndpointConfigName")
+        logger.info("endpoint %s uses %s; updating to %s", endpoint_name, previous, config_name)
+        aws.call("sagemaker", "update_endpoint", EndpointName=endpoint_name, EndpointConfigName=config_name)
+    return str(current["EndpointArn"])
 
 
 def describe_endpoint(aws: Aws, endpoint_name: str) -> dict[str, Any] | None:
@@ -251,27 +279,7 @@ def ensure_endpoint(
             wait_in_service(aws, endpoint_name, timeout_s)
     model_name = ensure_model(aws, names, spec)
     config_name = ensure_endpoint_config(aws, names, spec, model_name)
-    if current is None:
-        created = aws.call(
-            "sagemaker",
-            "create_endpoint",
-            EndpointName=endpoint_name,
-            EndpointConfigName=config_name,
-            Tags=tag_list(names.name),
-        )
-        arn = str(created["EndpointArn"])
-    else:
-        arn = str(current["EndpointArn"])
-        if current.get("EndpointConfigName") != config_name:
-            logger.info(
-                "endpoint %s uses %s; updating to %s",
-                endpoint_name,
-                current.get("EndpointConfigName"),
-                config_name,
-            )
-            aws.call(
-                "sagemaker", "update_endpoint", EndpointName=endpoint_name, EndpointConfigName=config_name
-            )
+    arn = put_endpoint(aws, names, endpoint_name, current, config_name)
     if aws.dry_run:
         status = "dry run: not created" if current is None else f"dry run: {current['EndpointStatus']}"
     elif wait:
