@@ -1,4 +1,5 @@
-"""Shared fixtures: real moto S3 and ahi-local server processes (session-scoped), and client helpers."""
+"""Shared fixtures: real moto S3 and ahi-local server processes (session-scoped), and client helpers; and the
+pytest-xdist scheduling that ``make test`` uses."""
 
 from __future__ import annotations
 
@@ -11,6 +12,27 @@ from devstack.clients import ahi_client, s3_client
 from devstack.processes import ahi_local_server, moto_s3_server
 
 __all__ = ["ahi_client", "s3_client"]
+
+# Packages whose tests share one package-scoped stack and run in file order (tests/reliability: the last
+# file stops the container for good). Under pytest-xdist each is one work unit, so one worker runs it whole.
+IN_ORDER_PACKAGES = ("tests/reliability/",)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile``, except that each of :data:`IN_ORDER_PACKAGES` is a single unit (its files in
+    collection order). Largest units still go first. Other ``--dist`` modes keep xdist's own scheduler."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileOrOrderedPackage(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            for package in IN_ORDER_PACKAGES:
+                if nodeid.startswith(package):
+                    return package
+            return str(super()._split_scope(nodeid))
+
+    return FileOrOrderedPackage(config, log)
 
 
 @pytest.fixture(scope="session")

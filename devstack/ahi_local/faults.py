@@ -10,7 +10,9 @@ Targeted faults by image frame ID: ``fail_frames`` (500), ``hang_frames`` (no an
 Randomness (relied on by seeded reliability tests; keep it stable): one ``random.Random(seed)`` per settings
 object (re-created on every update); each request in scope draws once per non-zero rate, throttle first, then
 error (a throttled request draws no error roll); a GetImageFrame not targeted by ID then draws once for
-``corrupt_rate``. A hung frame is logged as ``hanging GetImageFrame <ID> for <S> s``.
+``corrupt_rate``. A hung frame is logged as ``hanging GetImageFrame <ID> for <S> s`` and counted: ``GET
+/_local/faults`` answers the settings plus ``hangsStarted`` (frame ID -> requests that began to hang), so a
+test can wait for the server's own record of a hang rather than racing it.
 """
 
 from __future__ import annotations
@@ -81,6 +83,17 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._settings = settings
         self._rng = random.Random(settings.seed)
+        self._hangs: dict[str, int] = {}
+
+    def record_hang(self, frame_id: str) -> None:
+        with self._lock:
+            self._hangs[frame_id] = self._hangs.get(frame_id, 0) + 1
+
+    def status(self) -> dict[str, Any]:
+        """The settings (JSON) and ``hangsStarted``."""
+        with self._lock:
+            hangs = dict(self._hangs)
+        return {**self._settings.to_json(), "hangsStarted": hangs}
 
     @property
     def settings(self) -> FaultSettings:

@@ -198,7 +198,7 @@ class LocalAHIApp:
             except ValueError as exc:
                 return error_response(ValidationError(f"invalid fault settings: {exc}"), request_id)
             logger.warning("fault settings changed: %s", self.faults.settings.to_json())
-        return JSONResponse(self.faults.settings.to_json())
+        return JSONResponse(self.faults.status())
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
         error = UnknownOperationError(f"no operation matches {request.method} {request.url.path}")
@@ -244,6 +244,7 @@ class LocalAHIApp:
         if fault == "fail":
             raise InternalError(f"image frame {frame_id} failed (ahi-local fault injection: fail_frames)")
         if fault == "hang":
+            self.faults.record_hang(frame_id)
             logger.warning(
                 "hanging GetImageFrame %s for %.0f s (fault injection)",
                 frame_id,

@@ -14,8 +14,10 @@ name a frame; these tests do not use the package's full stack.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,10 @@ class Lib:
 
     def faults(self, **settings: Any) -> None:
         set_faults(self.ahi_url, **settings)
+
+    def hangs_started(self, frame_id: str) -> int:
+        with urllib.request.urlopen(f"{self.ahi_url}/_local/faults", timeout=10) as resp:
+            return int(json.loads(resp.read())["hangsStarted"].get(frame_id, 0))
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +129,14 @@ def test_a_frame_that_stalls_once_then_answers_still_succeeds_with_defaults(
     slow = lib.frame_ids("ct")[3]
     lib.proxy.watch(slow.encode())
     seen = lib.proxy.sends_containing(slow.encode())
+    hung_before = lib.hangs_started(slow)
     lib.faults(hang_frames=[slow], hang_seconds=120)
 
     def unhang_after_first_request() -> None:
+        # ahi-local's own count, not the proxy's: a request the proxy has forwarded may not have reached the
+        # fault check yet, and clearing the fault then would answer it at once (no stall at all).
         deadline = time.monotonic() + 30
-        while lib.proxy.sends_containing(slow.encode()) == seen and time.monotonic() < deadline:
+        while lib.hangs_started(slow) == hung_before and time.monotonic() < deadline:
             time.sleep(0.02)
         lib.faults(hang_frames=[])  # the request already hanging stays hung; the retry is answered
 
@@ -142,6 +151,7 @@ def test_a_frame_that_stalls_once_then_answers_still_succeeds_with_defaults(
         helper.join(35)
         lib.faults(hang_frames=[])
     assert error is None, error
+    assert lib.hangs_started(slow) > hung_before, "the frame never stalled"
     assert lib.proxy.sends_containing(slow.encode()) >= seen + 2, "the stalled frame was not retried"
     by_number = sorted(datasets, key=lambda ds: int(ds.InstanceNumber))
     for ds, src in zip(by_number, case.written.pixels, strict=True):
