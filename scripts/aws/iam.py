@@ -21,7 +21,7 @@ import urllib.parse
 from typing import Any
 
 from scripts.aws.names import Names
-from scripts.aws.session import Aws, AwsCliError, error_code, tag_list
+from scripts.aws.session import Aws, AwsCliError, error_code, is_ours, tag_list
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +187,11 @@ def _role_exists(aws: Aws, role: str) -> bool:
     return True
 
 
+def _role_is_ours(aws: Aws, role: str, names: Names) -> bool:
+    tags = aws.client("iam").list_role_tags(RoleName=role).get("Tags", [])
+    return is_ours(tags, names.name)
+
+
 def ensure_role(
     aws: Aws,
     names: Names,
@@ -199,9 +204,9 @@ def ensure_role(
     """Find (and check) the ``kind`` role; create it with its inline policy when missing and ``create`` is
     set.
 
-    With ``write_back`` and ``create``, the deployment's own role (the default name, never one passed in)
-    gets the write-back actions even when it already exists: its inline policy is put again, which is
-    idempotent. A role passed by name or ARN is never changed; it needs those actions from its owner.
+    With ``write_back`` and ``create``, the deployment's own role (the default name and our tags, never one
+    passed in) gets the write-back actions even when it already exists: its inline policy is put again, which
+    is idempotent. Any other role is never changed; it needs those actions from its owner.
     """
     own = role is None
     role = role or names.role(kind)
@@ -214,7 +219,7 @@ def ensure_role(
         if not create or role.startswith("arn:") or _role_exists(aws, role):
             raise
     else:
-        if write_back and create and own:
+        if write_back and create and own and _role_is_ours(aws, role, names):
             aws.call(
                 "iam", "put_role_policy", RoleName=role, PolicyName=f"{role}-policy", PolicyDocument=policy
             )

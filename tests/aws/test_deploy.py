@@ -354,3 +354,28 @@ def test_allow_write_back_never_changes_a_role_passed_in(ahi_spleen, client, upl
     _deploy(ahi_spleen, "deploy-mme", "--image", IMAGE, "--role", role["Arn"], "--allow-write-back")
     after = {n: client("iam").get_role_policy(RoleName=role["RoleName"], PolicyName=n) for n in before}
     assert [p["PolicyDocument"] for p in after.values()] == [p["PolicyDocument"] for p in policies.values()]
+
+
+def test_allow_write_back_leaves_a_same_named_role_without_our_tags_alone(
+    ahi_spleen, client, uploaded
+) -> None:
+    """A `<name>-sagemaker` role someone made by hand is used as it is, never rewritten."""
+    iam = client("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "sagemaker.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    iam.create_role(RoleName=f"{NAME}-sagemaker", AssumeRolePolicyDocument=json.dumps(trust))
+    theirs = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"}],
+    }
+    iam.put_role_policy(RoleName=f"{NAME}-sagemaker", PolicyName="theirs", PolicyDocument=json.dumps(theirs))
+    _deploy(ahi_spleen, "deploy-mme", "--image", IMAGE, "--allow-write-back")
+    assert iam.list_role_policies(RoleName=f"{NAME}-sagemaker")["PolicyNames"] == ["theirs"]
