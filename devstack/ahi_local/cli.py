@@ -234,6 +234,7 @@ def client_environment(settings: ServeSettings) -> dict[str, str]:
 def serve(settings: ServeSettings) -> None:
     import uvicorn  # heavy imports only when serving
 
+    from .http_protocol import head_timeout_protocol
     from .server import create_app
 
     app = create_app(settings)
@@ -251,7 +252,7 @@ def serve(settings: ServeSettings) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        http="h11",
+        http=head_timeout_protocol(settings.body_timeout_s),  # uvicorn's h11, with a deadline for the head
         loop="asyncio",
         log_level=settings.log_level,
         access_log=False,

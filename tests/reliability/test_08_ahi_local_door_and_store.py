@@ -4,7 +4,8 @@
   nothing half-written; an unwritable ``outputS3Uri`` fails the job before anything is stored, and the retry
   creates exactly one image set;
 * JSON nested too deep is a 400 with the reason; a body over 2 MiB is refused from its Content-Length, a body
-  that stops arriving is answered 408;
+  that stops arriving is answered 408, and so is a request head that does not arrive in time (nothing sent, or
+  half a head trickled a byte at a time);
 * a restart after ``kill -9`` mid-import removes the killed job's frame files, temporary files and the
   frames of deleted image sets;
 * SigV4 signatures are verified against the configured credentials; ``/_local/faults`` is off unless
@@ -19,6 +20,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +191,51 @@ def test_body_that_stops_arriving_is_answered_408(door: Service) -> None:
     reply = _raw(door.port, head, b'{"datastoreName": ')
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     assert b"RequestTimeoutException" in reply and b"stopped arriving" in reply
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    reply = b""
+    while chunk := sock.recv(65536):
+        reply += chunk
+    return reply
+
+
+def test_a_connection_that_sends_no_head_is_answered_408_and_closed(door: Service) -> None:
+    """The door's timeout is 1 s here (AHI_LOCAL_BODY_TIMEOUT_S): the head has that long, as the body does."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", door.port), timeout=20) as sock:
+        reply = _read_until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert b"RequestTimeoutException" in reply and b"request head" in reply
+    assert time.monotonic() - started < 15
+
+
+def test_a_head_trickled_a_byte_at_a_time_does_not_move_the_deadline(door: Service) -> None:
+    head = b"GET /_local/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", door.port), timeout=20) as sock:
+        try:
+            for byte in head:  # 200+ bytes at 0.05 s: >10 s of trickle, far past the 1 s deadline
+                sock.sendall(bytes([byte]))
+                time.sleep(0.05)
+        except OSError:
+            pass  # the server closed the connection while we were still sending
+        reply = _read_until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert time.monotonic() - started < 8, "the trickle kept the connection open"
+
+
+def test_a_kept_alive_connection_serves_its_next_request(door: Service) -> None:
+    connection = HTTPConnection("127.0.0.1", door.port, timeout=20)
+    try:
+        for _ in range(3):
+            connection.request("GET", "/_local/health")
+            response = connection.getresponse()
+            assert response.status == 200 and response.read()
+            assert response.getheader("connection", "").lower() != "close"
+            time.sleep(0.5)  # idle between requests, within the head deadline and uvicorn's keep-alive
+    finally:
+        connection.close()
 
 
 def test_fault_injection_is_off_unless_enabled(door: Service) -> None:
