@@ -10,7 +10,9 @@ operation of whatever model is installed; nothing here names an operation or a m
 Failures are reported in AWS's words, all of them at once, e.g.
 ``2 validation errors detected: Value 'bad name!' at 'datastoreName' failed to satisfy constraint: Member must
 satisfy regular expression pattern: [A-Za-z0-9._/#-]+; Value null at 'clientToken' failed to satisfy
-constraint: Member must not be null``.
+constraint: Member must not be null``. The value of a member the model marks ``sensitive`` (a request body,
+custom attributes, search criteria) is never echoed, only its absence: ``Value at 'Body' failed to satisfy
+...``, but ``Value null at ...``.
 """
 
 from __future__ import annotations
@@ -96,14 +98,22 @@ def _show(value: Any) -> str:
 class _Walker:
     def __init__(self) -> None:
         self.errors: list[str] = []
+        self._hidden = 0  # > 0 inside a member the model marks sensitive: its value is never echoed
 
     def fail(self, value: Any, path: str, constraint: str) -> None:
-        self.errors.append(f"Value {_show(value)} at '{path}' failed to satisfy constraint: {constraint}")
+        shown = "" if self._hidden and value is not None else f" {_show(value)}"  # null tells nothing
+        self.errors.append(f"Value{shown} at '{path}' failed to satisfy constraint: {constraint}")
 
     def walk(self, shape: Shape, value: Any, path: str) -> None:
         check = getattr(self, f"_{shape.type_name}", None)
-        if check is not None:
+        if check is None:
+            return
+        sensitive = bool(shape.metadata.get("sensitive"))
+        self._hidden += sensitive
+        try:
             check(shape, value, path)
+        finally:
+            self._hidden -= sensitive
 
     def _length(self, shape: Shape, value: Any, size: int, path: str) -> None:
         low, high = shape.metadata.get("min"), shape.metadata.get("max")

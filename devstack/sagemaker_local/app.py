@@ -11,18 +11,20 @@
   gateway serves (``--endpoint-name``): any other name is ``ValidationError`` "Endpoint X of account Y not
   found." as on SageMaker.
 * ``POST /endpoints/{EndpointName}/async-invocations`` (InvokeEndpointAsync): answers 202 with InferenceId and
-  OutputLocation at once; in the background reads ``InputLocation`` from S3, calls the container's
-  ``/invocations`` (or a multi-model target) and writes ``<S3OutputPath>/<id>.out`` or
-  ``<S3FailurePath>/<id>-error.out``. ``RequestTTLSeconds`` (default 21600) and ``InvocationTimeoutSeconds``
-  (default 900) are honoured: a request not started within its TTL, or whose container call outlives its
-  timeout, goes to the failure location with the reason. An accepted request is journaled (one JSON file per
-  job under ``async_queue_dir``) before the 202 goes out and removed once its output or error object is
-  written, so a gateway that crashes and restarts resumes every accepted job: like SageMaker's durable queue,
-  nothing accepted is lost.
+  OutputLocation at once; in the background reads the payload (``InputLocation`` in S3, or the inline ``Body``
+  of at most 128,000 bytes: exactly one of the two), calls the container's ``/invocations`` (or a multi-model
+  target) and writes ``<S3OutputPath>[/<S3OutputPathExtension>]/<Filename or id.out>`` or
+  ``<S3FailurePath>[/<S3OutputPathExtension>]/<id>-error.out``. ``RequestTTLSeconds`` (default 21600) and
+  ``InvocationTimeoutSeconds`` (default 900) are honoured: a request not started within its TTL, or whose
+  container call outlives its timeout, goes to the failure location with the reason. An accepted request is
+  journaled (one JSON file per job under ``async_queue_dir``, an inline body with it) before the 202 goes out
+  and removed once its output or error object is written, so a gateway that crashes and restarts resumes
+  every accepted job: like SageMaker's durable queue, nothing accepted is lost.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import json
@@ -69,6 +71,7 @@ logger = logging.getLogger(__name__)
 MAX_PAYLOAD = REALTIME_PAYLOAD_LIMIT
 H_TARGET = "X-Amzn-SageMaker-Target-Model"
 H_CUSTOM = "X-Amzn-SageMaker-Custom-Attributes"
+H_INPUT_LOCATION = "X-Amzn-SageMaker-InputLocation"
 H_INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 FORWARD_HEADERS = ("Content-Type", "Accept", H_CUSTOM, H_TARGET, H_INFERENCE_ID)
 DEFAULT_ACCOUNT_ID = "123456789012"
@@ -80,6 +83,10 @@ TIMEOUT_MESSAGE = (
     "metrics for each container in Amazon CloudWatch, resolve the issue, and try again."
 )
 _MODEL = botocore.session.get_session().get_service_model("sagemaker-runtime")
+#: InvokeEndpointAsync's inline ``Body`` (the alternative to InputLocation): 128,000 bytes in the model.
+MAX_ASYNC_INLINE_BODY = int(
+    _MODEL.operation_model("InvokeEndpointAsync").input_shape.members["Body"].metadata["max"]
+)
 
 
 def validate_request(operation: str, request: Request) -> dict[str, Any]:
@@ -134,18 +141,20 @@ class AsyncJob:
     """One accepted InvokeEndpointAsync request, as journaled on disk until its result object exists."""
 
     inference_id: str
-    input_loc: S3Uri
+    input_loc: S3Uri | None  # None: the request carried its payload inline (``body``)
     out: S3Uri
     fail: S3Uri
     headers: dict[str, str]
     submitted_at: float = 0.0  # epoch seconds when the 202 went out
     ttl_s: int = DEFAULT_REQUEST_TTL_S
     timeout_s: int = DEFAULT_INVOCATION_TIMEOUT_S
+    body: bytes | None = None  # the inline Body (at most MAX_ASYNC_INLINE_BODY bytes)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "InferenceId": self.inference_id,
-            "InputLocation": self.input_loc.uri,
+            "InputLocation": self.input_loc.uri if self.input_loc else None,
+            "Body": base64.b64encode(self.body).decode("ascii") if self.body is not None else None,
             "OutputLocation": self.out.uri,
             "FailureLocation": self.fail.uri,
             "Headers": self.headers,
@@ -158,7 +167,10 @@ class AsyncJob:
     def from_json(cls, obj: dict[str, Any]) -> AsyncJob:
         return cls(
             inference_id=str(obj["InferenceId"]),
-            input_loc=S3Uri.parse(obj["InputLocation"], "InputLocation"),
+            input_loc=(
+                S3Uri.parse(obj["InputLocation"], "InputLocation") if obj.get("InputLocation") else None
+            ),
+            body=base64.b64decode(obj["Body"]) if obj.get("Body") is not None else None,
             out=S3Uri.parse(obj["OutputLocation"], "S3OutputPath"),
             fail=S3Uri.parse(obj["FailureLocation"], "S3FailurePath"),
             headers=dict(obj.get("Headers") or {}),
@@ -304,7 +316,11 @@ class Gateway:
                     f"Request {inference_id} expired: it was not processed within its RequestTTLSeconds "
                     f"({job.ttl_s} s; it waited {waited:.0f} s)",
                 )
-            body = s3.get_object(Bucket=input_loc.bucket, Key=input_loc.key)["Body"].read()
+            if job.body is not None:
+                body = job.body
+            else:
+                assert input_loc is not None  # a job has exactly one of the two (checked when accepted)
+                body = s3.get_object(Bucket=input_loc.bucket, Key=input_loc.key)["Body"].read()
             if self.async_container is not None:
                 reply = self.async_container.invocations(body, headers, job.timeout_s)
             else:
@@ -353,21 +369,26 @@ def _model_gone(reply: HttpReply) -> bool:
     return "ModelNotFoundException" in text or "ServiceUnavailableException" in text
 
 
-def _too_large(size: str) -> RuntimeApiError:
+_REALTIME_ADVICE = "6 MB; use InvokeEndpointAsync, whose input object in S3 may be up to 1 GB"
+
+
+def _too_large(size: str, what: str, advice: str) -> RuntimeApiError:
     return payload_too_large(
-        f"Request body is {size} bytes; InvokeEndpoint payloads are limited to {MAX_PAYLOAD} bytes "
-        "(6 MB; use InvokeEndpointAsync, whose input object in S3 may be up to 1 GB)"
+        f"Request body is {size} bytes; {what} are limited to {MAX_PAYLOAD} bytes ({advice})"
     )
 
 
-async def _bounded_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it is known to exceed ``limit``: from Content-Length
-    before reading anything, else once the streamed bytes pass it (never buffering more than ``limit``)."""
+async def _bounded_body(
+    request: Request, what: str = "InvokeEndpoint payloads", advice: str = _REALTIME_ADVICE
+) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed the runtime's 6 MB: from
+    Content-Length before reading anything, else once the streamed bytes pass it (never buffering more)."""
+    limit = MAX_PAYLOAD
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
             if int(declared) > limit:
-                raise _too_large(declared)
+                raise _too_large(declared, what, advice)
         except ValueError:
             raise validation_error(f"Content-Length {declared[:40]!r} is not a number") from None
     chunks: list[bytes] = []
@@ -375,7 +396,7 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(f"more than {limit}")
+            raise _too_large(f"more than {limit}", what, advice)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -394,7 +415,7 @@ async def _invoke_endpoint(request: Request) -> Response:
     try:
         validate_request("InvokeEndpoint", request)
         gw.check_endpoint(name)
-        body = await _bounded_body(request, MAX_PAYLOAD)
+        body = await _bounded_body(request)
         headers = _forward_headers(request)
         try:
             reply = await run_in_threadpool(gw.invoke, request.headers.get(H_TARGET), body, headers)
@@ -419,14 +440,35 @@ async def _invoke_endpoint(request: Request) -> Response:
     return Response(reply.body, status_code=200, media_type=content_type, headers=out_headers)
 
 
-def _s3_header(request: Request, name: str) -> S3Uri:
-    value = request.headers.get(name)
+def _async_input(request: Request, inline: bytes) -> S3Uri | None:
+    """The InputLocation, or None when the payload came inline; exactly one of the two, as on AWS."""
+    value = request.headers.get(H_INPUT_LOCATION)
+    if value and inline:
+        raise validation_error("Body and InputLocation are mutually exclusive. Provide exactly one of them.")
     if not value:
-        raise validation_error(f"{name} is required: the S3 URI of the input object")
+        if not inline:
+            raise validation_error(
+                f"Provide exactly one of Body (inline, up to {MAX_ASYNC_INLINE_BODY} bytes) and "
+                "InputLocation (the S3 URI of the input object)."
+            )
+        return None
     try:
         return S3Uri.parse(value, "InputLocation")
     except S3UriError as exc:
         raise validation_error(str(exc)) from exc
+
+
+def _async_locations(config: GatewayConfig, params: dict[str, Any], inference_id: str) -> tuple[S3Uri, S3Uri]:
+    """Output and failure objects: S3OutputPath / S3FailurePath, then S3OutputPathExtension when given, then
+    Filename (default ``<InferenceId>.out``) or ``<InferenceId>-error.out``."""
+    assert config.async_output is not None
+    extension = [p for p in str(params.get("S3OutputPathExtension") or "").split("/") if p]
+    out = S3Uri.parse(config.async_output, "S3OutputPath").child(
+        *extension, str(params.get("Filename") or f"{inference_id}.out")
+    )
+    fail_root = config.async_failure or config.async_output
+    fail = S3Uri.parse(fail_root, "S3FailurePath").child(*extension, f"{inference_id}-error.out")
+    return out, fail
 
 
 async def _invoke_endpoint_async(request: Request) -> Response:
@@ -438,11 +480,15 @@ async def _invoke_endpoint_async(request: Request) -> Response:
             raise validation_error(
                 "this endpoint has no AsyncInferenceConfig (start sagemaker-local with --async-output)"
             )
-        input_loc = _s3_header(request, "X-Amzn-SageMaker-InputLocation")
+        inline = await _bounded_body(request, "InvokeEndpointAsync requests", "put the payload in S3")
+        if len(inline) > MAX_ASYNC_INLINE_BODY:  # the model's constraint, in AWS's words (value not echoed)
+            errors = validation_errors(
+                _MODEL.operation_model("InvokeEndpointAsync").input_shape, {**params, "Body": inline}
+            )
+            raise validation_error(validation_message(errors))
+        input_loc = _async_input(request, inline)
         inference_id = request.headers.get(H_INFERENCE_ID) or str(uuid.uuid4())
-        out = S3Uri.parse(gw.config.async_output, "S3OutputPath").child(f"{inference_id}.out")
-        fail_root = gw.config.async_failure or gw.config.async_output
-        fail = S3Uri.parse(fail_root, "S3FailurePath").child(f"{inference_id}-error.out")
+        out, fail = _async_locations(gw.config, params, inference_id)
         headers = {"Content-Type": request.headers.get("X-Amzn-SageMaker-Content-Type", "application/json")}
         if "X-Amzn-SageMaker-Accept" in request.headers:
             headers["Accept"] = request.headers["X-Amzn-SageMaker-Accept"]
@@ -460,6 +506,7 @@ async def _invoke_endpoint_async(request: Request) -> Response:
             submitted_at=time.time(),
             ttl_s=params.get("RequestTTLSeconds", DEFAULT_REQUEST_TTL_S),
             timeout_s=params.get("InvocationTimeoutSeconds", DEFAULT_INVOCATION_TIMEOUT_S),
+            body=inline if input_loc is None else None,
         )
         gw.submit_async(job)
     except OSError:

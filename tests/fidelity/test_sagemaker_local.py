@@ -127,8 +127,46 @@ def test_every_header_length_and_range_of_the_runtime_model_is_enforced(sagemake
                 missed.append(f"{name}.{member_name}: accepted")
             except ClientError as exc:
                 error = exc.response["Error"]
-                if error["Code"] != "ValidationError" or f"at '{member_name}'" not in error["Message"] or (
-                    expect not in error["Message"]
+                if (
+                    error["Code"] != "ValidationError"
+                    or f"at '{member_name}'" not in error["Message"]
+                    or (expect not in error["Message"])
                 ):
                     missed.append(f"{name}.{member_name}: {error['Code']}: {error['Message'][:200]}")
     assert checked >= 20 and not missed, "\n".join(missed)
+
+
+def test_async_inline_body_output_extension_and_filename(sagemaker_local: str, moto_s3: str) -> None:
+    """The current runtime model's InvokeEndpointAsync: an inline Body (up to 128,000 bytes) instead of
+    InputLocation (exactly one of the two), S3OutputPathExtension and Filename placing the output."""
+    s3 = s3_client(moto_s3)
+    rt = _runtime(sagemaker_local)
+    accepted = rt.invoke_endpoint_async(
+        EndpointName=ENDPOINT,
+        Body=b'{"x": 2}',
+        ContentType="application/json",
+        InferenceId="inline-one",
+        S3OutputPathExtension="by-day/2026-12-01",
+        Filename="result.json",
+    )
+    assert accepted["OutputLocation"] == f"s3://{SM_BUCKET}/async-out/by-day/2026-12-01/result.json"
+    assert (
+        accepted["FailureLocation"] == f"s3://{SM_BUCKET}/async-failed/by-day/2026-12-01/inline-one-error.out"
+    )
+    assert json.loads(_wait_object(s3, "async-out/by-day/2026-12-01/result.json")) == {"echo": {"x": 2}}
+
+    s3.put_object(Bucket=SM_BUCKET, Key="in/both.json", Body=b"{}")
+    with pytest.raises(ClientError, match="Body and InputLocation are mutually exclusive"):
+        rt.invoke_endpoint_async(
+            EndpointName=ENDPOINT, Body=b"{}", InputLocation=f"s3://{SM_BUCKET}/in/both.json"
+        )
+    with pytest.raises(ClientError, match="Provide exactly one of Body .* and InputLocation"):
+        rt.invoke_endpoint_async(EndpointName=ENDPOINT)
+    with pytest.raises(ClientError) as caught:
+        rt.invoke_endpoint_async(EndpointName=ENDPOINT, Body=b" " * 128_001)
+    error = caught.value.response["Error"]
+    assert error["Code"] == "ValidationError"
+    assert error["Message"] == (
+        "1 validation error detected: Value at 'Body' failed to satisfy constraint: Member must have length "
+        "less than or equal to 128000"
+    )  # Body is sensitive in the model: its value is not echoed
