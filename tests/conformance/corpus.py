@@ -8,8 +8,9 @@ frames pydicom rejects, imagecodecs' decode), and a dataset that ``save_as`` wri
 unchanged. Photometric Interpretation and Planar Configuration may differ only as the native pixels require
 (the pixel comparison, after pydicom's own colour conversion, proves them right).
 
-:func:`run_corpus` returns one :class:`Outcome` per file; :func:`table` renders the summary the test prints.
-Run ``python -m tests.conformance.corpus`` for the table on the whole corpus without pytest.
+:func:`run_corpus` imports and checks, giving one :class:`Outcome` per file (:func:`check_corpus` checks an
+import made before); :func:`table` renders the summary the test prints. Run
+``python -m tests.conformance.corpus`` for the table on the whole corpus without pytest.
 """
 
 from __future__ import annotations
