@@ -144,6 +144,23 @@ class ContainerClient:
     def unload(self, name: str) -> HttpReply:
         return self.request("DELETE", f"/models/{name}")
 
+    def unload_until_gone(self, name: str, timeout_s: float = 10.0) -> bool:
+        """DELETE ``name`` until ``GET /models/<name>`` answers 404 (True), or ``timeout_s`` passes (False).
+
+        MMS 1.1.11 answers a refused load (507) before it has settled its registry: a DELETE sent at once may
+        find nothing (404) and the model then appears, registered without workers, so a retried load would be
+        answered 409 "already registered" and never get a worker.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.unload(name)
+            if self.request("GET", f"/models/{name}").status == 404:
+                return True
+            if time.monotonic() > deadline:
+                logger.warning("model %s still registered %.0f s after DELETE", name, timeout_s)
+                return False
+            time.sleep(0.2)
+
     def invoke(
         self, name: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None = None
     ) -> HttpReply:
@@ -386,7 +403,7 @@ class ModelManager:
         reply = self.container.load(name, model_dir)
         if reply.status == 507:
             # MMS 1.1.11 leaves a model registered (without workers) after a 507: drop it, evict, retry once.
-            self.container.unload(name)
+            self.container.unload_until_gone(name)
             self._evict_lru(exclude=target)
             reply = self.container.load(name, model_dir)
         if reply.status == 409:

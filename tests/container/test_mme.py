@@ -24,7 +24,7 @@ import pydicom
 import pytest
 
 from devstack.clients import ahi_client, dicomweb_client, s3_client
-from devstack.sagemaker_local.models import model_key
+from devstack.sagemaker_local.models import ContainerClient, model_key
 from tests.container.conftest import (
     RESULTS_BUCKET,
     Dataset,
@@ -231,10 +231,10 @@ def test_insufficient_memory_is_507(stack, tmp_path):
         "POST", url + "/models", json.dumps({"model_name": "huge", "url": str(model_dir)}).encode(), JSON
     )
     assert status == 507, body
-    # MMS 1.1.11 may keep a 507 model registered without workers (a race in its unregister); the caller (the
-    # platform, or sagemaker-local) deletes it before retrying.
-    status, _, _ = http("DELETE", url + "/models/huge")
-    assert status in (200, 404)
+    # MMS 1.1.11 may keep a 507 model registered without workers, and may register it only after the 507 has
+    # gone out (so a DELETE sent at once finds nothing); the caller (the platform, or sagemaker-local, with
+    # ContainerClient.unload_until_gone) deletes it until it is gone before retrying.
+    assert ContainerClient(url).unload_until_gone("huge", timeout_s=20)
     assert http("GET", url + "/models/huge")[0] == 404
     # MMS abandons a worker of the refused model (re-parented to init); serve reaps such orphans within
     # seconds.
