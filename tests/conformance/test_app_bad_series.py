@@ -24,6 +24,7 @@ from app.service import SpleenSegService
 from container.invocation import error_body
 from devstack.clients import ahi_client, s3_client
 from devstack.importing import create_datastore, import_folder
+from devstack.processes import DUMMY_AWS_ENV
 from model import SOURCE_BUNDLE_DIR
 from tests.conformance.edge_cases import base, mono
 from tests.support.ahi_metadata import update_instance_attributes
@@ -114,11 +115,7 @@ def test_python_m_app_reports_the_422(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_MEDICAL_IMAGING", ahi_local)
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
+    for key, value in DUMMY_AWS_ENV.items():
         monkeypatch.setenv(key, value)
     request_file = tmp_path / "request.json"
     request_file.write_text(

@@ -24,6 +24,7 @@ import pydicom
 import pytest
 
 from devstack.clients import ahi_client, dicomweb_client, s3_client
+from devstack.processes import DUMMY_AWS_ENV
 from devstack.sagemaker_local.models import ContainerClient, model_key
 from tests.container.conftest import (
     RESULTS_BUCKET,
@@ -517,11 +518,7 @@ def test_deploy_cli_invoke_against_the_local_gateway(stack, monkeypatch, capsys,
     then async (request object uploaded to S3, output object polled)."""
     from scripts.aws.cli import main as aws_cli
 
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
+    for key, value in DUMMY_AWS_ENV.items():
         monkeypatch.setenv(key, value)
     series = stack["data"].series[5]
     common = [
